@@ -1,0 +1,873 @@
+/**
+ * The QMP client: one connection, one read loop, commands routed by id,
+ * events fanned out to listeners.
+ *
+ * @module
+ */
+import { type Address, formatAddress, isLoopback, parseAddress } from "./address.ts";
+import { type Duration, parseDuration } from "./duration.ts";
+import {
+  AbortError,
+  ConnectionClosedError,
+  NegotiationError,
+  ProtocolError,
+  QmpCommandError,
+  QmpError,
+  ServerParseError,
+  TimeoutError,
+} from "./errors.ts";
+import { EventListener, type EventWhere, type ListenOptions } from "./events.ts";
+import { JsonObjectFramer } from "./framing.ts";
+import {
+  classifyMessage,
+  commandMessage,
+  type Greeting,
+  parseGreeting,
+  type QmpEvent,
+  timestampToDate,
+} from "./protocol.ts";
+import { openTransport, type Transport } from "./transport.ts";
+import type { QmpCommands, QmpEvents } from "./qapi/types.ts";
+
+/** Name of a command known to the generated QAPI types. */
+export type CommandName = keyof QmpCommands & string;
+/** Arguments of command `K`. */
+export type CommandArgs<K extends CommandName> = QmpCommands[K]["args"];
+/** Return value of command `K`. */
+export type CommandReturn<K extends CommandName> = QmpCommands[K]["return"];
+/** Name of an event known to the generated QAPI types. */
+export type EventName = keyof QmpEvents & string;
+/** A typed event: `event` is the name, `data` its payload type. */
+export type TypedEvent<N extends EventName = EventName> = N extends EventName
+  ? QmpEvent<N, QmpEvents[N]>
+  : never;
+
+/**
+ * The rest parameters of `execute`: arguments are optional when the command
+ * has no required member, then per-call options.
+ */
+export type ExecuteRest<K extends CommandName> = Record<never, never> extends CommandArgs<K>
+  ? [args?: CommandArgs<K>, options?: ExecuteOptions]
+  : [args: CommandArgs<K>, options?: ExecuteOptions];
+
+/** One message sent or received, as given to the `transcript` hook. */
+export interface TranscriptEntry {
+  /** When the message was sent or parsed. */
+  time: Date;
+  /** `"send"` for client → QEMU, `"recv"` for QEMU → client. */
+  direction: "send" | "recv";
+  /** The message object. */
+  message: Record<string, unknown>;
+}
+
+/** Options of a client connection (shared by {@link connect} and {@link QmpClient}). */
+export interface ClientOptions {
+  /** Run `qmp_capabilities` after the greeting (default `true`). */
+  negotiate?: boolean;
+  /** Ask for the `oob` capability during negotiation; fails if the server does not offer it. */
+  oob?: boolean;
+  /** Largest accepted message in bytes (default 10 MiB). */
+  maxMessageSize?: number;
+  /** Default timeout of every command (default: none; a closed connection still ends it). */
+  commandTimeout?: Duration;
+  /** How many recent events are kept for `waitEvent(..., { since })` (default 256). */
+  historySize?: number;
+  /** Called with every message sent and received, e.g. to record a transcript. */
+  transcript?: (entry: TranscriptEntry) => void;
+  /**
+   * Called with protocol anomalies that do not end the connection: a reply with
+   * an unknown id, or an id-less error QEMU could not attribute. Default: print
+   * to stderr.
+   */
+  onWarning?: (warning: QmpError) => void;
+  /** Human-readable address for messages (set by {@link connect}). */
+  address?: string;
+}
+
+/** Options of {@link connect}. */
+export interface ConnectOptions extends ClientOptions {
+  /** Deadline for connecting, greeting and negotiation together (default `"10s"`). */
+  timeout?: Duration;
+  /** Cancels connecting. */
+  signal?: AbortSignal;
+  /** Retry while the socket does not exist yet or refuses connections, until `timeout`. */
+  retry?: boolean;
+}
+
+/** Per-command options. */
+export interface ExecuteOptions {
+  /** Reject with {@link TimeoutError} after this long. A late reply is then discarded. */
+  timeout?: Duration;
+  /** Reject with {@link AbortError} when aborted. The command may still run in QEMU. */
+  signal?: AbortSignal;
+}
+
+/** Options of {@link QmpClient.waitEvent}. */
+export interface WaitEventOptions<E extends QmpEvent = QmpEvent> {
+  /** Only accept events matching this predicate or partial `data` pattern. */
+  where?: EventWhere<E>;
+  /** Reject with {@link TimeoutError} after this long. */
+  timeout?: Duration;
+  /** Reject with {@link AbortError} when aborted. */
+  signal?: AbortSignal;
+  /**
+   * Also accept a matching event that already arrived after this mark (from
+   * {@link QmpClient.mark}), from the client's recent-event history.
+   */
+  since?: number;
+}
+
+/** Connection states: waiting for the greeting, usable, or closed. */
+export type ClientState = "connecting" | "open" | "closed";
+
+/** How many in-band commands QEMU queues when oob is on (`QMP_REQ_QUEUE_LEN_MAX`). */
+export const MAX_INBAND_IN_FLIGHT = 8;
+
+interface Pending {
+  id: number;
+  command: string;
+  args: unknown;
+  oob: boolean;
+  message: Record<string, unknown>;
+  sent: boolean;
+  resolve(value: unknown): void;
+  reject(error: unknown): void;
+  cleanup(): void;
+}
+
+const encoder = new TextEncoder();
+
+/**
+ * A QMP connection. Get one with {@link connect} (or `launch()`); it is
+ * negotiated and ready when the promise resolves.
+ *
+ * Commands may be issued concurrently; replies are routed by id. Events are
+ * delivered to every listener registered when they arrive, so arm a wait
+ * *before* the action that causes the event:
+ *
+ * @example
+ * ```ts ignore
+ * await using qmp = await connect("unix:/run/vm1/qmp.sock");
+ * const stopped = qmp.waitEvent("STOP", { timeout: "5s" }); // armed now
+ * await qmp.execute("stop");
+ * await stopped; // caught although QEMU sends STOP before stop's reply
+ * ```
+ */
+export class QmpClient implements AsyncDisposable {
+  /** The address this client is connected to, for messages (`unix:/x`, `tcp:h:p`). */
+  readonly address: string;
+  readonly #transport: Transport;
+  readonly #framer: JsonObjectFramer;
+  readonly #options: ClientOptions;
+  readonly #commandTimeout: number | undefined;
+  readonly #historySize: number;
+  #state: ClientState = "connecting";
+  #greeting: Greeting | undefined;
+  #greetingWaiter: { resolve(g: Greeting): void; reject(e: unknown): void } | undefined;
+  #negotiated = false;
+  #oob = false;
+  #nextId = 0;
+  #pending = new Map<number, Pending>();
+  /** Ids given up on (timeout/abort) whose reply has not come yet; value: was oob. */
+  #abandoned = new Map<number, boolean>();
+  #inbandInFlight = 0;
+  #inbandQueue: Pending[] = [];
+  #outQueue: Uint8Array[] = [];
+  #flushing: Promise<void> | undefined;
+  #listeners: EventListener[] = [];
+  #history: QmpEvent[] = [];
+  #seq = 0;
+  #quitAcked = false;
+  #quitSent = false;
+  #closeError: ConnectionClosedError | undefined;
+  #readLoop: Promise<void>;
+  #resolveClosed!: () => void;
+  /** Resolves once the connection is closed, for whatever reason. Never rejects. */
+  readonly closed: Promise<void>;
+
+  /**
+   * Wraps an open transport and starts reading. Most code should call
+   * {@link connect} instead; use this to run QMP over a custom transport
+   * (e.g. an in-memory pair in tests), then `await client.handshake()`.
+   */
+  constructor(transport: Transport, options: ClientOptions = {}) {
+    this.#transport = transport;
+    this.#options = options;
+    this.address = options.address ?? "(transport)";
+    this.#framer = new JsonObjectFramer({ maxMessageSize: options.maxMessageSize });
+    this.#commandTimeout = options.commandTimeout === undefined
+      ? undefined
+      : parseDuration(options.commandTimeout);
+    this.#historySize = options.historySize ?? 256;
+    this.closed = new Promise((resolve) => (this.#resolveClosed = resolve));
+    this.#readLoop = this.#read();
+  }
+
+  /** The server's greeting (version and offered capabilities). Throws before it arrived. */
+  get greeting(): Greeting {
+    if (!this.#greeting) throw new QmpError("No greeting received yet: await handshake() first");
+    return this.#greeting;
+  }
+
+  /** Current state: `"connecting"` until the greeting, `"open"`, then `"closed"`. */
+  get state(): ClientState {
+    return this.#state;
+  }
+
+  /** True once `qmp_capabilities` succeeded. */
+  get negotiated(): boolean {
+    return this.#negotiated;
+  }
+
+  /** True when the `oob` capability was enabled, so {@link executeOob} can be used. */
+  get oob(): boolean {
+    return this.#oob;
+  }
+
+  /** Why the connection closed, once it has; `undefined` while open. */
+  get closeError(): ConnectionClosedError | undefined {
+    return this.#closeError;
+  }
+
+  /** Number of commands awaiting a reply (sent or queued). */
+  get pendingCommands(): number {
+    return this.#pending.size;
+  }
+
+  /**
+   * Waits for the greeting and, unless `negotiate: false`, negotiates. Called
+   * by {@link connect}; call it yourself after `new QmpClient(transport)`.
+   */
+  async handshake(options: { timeout?: Duration; signal?: AbortSignal } = {}): Promise<Greeting> {
+    const ms = options.timeout === undefined ? 10_000 : parseDuration(options.timeout);
+    const greeting = await withDeadline(
+      this.#greetingPromise(),
+      ms,
+      options.signal,
+      `Waiting for the QMP greeting from ${this.address}`,
+      "QEMU sends it at once, unless another client is already connected to this monitor " +
+        "(QMP serves one client at a time) or this is not a QMP socket",
+      () => this.#shutdown("error", undefined),
+    );
+    if (this.#options.negotiate !== false) {
+      await this.negotiate({ oob: this.#options.oob, timeout: ms, signal: options.signal });
+    }
+    return greeting;
+  }
+
+  /**
+   * Runs `qmp_capabilities`, enabling `oob` when asked. Throws
+   * {@link NegotiationError} when `oob` is requested but not offered, or QEMU
+   * refuses.
+   */
+  async negotiate(
+    options: { oob?: boolean; timeout?: Duration; signal?: AbortSignal } = {},
+  ): Promise<void> {
+    const greeting = this.#greeting ?? await this.#greetingPromise();
+    if (this.#negotiated) throw new NegotiationError("Capabilities were already negotiated");
+    const enable: string[] = [];
+    if (options.oob) {
+      if (!greeting.capabilities.includes("oob")) {
+        throw new NegotiationError(
+          `The oob capability was requested but ${this.address} offers only ` +
+            `[${greeting.capabilities.join(", ")}]. Connect without oob: true.`,
+        );
+      }
+      enable.push("oob");
+    }
+    try {
+      await this.#submit("qmp_capabilities", enable.length ? { enable } : undefined, false, {
+        timeout: options.timeout,
+        signal: options.signal,
+      });
+    } catch (err) {
+      if (err instanceof QmpCommandError) {
+        throw new NegotiationError(`Capability negotiation failed: ${err.desc}`, { cause: err });
+      }
+      throw err;
+    }
+    this.#negotiated = true;
+    this.#oob = enable.includes("oob");
+  }
+
+  /**
+   * Runs a command and resolves with its `return` value. Rejects with
+   * {@link QmpCommandError} when QEMU answers with an error,
+   * {@link TimeoutError} / {@link AbortError} per `options`, and
+   * {@link ConnectionClosedError} when the connection is or becomes closed.
+   *
+   * @example
+   * ```ts ignore
+   * const { status } = await qmp.execute("query-status");
+   * await qmp.execute("device_add", { driver: "usb-tablet", id: "tab0" });
+   * ```
+   */
+  execute<K extends CommandName>(command: K, ...rest: ExecuteRest<K>): Promise<CommandReturn<K>> {
+    const [args, options] = rest;
+    return this.#submit(command, args, false, options) as Promise<CommandReturn<K>>;
+  }
+
+  /**
+   * Untyped escape hatch: runs any command by name, for commands the generated
+   * types do not know (newer QEMU, downstream `__` commands).
+   */
+  executeRaw(
+    command: string,
+    args?: Record<string, unknown>,
+    options?: ExecuteOptions,
+  ): Promise<unknown> {
+    return this.#submit(command, args, false, options);
+  }
+
+  /**
+   * Runs a command out-of-band (`exec-oob`): it may overtake queued in-band
+   * commands. Needs `oob: true` at connect time and a command that allows it
+   * (QEMU 7.2: `migrate-recover`, `migrate-pause`, `yank`, `query-yank`).
+   */
+  executeOob<K extends CommandName>(
+    command: K,
+    ...rest: ExecuteRest<K>
+  ): Promise<CommandReturn<K>> {
+    const [args, options] = rest;
+    if (!this.#oob && this.#state !== "closed") {
+      return Promise.reject(
+        new NegotiationError(
+          `exec-oob needs the oob capability: connect with { oob: true } (${command} not sent)`,
+        ),
+      );
+    }
+    return this.#submit(command, args, true, options) as Promise<CommandReturn<K>>;
+  }
+
+  /**
+   * Registers a listener now and returns it: every event that arrives from
+   * this moment on and passes the filter is buffered until read.
+   *
+   * @example
+   * ```ts ignore
+   * using devs = qmp.listen({ names: ["DEVICE_DELETED"], where: { device: "tab0" } });
+   * await qmp.execute("device_del", { id: "tab0" });
+   * const ev = await devs.get({ timeout: "5s" });
+   * ```
+   */
+  listen<N extends EventName>(
+    options: ListenOptions<TypedEvent<N>> & { names: readonly N[] },
+  ): EventListener<TypedEvent<N>>;
+  listen(options?: ListenOptions<TypedEvent>): EventListener<TypedEvent>;
+  listen(options: ListenOptions<QmpEvent> = {}): EventListener<QmpEvent> {
+    const listener: EventListener<QmpEvent> = new EventListener(options, () => {
+      this.#listeners = this.#listeners.filter((l) => l !== listener);
+    });
+    if (this.#state === "closed") listener.end(this.#closeError, true);
+    else this.#listeners = [...this.#listeners, listener];
+    return listener;
+  }
+
+  /**
+   * Events as an async iterator, filtered by name; the same as {@link listen}.
+   * Iteration ends when the connection closes cleanly, and throws
+   * {@link ConnectionClosedError} when the peer went away unexpectedly.
+   *
+   * @example
+   * ```ts ignore
+   * for await (const ev of qmp.events({ names: ["RESET", "SHUTDOWN"] })) {
+   *   console.log(ev.event, ev.data.reason, ev.time);
+   * }
+   * ```
+   */
+  events<N extends EventName>(
+    options: ListenOptions<TypedEvent<N>> & { names: readonly N[] },
+  ): EventListener<TypedEvent<N>>;
+  events(options?: ListenOptions<TypedEvent>): EventListener<TypedEvent>;
+  events(options: ListenOptions<QmpEvent> = {}): EventListener<QmpEvent> {
+    return this.listen(options as ListenOptions<TypedEvent>) as EventListener<QmpEvent>;
+  }
+
+  /**
+   * The sequence number of the last event received. Pass it as `since` to
+   * {@link waitEvent} to also catch events that arrive before the wait is made.
+   */
+  mark(): number {
+    return this.#seq;
+  }
+
+  /**
+   * Waits for one event named `name` (and matching `where`). The listener is
+   * registered when this is called, so call it before the action and await
+   * it after: no event can slip between. The returned promise is marked
+   * handled, so an unawaited wait that times out does not crash the process.
+   *
+   * @example
+   * ```ts ignore
+   * const gone = qmp.waitEvent("DEVICE_DELETED", { where: { device: "tab0" }, timeout: "5s" });
+   * await qmp.execute("device_del", { id: "tab0" });
+   * const ev = await gone; // ev.data.path === "/machine/peripheral/tab0"
+   * ```
+   */
+  waitEvent<N extends EventName>(
+    name: N,
+    options: WaitEventOptions<TypedEvent<N>> = {},
+  ): Promise<TypedEvent<N>> {
+    const listener = this.listen<N>({
+      names: [name],
+      where: options.where,
+      bufferSize: 1,
+      overflow: "drop-newest",
+    });
+    if (options.since !== undefined) {
+      const since = options.since;
+      const hit = this.#history.find((e) => e.seq > since && listener.accepts(e));
+      if (hit) {
+        listener.close();
+        return Promise.resolve(hit as TypedEvent<N>);
+      }
+    }
+    const p = listener.get({ timeout: options.timeout, signal: options.signal }).finally(() =>
+      listener.close()
+    );
+    p.catch(() => {});
+    return p;
+  }
+
+  /**
+   * Closes the connection. Pending commands and waits reject with
+   * {@link ConnectionClosedError}; event iterators end. Idempotent.
+   */
+  async close(): Promise<void> {
+    this.#shutdown("client", undefined);
+    await this.#readLoop;
+    await this.#flushing;
+  }
+
+  /** Closes the connection (for `await using`). */
+  [Symbol.asyncDispose](): Promise<void> {
+    return this.close();
+  }
+
+  // ---------------------------------------------------------------- internals
+
+  #greetingPromise(): Promise<Greeting> {
+    if (this.#greeting) return Promise.resolve(this.#greeting);
+    if (this.#state === "closed") return Promise.reject(this.#closedError("the greeting"));
+    return new Promise((resolve, reject) => {
+      const prev = this.#greetingWaiter;
+      this.#greetingWaiter = {
+        resolve: (g) => {
+          prev?.resolve(g);
+          resolve(g);
+        },
+        reject: (e) => {
+          prev?.reject(e);
+          reject(e);
+        },
+      };
+    });
+  }
+
+  #submit(
+    command: string,
+    args: unknown,
+    oob: boolean,
+    options: ExecuteOptions | undefined,
+  ): Promise<unknown> {
+    if (this.#state === "closed") return Promise.reject(this.#closedError(command));
+    if (typeof command !== "string" || command === "") {
+      return Promise.reject(new TypeError(`Command name must be a non-empty string`));
+    }
+    if (args !== undefined && (typeof args !== "object" || args === null || Array.isArray(args))) {
+      return Promise.reject(
+        new TypeError(`Arguments of ${command} must be an object, got ${JSON.stringify(args)}`),
+      );
+    }
+    const timeoutMs = options?.timeout === undefined
+      ? this.#commandTimeout
+      : parseDuration(options.timeout);
+    const signal = options?.signal;
+    if (signal?.aborted) {
+      return Promise.reject(new AbortError(`${command}`, { cause: signal.reason }));
+    }
+    const id = ++this.#nextId;
+    return new Promise((resolve, reject) => {
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      const onAbort = () => giveUp(new AbortError(command, { cause: signal!.reason }));
+      const entry: Pending = {
+        id,
+        command,
+        args,
+        oob,
+        message: commandMessage(command, args, id, oob),
+        sent: false,
+        resolve,
+        reject,
+        cleanup: () => {
+          if (timer !== undefined) clearTimeout(timer);
+          signal?.removeEventListener("abort", onAbort);
+        },
+      };
+      const giveUp = (err: QmpError) => {
+        if (this.#pending.get(id) !== entry) return;
+        this.#pending.delete(id);
+        entry.cleanup();
+        if (entry.sent) {
+          this.#abandoned.set(id, oob);
+        } else {
+          const i = this.#inbandQueue.indexOf(entry);
+          if (i >= 0) this.#inbandQueue.splice(i, 1);
+        }
+        reject(err);
+      };
+      if (timeoutMs !== undefined) {
+        timer = setTimeout(
+          () =>
+            giveUp(
+              new TimeoutError(command, timeoutMs, {
+                hint: "the command may still complete in QEMU; its late reply will be ignored",
+              }),
+            ),
+          timeoutMs,
+        );
+      }
+      signal?.addEventListener("abort", onAbort, { once: true });
+      this.#pending.set(id, entry);
+      if (!oob && this.#oob && this.#inbandInFlight >= MAX_INBAND_IN_FLIGHT) {
+        this.#inbandQueue.push(entry);
+      } else {
+        this.#send(entry);
+      }
+    });
+  }
+
+  #send(entry: Pending): void {
+    let bytes: Uint8Array;
+    try {
+      bytes = encoder.encode(JSON.stringify(entry.message));
+    } catch (cause) {
+      this.#pending.delete(entry.id);
+      entry.cleanup();
+      entry.reject(
+        new TypeError(`Arguments of ${entry.command} cannot be encoded as JSON`, { cause }),
+      );
+      return;
+    }
+    entry.sent = true;
+    if (!entry.oob) this.#inbandInFlight++;
+    if (entry.command === "quit") this.#quitSent = true;
+    this.#options.transcript?.({ time: new Date(), direction: "send", message: entry.message });
+    this.#outQueue.push(bytes);
+    this.#flushing ??= this.#flush();
+  }
+
+  async #flush(): Promise<void> {
+    try {
+      while (this.#outQueue.length > 0 && this.#state !== "closed") {
+        const chunks = this.#outQueue;
+        this.#outQueue = [];
+        const data = chunks.length === 1 ? chunks[0] : concat(chunks);
+        let off = 0;
+        while (off < data.length) off += await this.#transport.write(data.subarray(off));
+      }
+    } catch (err) {
+      if (this.#state !== "closed") this.#onReadOrWriteError(err);
+    } finally {
+      this.#flushing = undefined;
+    }
+  }
+
+  async #read(): Promise<void> {
+    const buf = new Uint8Array(64 * 1024);
+    try {
+      while (true) {
+        const n = await this.#transport.read(buf);
+        if (this.#state === "closed") return;
+        if (n === null) {
+          this.#framer.end();
+          this.#shutdown(this.#quitSent ? "quit" : "peer", undefined);
+          return;
+        }
+        const messages = this.#framer.push(buf.subarray(0, n));
+        for (const m of messages) {
+          this.#dispatch(m);
+          if (this.#state === "closed") return;
+        }
+      }
+    } catch (err) {
+      if (this.#state !== "closed") this.#onReadOrWriteError(err);
+    }
+  }
+
+  #onReadOrWriteError(err: unknown): void {
+    if (err instanceof ProtocolError) {
+      this.#shutdown("error", err);
+    } else if (
+      this.#quitSent && err instanceof Error &&
+      (err.name === "ConnectionReset" || err.name === "BrokenPipe")
+    ) {
+      this.#shutdown("quit", undefined); // QEMU exits right after quit; a reset is normal.
+    } else {
+      this.#shutdown("peer", err);
+    }
+  }
+
+  #dispatch(raw: Record<string, unknown>): void {
+    this.#options.transcript?.({ time: new Date(), direction: "recv", message: raw });
+    if (!this.#greeting) {
+      const greeting = parseGreeting(raw); // throws ProtocolError: ends the connection
+      this.#greeting = greeting;
+      this.#state = "open";
+      const w = this.#greetingWaiter;
+      this.#greetingWaiter = undefined;
+      w?.resolve(greeting);
+      return;
+    }
+    const msg = classifyMessage(raw);
+    if (msg.kind === "event") {
+      const event: QmpEvent = {
+        event: msg.event,
+        data: msg.data,
+        timestamp: msg.timestamp,
+        time: timestampToDate(msg.timestamp),
+        seq: ++this.#seq,
+      };
+      if (this.#historySize > 0) {
+        if (this.#history.length >= this.#historySize) this.#history.shift();
+        this.#history.push(event);
+      }
+      for (const l of this.#listeners) l.deliver(event);
+      return;
+    }
+    const id = msg.id;
+    const entry = typeof id === "number" ? this.#pending.get(id) : undefined;
+    if (!entry) {
+      this.#unrouted(msg, raw);
+      return;
+    }
+    this.#pending.delete(entry.id);
+    entry.cleanup();
+    if (!entry.oob) this.#inbandReplied();
+    if (msg.kind === "return") {
+      if (entry.command === "quit") this.#quitAcked = true;
+      entry.resolve(msg.value);
+    } else {
+      entry.reject(new QmpCommandError(entry.command, entry.args, msg.class, msg.desc));
+    }
+  }
+
+  #unrouted(
+    msg: { kind: "return" | "error"; id: unknown; class?: string; desc?: string },
+    raw: Record<string, unknown>,
+  ): void {
+    if (typeof msg.id === "number" && this.#abandoned.has(msg.id)) {
+      const wasOob = this.#abandoned.get(msg.id);
+      this.#abandoned.delete(msg.id);
+      if (!wasOob) this.#inbandReplied();
+      return; // late reply to a command that timed out or was aborted
+    }
+    if (msg.kind === "error" && msg.id === undefined) {
+      const err = new ServerParseError(msg.class ?? "GenericError", msg.desc ?? "");
+      const sent = [...this.#pending.values()].filter((p) => p.sent);
+      if (sent.length === 1) {
+        // The only request QEMU was reading is the one it failed to parse.
+        const entry = sent[0];
+        this.#pending.delete(entry.id);
+        entry.cleanup();
+        if (!entry.oob) this.#inbandReplied();
+        entry.reject(err);
+      } else {
+        this.#warn(err);
+      }
+      return;
+    }
+    this.#warn(
+      new ProtocolError(
+        `Discarded a reply with an unknown id ${JSON.stringify(msg.id)}: ${
+          JSON.stringify(raw).slice(0, 120)
+        }`,
+        { received: JSON.stringify(raw).slice(0, 120) },
+      ),
+    );
+  }
+
+  #inbandReplied(): void {
+    this.#inbandInFlight--;
+    while (this.#inbandQueue.length > 0 && this.#inbandInFlight < MAX_INBAND_IN_FLIGHT) {
+      this.#send(this.#inbandQueue.shift()!);
+    }
+  }
+
+  #warn(err: QmpError): void {
+    if (this.#options.onWarning) this.#options.onWarning(err);
+    else console.warn(`qmpkit: ${err.message}`);
+  }
+
+  #closedError(what: string): ConnectionClosedError {
+    const base = this.#closeError;
+    const why = base ? base.message : `the connection to ${this.address} is closed`;
+    return new ConnectionClosedError(`Cannot run ${what}: ${why}`, {
+      address: this.address,
+      reason: base?.reason ?? "client",
+      cause: base?.cause,
+    });
+  }
+
+  #shutdown(reason: "client" | "peer" | "quit" | "error", cause: unknown): void {
+    if (this.#state === "closed") return;
+    this.#state = "closed";
+    const messages = {
+      client: `the connection to ${this.address} was closed by the client`,
+      peer: `QEMU closed the connection to ${this.address} (it exited or was killed)` +
+        (cause instanceof Error ? `: ${cause.message}` : ""),
+      quit: `QEMU closed the connection to ${this.address} after quit`,
+      error: cause instanceof Error
+        ? `the connection to ${this.address} was closed after a protocol error: ${cause.message}`
+        : `the connection to ${this.address} was abandoned`,
+    };
+    const closeError = new ConnectionClosedError(
+      messages[reason].charAt(0).toUpperCase() + messages[reason].slice(1),
+      { address: this.address, reason, cause },
+    );
+    this.#closeError = closeError;
+    try {
+      this.#transport.close();
+    } catch { /* already closed */ }
+    const graceful = reason === "client" || reason === "quit";
+    // A quit whose reply was lost to the close still did what it was asked.
+    for (const entry of this.#pending.values()) {
+      entry.cleanup();
+      if (entry.command === "quit" && reason === "quit") entry.resolve({});
+      else {
+        entry.reject(
+          new ConnectionClosedError(`${entry.command} did not complete: ${messages[reason]}`, {
+            address: this.address,
+            reason,
+            cause,
+          }),
+        );
+      }
+    }
+    this.#pending.clear();
+    this.#inbandQueue = [];
+    this.#outQueue = [];
+    this.#abandoned.clear();
+    const listeners = this.#listeners;
+    this.#listeners = [];
+    for (const l of listeners) l.end(closeError, graceful);
+    const w = this.#greetingWaiter;
+    this.#greetingWaiter = undefined;
+    w?.reject(
+      cause instanceof ProtocolError ? cause : new ConnectionClosedError(
+        `No QMP greeting: ${messages[reason]}`,
+        { address: this.address, reason, cause },
+      ),
+    );
+    this.#resolveClosed();
+  }
+}
+
+/**
+ * Connects to a QMP server, reads the greeting and negotiates capabilities.
+ *
+ * Addresses: `"unix:/path"`, `"tcp:HOST:PORT"`, `"HOST:PORT"`, `"[::1]:PORT"`,
+ * or an object (`{ transport: "unix", path }`). A bad address throws
+ * `AddressError` before any I/O.
+ *
+ * @example
+ * ```ts ignore
+ * await using qmp = await connect("unix:/run/vm1/qmp.sock", { timeout: "5s", retry: true });
+ * console.log(qmp.greeting.version.qemu); // { major: 7, minor: 2, micro: 22 }
+ * const { status } = await qmp.execute("query-status");
+ * ```
+ */
+export async function connect(
+  address: string | Address | (ConnectOptions & { address: string | Address }),
+  options: ConnectOptions = {},
+): Promise<QmpClient> {
+  let opts = options;
+  let addr: string | Address;
+  if (typeof address === "object" && address !== null && "address" in address) {
+    const { address: a, ...rest } = address;
+    addr = a;
+    opts = { ...rest, ...options };
+  } else {
+    addr = address as string | Address;
+  }
+  const parsed = parseAddress(addr);
+  const where = formatAddress(parsed);
+  const timeoutMs = parseDuration(opts.timeout ?? "10s");
+  if (!isLoopback(parsed)) {
+    console.warn(
+      `qmpkit: warning: ${where} is not a loopback address; QMP has no authentication or ` +
+        `encryption, so anyone who can reach it controls the VM`,
+    );
+  }
+  const deadline = Date.now() + timeoutMs;
+  const conn = await openTransport(parsed, {
+    deadline,
+    timeoutMs,
+    signal: opts.signal,
+    retry: opts.retry,
+  });
+  const client = new QmpClient(conn, { ...opts, address: where });
+  try {
+    await client.handshake({
+      timeout: Math.max(1, deadline - Date.now()),
+      signal: opts.signal,
+    });
+  } catch (err) {
+    await client.close();
+    if (err instanceof TimeoutError) {
+      throw new TimeoutError(`Connecting to ${where}`, timeoutMs, {
+        cause: err,
+        hint: err.message,
+      });
+    }
+    throw err;
+  }
+  return client;
+}
+
+function concat(chunks: Uint8Array[]): Uint8Array {
+  let size = 0;
+  for (const c of chunks) size += c.length;
+  const out = new Uint8Array(size);
+  let off = 0;
+  for (const c of chunks) {
+    out.set(c, off);
+    off += c.length;
+  }
+  return out;
+}
+
+function withDeadline<T>(
+  promise: Promise<T>,
+  ms: number,
+  signal: AbortSignal | undefined,
+  what: string,
+  hint: string,
+  onGiveUp: () => void,
+): Promise<T> {
+  return new Promise<T>((resolve, reject) => {
+    const timer = setTimeout(() => {
+      done();
+      onGiveUp();
+      reject(new TimeoutError(what, ms, { hint }));
+    }, ms);
+    const onAbort = () => {
+      done();
+      onGiveUp();
+      reject(new AbortError(what, { cause: signal?.reason }));
+    };
+    const done = () => {
+      clearTimeout(timer);
+      signal?.removeEventListener("abort", onAbort);
+    };
+    if (signal?.aborted) return onAbort();
+    signal?.addEventListener("abort", onAbort, { once: true });
+    promise.then((v) => {
+      done();
+      resolve(v);
+    }, (e) => {
+      done();
+      reject(e);
+    });
+  });
+}

@@ -1,0 +1,214 @@
+/**
+ * Typed errors raised by qmpkit. Every error extends {@link QmpError}, so one
+ * `instanceof QmpError` check catches anything the library throws on purpose.
+ *
+ * @module
+ */
+
+/** Options accepted by every qmpkit error constructor. */
+export interface QmpErrorOptions {
+  /** The underlying error (an OS error, a parse error, ...). */
+  cause?: unknown;
+}
+
+/**
+ * Base class of every error qmpkit throws.
+ *
+ * @example
+ * ```ts ignore
+ * try {
+ *   await qmp.execute("stop");
+ * } catch (e) {
+ *   if (e instanceof QmpError) console.error(e.name, e.message);
+ * }
+ * ```
+ */
+export class QmpError extends Error {
+  /** Creates an error with a message and an optional cause. */
+  constructor(message: string, options?: QmpErrorOptions) {
+    super(message, options?.cause === undefined ? undefined : { cause: options.cause });
+    this.name = "QmpError";
+  }
+}
+
+/** An address string or object could not be understood. Raised before any I/O. */
+export class AddressError extends QmpError {
+  /** The address as it was given. */
+  readonly address: unknown;
+  /** Creates an error for `address` with a message explaining the accepted forms. */
+  constructor(address: unknown, reason: string, options?: QmpErrorOptions) {
+    super(
+      `Invalid QMP address ${JSON.stringify(address)}: ${reason}. ` +
+        `Use "unix:/path/to/qmp.sock", "tcp:HOST:PORT", "HOST:PORT" or "[::1]:PORT".`,
+      options,
+    );
+    this.name = "AddressError";
+    this.address = address;
+  }
+}
+
+/** Connecting to the QMP server failed (refused, no such socket, permission, ...). */
+export class ConnectionError extends QmpError {
+  /** The address the client tried to reach, in canonical form (`unix:/x`, `tcp:h:p`). */
+  readonly address?: string;
+  /** Creates a connection error. */
+  constructor(message: string, options?: QmpErrorOptions & { address?: string }) {
+    super(message, options);
+    this.name = "ConnectionError";
+    this.address = options?.address;
+  }
+}
+
+/**
+ * The connection is closed, or closed while a command or wait was pending.
+ * `reason` tells who closed it.
+ */
+export class ConnectionClosedError extends ConnectionError {
+  /**
+   * `"client"`: closed by this side (`close()`); `"peer"`: the server went away
+   * (EOF, reset); `"quit"`: closed after a successful `quit`; `"error"`: closed
+   * because of a protocol error (see `cause`).
+   */
+  readonly reason: "client" | "peer" | "quit" | "error";
+  /** Creates a closed-connection error. */
+  constructor(
+    message: string,
+    options?: QmpErrorOptions & {
+      address?: string;
+      reason?: "client" | "peer" | "quit" | "error";
+    },
+  ) {
+    super(message, options);
+    this.name = "ConnectionClosedError";
+    this.reason = options?.reason ?? "peer";
+  }
+}
+
+/** The server sent something that is not valid QMP (bad greeting, garbage, oversize message). */
+export class ProtocolError extends QmpError {
+  /** A short, printable excerpt of what arrived, when there is one. */
+  readonly received?: string;
+  /** Creates a protocol error. */
+  constructor(message: string, options?: QmpErrorOptions & { received?: string }) {
+    super(message, options);
+    this.name = "ProtocolError";
+    this.received = options?.received;
+  }
+}
+
+/**
+ * QEMU replied with an error that has no `id`: it failed to parse something it
+ * was sent (JSON syntax, nesting or size limits), so it could not tell which
+ * request it belonged to.
+ */
+export class ServerParseError extends ProtocolError {
+  /** The QMP error class, usually `GenericError`. */
+  readonly class: string;
+  /** QEMU's description, e.g. `JSON parse error, expecting value`. */
+  readonly desc: string;
+  /** Creates an error from an id-less QMP error reply. */
+  constructor(errorClass: string, desc: string, options?: QmpErrorOptions) {
+    super(
+      `QEMU could not parse a request (${errorClass}: ${desc}). ` +
+        `This usually means a request exceeded QEMU's JSON limits or was not valid JSON.`,
+      { ...options, received: desc },
+    );
+    this.name = "ServerParseError";
+    this.class = errorClass;
+    this.desc = desc;
+  }
+}
+
+/** Capability negotiation (`qmp_capabilities`) failed, or a requested capability is not offered. */
+export class NegotiationError extends QmpError {
+  /** Creates a negotiation error. */
+  constructor(message: string, options?: QmpErrorOptions) {
+    super(message, options);
+    this.name = "NegotiationError";
+  }
+}
+
+/**
+ * A command returned `{"error": {"class", "desc"}}`.
+ *
+ * @example
+ * ```ts ignore
+ * try {
+ *   await qmp.execute("device_del", { id: "nope" });
+ * } catch (e) {
+ *   if (e instanceof QmpCommandError && e.class === "DeviceNotFound") console.log("already gone");
+ * }
+ * ```
+ */
+export class QmpCommandError extends QmpError {
+  /** The QMP error class: `GenericError`, `CommandNotFound`, `DeviceNotFound`, ... */
+  readonly class: string;
+  /** QEMU's human-readable description. Show it; do not parse it. */
+  readonly desc: string;
+  /** The command that failed. */
+  readonly command: string;
+  /** The arguments the command was sent with. */
+  readonly arguments?: unknown;
+  /** Creates a command error from a QMP error reply. */
+  constructor(
+    command: string,
+    args: unknown,
+    errorClass: string,
+    desc: string,
+    options?: QmpErrorOptions,
+  ) {
+    super(`${command} failed: ${desc} (${errorClass})`, options);
+    this.name = "QmpCommandError";
+    this.class = errorClass;
+    this.desc = desc;
+    this.command = command;
+    this.arguments = args;
+  }
+}
+
+/** An operation did not finish in time. */
+export class TimeoutError extends QmpError {
+  /** The timeout that expired, in milliseconds. */
+  readonly timeoutMs: number;
+  /** Creates a timeout error; `what` names the operation ("connect", "query-status", ...). */
+  constructor(what: string, timeoutMs: number, options?: QmpErrorOptions & { hint?: string }) {
+    super(
+      `${what} did not complete within ${formatMs(timeoutMs)}` +
+        (options?.hint ? `; ${options.hint}` : ""),
+      options,
+    );
+    this.name = "TimeoutError";
+    this.timeoutMs = timeoutMs;
+  }
+}
+
+/** An operation was cancelled through its `AbortSignal`. `cause` is the signal's reason. */
+export class AbortError extends QmpError {
+  /** Creates an abort error; `what` names the operation that was cancelled. */
+  constructor(what: string, options?: QmpErrorOptions) {
+    super(`${what} was aborted`, options);
+    this.name = "AbortError";
+  }
+}
+
+/**
+ * An `events()` consumer fell behind and its bounded buffer overflowed
+ * (with the default `overflow: "error"` policy).
+ */
+export class EventOverflowError extends QmpError {
+  /** How many events were buffered when the overflow happened. */
+  readonly bufferSize: number;
+  /** Creates an overflow error. */
+  constructor(bufferSize: number) {
+    super(
+      `events() consumer fell more than ${bufferSize} events behind and an event was dropped. ` +
+        `Consume events faster, raise bufferSize, or choose overflow: "drop-oldest" or "drop-newest".`,
+    );
+    this.name = "EventOverflowError";
+    this.bufferSize = bufferSize;
+  }
+}
+
+function formatMs(ms: number): string {
+  return ms >= 1000 && ms % 1000 === 0 ? `${ms / 1000}s` : `${ms}ms`;
+}

@@ -1,0 +1,219 @@
+/**
+ * Streaming framing of QMP's byte stream into JSON objects.
+ *
+ * QEMU terminates messages with CRLF, but a correct client must not rely on
+ * lines: `pretty=on` monitors emit multi-line objects, and a read may hold half
+ * a message or several. {@link JsonObjectFramer} tracks brace depth and string
+ * state byte by byte, so it needs no look-ahead and parses each message once.
+ * It is pure and synchronous: testable in memory, with no permissions.
+ *
+ * @module
+ */
+import { ProtocolError } from "./errors.ts";
+
+/** The default per-message size limit: 10 MiB (QEMU 7.2's largest reply, `query-qmp-schema`, is ~200 KB). */
+export const DEFAULT_MAX_MESSAGE_SIZE = 10 * 1024 * 1024;
+
+const OPEN_BRACE = 0x7b;
+const CLOSE_BRACE = 0x7d;
+const OPEN_BRACKET = 0x5b;
+const CLOSE_BRACKET = 0x5d;
+const QUOTE = 0x22;
+const BACKSLASH = 0x5c;
+
+function isWhitespace(b: number): boolean {
+  return b === 0x20 || b === 0x0a || b === 0x0d || b === 0x09;
+}
+
+/** Options for {@link JsonObjectFramer}. */
+export interface FramerOptions {
+  /** Largest message accepted, in bytes. Larger ones raise a {@link ProtocolError}. */
+  maxMessageSize?: number;
+}
+
+/**
+ * Splits a byte stream into top-level JSON objects and parses them.
+ *
+ * Feed it chunks with {@link JsonObjectFramer.push}; it returns the objects
+ * completed by that chunk. Anything that is not a JSON object at top level
+ * (garbage bytes, arrays, numbers), invalid JSON, or a message larger than
+ * `maxMessageSize` throws a {@link ProtocolError} naming what arrived; the
+ * framer is then unusable, as the stream can no longer be trusted.
+ *
+ * @example
+ * ```ts
+ * import { JsonObjectFramer } from "./framing.ts";
+ * const framer = new JsonObjectFramer();
+ * const enc = new TextEncoder();
+ * framer.push(enc.encode('{"return": {}, "id": 1}\r\n{"eve')); // [{ return: {}, id: 1 }]
+ * framer.push(enc.encode('nt": "STOP"}\r\n')); // [{ event: "STOP" }]
+ * ```
+ */
+export class JsonObjectFramer {
+  readonly #max: number;
+  readonly #decoder = new TextDecoder("utf-8", { fatal: true });
+  #depth = 0;
+  #inString = false;
+  #escape = false;
+  /** Copies of the bytes of the message in progress that came in earlier chunks. */
+  #parts: Uint8Array[] = [];
+  #partsSize = 0;
+  #failed: ProtocolError | undefined;
+
+  /** Creates a framer; see {@link FramerOptions}. */
+  constructor(options?: FramerOptions) {
+    this.#max = options?.maxMessageSize ?? DEFAULT_MAX_MESSAGE_SIZE;
+    if (!(this.#max > 0)) throw new RangeError("maxMessageSize must be a positive number of bytes");
+  }
+
+  /** Number of bytes of an incomplete message currently held. */
+  get pending(): number {
+    return this.#depth === 0 ? 0 : this.#partsSize;
+  }
+
+  /**
+   * Consumes a chunk and returns every object it completed, in order. The
+   * chunk may be reused by the caller afterwards: bytes kept across calls are
+   * copied.
+   */
+  push(chunk: Uint8Array): Record<string, unknown>[] {
+    if (this.#failed) throw this.#failed;
+    const out: Record<string, unknown>[] = [];
+    const n = chunk.length;
+    let i = 0;
+    let start = 0; // start of the current message within this chunk
+    while (i < n) {
+      if (this.#depth === 0) {
+        const b = chunk[i];
+        if (isWhitespace(b)) {
+          i++;
+          continue;
+        }
+        if (b !== OPEN_BRACE) throw this.#fail(describeGarbage(chunk, i));
+        start = i;
+        this.#depth = 1;
+        i++;
+      }
+      // Inside an object: scan for the brace that closes it.
+      let depth = this.#depth;
+      let inString = this.#inString;
+      let escape = this.#escape;
+      for (; i < n; i++) {
+        const b = chunk[i];
+        if (inString) {
+          if (escape) escape = false;
+          else if (b === BACKSLASH) escape = true;
+          else if (b === QUOTE) inString = false;
+        } else if (b === QUOTE) {
+          inString = true;
+        } else if (b === OPEN_BRACE || b === OPEN_BRACKET) {
+          depth++;
+        } else if (b === CLOSE_BRACE || b === CLOSE_BRACKET) {
+          depth--;
+          if (depth === 0) break;
+        }
+      }
+      this.#depth = depth;
+      this.#inString = inString;
+      this.#escape = escape;
+      if (depth === 0) {
+        i++; // include the closing brace
+        const size = this.#partsSize + (i - start);
+        if (size > this.#max) throw this.#fail(oversize(size, this.#max));
+        out.push(this.#parse(chunk.subarray(start, i)));
+      } else {
+        // Message continues in a later chunk: keep a copy of what we have.
+        const size = this.#partsSize + (n - start);
+        if (size > this.#max) throw this.#fail(oversize(size, this.#max));
+        this.#parts.push(chunk.slice(start, n));
+        this.#partsSize = size;
+      }
+    }
+    return out;
+  }
+
+  /**
+   * Declares the end of the stream. Throws a {@link ProtocolError} if a
+   * message was left incomplete (the peer closed mid-message).
+   */
+  end(): void {
+    if (this.#failed) return;
+    if (this.#depth !== 0) {
+      const head = new TextDecoder().decode(this.#parts[0]?.subarray(0, 60) ?? new Uint8Array());
+      throw this.#fail(
+        new ProtocolError(
+          `Connection ended in the middle of a message (${this.#partsSize} bytes received, ` +
+            `starting ${JSON.stringify(head)}): QEMU exited or the connection was cut`,
+          { received: head },
+        ),
+      );
+    }
+  }
+
+  #parse(tail: Uint8Array): Record<string, unknown> {
+    let bytes = tail;
+    if (this.#parts.length > 0) {
+      bytes = new Uint8Array(this.#partsSize + tail.length);
+      let off = 0;
+      for (const p of this.#parts) {
+        bytes.set(p, off);
+        off += p.length;
+      }
+      bytes.set(tail, off);
+      this.#parts = [];
+      this.#partsSize = 0;
+    }
+    let text: string;
+    try {
+      text = this.#decoder.decode(bytes);
+    } catch (cause) {
+      throw this.#fail(
+        new ProtocolError("Received a message that is not valid UTF-8", {
+          cause,
+          received: excerpt(new TextDecoder().decode(bytes)),
+        }),
+      );
+    }
+    try {
+      return JSON.parse(text);
+    } catch (cause) {
+      throw this.#fail(
+        new ProtocolError(`Received invalid JSON: ${excerpt(text)}`, {
+          cause,
+          received: excerpt(text),
+        }),
+      );
+    }
+  }
+
+  #fail(error: ProtocolError): ProtocolError {
+    this.#failed = error;
+    this.#parts = [];
+    this.#partsSize = 0;
+    return error;
+  }
+}
+
+function oversize(size: number, max: number): ProtocolError {
+  return new ProtocolError(
+    `Received a message larger than the ${max}-byte limit (at least ${size} bytes). ` +
+      `Raise maxMessageSize if this peer is trusted and really sends messages this large`,
+  );
+}
+
+function describeGarbage(chunk: Uint8Array, at: number): ProtocolError {
+  const text = new TextDecoder().decode(chunk.subarray(at, at + 60));
+  const kind = text[0] === "[" || text[0] === '"' || /^[-\d]|^true|^false|^null/.test(text)
+    ? "a JSON value that is not an object"
+    : "bytes that are not JSON";
+  return new ProtocolError(
+    `Expected a JSON object from the QMP server but received ${kind}: ${JSON.stringify(text)}` +
+      ` (is this address really a QMP monitor?)`,
+    { received: text },
+  );
+}
+
+/** Shortens `text` to at most `max` characters for error messages. */
+export function excerpt(text: string, max = 80): string {
+  return text.length <= max ? text : `${text.slice(0, max)}… (${text.length} chars)`;
+}

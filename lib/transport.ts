@@ -1,0 +1,146 @@
+/**
+ * Byte transports: the minimal connection interface the client needs, and
+ * opening unix/TCP sockets with a deadline, cancellation and retry.
+ *
+ * @module
+ */
+import { type Address, formatAddress } from "./address.ts";
+import { AbortError, ConnectionError, TimeoutError } from "./errors.ts";
+
+/**
+ * A bidirectional byte stream. `Deno.Conn` satisfies it; tests can supply an
+ * in-memory implementation.
+ */
+export interface Transport {
+  /** Reads into `p`; resolves to the number of bytes read, or `null` at end of stream. */
+  read(p: Uint8Array): Promise<number | null>;
+  /** Writes some of `p`; resolves to the number of bytes written. */
+  write(p: Uint8Array): Promise<number>;
+  /** Closes the stream; pending reads end. */
+  close(): void;
+}
+
+/** Options for {@link openTransport}. */
+export interface OpenOptions {
+  /** Absolute deadline (ms since epoch, `Date.now()` scale). */
+  deadline: number;
+  /** The timeout the deadline came from, for error messages. */
+  timeoutMs: number;
+  /** Cancels the attempt. */
+  signal?: AbortSignal;
+  /** Keep retrying "no such socket" / "connection refused" until the deadline. */
+  retry?: boolean;
+}
+
+const RETRYABLE = new Set(["NotFound", "ConnectionRefused", "ConnectionReset"]);
+
+/**
+ * Connects to a unix or TCP address. With `retry`, a missing socket or a
+ * refused connection (QEMU still starting) is retried with a short backoff
+ * until the deadline. Errors are {@link ConnectionError}, {@link TimeoutError}
+ * or {@link AbortError}.
+ */
+export async function openTransport(address: Address, options: OpenOptions): Promise<Deno.Conn> {
+  const where = formatAddress(address);
+  let delay = 10;
+  for (let attempt = 1;; attempt++) {
+    if (options.signal?.aborted) throw new AbortError(`Connecting to ${where}`);
+    try {
+      return await connectOnce(address, options);
+    } catch (err) {
+      if (err instanceof TimeoutError || err instanceof AbortError) throw err;
+      const kind = err instanceof Error ? err.name : "";
+      const remaining = options.deadline - Date.now();
+      if (options.retry && RETRYABLE.has(kind) && remaining > 0) {
+        await sleep(Math.min(delay, remaining), options.signal, where);
+        delay = Math.min(delay * 2, 200);
+        continue;
+      }
+      if (options.retry && RETRYABLE.has(kind)) {
+        throw new TimeoutError(`Connecting to ${where}`, options.timeoutMs, {
+          cause: err,
+          hint: `gave up after ${attempt} attempts (last: ${describeOsError(err)})`,
+        });
+      }
+      throw new ConnectionError(
+        `Cannot connect to ${where}: ${describeOsError(err)}. ${hintFor(kind, address)}`,
+        { cause: err, address: where },
+      );
+    }
+  }
+}
+
+async function connectOnce(address: Address, options: OpenOptions): Promise<Deno.Conn> {
+  const where = formatAddress(address);
+  const remaining = options.deadline - Date.now();
+  if (remaining <= 0) throw new TimeoutError(`Connecting to ${where}`, options.timeoutMs);
+  const timeout = AbortSignal.timeout(remaining);
+  const signal = options.signal ? AbortSignal.any([options.signal, timeout]) : timeout;
+  const pending = address.transport === "unix"
+    ? Deno.connect({ transport: "unix", path: address.path })
+    : Deno.connect({ hostname: address.hostname, port: address.port, signal });
+  // Unix connect takes no signal: race it, and close a connection that wins too late.
+  let onAbort: (() => void) | undefined;
+  const aborted = new Promise<never>((_, reject) => {
+    onAbort = () => {
+      pending.then((c) => c.close(), () => {});
+      reject(
+        timeout.aborted
+          ? new TimeoutError(`Connecting to ${where}`, options.timeoutMs)
+          : new AbortError(`Connecting to ${where}`, { cause: options.signal?.reason }),
+      );
+    };
+    if (signal.aborted) onAbort();
+    else signal.addEventListener("abort", onAbort, { once: true });
+  });
+  try {
+    return await Promise.race([pending, aborted]);
+  } catch (err) {
+    // Deno's TCP connect rejects with its own AbortError when the signal fires.
+    if (signal.aborted && !(err instanceof TimeoutError || err instanceof AbortError)) {
+      throw timeout.aborted
+        ? new TimeoutError(`Connecting to ${where}`, options.timeoutMs, { cause: err })
+        : new AbortError(`Connecting to ${where}`, { cause: options.signal?.reason });
+    }
+    throw err;
+  } finally {
+    signal.removeEventListener("abort", onAbort!);
+    aborted.catch(() => {});
+  }
+}
+
+function sleep(ms: number, signal: AbortSignal | undefined, where: string): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => {
+      signal?.removeEventListener("abort", onAbort);
+      resolve();
+    }, ms);
+    const onAbort = () => {
+      clearTimeout(timer);
+      reject(new AbortError(`Connecting to ${where}`, { cause: signal?.reason }));
+    };
+    signal?.addEventListener("abort", onAbort, { once: true });
+  });
+}
+
+function describeOsError(err: unknown): string {
+  if (err instanceof Error) return err.message.replace(/ \(os error \d+\)$/, "");
+  return String(err);
+}
+
+function hintFor(kind: string, address: Address): string {
+  switch (kind) {
+    case "NotFound":
+      return "No socket exists at that path: is QEMU running with " +
+        `-qmp unix:${address.transport === "unix" ? address.path : "PATH"},server=on,wait=off? ` +
+        "Pass retry: true to wait for a QEMU that is still starting.";
+    case "ConnectionRefused":
+      return "Nothing is listening there: check that QEMU is running and the address is right.";
+    case "PermissionDenied":
+    case "NotCapable":
+      return "Permission denied: check the socket's permissions and the Deno flags " +
+        "(--allow-read --allow-write --allow-net for unix sockets).";
+    default:
+      return "Check that QEMU is running and the address is right.";
+  }
+}
