@@ -1,0 +1,79 @@
+/**
+ * qmpkit: automate QEMU virtual machines over the QEMU Monitor Protocol (QMP).
+ *
+ * Zero dependencies: import it from a URL in an ad-hoc script, no config needed.
+ *
+ * @example Connect, run commands, wait for events
+ * ```ts ignore
+ * import { connect } from "./mod.ts";
+ *
+ * await using qmp = await connect("unix:/run/vm1/qmp.sock"); // or "tcp:127.0.0.1:4444"
+ * console.log(qmp.greeting.version.qemu);
+ * const { status } = await qmp.execute("query-status");
+ * const stopped = qmp.waitEvent("STOP", { timeout: "5s" }); // arm before acting
+ * await qmp.execute("stop");
+ * await stopped;
+ * for await (const ev of qmp.events({ names: ["RESET", "SHUTDOWN"] })) {
+ *   console.log(ev.event, ev.data.reason);
+ * }
+ * ```
+ *
+ * @module
+ */
+export {
+  type ClientOptions,
+  type ClientState,
+  type CommandArgs,
+  type CommandName,
+  type CommandReturn,
+  connect,
+  type ConnectOptions,
+  type EventName,
+  type ExecuteOptions,
+  type ExecuteRest,
+  MAX_INBAND_IN_FLIGHT,
+  QmpClient,
+  type TranscriptEntry,
+  type TypedEvent,
+  type WaitEventOptions,
+} from "./lib/client.ts";
+export {
+  AbortError,
+  AddressError,
+  ConnectionClosedError,
+  ConnectionError,
+  EventOverflowError,
+  NegotiationError,
+  ProtocolError,
+  QmpCommandError,
+  QmpError,
+  type QmpErrorOptions,
+  ServerParseError,
+  TimeoutError,
+} from "./lib/errors.ts";
+export {
+  type DataPattern,
+  EventListener,
+  type EventWhere,
+  type ListenOptions,
+  matchesPattern,
+  type NextEventOptions,
+  type OverflowPolicy,
+} from "./lib/events.ts";
+export {
+  type Address,
+  formatAddress,
+  parseAddress,
+  type TcpAddress,
+  type UnixAddress,
+} from "./lib/address.ts";
+export { type Duration, formatDuration, parseDuration } from "./lib/duration.ts";
+export { DEFAULT_MAX_MESSAGE_SIZE, type FramerOptions, JsonObjectFramer } from "./lib/framing.ts";
+export type {
+  Greeting,
+  QemuVersionTriple,
+  QmpEvent,
+  QmpTimestamp,
+} from "./lib/protocol.ts";
+export type { Transport } from "./lib/transport.ts";
+export type * from "./lib/qapi/types.ts";
