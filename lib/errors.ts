@@ -212,3 +212,32 @@ export class EventOverflowError extends QmpError {
 function formatMs(ms: number): string {
   return ms >= 1000 && ms % 1000 === 0 ? `${ms / 1000}s` : `${ms}ms`;
 }
+
+/**
+ * QEMU could not be started, or exited before its QMP monitor was usable.
+ * Carries QEMU's exit status and the tail of its stderr, which usually says why.
+ */
+export class LaunchError extends QmpError {
+  /** QEMU's exit code, when it exited. */
+  readonly exitCode?: number;
+  /** The signal that ended QEMU, when one did. */
+  readonly signal?: string;
+  /** The last part of QEMU's stderr. */
+  readonly stderr: string;
+  /** The command line that was run. */
+  readonly commandLine: string[];
+  /** Creates a launch error. */
+  constructor(
+    message: string,
+    details: { exitCode?: number; signal?: string; stderr?: string; commandLine: string[] },
+    options?: QmpErrorOptions,
+  ) {
+    const stderr = (details.stderr ?? "").trim();
+    super(stderr ? `${message}\nQEMU stderr:\n${stderr}` : message, options);
+    this.name = "LaunchError";
+    this.exitCode = details.exitCode;
+    this.signal = details.signal;
+    this.stderr = stderr;
+    this.commandLine = details.commandLine;
+  }
+}

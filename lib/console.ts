@@ -1,0 +1,198 @@
+/**
+ * A captured serial console: everything the guest prints is buffered and can
+ * be waited for (expect-style), logged to a file, and written to.
+ *
+ * @module
+ */
+import { type Duration, parseDuration } from "./duration.ts";
+import { AbortError, ConnectionClosedError, TimeoutError } from "./errors.ts";
+
+/** Options of {@link SerialConsole.waitFor}. */
+export interface ConsoleWaitOptions {
+  /** Give up after this long with a {@link TimeoutError} (default: wait until the VM exits). */
+  timeout?: Duration;
+  /** Give up when aborted. */
+  signal?: AbortSignal;
+}
+
+/** A console match: the text matched and, for a RegExp, its groups. */
+export interface ConsoleMatch {
+  /** The matched text. */
+  text: string;
+  /** Capture groups of a RegExp pattern (empty for strings). */
+  groups: string[];
+  /** Everything printed between the previous match (or the start) and this match. */
+  before: string;
+}
+
+interface Waiter {
+  pattern: string | RegExp;
+  resolve(m: ConsoleMatch): void;
+  reject(e: unknown): void;
+}
+
+/** The most console text kept in memory; older text is dropped (it stays in the log file). */
+export const CONSOLE_BUFFER_LIMIT = 4 * 1024 * 1024;
+
+/**
+ * Serial console output of a VM. `waitFor` scans forward from a cursor, like
+ * `expect`: each match consumes the text up to its end, so waiting for the
+ * same prompt twice waits for two occurrences. Text printed before `waitFor`
+ * is called is not lost.
+ *
+ * @example
+ * ```ts ignore
+ * await vm.console.waitFor(/login:|READY/, { timeout: "30s" });
+ * await vm.console.write("uname -r\n");
+ * const m = await vm.console.waitFor(/(\d+\.\d+\.\d+)\S*\r?\n/);
+ * console.log(m.groups[0]);
+ * ```
+ */
+export class SerialConsole {
+  #text = "";
+  #cursor = 0;
+  #waiters: Waiter[] = [];
+  #ended: Error | undefined;
+  #write: ((bytes: Uint8Array) => Promise<void>) | undefined;
+  #onText: ((text: string) => void) | undefined;
+
+  /**
+   * Creates a console. `write` sends bytes to the guest; `onText` sees every
+   * piece of output (e.g. to tee it to a log file).
+   */
+  constructor(
+    write?: (bytes: Uint8Array) => Promise<void>,
+    onText?: (text: string) => void,
+  ) {
+    this.#write = write;
+    this.#onText = onText;
+  }
+
+  /** All output captured so far (up to {@link CONSOLE_BUFFER_LIMIT}, oldest dropped first). */
+  get text(): string {
+    return this.#text;
+  }
+
+  /** Output not yet consumed by a `waitFor` match. */
+  get unread(): string {
+    return this.#text.slice(this.#cursor);
+  }
+
+  /** Appends output. Used by the launcher. */
+  append(text: string): void {
+    if (text === "") return;
+    this.#onText?.(text);
+    this.#text += text;
+    if (this.#text.length > CONSOLE_BUFFER_LIMIT) {
+      const drop = this.#text.length - CONSOLE_BUFFER_LIMIT;
+      this.#text = this.#text.slice(drop);
+      this.#cursor = Math.max(0, this.#cursor - drop);
+    }
+    this.#check();
+  }
+
+  /** Marks the end of output (the VM exited): pending and later waits reject. */
+  end(reason: Error): void {
+    if (this.#ended) return;
+    this.#ended = reason;
+    const waiters = this.#waiters;
+    this.#waiters = [];
+    for (const w of waiters) w.reject(this.#endError(w.pattern));
+  }
+
+  /**
+   * Waits until `pattern` appears in the output after the cursor, then moves
+   * the cursor past the match.
+   */
+  waitFor(pattern: string | RegExp, options: ConsoleWaitOptions = {}): Promise<ConsoleMatch> {
+    const hit = this.#match(pattern);
+    if (hit) return Promise.resolve(hit);
+    if (this.#ended) return Promise.reject(this.#endError(pattern));
+    const ms = options.timeout === undefined ? undefined : parseDuration(options.timeout);
+    const signal = options.signal;
+    const what = `Waiting for ${String(pattern)} on the serial console`;
+    if (signal?.aborted) return Promise.reject(new AbortError(what, { cause: signal.reason }));
+    return new Promise((resolve, reject) => {
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      const settle = () => {
+        if (timer !== undefined) clearTimeout(timer);
+        signal?.removeEventListener("abort", onAbort);
+        this.#waiters = this.#waiters.filter((w) => w !== waiter);
+      };
+      const waiter: Waiter = {
+        pattern,
+        resolve: (m) => {
+          settle();
+          resolve(m);
+        },
+        reject: (e) => {
+          settle();
+          reject(e);
+        },
+      };
+      const onAbort = () => waiter.reject(new AbortError(what, { cause: signal!.reason }));
+      if (ms !== undefined) {
+        timer = setTimeout(
+          () =>
+            waiter.reject(
+              new TimeoutError(what, ms, {
+                hint: `last output: ${JSON.stringify(this.tail(200))}`,
+              }),
+            ),
+          ms,
+        );
+      }
+      signal?.addEventListener("abort", onAbort, { once: true });
+      this.#waiters.push(waiter);
+    });
+  }
+
+  /** Writes text (or bytes) to the guest's serial port. */
+  async write(data: string | Uint8Array): Promise<void> {
+    if (!this.#write) throw new Error("This console is not writable");
+    if (this.#ended) throw this.#ended;
+    await this.#write(typeof data === "string" ? new TextEncoder().encode(data) : data);
+  }
+
+  /** The last `n` characters of output. */
+  tail(n = 2000): string {
+    return this.#text.slice(-n);
+  }
+
+  #match(pattern: string | RegExp): ConsoleMatch | undefined {
+    const rest = this.#text.slice(this.#cursor);
+    let index: number;
+    let text: string;
+    let groups: string[] = [];
+    if (typeof pattern === "string") {
+      index = rest.indexOf(pattern);
+      text = pattern;
+    } else {
+      const re = new RegExp(pattern.source, pattern.flags.replace(/[gy]/g, ""));
+      const m = re.exec(rest);
+      index = m ? m.index : -1;
+      text = m ? m[0] : "";
+      groups = m ? m.slice(1).map((g) => g ?? "") : [];
+    }
+    if (index < 0) return undefined;
+    const before = rest.slice(0, index);
+    this.#cursor += index + text.length;
+    return { text, groups, before };
+  }
+
+  #check(): void {
+    // Serve waiters in order; each match consumes text.
+    for (const w of [...this.#waiters]) {
+      const m = this.#match(w.pattern);
+      if (m) w.resolve(m);
+    }
+  }
+
+  #endError(pattern: string | RegExp): Error {
+    return new ConnectionClosedError(
+      `Serial console ended before ${String(pattern)} appeared: ${this.#ended?.message}. ` +
+        `Last output: ${JSON.stringify(this.tail(200))}`,
+      { reason: "peer", cause: this.#ended },
+    );
+  }
+}

@@ -1,0 +1,570 @@
+/**
+ * Launching QEMU: a private QMP socket, the serial console captured, a
+ * graceful-then-hard shutdown ladder, and no orphaned QEMU processes.
+ *
+ * @module
+ */
+import { type ClientOptions, connect, QmpClient } from "./client.ts";
+import { SerialConsole } from "./console.ts";
+import { type Duration, formatDuration, parseDuration } from "./duration.ts";
+import { ConnectionClosedError, LaunchError, QmpError } from "./errors.ts";
+import { findTinyGuest } from "./guest.ts";
+
+/** Accelerator choice: `"auto"` uses KVM when `/dev/kvm` is usable, TCG otherwise. */
+export type Accel = "auto" | "kvm" | "tcg";
+
+/** Options of {@link launch}. */
+export interface LaunchOptions {
+  /** QEMU binary (default: `$QMPKIT_QEMU`, else `qemu-system-x86_64` from `PATH`). */
+  binary?: string;
+  /** Extra QEMU arguments, appended last. */
+  args?: string[];
+  /**
+   * `-machine` value (default: `"q35"` when a kernel or guest is given, else `"none"`).
+   * Ignored when `args` contains `-machine`/`-M`.
+   */
+  machine?: string;
+  /** Accelerator (default `"auto"`). Ignored when `args` contains `-accel`/`-enable-kvm`. */
+  accel?: Accel;
+  /** Memory, e.g. `256` (MiB) or `"1G"` (`-m`). */
+  memory?: number | string;
+  /** Start paused (`-S`): the guest runs only after `cont`. */
+  paused?: boolean;
+  /** Kernel image for direct boot (`-kernel`). */
+  kernel?: string;
+  /** Initial ramdisk (`-initrd`). */
+  initrd?: string;
+  /** Kernel command line (`-append`). */
+  append?: string;
+  /**
+   * `"tiny"`: boot the project's tiny Linux guest (built by `deno task guest`),
+   * which prints a ready marker on the console and powers off on `system_powerdown`.
+   */
+  guest?: "tiny";
+  /** A name for messages and `-name` (default `qmpkit-<n>`). */
+  name?: string;
+  /**
+   * Capture the first serial port (`-serial stdio`) in {@link Machine.console}
+   * (default: true unless the machine is `none`).
+   */
+  console?: boolean;
+  /** Also append console output to this file. */
+  consoleLog?: string;
+  /** Deadline for QEMU to start and its monitor to answer (default `"30s"`). */
+  timeout?: Duration;
+  /** Cancels the launch (QEMU is killed). */
+  signal?: AbortSignal;
+  /** Options for the QMP client (`oob`, `transcript`, `commandTimeout`, ...). */
+  qmp?: ClientOptions;
+  /** Receives one line per lifecycle step (launch, each shutdown step), e.g. `console.error`. */
+  log?: (message: string) => void;
+}
+
+/** Options of {@link Machine.shutdown}. */
+export interface ShutdownOptions {
+  /**
+   * Start with `system_powerdown` (ACPI) and wait for the guest to power off.
+   * Default: true when the VM boots a kernel/guest and is running.
+   */
+  powerdown?: boolean;
+  /** How long to wait for the guest to power off (default `"30s"`). */
+  powerdownTimeout?: Duration;
+  /** How long to wait after `quit` (default `"5s"`). */
+  quitTimeout?: Duration;
+  /** How long to wait after SIGTERM (default `"5s"`). */
+  termTimeout?: Duration;
+}
+
+/** One step of the shutdown ladder, as recorded in {@link Machine.shutdownSteps}. */
+export interface ShutdownStep {
+  /** The step taken. */
+  step: "powerdown" | "quit" | "SIGTERM" | "SIGKILL";
+  /** How long the step took, in ms. */
+  ms: number;
+  /** Whether QEMU had exited at the end of the step. */
+  exited: boolean;
+  /** Why the step did not end QEMU (an error, a timeout), when it did not. */
+  note?: string;
+}
+
+const STDERR_KEEP = 64 * 1024;
+let counter = 0;
+const live = new Set<Machine>();
+let unloadHooked = false;
+
+/**
+ * A running QEMU started by {@link launch}. Dispose it (`await using`) or call
+ * {@link Machine.shutdown} to stop it; the QEMU process is killed with its
+ * owner in any case.
+ */
+export class Machine implements AsyncDisposable {
+  /** The connected, negotiated QMP client. */
+  readonly qmp: QmpClient;
+  /** The serial console (empty and not writable when not captured). */
+  readonly console: SerialConsole;
+  /** The name given or generated. */
+  readonly name: string;
+  /** QEMU's process id. */
+  readonly pid: number;
+  /** The private directory holding the QMP socket (mode 0700; removed at exit). */
+  readonly dir: string;
+  /** Path of the QMP unix socket. */
+  readonly socketPath: string;
+  /** The full QEMU command line. */
+  readonly commandLine: string[];
+  /** The accelerator in use. */
+  readonly accel: "kvm" | "tcg";
+  /** Resolves with QEMU's exit status once it has exited and everything is cleaned up. */
+  readonly exited: Promise<Deno.CommandStatus>;
+  /** The shutdown ladder's steps, filled by {@link Machine.shutdown}. */
+  readonly shutdownSteps: ShutdownStep[] = [];
+  readonly #child: Deno.ChildProcess;
+  readonly #stderr: { text: string };
+  readonly #hasGuest: boolean;
+  readonly #log: (message: string) => void;
+  #status: Deno.CommandStatus | undefined;
+  #shutdown: Promise<Deno.CommandStatus> | undefined;
+
+  /** @internal Use {@link launch}. */
+  constructor(init: {
+    qmp: QmpClient;
+    console: SerialConsole;
+    name: string;
+    child: Deno.ChildProcess;
+    dir: string;
+    socketPath: string;
+    commandLine: string[];
+    accel: "kvm" | "tcg";
+    stderr: { text: string };
+    exited: Promise<Deno.CommandStatus>;
+    hasGuest: boolean;
+    log: (message: string) => void;
+  }) {
+    this.qmp = init.qmp;
+    this.console = init.console;
+    this.name = init.name;
+    this.#child = init.child;
+    this.pid = init.child.pid;
+    this.dir = init.dir;
+    this.socketPath = init.socketPath;
+    this.commandLine = init.commandLine;
+    this.accel = init.accel;
+    this.#stderr = init.stderr;
+    this.#hasGuest = init.hasGuest;
+    this.#log = init.log;
+    this.exited = init.exited.then((s) => (this.#status = s));
+  }
+
+  /** QEMU's stderr so far (the last 64 KiB). */
+  get log(): string {
+    return this.#stderr.text;
+  }
+
+  /** QEMU's exit code, once it exited (`undefined` while running). */
+  get exitCode(): number | undefined {
+    return this.#status?.code;
+  }
+
+  /** The signal that ended QEMU, if one did (e.g. `"SIGKILL"`). */
+  get signal(): string | undefined {
+    return this.#status?.signal ?? undefined;
+  }
+
+  /** True while QEMU runs. */
+  get running(): boolean {
+    return this.#status === undefined;
+  }
+
+  /** Waits for QEMU to exit by itself (e.g. the guest powers off). */
+  async wait(options: { timeout?: Duration } = {}): Promise<Deno.CommandStatus> {
+    if (options.timeout === undefined) return await this.exited;
+    const ms = parseDuration(options.timeout);
+    if (await this.#exitedWithin(ms)) return await this.exited;
+    throw new QmpError(`${this.name} did not exit within ${formatDuration(ms)}`);
+  }
+
+  /**
+   * Stops QEMU, as gently as it allows: `system_powerdown` and wait (when a
+   * guest runs), then `quit`, then SIGTERM, then SIGKILL, each with a timeout.
+   * Every step is recorded in {@link Machine.shutdownSteps} and logged.
+   * Safe to call repeatedly and concurrently.
+   */
+  shutdown(options: ShutdownOptions = {}): Promise<Deno.CommandStatus> {
+    this.#shutdown ??= this.#runShutdown(options);
+    return this.#shutdown;
+  }
+
+  /** Kills QEMU at once (SIGKILL) and waits for it to be gone. */
+  async kill(): Promise<Deno.CommandStatus> {
+    this.#signal("SIGKILL");
+    return await this.exited;
+  }
+
+  /** Shuts down (for `await using`). */
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.shutdown();
+  }
+
+  async #runShutdown(options: ShutdownOptions): Promise<Deno.CommandStatus> {
+    const step = async (
+      name: ShutdownStep["step"],
+      timeout: number,
+      action: () => Promise<unknown> | void,
+    ): Promise<boolean> => {
+      if (!this.running) return true;
+      const t0 = performance.now();
+      let note: string | undefined;
+      try {
+        await action();
+      } catch (e) {
+        note = e instanceof Error ? e.message : String(e);
+      }
+      const exited = await this.#exitedWithin(timeout);
+      const ms = Math.round(performance.now() - t0);
+      if (!exited) note ??= `still running after ${formatDuration(timeout)}`;
+      this.shutdownSteps.push({ step: name, ms, exited, ...(note ? { note } : {}) });
+      this.#log(
+        `${this.name}: ${name} → ${exited ? `exited in ${formatDuration(ms)}` : note}`,
+      );
+      return exited;
+    };
+    const qmpOpen = () => this.qmp.state === "open";
+    let powerdown = options.powerdown;
+    if (powerdown === undefined) {
+      powerdown = this.#hasGuest && qmpOpen() &&
+        await this.qmp.execute("query-status", undefined, { timeout: "2s" }).then(
+          (s) => s.running,
+          () => false,
+        );
+    }
+    const done = (powerdown && qmpOpen() &&
+      await step(
+        "powerdown",
+        parseDuration(options.powerdownTimeout ?? "30s"),
+        () => this.qmp.execute("system_powerdown", undefined, { timeout: "5s" }),
+      )) ||
+      (qmpOpen() &&
+        await step("quit", parseDuration(options.quitTimeout ?? "5s"), async () => {
+          try {
+            await this.qmp.execute("quit", undefined, { timeout: "5s" });
+          } catch (e) {
+            if (!(e instanceof ConnectionClosedError)) throw e;
+          }
+        })) ||
+      await step("SIGTERM", parseDuration(options.termTimeout ?? "5s"), () => {
+        this.#signal("SIGTERM");
+      }) ||
+      await step("SIGKILL", 10_000, () => this.#signal("SIGKILL"));
+    if (!done) throw new QmpError(`${this.name} (pid ${this.pid}) survived SIGKILL`);
+    return await this.exited;
+  }
+
+  #signal(sig: Deno.Signal): void {
+    if (!this.running) return;
+    try {
+      this.#child.kill(sig);
+    } catch { /* already gone */ }
+  }
+
+  async #exitedWithin(ms: number): Promise<boolean> {
+    if (!this.running) return true;
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const timeout = new Promise<false>((r) => (timer = setTimeout(() => r(false), ms)));
+    try {
+      return await Promise.race([this.exited.then(() => true), timeout]);
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  /** @internal Kills QEMU synchronously (process exit hook). */
+  killNow(): void {
+    this.#signal("SIGKILL");
+    try {
+      Deno.removeSync(this.dir, { recursive: true });
+    } catch { /* best effort */ }
+  }
+}
+
+/**
+ * Starts QEMU with a private QMP socket, connects and negotiates, and
+ * captures the serial console. Throws {@link LaunchError} (with QEMU's exit
+ * code and stderr) when QEMU cannot start or exits early — never hangs.
+ *
+ * @example
+ * ```ts ignore
+ * await using vm = await launch({ guest: "tiny", memory: 256 });
+ * await vm.console.waitFor("QMPKIT-GUEST-READY", { timeout: "60s" });
+ * console.log(await vm.qmp.execute("query-status"));
+ * await vm.shutdown(); // powerdown → SHUTDOWN → exit
+ * ```
+ */
+export async function launch(options: LaunchOptions = {}): Promise<Machine> {
+  const binary = options.binary ?? Deno.env.get("QMPKIT_QEMU") ?? "qemu-system-x86_64";
+  const name = options.name ?? `qmpkit-${Deno.pid}-${++counter}`;
+  const log = options.log ?? (() => {});
+  let { kernel, initrd, append } = options;
+  if (options.guest === "tiny") {
+    const guest = await findTinyGuest();
+    kernel ??= guest.kernel;
+    initrd ??= guest.initrd;
+    append ??= guest.append;
+  } else if (options.guest !== undefined) {
+    throw new TypeError(`Unknown guest ${JSON.stringify(options.guest)}: only "tiny" exists`);
+  }
+  const userArgs = options.args ?? [];
+  const has = (...flags: string[]) => userArgs.some((a) => flags.includes(a));
+  const machine = options.machine ?? (kernel ? "q35" : "none");
+  const machineName = has("-machine", "-M") ? argValue(userArgs, "-machine", "-M") : machine;
+  const accel = has("-accel", "-enable-kvm")
+    ? (userArgs.includes("-enable-kvm") || argValue(userArgs, "-accel")?.startsWith("kvm")
+      ? "kvm"
+      : "tcg")
+    : resolveAccel(options.accel ?? "auto");
+  const wantConsole = options.console ?? !machineName?.startsWith("none");
+
+  const dir = await Deno.makeTempDir({ prefix: "qmpkit-vm-" });
+  await Deno.chmod(dir, 0o700);
+  const socketPath = `${dir}/qmp.sock`;
+  const qemuArgs = [
+    "-name",
+    name,
+    ...(has("-machine", "-M") ? [] : ["-machine", machine]),
+    ...(has("-accel", "-enable-kvm") ? [] : ["-accel", accel]),
+    "-display",
+    "none",
+    "-monitor",
+    "none",
+    "-qmp",
+    `unix:${socketPath},server=on,wait=off`,
+    ...(wantConsole && !has("-serial") ? ["-serial", "stdio"] : []),
+    ...(options.memory !== undefined && !has("-m") ? ["-m", String(options.memory)] : []),
+    ...(options.paused ? ["-S"] : []),
+    ...(kernel ? ["-kernel", kernel] : []),
+    ...(initrd ? ["-initrd", initrd] : []),
+    ...(append ? ["-append", append] : []),
+    ...userArgs,
+  ];
+  const resolved = findOnPath(binary);
+  if (resolved === null) {
+    await Deno.remove(dir, { recursive: true }).catch(() => {});
+    throw new LaunchError(
+      `Cannot start ${binary}: not found on PATH. Install QEMU (Debian: apt-get install ` +
+        `qemu-system-x86) or pass binary: "/path/to/qemu-system-..."`,
+      { commandLine: [binary, ...qemuArgs] },
+    );
+  }
+  const guard = deathSignalWrapper();
+  const commandLine = [binary, ...qemuArgs];
+  let child: Deno.ChildProcess;
+  try {
+    child = new Deno.Command(guard ? guard[0] : binary, {
+      args: guard ? [...guard.slice(1), binary, ...qemuArgs] : qemuArgs,
+      stdin: "piped",
+      stdout: "piped",
+      stderr: "piped",
+    }).spawn();
+  } catch (cause) {
+    await Deno.remove(dir, { recursive: true }).catch(() => {});
+    const notFound = cause instanceof Deno.errors.NotFound;
+    throw new LaunchError(
+      notFound
+        ? `Cannot start ${binary}: not found. Install QEMU (Debian: apt-get install ` +
+          `qemu-system-x86) or pass binary: "/path/to/qemu-system-..."`
+        : `Cannot start ${binary}: ${cause instanceof Error ? cause.message : cause}`,
+      { commandLine },
+      { cause },
+    );
+  }
+  log(`${name}: started pid ${child.pid}: ${commandLine.join(" ")}`);
+
+  // Pumps: stderr into a bounded tail, stdout into the console.
+  const stderr = { text: "" };
+  const stderrDone = pump(child.stderr, (t) => {
+    stderr.text = (stderr.text + t).slice(-STDERR_KEEP);
+  });
+  let consoleFile: Deno.FsFile | undefined;
+  if (options.consoleLog) {
+    consoleFile = await Deno.open(options.consoleLog, { create: true, append: true });
+  }
+  const encoder = new TextEncoder();
+  const stdin = child.stdin.getWriter();
+  let stdinClosed = false;
+  const serial = new SerialConsole(
+    wantConsole
+      ? async (bytes) => {
+        if (stdinClosed) throw new ConnectionClosedError(`${name} has exited`);
+        await stdin.write(bytes);
+      }
+      : undefined,
+    consoleFile ? (t) => void consoleFile!.write(encoder.encode(t)).catch(() => {}) : undefined,
+  );
+  const stdoutDone = pump(child.stdout, (t) => serial.append(t));
+
+  let machineRef: Machine | undefined;
+  const exited = (async () => {
+    const status = await child.status;
+    await Promise.all([stdoutDone, stderrDone]);
+    stdinClosed = true;
+    await stdin.close().catch(() => {});
+    consoleFile?.close();
+    serial.end(
+      new Error(
+        `QEMU exited (${status.signal ? `signal ${status.signal}` : `code ${status.code}`})`,
+      ),
+    );
+    await Deno.remove(dir, { recursive: true }).catch(() => {});
+    if (machineRef) live.delete(machineRef);
+    return status;
+  })();
+
+  // Connect, racing QEMU's early exit and the deadline.
+  const timeoutMs = parseDuration(options.timeout ?? "30s");
+  const exitAbort = new AbortController();
+  let early: Deno.CommandStatus | undefined;
+  exited.then((s) => {
+    early = s;
+    exitAbort.abort();
+  });
+  const signals = [exitAbort.signal, ...(options.signal ? [options.signal] : [])];
+  let qmp: QmpClient;
+  try {
+    qmp = await connect(`unix:${socketPath}`, {
+      ...options.qmp,
+      retry: true,
+      timeout: timeoutMs,
+      signal: AbortSignal.any(signals),
+    });
+  } catch (cause) {
+    if (!early) {
+      try {
+        child.kill("SIGKILL");
+      } catch { /* gone */ }
+    }
+    const status = await exited;
+    const message = early
+      ? `${binary} exited before its QMP monitor was ready (` +
+        (status.signal ? `signal ${status.signal}` : `exit code ${status.code}`) + ")"
+      : options.signal?.aborted
+      ? `Launch of ${name} was aborted`
+      : `${name} did not answer on its QMP socket within ${formatDuration(timeoutMs)}: ` +
+        (cause instanceof Error ? cause.message : String(cause));
+    throw new LaunchError(message, {
+      exitCode: early ? status.code : undefined,
+      signal: early ? status.signal ?? undefined : undefined,
+      stderr: stderr.text.slice(-4000),
+      commandLine,
+    }, { cause });
+  }
+  const vm = new Machine({
+    qmp,
+    console: serial,
+    name,
+    child,
+    dir,
+    socketPath,
+    commandLine,
+    accel,
+    stderr,
+    exited,
+    hasGuest: kernel !== undefined,
+    log,
+  });
+  machineRef = vm;
+  live.add(vm);
+  hookProcessExit();
+  log(`${name}: QMP ready (QEMU ${versionString(qmp)}, ${accel})`);
+  return vm;
+}
+
+/** Returns `"kvm"` when `/dev/kvm` can be opened read-write, else `"tcg"`. */
+export function resolveAccel(accel: Accel): "kvm" | "tcg" {
+  if (accel !== "auto") return accel;
+  try {
+    Deno.openSync("/dev/kvm", { read: true, write: true }).close();
+    return "kvm";
+  } catch {
+    return "tcg";
+  }
+}
+
+/**
+ * Looks `binary` up on PATH. Returns the path, `null` when it is certainly
+ * missing, or the name itself when PATH cannot be read (no permission).
+ */
+function findOnPath(binary: string): string | null {
+  if (binary.includes("/")) {
+    try {
+      return Deno.statSync(binary).isFile ? binary : null;
+    } catch (e) {
+      return e instanceof Deno.errors.NotFound ? null : binary;
+    }
+  }
+  let path: string | undefined;
+  try {
+    path = Deno.env.get("PATH");
+  } catch {
+    return binary;
+  }
+  for (const dir of (path ?? "").split(":")) {
+    if (!dir) continue;
+    try {
+      if (Deno.statSync(`${dir}/${binary}`).isFile) return `${dir}/${binary}`;
+    } catch (e) {
+      if (!(e instanceof Deno.errors.NotFound)) return binary;
+    }
+  }
+  return null;
+}
+
+function argValue(args: string[], ...flags: string[]): string | undefined {
+  for (let i = 0; i < args.length - 1; i++) if (flags.includes(args[i])) return args[i + 1];
+  return undefined;
+}
+
+function versionString(qmp: QmpClient): string {
+  const v = qmp.greeting.version.qemu;
+  return `${v.major}.${v.minor}.${v.micro}`;
+}
+
+async function pump(stream: ReadableStream<Uint8Array>, sink: (text: string) => void) {
+  const decoder = new TextDecoder();
+  try {
+    for await (const chunk of stream) sink(decoder.decode(chunk, { stream: true }));
+  } catch { /* the process went away */ }
+  sink(decoder.decode());
+}
+
+let deathWrapper: string[] | null | undefined;
+
+/**
+ * On Linux, QEMU is started through util-linux `setpriv --pdeathsig SIGKILL`,
+ * so the kernel kills it when its owner dies for any reason (even SIGKILL).
+ * Elsewhere, or without `setpriv` / permission to run it, a process-exit hook
+ * kills it instead.
+ */
+function deathSignalWrapper(): string[] | null {
+  if (deathWrapper !== undefined) return deathWrapper;
+  deathWrapper = null;
+  if (Deno.build.os !== "linux") return null;
+  for (const dir of ["/usr/bin", "/bin"]) {
+    const path = `${dir}/setpriv`;
+    try {
+      if (!Deno.statSync(path).isFile) continue;
+      if (Deno.permissions.querySync({ name: "run", command: path }).state !== "granted") {
+        return null;
+      }
+      deathWrapper = [path, "--pdeathsig", "SIGKILL", "--"];
+      break;
+    } catch { /* not here */ }
+  }
+  return deathWrapper;
+}
+
+function hookProcessExit(): void {
+  if (unloadHooked) return;
+  unloadHooked = true;
+  globalThis.addEventListener("unload", () => {
+    for (const vm of live) vm.killNow();
+  });
+}
