@@ -4,7 +4,7 @@
  *
  * @module
  */
-import { type ClientOptions, connect, QmpClient } from "./client.ts";
+import { type ClientOptions, connect, type QmpClient } from "./client.ts";
 import { SerialConsole } from "./console.ts";
 import { type Duration, formatDuration, parseDuration } from "./duration.ts";
 import { ConnectionClosedError, LaunchError, QmpError } from "./errors.ts";
@@ -401,7 +401,6 @@ export async function launch(options: LaunchOptions = {}): Promise<Machine> {
   );
   const stdoutDone = pump(child.stdout, (t) => serial.append(t));
 
-  let machineRef: Machine | undefined;
   const exited = (async () => {
     const status = await child.status;
     await Promise.all([stdoutDone, stderrDone]);
@@ -414,7 +413,7 @@ export async function launch(options: LaunchOptions = {}): Promise<Machine> {
       ),
     );
     await Deno.remove(dir, { recursive: true }).catch(() => {});
-    if (machineRef) live.delete(machineRef);
+    for (const m of live) if (m.pid === child.pid) live.delete(m);
     return status;
   })();
 
@@ -470,7 +469,6 @@ export async function launch(options: LaunchOptions = {}): Promise<Machine> {
     hasGuest: kernel !== undefined,
     log,
   });
-  machineRef = vm;
   live.add(vm);
   hookProcessExit();
   log(`${name}: QMP ready (QEMU ${versionString(qmp)}, ${accel})`);
