@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Installs what qmpkit's tests and demo need, when missing: Deno (from npm),
+# QEMU and the tiny guest's packages (from apt), then builds the tiny guest.
+# Idempotent: a second run only checks.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+say() { printf 'setup: %s\n' "$*" >&2; }
+SUDO=""
+if [ "$(id -u)" != 0 ]; then
+  if command -v sudo >/dev/null 2>&1; then SUDO="sudo"; fi
+fi
+
+if ! command -v deno >/dev/null 2>&1; then
+  if ! command -v npm >/dev/null 2>&1; then
+    say "Deno is missing and npm is not available to install it."
+    say "Install Node.js + npm, or Deno itself (https://deno.com), then run this again."
+    exit 1
+  fi
+  say "installing Deno with npm (npm install -g deno)"
+  npm install -g deno >/dev/null 2>&1 || $SUDO npm install -g deno
+fi
+
+pkgs=()
+command -v qemu-system-x86_64 >/dev/null 2>&1 || pkgs+=(qemu-system-x86)
+command -v qemu-img >/dev/null 2>&1 || pkgs+=(qemu-utils)
+if command -v dpkg >/dev/null 2>&1; then
+  dpkg -s busybox-static >/dev/null 2>&1 || pkgs+=(busybox-static)
+fi
+command -v cpio >/dev/null 2>&1 || pkgs+=(cpio)
+command -v tmux >/dev/null 2>&1 || pkgs+=(tmux)
+if [ ${#pkgs[@]} -gt 0 ]; then
+  if [ "$(id -u)" != 0 ] && [ -z "$SUDO" ]; then
+    say "missing packages: ${pkgs[*]}"
+    say "run as root: apt-get install -y ${pkgs[*]}"
+    exit 1
+  fi
+  say "installing ${pkgs[*]} with apt-get"
+  export DEBIAN_FRONTEND=noninteractive
+  $SUDO apt-get update -qq
+  $SUDO apt-get install -y -qq "${pkgs[@]}" >/dev/null
+fi
+
+say "$(deno --version | head -1); $(qemu-system-x86_64 --version | head -1)"
+deno task --quiet guest --quiet

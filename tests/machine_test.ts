@@ -1,0 +1,194 @@
+/** The launcher against real QEMU: start, stop, crash, no orphans, several at once. */
+import assert from "node:assert/strict";
+import { launch, type Machine } from "../lib/machine.ts";
+import { ConnectionClosedError, LaunchError } from "../lib/errors.ts";
+import { findTinyGuest } from "../lib/guest.ts";
+
+const guestBuilt = await findTinyGuest().then(() => true, () => false);
+const LIB = new URL("../lib/machine.ts", import.meta.url).href;
+
+function alive(pid: number): boolean {
+  try {
+    Deno.kill(pid, "SIGCONT"); // harmless probe
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+async function gone(pid: number, ms = 5000): Promise<boolean> {
+  const end = Date.now() + ms;
+  while (Date.now() < end) {
+    if (!alive(pid)) return true;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  return !alive(pid);
+}
+
+async function exists(path: string): Promise<boolean> {
+  return await Deno.stat(path).then(() => true, () => false);
+}
+
+Deno.test("machine: launch -machine none, use QMP, quit, clean up", async () => {
+  const lines: string[] = [];
+  const vm = await launch({ log: (l) => lines.push(l), timeout: "20s" });
+  try {
+    assert.equal((await Deno.stat(vm.dir)).mode! & 0o777, 0o700);
+    assert.ok(await exists(vm.socketPath));
+    assert.equal(vm.running, true);
+    const st = await vm.qmp.execute("query-status");
+    assert.equal(st.status, "running");
+    assert.ok(vm.commandLine.includes("-qmp"));
+  } finally {
+    await vm.shutdown();
+  }
+  assert.equal(vm.exitCode, 0);
+  assert.equal(vm.signal, undefined);
+  assert.deepEqual(vm.shutdownSteps.map((s) => [s.step, s.exited]), [["quit", true]]);
+  assert.equal(await exists(vm.dir), false, "temp dir removed");
+  assert.equal(vm.qmp.closeError?.reason, "quit");
+  assert.ok(lines.some((l) => l.includes("quit → exited")), lines.join("\n"));
+});
+
+Deno.test("machine: a missing binary is a LaunchError saying how to install QEMU", async () => {
+  await assert.rejects(launch({ binary: "qemu-system-nonexistent" }), (e: unknown) => {
+    assert.ok(e instanceof LaunchError);
+    assert.match(e.message, /not found on PATH.*apt-get install qemu-system-x86/);
+    return true;
+  });
+});
+
+Deno.test("machine: bad arguments give a LaunchError with exit code and stderr", async () => {
+  await assert.rejects(launch({ args: ["-no-such-option"], timeout: "20s" }), (e: unknown) => {
+    assert.ok(e instanceof LaunchError);
+    assert.equal(e.exitCode, 1);
+    assert.match(e.stderr, /-no-such-option: invalid option/);
+    assert.match(e.message, /exited before its QMP monitor was ready \(exit code 1\)/);
+    assert.ok(e.commandLine.includes("-no-such-option"));
+    return true;
+  });
+  await assert.rejects(
+    launch({ args: ["-device", "no-such-device"], timeout: "20s" }),
+    (e: unknown) => e instanceof LaunchError && /no-such-device/.test(e.stderr),
+  );
+});
+
+Deno.test("machine: paused pc machine, SIGKILLed with a command pending", async () => {
+  const vm = await launch({ machine: "pc", paused: true, memory: 64, timeout: "20s" });
+  try {
+    assert.equal((await vm.qmp.execute("query-status")).status, "prelaunch");
+    const pending = vm.qmp.waitEvent("RESUME", { timeout: "20s" });
+    Deno.kill(vm.pid, "SIGKILL");
+    await assert.rejects(pending, ConnectionClosedError);
+    await assert.rejects(vm.qmp.execute("query-status"), (e: unknown) => {
+      assert.ok(e instanceof ConnectionClosedError);
+      assert.equal(e.reason, "peer");
+      return true;
+    });
+    await vm.exited;
+    assert.equal(vm.signal, "SIGKILL");
+    assert.equal(vm.running, false);
+  } finally {
+    await vm.kill();
+  }
+  assert.equal(await exists(vm.dir), false);
+});
+
+Deno.test("machine: shutdown ladder falls through to SIGTERM when QMP is gone", async () => {
+  const vm = await launch({ timeout: "20s" });
+  await vm.qmp.close();
+  await vm.shutdown({ termTimeout: "5s" });
+  assert.deepEqual(vm.shutdownSteps.map((s) => s.step), ["SIGTERM"]);
+  assert.equal(vm.exitCode, 0); // QEMU exits cleanly on SIGTERM
+});
+
+Deno.test("machine: four VMs at once, each with its own socket", async () => {
+  const vms: Machine[] = [];
+  try {
+    const launched = await Promise.allSettled(
+      Array.from({ length: 4 }, (_, i) => launch({ name: `par-${i}`, timeout: "30s" })),
+    );
+    for (const r of launched) if (r.status === "fulfilled") vms.push(r.value);
+    assert.equal(vms.length, 4);
+    assert.equal(new Set(vms.map((v) => v.socketPath)).size, 4);
+    const names = await Promise.all(vms.map((v) => v.qmp.execute("query-name")));
+    assert.deepEqual(names.map((n) => n.name), ["par-0", "par-1", "par-2", "par-3"]);
+  } finally {
+    await Promise.all(vms.map((v) => v.shutdown()));
+  }
+  for (const v of vms) assert.equal(v.exitCode, 0);
+});
+
+for (const how of ["throw", "SIGKILL", "SIGTERM", "SIGINT", "exit"] as const) {
+  Deno.test(`machine: no orphan QEMU when the owner dies (${how})`, async () => {
+    const dir = await Deno.makeTempDir();
+    const script = `${dir}/owner.ts`;
+    await Deno.writeTextFile(
+      script,
+      `import { launch } from ${JSON.stringify(LIB)};
+const vm = await launch({ timeout: "20s" });
+console.log(vm.pid);
+${
+        how === "throw"
+          ? `await new Promise((r) => setTimeout(r, 200)); throw new Error("owner failed");`
+          : how === "exit"
+          ? `await new Promise((r) => setTimeout(r, 200)); Deno.exit(3);`
+          : `await new Promise((r) => setTimeout(r, 60000));`
+      }
+`,
+    );
+    const child = new Deno.Command(Deno.execPath(), {
+      args: ["run", "--no-check", "-A", script],
+      stdout: "piped",
+      stderr: "null",
+    }).spawn();
+    const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
+    let out = "";
+    let qemuPid = 0;
+    try {
+      while (!out.includes("\n")) {
+        const { value, done } = await reader.read();
+        if (done) break;
+        out += value;
+      }
+      qemuPid = Number(out.trim());
+      assert.ok(qemuPid > 0, `owner printed ${JSON.stringify(out)}`);
+      assert.equal(alive(qemuPid), true);
+      if (how !== "throw" && how !== "exit") child.kill(how);
+      await child.status;
+      assert.equal(await gone(qemuPid), true, `QEMU ${qemuPid} outlived its owner (${how})`);
+    } finally {
+      reader.releaseLock();
+      await child.stdout.cancel().catch(() => {});
+      try {
+        child.kill("SIGKILL");
+      } catch { /* exited */ }
+      await child.status;
+      if (qemuPid && alive(qemuPid)) Deno.kill(qemuPid, "SIGKILL");
+      await Deno.remove(dir, { recursive: true });
+    }
+  });
+}
+
+Deno.test({
+  name: "machine: tiny guest boots to ready, console is writable, powerdown ends in SHUTDOWN guest",
+  ignore: !guestBuilt,
+  async fn() {
+    const t0 = performance.now();
+    await using vm = await launch({ guest: "tiny", memory: 256, timeout: "30s" });
+    const guest = await findTinyGuest();
+    await vm.console.waitFor(guest.readyMarker, { timeout: "90s" });
+    const bootMs = performance.now() - t0;
+    console.log(`tiny guest boot-to-ready: ${Math.round(bootMs)} ms (${vm.accel})`);
+    await vm.console.write("echo sum-$((40+2))\n");
+    const m = await vm.console.waitFor(/sum-(\d+)/, { timeout: "20s" });
+    assert.equal(m.groups[0], "42");
+    const shutdown = vm.qmp.waitEvent("SHUTDOWN", { timeout: "60s" });
+    await vm.shutdown({ powerdownTimeout: "60s" });
+    const ev = await shutdown;
+    assert.deepEqual(ev.data, { guest: true, reason: "guest-shutdown" });
+    assert.equal(vm.shutdownSteps[0].step, "powerdown");
+    assert.equal(vm.shutdownSteps[0].exited, true);
+    assert.equal(vm.exitCode, 0);
+  },
+});
