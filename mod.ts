@@ -23,12 +23,8 @@
 export {
   type ClientOptions,
   type ClientState,
-  type CommandArgs,
-  type CommandName,
-  type CommandReturn,
   connect,
   type ConnectOptions,
-  type EventName,
   type ExecuteOptions,
   type ExecuteRest,
   MAX_INBAND_IN_FLIGHT,
@@ -69,11 +65,6 @@ export {
 } from "./lib/address.ts";
 export { type Duration, formatDuration, parseDuration } from "./lib/duration.ts";
 export { DEFAULT_MAX_MESSAGE_SIZE, type FramerOptions, JsonObjectFramer } from "./lib/framing.ts";
-export type {
-  Greeting,
-  QemuVersionTriple,
-  QmpEvent,
-  QmpTimestamp,
-} from "./lib/protocol.ts";
+export type { Greeting, QemuVersionTriple, QmpEvent, QmpTimestamp } from "./lib/protocol.ts";
 export type { Transport } from "./lib/transport.ts";
 export type * from "./lib/qapi/types.ts";

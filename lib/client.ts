@@ -27,16 +27,14 @@ import {
   timestampToDate,
 } from "./protocol.ts";
 import { openTransport, type Transport } from "./transport.ts";
-import type { QmpCommands, QmpEvents } from "./qapi/types.ts";
+import type {
+  CommandArgs,
+  CommandName,
+  CommandReturn,
+  EventName,
+  QmpEvents,
+} from "./qapi/types.ts";
 
-/** Name of a command known to the generated QAPI types. */
-export type CommandName = keyof QmpCommands & string;
-/** Arguments of command `K`. */
-export type CommandArgs<K extends CommandName> = QmpCommands[K]["args"];
-/** Return value of command `K`. */
-export type CommandReturn<K extends CommandName> = QmpCommands[K]["return"];
-/** Name of an event known to the generated QAPI types. */
-export type EventName = keyof QmpEvents & string;
 /** A typed event: `event` is the name, `data` its payload type. */
 export type TypedEvent<N extends EventName = EventName> = N extends EventName
   ? QmpEvent<N, QmpEvents[N]>
@@ -353,6 +351,7 @@ export class QmpClient implements AsyncDisposable {
   listen<N extends EventName>(
     options: ListenOptions<TypedEvent<N>> & { names: readonly N[] },
   ): EventListener<TypedEvent<N>>;
+  /** Registers a listener for all events (or those `where` accepts). */
   listen(options?: ListenOptions<TypedEvent>): EventListener<TypedEvent>;
   listen(options: ListenOptions<QmpEvent> = {}): EventListener<QmpEvent> {
     const listener: EventListener<QmpEvent> = new EventListener(options, () => {
@@ -378,6 +377,7 @@ export class QmpClient implements AsyncDisposable {
   events<N extends EventName>(
     options: ListenOptions<TypedEvent<N>> & { names: readonly N[] },
   ): EventListener<TypedEvent<N>>;
+  /** All events (or those `where` accepts) as an async iterator. */
   events(options?: ListenOptions<TypedEvent>): EventListener<TypedEvent>;
   events(options: ListenOptions<QmpEvent> = {}): EventListener<QmpEvent> {
     return this.listen(options as ListenOptions<TypedEvent>) as EventListener<QmpEvent>;
@@ -578,7 +578,7 @@ export class QmpClient implements AsyncDisposable {
     try {
       while (true) {
         const n = await this.#transport.read(buf);
-        if (this.#state === "closed") return;
+        if (this.#isClosed()) return;
         if (n === null) {
           this.#framer.end();
           this.#shutdown(this.#quitSent ? "quit" : "peer", undefined);
@@ -587,12 +587,17 @@ export class QmpClient implements AsyncDisposable {
         const messages = this.#framer.push(buf.subarray(0, n));
         for (const m of messages) {
           this.#dispatch(m);
-          if (this.#state === "closed") return;
+          if (this.#isClosed()) return;
         }
       }
     } catch (err) {
       if (this.#state !== "closed") this.#onReadOrWriteError(err);
     }
+  }
+
+  /** A method, so TypeScript does not narrow the state across awaits. */
+  #isClosed(): boolean {
+    return this.#state === "closed";
   }
 
   #onReadOrWriteError(err: unknown): void {

@@ -6,6 +6,9 @@
  */
 import { excerpt } from "./framing.ts";
 import { ProtocolError } from "./errors.ts";
+import type { QmpTimestamp } from "./qapi/types.ts";
+
+export type { QmpTimestamp };
 
 /** QEMU's version triple, as in the greeting and `query-version`. */
 export interface QemuVersionTriple {
@@ -28,14 +31,6 @@ export interface Greeting {
   };
   /** Capabilities the server offers (`"oob"` is the only one QEMU defines). */
   capabilities: string[];
-}
-
-/** An event's timestamp as sent by QEMU (both fields are -1 if QEMU could not read the clock). */
-export interface QmpTimestamp {
-  /** Seconds since the epoch. */
-  seconds: number;
-  /** Microseconds within the second. */
-  microseconds: number;
 }
 
 /** An asynchronous event from QEMU. `data` is `undefined` for events without a payload. */
