@@ -18,6 +18,15 @@
  * }
  * ```
  *
+ * @example Launch a VM of your own
+ * ```ts ignore
+ * import { launch } from "./mod.ts";
+ *
+ * await using vm = await launch({ guest: "tiny", memory: 256 });
+ * await vm.console.waitFor("QMPKIT-GUEST-READY", { timeout: "60s" });
+ * await vm.shutdown(); // system_powerdown, then quit, SIGTERM, SIGKILL as needed
+ * ```
+ *
  * @module
  */
 export {
@@ -39,6 +48,7 @@ export {
   ConnectionClosedError,
   ConnectionError,
   EventOverflowError,
+  LaunchError,
   NegotiationError,
   ProtocolError,
   QmpCommandError,
@@ -67,4 +77,20 @@ export { type Duration, formatDuration, parseDuration } from "./lib/duration.ts"
 export { DEFAULT_MAX_MESSAGE_SIZE, type FramerOptions, JsonObjectFramer } from "./lib/framing.ts";
 export type { Greeting, QemuVersionTriple, QmpEvent, QmpTimestamp } from "./lib/protocol.ts";
 export type { Transport } from "./lib/transport.ts";
+export {
+  type Accel,
+  launch,
+  type LaunchOptions,
+  Machine,
+  resolveAccel,
+  type ShutdownOptions,
+  type ShutdownStep,
+} from "./lib/machine.ts";
+export {
+  CONSOLE_BUFFER_LIMIT,
+  type ConsoleMatch,
+  type ConsoleWaitOptions,
+  SerialConsole,
+} from "./lib/console.ts";
+export { findTinyGuest, guestCacheDir, GuestNotBuiltError, type TinyGuest } from "./lib/guest.ts";
 export type * from "./lib/qapi/types.ts";
