@@ -27,6 +27,7 @@ import {
   timestampToDate,
 } from "./protocol.ts";
 import { openTransport, type Transport } from "./transport.ts";
+import { QmpSchema, type SchemaEntry } from "./qapi/schema.ts";
 import type {
   CommandArgs,
   CommandName,
@@ -78,6 +79,12 @@ export interface ClientOptions {
    * to stderr.
    */
   onWarning?: (warning: QmpError) => void;
+  /**
+   * Check every command's arguments against the server's own schema
+   * (`query-qmp-schema`, fetched once) before sending; bad arguments reject
+   * with `QmpValidationError` naming the member, and nothing is sent.
+   */
+  validate?: boolean;
   /** Human-readable address for messages (set by {@link connect}). */
   address?: string;
 }
@@ -178,6 +185,7 @@ export class QmpClient implements AsyncDisposable {
   #quitAcked = false;
   #quitSent = false;
   #closeError: ConnectionClosedError | undefined;
+  #schema: Promise<QmpSchema> | undefined;
   #readLoop: Promise<void>;
   #resolveClosed!: () => void;
   /** Resolves once the connection is closed, for whatever reason. Never rejects. */
@@ -302,7 +310,7 @@ export class QmpClient implements AsyncDisposable {
    */
   execute<K extends CommandName>(command: K, ...rest: ExecuteRest<K>): Promise<CommandReturn<K>> {
     const [args, options] = rest;
-    return this.#submit(command, args, false, options) as Promise<CommandReturn<K>>;
+    return this.#run(command, args, false, options) as Promise<CommandReturn<K>>;
   }
 
   /**
@@ -314,7 +322,7 @@ export class QmpClient implements AsyncDisposable {
     args?: Record<string, unknown>,
     options?: ExecuteOptions,
   ): Promise<unknown> {
-    return this.#submit(command, args, false, options);
+    return this.#run(command, args, false, options);
   }
 
   /**
@@ -334,7 +342,7 @@ export class QmpClient implements AsyncDisposable {
         ),
       );
     }
-    return this.#submit(command, args, true, options) as Promise<CommandReturn<K>>;
+    return this.#run(command, args, true, options) as Promise<CommandReturn<K>>;
   }
 
   /**
@@ -430,6 +438,18 @@ export class QmpClient implements AsyncDisposable {
   }
 
   /**
+   * The server's QAPI schema (`query-qmp-schema`), fetched on first use and
+   * cached for the connection: command/event names, argument checks.
+   */
+  schema(): Promise<QmpSchema> {
+    this.#schema ??= this.#submit("query-qmp-schema", undefined, false, undefined).then(
+      (entries) => new QmpSchema(entries as SchemaEntry[]),
+    );
+    this.#schema.catch(() => (this.#schema = undefined));
+    return this.#schema;
+  }
+
+  /**
    * Closes the connection. Pending commands and waits reject with
    * {@link ConnectionClosedError}; event iterators end. Idempotent.
    */
@@ -461,6 +481,22 @@ export class QmpClient implements AsyncDisposable {
           reject(e);
         },
       };
+    });
+  }
+
+  #run(
+    command: string,
+    args: unknown,
+    oob: boolean,
+    options: ExecuteOptions | undefined,
+  ): Promise<unknown> {
+    if (!this.#options.validate || this.#state === "closed") {
+      return this.#submit(command, args, oob, options);
+    }
+    return this.schema().then((schema) => {
+      const problem = schema.validateArguments(command, args);
+      if (problem) throw problem;
+      return this.#submit(command, args, oob, options);
     });
   }
 
