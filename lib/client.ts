@@ -27,6 +27,7 @@ import {
   timestampToDate,
 } from "./protocol.ts";
 import { openTransport, type Transport } from "./transport.ts";
+import { redactMessage } from "./redact.ts";
 import { QmpSchema, type SchemaEntry } from "./qapi/schema.ts";
 import type {
   CommandArgs,
@@ -71,8 +72,14 @@ export interface ClientOptions {
   commandTimeout?: Duration;
   /** How many recent events are kept for `waitEvent(..., { since })` (default 256). */
   historySize?: number;
-  /** Called with every message sent and received, e.g. to record a transcript. */
+  /**
+   * Called with every message sent and received, e.g. to record a transcript.
+   * Secrets (passwords, `secret` objects' data, `*-secret` members) are
+   * replaced by `"<redacted>"` unless `redact: false`.
+   */
   transcript?: (entry: TranscriptEntry) => void;
+  /** Redact secrets in transcript entries (default `true`). */
+  redact?: boolean;
   /**
    * Called with protocol anomalies that do not end the connection: a reply with
    * an unknown id, or an id-less error QEMU could not attribute. Default: print
@@ -588,7 +595,7 @@ export class QmpClient implements AsyncDisposable {
     entry.sent = true;
     if (!entry.oob) this.#inbandInFlight++;
     if (entry.command === "quit") this.#quitSent = true;
-    this.#options.transcript?.({ time: new Date(), direction: "send", message: entry.message });
+    this.#record("send", entry.message);
     this.#outQueue.push(bytes);
     this.#flushing ??= this.#flush();
   }
@@ -650,7 +657,7 @@ export class QmpClient implements AsyncDisposable {
   }
 
   #dispatch(raw: Record<string, unknown>): void {
-    this.#options.transcript?.({ time: new Date(), direction: "recv", message: raw });
+    this.#record("recv", raw);
     if (!this.#greeting) {
       const greeting = parseGreeting(raw); // throws ProtocolError: ends the connection
       this.#greeting = greeting;
@@ -726,6 +733,13 @@ export class QmpClient implements AsyncDisposable {
         { received: JSON.stringify(raw).slice(0, 120) },
       ),
     );
+  }
+
+  #record(direction: "send" | "recv", message: Record<string, unknown>): void {
+    const hook = this.#options.transcript;
+    if (!hook) return;
+    const redacted = this.#options.redact === false ? message : redactMessage(message);
+    hook({ time: new Date(), direction, message: redacted });
   }
 
   #inbandReplied(): void {

@@ -454,6 +454,25 @@ Deno.test("client: transcript hook sees every message in both directions", async
   await client.close();
 });
 
+Deno.test("client: transcript entries are redacted unless redact: false", async () => {
+  for (const redact of [true, false]) {
+    const sent: Record<string, unknown>[] = [];
+    const { client, peer } = await open({
+      redact,
+      transcript: (e) => e.direction === "send" && sent.push(e.message),
+    });
+    const args = { protocol: "vnc", password: "hunter2" };
+    const p = client.executeRaw("set_password", args);
+    const cmd = await peer.recv();
+    assert.deepEqual(cmd.arguments, args, "the real password is sent");
+    peer.reply(cmd);
+    await p;
+    const logged = sent.at(-1)!.arguments as Record<string, unknown>;
+    assert.equal(logged.password, redact ? "<redacted>" : "hunter2");
+    await client.close();
+  }
+});
+
 Deno.test("client: bad arguments are rejected before sending", async () => {
   const { client, peer } = await open();
   await assert.rejects(client.executeRaw("x", [] as never), TypeError);

@@ -1,0 +1,49 @@
+import assert from "node:assert/strict";
+import { REDACTED, redactMessage } from "../lib/redact.ts";
+
+Deno.test("redact: secrets are replaced, the rest kept, the input untouched", () => {
+  const msg = {
+    execute: "object-add",
+    arguments: { "qom-type": "secret", id: "sec0", data: "letmein", format: "raw" },
+    id: 3,
+  };
+  const out = redactMessage(msg);
+  assert.deepEqual(out, {
+    execute: "object-add",
+    arguments: { "qom-type": "secret", id: "sec0", data: REDACTED, format: "raw" },
+    id: 3,
+  });
+  assert.equal(msg.arguments.data, "letmein");
+  assert.deepEqual(
+    redactMessage({ execute: "set_password", arguments: { protocol: "vnc", password: "pw" } }),
+    { execute: "set_password", arguments: { protocol: "vnc", password: REDACTED } },
+  );
+  assert.deepEqual(
+    redactMessage({
+      execute: "blockdev-add",
+      arguments: { driver: "luks", "key-secret": "sec0", file: { "x-password": "p" } },
+    }),
+    {
+      execute: "blockdev-add",
+      arguments: { driver: "luks", "key-secret": REDACTED, file: { "x-password": REDACTED } },
+    },
+  );
+  assert.deepEqual(
+    redactMessage({
+      execute: "human-monitor-command",
+      arguments: { "command-line": "object_add secret,id=s,data=hunter2,format=raw" },
+    }).arguments["command-line"],
+    `object_add secret,id=s,data=${REDACTED},format=raw`,
+  );
+  assert.equal(
+    redactMessage({ arguments: { "command-line": "set_password vnc hunter2" } }).arguments[
+      "command-line"
+    ],
+    `set_password vnc ${REDACTED}`,
+  );
+  // Non-secret data members are kept.
+  assert.deepEqual(redactMessage({ event: "X", data: { secretive: 1, data: "ok" } }), {
+    event: "X",
+    data: { secretive: 1, data: "ok" },
+  });
+});
