@@ -13,8 +13,16 @@
  *   deno run -A scripts/gen-qapi.ts --schema tests/fixtures/qmp-schema-7.2.json
  *   deno run -A scripts/gen-qapi.ts --launch [qemu-system-x86_64]
  *   deno run -A scripts/gen-qapi.ts --qmp unix:/path/qmp.sock   (or tcp:host:port)
- * Options: --man PATH, --out FILE (default lib/qapi/types.ts), --version X.Y.Z, --check, --quiet,
- *   --doc-base URL (anchors are the `qapidoc-N` ids of QEMU's Sphinx build of that release).
+ * Options:
+ *   --man PATH           qemu-qmp-ref.7[.gz] (default: found under /usr/share/man)
+ *   --out FILE           output (default lib/qapi/types.ts)
+ *   --check              exit 1 if FILE would change (for CI)
+ *   --qemu-version X.Y.Z version for the header and links (default: QEMU's, else the manual's)
+ *   --doc-base URL       reference page for `@see` links (default: the Read the Docs build of that
+ *                        release; anchors are the `qapidoc-N` ids of QEMU's Sphinx build)
+ *   --save-schema FILE, --save-version FILE   with --qmp/--launch: save what was fetched
+ *   --lenient            write even if name recovery reported inconsistencies
+ *   --quiet
  *
  * The pure part (schema + manual text -> model -> TypeScript text) is exported and has no side
  * effects; the CLI only runs when this file is the main module.
