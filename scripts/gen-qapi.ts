@@ -796,6 +796,14 @@ export const PREAMBLE_NAMES = [
   "QmpTimestamp",
 ];
 
+/**
+ * Commands that accept more arguments than introspection shows (QAPI `'gen': false` commands
+ * whose handler reads extra members itself): their arguments type gets an index signature.
+ */
+const OPEN_ARGUMENTS: Record<string, string> = {
+  device_add: "Further properties of the device (they depend on `driver`).",
+};
+
 const LINE_WIDTH = 100;
 const EMPTY = "Record<string, never>";
 
@@ -1039,7 +1047,14 @@ export function renderTypes(
       if (!e.variants) {
         lines.push(...jsdoc("", describe("object"), typeTags));
         if (e.members.length === 0) lines.push(`export type ${t.name} = ${EMPTY};`);
-        else lines.push(`export interface ${t.name} {`, ...memberLines(e.members), "}");
+        else {
+          lines.push(`export interface ${t.name} {`, ...memberLines(e.members));
+          const open = OPEN_ARGUMENTS[/^(\S+) arguments$/.exec(t.via)?.[1] ?? ""];
+          if (t.source === "implicit" && open) {
+            lines.push(`  /** ${open} */`, "  [property: string]: unknown;");
+          }
+          lines.push("}");
+        }
       } else {
         // Flat union: base members (tag included) & tag literal & branch members.
         const tag = e.tag!;

@@ -57,7 +57,8 @@ async function typeTests(): Promise<void> {
   const hmp: string = await execute("human-monitor-command", { "command-line": "info status" });
   const nothing: Record<string, never> = await execute("cont");
   await execute("qmp_capabilities", { enable: ["oob"] });
-  await execute("device_add", { driver: "usb-tablet", id: "tab0" }); // 'any'-typed extra options
+  await execute("device_add", { driver: "usb-tablet", id: "tab0" });
+  await execute("device_add", { driver: "e1000", id: "n0", mac: "52:54:00:12:34:56" }); // open
   await execute("device_del", { id: "tab0" });
   const args: CommandArgs<"migrate"> = { uri: "exec:cat > /dev/null" };
   await execute("migrate", args);
@@ -106,6 +107,8 @@ async function typeTests(): Promise<void> {
   await execute("human-monitor-command", { "command-line": 5 });
   // @ts-expect-error missing required argument
   await execute("human-monitor-command", {});
+  // @ts-expect-error device_add needs "driver"
+  await execute("device_add", { id: "tab1" });
   // @ts-expect-error missing arguments altogether
   await execute("device_del");
   // @ts-expect-error unknown argument

@@ -4294,6 +4294,8 @@ export interface DeviceAddArguments {
   bus?: string;
   /** QAPI type `str`. */
   id?: string;
+  /** Further properties of the device (they depend on `driver`). */
+  [property: string]: unknown;
 }
 
 /** Arguments of command `device_del` (unnamed in QAPI). */
