@@ -38,6 +38,7 @@ export {
   type ExecuteRest,
   MAX_INBAND_IN_FLIGHT,
   QmpClient,
+  type ReconnectPolicy,
   type TranscriptEntry,
   type TypedEvent,
   type WaitEventOptions,

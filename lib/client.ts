@@ -92,6 +92,11 @@ export interface ClientOptions {
    * with `QmpValidationError` naming the member, and nothing is sent.
    */
   validate?: boolean;
+  /**
+   * Reconnect when the server goes away (see {@link ReconnectPolicy}). Only
+   * clients made by {@link connect} can reconnect.
+   */
+  reconnect?: boolean | ReconnectPolicy;
   /** Human-readable address for messages (set by {@link connect}). */
   address?: string;
 }
@@ -129,8 +134,32 @@ export interface WaitEventOptions<E extends QmpEvent = QmpEvent> {
   since?: number;
 }
 
-/** Connection states: waiting for the greeting, usable, or closed. */
-export type ClientState = "connecting" | "open" | "closed";
+/**
+ * Connection states: waiting for the greeting, usable, re-establishing a
+ * dropped connection (with a `reconnect` policy), or closed for good.
+ */
+export type ClientState = "connecting" | "open" | "reconnecting" | "closed";
+
+/**
+ * Opt-in reconnection for long-running watchers: when the server goes away
+ * (EOF or reset, not `quit` or `close()`), the client dials again with
+ * exponential backoff. Commands in flight at the drop fail with
+ * `ConnectionClosedError` and are never re-sent; commands issued while
+ * reconnecting fail at once; event listeners stay registered and keep
+ * receiving events from the new connection.
+ */
+export interface ReconnectPolicy {
+  /** Attempts before giving up and closing for good (default 10). */
+  maxTries?: number;
+  /** Delay before the first attempt (default `"100ms"`); doubles each time. */
+  initialDelay?: Duration;
+  /** Upper bound of the delay (default `"5s"`). */
+  maxDelay?: Duration;
+  /** Called when the connection dropped and reconnection starts. */
+  onDisconnect?: (error: ConnectionClosedError) => void;
+  /** Called after a successful reconnect (greeting read, negotiated). */
+  onReconnect?: (info: { attempt: number; greeting: Greeting }) => void;
+}
 
 /** How many in-band commands QEMU queues when oob is on (`QMP_REQ_QUEUE_LEN_MAX`). */
 export const MAX_INBAND_IN_FLIGHT = 8;
@@ -168,8 +197,8 @@ const encoder = new TextEncoder();
 export class QmpClient implements AsyncDisposable {
   /** The address this client is connected to, for messages (`unix:/x`, `tcp:h:p`). */
   readonly address: string;
-  readonly #transport: Transport;
-  readonly #framer: JsonObjectFramer;
+  #transport: Transport;
+  #framer: JsonObjectFramer;
   readonly #options: ClientOptions;
   readonly #commandTimeout: number | undefined;
   readonly #historySize: number;
@@ -193,6 +222,7 @@ export class QmpClient implements AsyncDisposable {
   #quitSent = false;
   #closeError: ConnectionClosedError | undefined;
   #schema: Promise<QmpSchema> | undefined;
+  readonly #dial: (() => Promise<Transport>) | undefined;
   #readLoop: Promise<void>;
   #resolveClosed!: () => void;
   /** Resolves once the connection is closed, for whatever reason. Never rejects. */
@@ -203,7 +233,12 @@ export class QmpClient implements AsyncDisposable {
    * {@link connect} instead; use this to run QMP over a custom transport
    * (e.g. an in-memory pair in tests), then `await client.handshake()`.
    */
-  constructor(transport: Transport, options: ClientOptions = {}) {
+  constructor(
+    transport: Transport,
+    options: ClientOptions = {},
+    dial?: () => Promise<Transport>,
+  ) {
+    this.#dial = dial;
     this.#transport = transport;
     this.#options = options;
     this.address = options.address ?? "(transport)";
@@ -213,7 +248,7 @@ export class QmpClient implements AsyncDisposable {
       : parseDuration(options.commandTimeout);
     this.#historySize = options.historySize ?? 256;
     this.closed = new Promise((resolve) => (this.#resolveClosed = resolve));
-    this.#readLoop = this.#read();
+    this.#readLoop = this.#read(transport, this.#framer);
   }
 
   /** The server's greeting (version and offered capabilities). Throws before it arrived. */
@@ -514,6 +549,15 @@ export class QmpClient implements AsyncDisposable {
     options: ExecuteOptions | undefined,
   ): Promise<unknown> {
     if (this.#state === "closed") return Promise.reject(this.#closedError(command));
+    if (this.#state === "reconnecting" && command !== "qmp_capabilities") {
+      return Promise.reject(
+        new ConnectionClosedError(
+          `Cannot run ${command}: the connection to ${this.address} dropped and is being ` +
+            `re-established`,
+          { address: this.address, reason: "peer" },
+        ),
+      );
+    }
     if (typeof command !== "string" || command === "") {
       return Promise.reject(new TypeError(`Command name must be a non-empty string`));
     }
@@ -616,25 +660,26 @@ export class QmpClient implements AsyncDisposable {
     }
   }
 
-  async #read(): Promise<void> {
+  async #read(transport: Transport, framer: JsonObjectFramer): Promise<void> {
     const buf = new Uint8Array(64 * 1024);
+    const current = () => !this.#isClosed() && this.#transport === transport;
     try {
       while (true) {
-        const n = await this.#transport.read(buf);
-        if (this.#isClosed()) return;
+        const n = await transport.read(buf);
+        if (!current()) return;
         if (n === null) {
-          this.#framer.end();
-          this.#shutdown(this.#quitSent ? "quit" : "peer", undefined);
+          framer.end();
+          this.#lost(this.#quitSent ? "quit" : "peer", undefined);
           return;
         }
-        const messages = this.#framer.push(buf.subarray(0, n));
+        const messages = framer.push(buf.subarray(0, n));
         for (const m of messages) {
           this.#dispatch(m);
-          if (this.#isClosed()) return;
+          if (!current()) return;
         }
       }
     } catch (err) {
-      if (this.#state !== "closed") this.#onReadOrWriteError(err);
+      if (current()) this.#onReadOrWriteError(err);
     }
   }
 
@@ -645,15 +690,90 @@ export class QmpClient implements AsyncDisposable {
 
   #onReadOrWriteError(err: unknown): void {
     if (err instanceof ProtocolError) {
-      this.#shutdown("error", err);
+      this.#lost("error", err);
     } else if (
       this.#quitSent && err instanceof Error &&
       (err.name === "ConnectionReset" || err.name === "BrokenPipe")
     ) {
-      this.#shutdown("quit", undefined); // QEMU exits right after quit; a reset is normal.
+      this.#lost("quit", undefined); // QEMU exits right after quit; a reset is normal.
     } else {
-      this.#shutdown("peer", err);
+      this.#lost("peer", err);
     }
+  }
+
+  /** The connection ended on its own: reconnect when the policy says so, else shut down. */
+  #lost(reason: "peer" | "quit" | "error", cause: unknown): void {
+    const policy = this.#options.reconnect;
+    if (this.#state === "reconnecting") {
+      // A fresh connection failed during its handshake: fail the attempt.
+      try {
+        this.#transport.close();
+      } catch { /* closed */ }
+      const w = this.#greetingWaiter;
+      this.#greetingWaiter = undefined;
+      w?.reject(cause ?? new ConnectionClosedError("Connection lost during the handshake"));
+      this.#failPending("peer", cause, "the connection dropped during a reconnect");
+      return;
+    }
+    if (reason === "peer" && policy && this.#dial && this.#state === "open") {
+      const error = new ConnectionClosedError(this.#reasonText("peer", cause), {
+        address: this.address,
+        reason: "peer",
+        cause,
+      });
+      this.#state = "reconnecting";
+      try {
+        this.#transport.close();
+      } catch { /* closed */ }
+      this.#failPending("peer", cause, this.#reasonText("peer", cause));
+      const p = typeof policy === "object" ? policy : {};
+      p.onDisconnect?.(error);
+      void this.#reconnectLoop(p, error);
+      return;
+    }
+    this.#shutdown(reason, cause);
+  }
+
+  async #reconnectLoop(policy: ReconnectPolicy, error: ConnectionClosedError): Promise<void> {
+    const maxTries = policy.maxTries ?? 10;
+    const maxDelay = parseDuration(policy.maxDelay ?? "5s");
+    let delay = parseDuration(policy.initialDelay ?? "100ms");
+    for (let attempt = 1; attempt <= maxTries; attempt++) {
+      await new Promise((r) => setTimeout(r, delay));
+      delay = Math.min(delay * 2, maxDelay);
+      if (this.#isClosed()) return;
+      let transport: Transport;
+      try {
+        transport = await this.#dial!();
+      } catch {
+        continue;
+      }
+      if (this.#isClosed()) {
+        transport.close();
+        return;
+      }
+      this.#transport = transport;
+      this.#framer = new JsonObjectFramer({ maxMessageSize: this.#options.maxMessageSize });
+      this.#greeting = undefined;
+      this.#negotiated = false;
+      this.#oob = false;
+      this.#quitSent = false;
+      this.#readLoop = this.#read(transport, this.#framer);
+      try {
+        const greeting = await this.handshake({ timeout: "10s" });
+        if (this.#isClosed()) return;
+        this.#state = "open";
+        policy.onReconnect?.({ attempt, greeting });
+        return;
+      } catch {
+        if (this.#isClosed()) return;
+        try {
+          transport.close();
+        } catch { /* closed */ }
+      }
+    }
+    this.#state = "open"; // let #shutdown run its course
+    this.#shutdown("peer", error.cause ?? error);
   }
 
   #dispatch(raw: Record<string, unknown>): void {
@@ -661,7 +781,7 @@ export class QmpClient implements AsyncDisposable {
     if (!this.#greeting) {
       const greeting = parseGreeting(raw); // throws ProtocolError: ends the connection
       this.#greeting = greeting;
-      this.#state = "open";
+      if (this.#state === "connecting") this.#state = "open";
       const w = this.#greetingWaiter;
       this.#greetingWaiter = undefined;
       w?.resolve(greeting);
@@ -764,34 +884,37 @@ export class QmpClient implements AsyncDisposable {
     });
   }
 
-  #shutdown(reason: "client" | "peer" | "quit" | "error", cause: unknown): void {
-    if (this.#state === "closed") return;
-    this.#state = "closed";
-    const messages = {
-      client: `the connection to ${this.address} was closed by the client`,
-      peer: `QEMU closed the connection to ${this.address} (it exited or was killed)` +
-        (cause instanceof Error ? `: ${cause.message}` : ""),
-      quit: `QEMU closed the connection to ${this.address} after quit`,
-      error: cause instanceof Error
-        ? `the connection to ${this.address} was closed after a protocol error: ${cause.message}`
-        : `the connection to ${this.address} was abandoned`,
-    };
-    const closeError = new ConnectionClosedError(
-      messages[reason].charAt(0).toUpperCase() + messages[reason].slice(1),
-      { address: this.address, reason, cause },
-    );
-    this.#closeError = closeError;
-    try {
-      this.#transport.close();
-    } catch { /* already closed */ }
-    const graceful = reason === "client" || reason === "quit";
-    // A quit whose reply was lost to the close still did what it was asked.
-    for (const entry of this.#pending.values()) {
+  #reasonText(reason: "client" | "peer" | "quit" | "error", cause: unknown): string {
+    switch (reason) {
+      case "client":
+        return `the connection to ${this.address} was closed by the client`;
+      case "peer":
+        return `QEMU closed the connection to ${this.address} (it exited or was killed)` +
+          (cause instanceof Error ? `: ${cause.message}` : "");
+      case "quit":
+        return `QEMU closed the connection to ${this.address} after quit`;
+      case "error":
+        return cause instanceof Error
+          ? `the connection to ${this.address} was closed after a protocol error: ${cause.message}`
+          : `the connection to ${this.address} was abandoned`;
+    }
+  }
+
+  /** Settles every pending command: rejected, except a `quit` that the close fulfilled. */
+  #failPending(reason: "client" | "peer" | "quit" | "error", cause: unknown, text: string): void {
+    const pending = [...this.#pending.values()];
+    this.#pending.clear();
+    this.#inbandQueue = [];
+    this.#outQueue = [];
+    this.#abandoned.clear();
+    this.#inbandInFlight = 0;
+    for (const entry of pending) {
       entry.cleanup();
+      // A quit whose reply was lost to the close still did what it was asked.
       if (entry.command === "quit" && reason === "quit") entry.resolve({});
       else {
         entry.reject(
-          new ConnectionClosedError(`${entry.command} did not complete: ${messages[reason]}`, {
+          new ConnectionClosedError(`${entry.command} did not complete: ${text}`, {
             address: this.address,
             reason,
             cause,
@@ -799,10 +922,22 @@ export class QmpClient implements AsyncDisposable {
         );
       }
     }
-    this.#pending.clear();
-    this.#inbandQueue = [];
-    this.#outQueue = [];
-    this.#abandoned.clear();
+  }
+
+  #shutdown(reason: "client" | "peer" | "quit" | "error", cause: unknown): void {
+    if (this.#state === "closed") return;
+    this.#state = "closed";
+    const text = this.#reasonText(reason, cause);
+    const closeError = new ConnectionClosedError(
+      text.charAt(0).toUpperCase() + text.slice(1),
+      { address: this.address, reason, cause },
+    );
+    this.#closeError = closeError;
+    try {
+      this.#transport.close();
+    } catch { /* already closed */ }
+    const graceful = reason === "client" || reason === "quit";
+    this.#failPending(reason, cause, text);
     const listeners = this.#listeners;
     this.#listeners = [];
     for (const l of listeners) l.end(closeError, graceful);
@@ -810,7 +945,7 @@ export class QmpClient implements AsyncDisposable {
     this.#greetingWaiter = undefined;
     w?.reject(
       cause instanceof ProtocolError ? cause : new ConnectionClosedError(
-        `No QMP greeting: ${messages[reason]}`,
+        `No QMP greeting: ${text}`,
         { address: this.address, reason, cause },
       ),
     );
@@ -861,7 +996,13 @@ export async function connect(
     signal: opts.signal,
     retry: opts.retry,
   });
-  const client = new QmpClient(conn, { ...opts, address: where });
+  const dial = () =>
+    openTransport(parsed, {
+      deadline: Date.now() + timeoutMs,
+      timeoutMs,
+      retry: false,
+    });
+  const client = new QmpClient(conn, { ...opts, address: where }, dial);
   try {
     await client.handshake({
       timeout: Math.max(1, deadline - Date.now()),

@@ -482,3 +482,43 @@ Deno.test("client: bad arguments are rejected before sending", async () => {
   assert.equal(client.pendingCommands, 0);
   await client.close();
 });
+
+Deno.test("client: reconnect fails in-flight commands, never re-sends them, keeps listeners", async () => {
+  const first = memoryPair();
+  const second = memoryPair();
+  let dials = 0;
+  const client = new QmpClient(
+    first.transport,
+    { address: "mem", reconnect: { initialDelay: 1, maxTries: 3 } },
+    () => {
+      dials++;
+      return Promise.resolve(second.transport);
+    },
+  );
+  first.peer.greet();
+  const hs = client.handshake({ timeout: "2s" });
+  await first.peer.acceptNegotiation();
+  await hs;
+  const listener = client.events({ names: ["RESET"] });
+  const inflight = client.executeRaw("slow");
+  await first.peer.recv();
+  first.peer.close(); // QEMU went away with "slow" in flight
+  await assert.rejects(inflight, (e: unknown) => {
+    assert.ok(e instanceof ConnectionClosedError);
+    assert.equal(e.reason, "peer");
+    return true;
+  });
+  second.peer.greet();
+  await second.peer.acceptNegotiation();
+  while (client.state !== "open") await new Promise((r) => setTimeout(r, 1));
+  assert.equal(dials, 1);
+  const p = client.executeRaw("after");
+  const cmd = await second.peer.recv();
+  assert.equal(cmd.execute, "after", "the in-flight command was not re-sent");
+  second.peer.reply(cmd, 1);
+  assert.equal(await p, 1);
+  second.peer.event("RESET", { guest: true, reason: "guest-reset" });
+  assert.equal((await listener.get({ timeout: "2s" })).event, "RESET");
+  await client.close();
+  assert.equal(client.closeError?.reason, "client");
+});
