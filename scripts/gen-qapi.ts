@@ -29,6 +29,8 @@
  *
  * @module
  */
+import { connect, type QmpClient } from "../lib/client.ts";
+import { launch } from "../lib/machine.ts";
 
 // ---------------------------------------------------------------------------------------------
 // Introspection schema (the `query-qmp-schema` return value)
@@ -1117,134 +1119,30 @@ function cmp(a: string, b: string): number {
 // Inputs: saved schema, live QEMU, manual
 // ---------------------------------------------------------------------------------------------
 
-/** Where a running QEMU's QMP monitor listens. */
-export type QmpAddress =
-  | { transport: "unix"; path: string }
-  | { transport: "tcp"; hostname: string; port: number };
-
-/** Parse `unix:/path`, `/path`, `tcp:host:port` or `host:port`. */
-export function parseQmpAddress(s: string): QmpAddress {
-  if (s.startsWith("unix:")) return { transport: "unix", path: s.slice(5).split(",")[0] };
-  if (s.startsWith("/") || s.startsWith(".")) return { transport: "unix", path: s };
-  const m = /^(?:tcp:)?(.*):(\d+)$/.exec(s.split(",")[0]);
-  if (!m) throw new Error(`bad QMP address ${JSON.stringify(s)}`);
-  return { transport: "tcp", hostname: m[1] || "localhost", port: Number(m[2]) };
-}
-
 /** What {@linkcode fetchSchemaLive} returns. */
 export interface LiveSchema {
+  /** The `query-qmp-schema` return. */
   schema: SchemaEntry[];
   /** `query-version` return. */
   version: { qemu: { major: number; minor: number; micro: number }; package: string };
 }
 
-/**
- * Fetch `query-version` and `query-qmp-schema` from a QMP monitor over a raw socket.
- * (Self-contained on purpose; to be replaced by the project's client library.)
- */
-export async function fetchSchemaLive(
-  address: QmpAddress,
-  timeoutMs = 10_000,
-): Promise<LiveSchema> {
-  const conn = address.transport === "unix"
-    ? await Deno.connect({ transport: "unix", path: address.path })
-    : await Deno.connect({ transport: "tcp", hostname: address.hostname, port: address.port });
-  const timer = setTimeout(() => conn.close(), timeoutMs);
-  const reader = conn.readable.getReader();
-  const writer = conn.writable.getWriter();
-  const decoder = new TextDecoder();
-  let buf = "";
-  // QEMU writes one JSON object per line (CRLF-terminated; strings never hold raw newlines).
-  const next = async (): Promise<Record<string, unknown>> => {
-    for (;;) {
-      const nl = buf.indexOf("\n");
-      if (nl >= 0) {
-        const line = buf.slice(0, nl).trim();
-        buf = buf.slice(nl + 1);
-        if (!line) continue;
-        const msg = JSON.parse(line);
-        if ("event" in msg) continue;
-        return msg;
-      }
-      const { value, done } = await reader.read();
-      if (done) throw new Error("QMP connection closed");
-      buf += decoder.decode(value, { stream: true });
-    }
-  };
-  const execute = async (command: string, id: number): Promise<unknown> => {
-    await writer.write(new TextEncoder().encode(JSON.stringify({ execute: command, id }) + "\n"));
-    const reply = await next();
-    if (reply.id !== id || !("return" in reply)) {
-      throw new Error(`${command} failed: ${JSON.stringify(reply)}`);
-    }
-    return reply.return;
-  };
-  try {
-    const greeting = await next();
-    if (!("QMP" in greeting)) throw new Error(`unexpected greeting ${JSON.stringify(greeting)}`);
-    await execute("qmp_capabilities", 1);
-    const version = await execute("query-version", 2) as LiveSchema["version"];
-    const schema = await execute("query-qmp-schema", 3) as SchemaEntry[];
-    return { schema, version };
-  } finally {
-    clearTimeout(timer);
-    try {
-      conn.close();
-    } catch {
-      // already closed (timeout)
-    }
-  }
+async function fetchWith(qmp: QmpClient): Promise<LiveSchema> {
+  const version = await qmp.execute("query-version");
+  const schema = await qmp.execute("query-qmp-schema") as unknown as SchemaEntry[];
+  return { schema, version };
 }
 
-/** Start `binary -machine none` with a QMP socket, fetch its schema, and stop it. */
+/** Fetch `query-version` and `query-qmp-schema` from a running QEMU's QMP monitor. */
+export async function fetchSchemaLive(address: string, timeout = "10s"): Promise<LiveSchema> {
+  await using qmp = await connect(address, { timeout, commandTimeout: timeout });
+  return await fetchWith(qmp);
+}
+
+/** Start `binary -machine none`, fetch its schema, and stop it. */
 export async function launchAndFetch(binary = "qemu-system-x86_64"): Promise<LiveSchema> {
-  const dir = await Deno.makeTempDir({ prefix: "gen-qapi-" });
-  const path = `${dir}/qmp.sock`;
-  const child = new Deno.Command(binary, {
-    args: [
-      "-machine",
-      "none",
-      "-nodefaults",
-      "-display",
-      "none",
-      "-qmp",
-      `unix:${path},server=on,wait=off`,
-    ],
-    stdin: "null",
-    stdout: "null",
-    stderr: "piped",
-  }).spawn();
-  const stderr = child.stderr.pipeThrough(new TextDecoderStream()).getReader();
-  const errText: string[] = [];
-  const drained = (async () => {
-    for (;;) {
-      const { value, done } = await stderr.read();
-      if (done) return;
-      errText.push(value);
-    }
-  })();
-  let exited = false;
-  const status = child.status.then((s) => {
-    exited = true;
-    return s;
-  });
-  try {
-    for (let i = 0;; i++) {
-      try {
-        await Deno.lstat(path);
-        break;
-      } catch {
-        if (exited || i > 500) throw new Error(`${binary} did not start: ${errText.join("")}`);
-        await new Promise((r) => setTimeout(r, 10));
-      }
-    }
-    return await fetchSchemaLive({ transport: "unix", path });
-  } finally {
-    if (!exited) child.kill("SIGTERM");
-    await status;
-    await drained;
-    await Deno.remove(dir, { recursive: true });
-  }
+  await using vm = await launch({ binary, machine: "none", args: ["-nodefaults"] });
+  return await fetchWith(vm.qmp);
 }
 
 /** Locate `qemu-qmp-ref.7` / `.7.gz` under the usual man directories. */
@@ -1336,7 +1234,7 @@ async function main(argv: string[]): Promise<number> {
     entries = JSON.parse(await Deno.readTextFile(opt.schema));
   } else if (opt.qmp !== undefined || opt.launch !== undefined) {
     const live = typeof opt.qmp === "string"
-      ? await fetchSchemaLive(parseQmpAddress(opt.qmp))
+      ? await fetchSchemaLive(opt.qmp)
       : await launchAndFetch(typeof opt.launch === "string" ? opt.launch : undefined);
     entries = live.schema;
     const v = live.version.qemu;
