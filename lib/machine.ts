@@ -170,6 +170,19 @@ export class Machine implements AsyncDisposable {
     return this.#status?.signal ?? undefined;
   }
 
+  /**
+   * How QEMU ended, for error reports: `"killed by SIGKILL"` or `"exited with
+   * code 1"`, plus the tail of its stderr when there is any; `undefined` while
+   * it runs.
+   */
+  describeExit(): string | undefined {
+    const st = this.#status;
+    if (!st) return undefined;
+    const how = st.signal ? `killed by ${st.signal}` : `exited with code ${st.code}`;
+    const tail = this.log.trim().split("\n").slice(-5).join("\n");
+    return tail ? `${how}; stderr:\n${tail}` : how;
+  }
+
   /** True while QEMU runs. */
   get running(): boolean {
     return this.#status === undefined;

@@ -87,6 +87,7 @@ Deno.test("machine: paused pc machine, SIGKILLed with a command pending", async 
     });
     await vm.exited;
     assert.equal(vm.signal, "SIGKILL");
+    assert.match(vm.describeExit()!, /^killed by SIGKILL/);
     assert.equal(vm.running, false);
   } finally {
     await vm.kill();
