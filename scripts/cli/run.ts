@@ -1,0 +1,431 @@
+/**
+ * `qmp run` / `deno task play`: runs playbook files against their own VMs or
+ * an existing one, with live progress and machine-readable reports.
+ *
+ * Permissions: `--allow-read --allow-write --allow-net --allow-run --allow-env`
+ * (read: playbook imports, the guest cache, PATH lookups; write: temp dirs,
+ * `--record`, QMP unix sockets, /dev/kvm; net: `--qmp tcp:` addresses; run:
+ * QEMU, qemu-img, setpriv; env: HOME / QMPKIT_* / NO_COLOR).
+ *
+ * @module
+ */
+import { dirname } from "node:path";
+import { fileURLToPath } from "node:url";
+import { parseArgs } from "node:util";
+import { parseDuration } from "../../lib/duration.ts";
+import { parseAddress } from "../../lib/address.ts";
+import { displayPath, loadPlaybook, resolvePlaybooks } from "../../lib/runner/discover.ts";
+import {
+  describeFailure,
+  killAllMachines,
+  listPlaybook,
+  parseFilter,
+  type PlaybookListing,
+  type PlaybookResult,
+  recordPath,
+  runPlaybook,
+  type StepFilter,
+} from "../../lib/runner/engine.ts";
+import { InterruptedError } from "../../lib/runner/errors.ts";
+import type { Playbook } from "../../lib/runner/playbook.ts";
+import {
+  countResults,
+  createReporter,
+  type ReporterName,
+  type RunSummary,
+} from "../../lib/runner/reporters.ts";
+
+const USAGE = `Usage: deno task play [options] <playbook|dir|name>...
+       qmp run [options] <playbook|dir|name>...
+
+Runs playbooks (files exporting playbook(meta, fn) as default). Each argument is a
+file, a directory (every *.playbook.ts below it) or a name (lifecycle →
+examples/lifecycle.playbook.ts). Each playbook gets its own VM (meta.vm) unless --qmp.
+
+Options:
+  --qmp ADDRESS        attach to an existing VM (unix:/path or tcp:host:port) instead of
+                       launching one; playbooks then run one at a time and t.vm is unavailable
+  --filter TEXT        only playbooks/steps whose name or path ("block › backup") contains
+                       TEXT; /regex/flags for a regular expression
+  --timeout DURATION   limit per playbook, e.g. 90s, 5m (overrides meta.timeout; default 5m)
+  --step-timeout DUR   default limit per step (overrides meta.stepTimeout)
+  --bail               stop after the first failed playbook
+  --parallel N         run up to N playbooks at once, each on its own VM (default 1)
+  --keep-vm            on failure, leave the VM running (cleanups skipped), print its QMP
+                       socket and pid, and wait for Ctrl-C
+  --record DIR         write every QMP message of each playbook to DIR/<name>.jsonl
+  --reporter NAME      pretty (default, on stderr) | json | junit | tap (on stdout)
+  --list               list playbooks and their top-level steps without running them
+  -h, --help           show this help
+
+Exit status: 0 all passed, 1 failures, 2 usage error, 130 interrupted (Ctrl-C).
+`;
+
+const REPORTERS: readonly ReporterName[] = ["pretty", "json", "junit", "tap"];
+const PROJECT_ROOT = dirname(dirname(dirname(fileURLToPath(import.meta.url))));
+const encoder = new TextEncoder();
+
+function writeErr(text: string): void {
+  let data = encoder.encode(text);
+  while (data.length > 0) data = data.subarray(Deno.stderr.writeSync(data));
+}
+
+function writeOut(text: string): void {
+  let data = encoder.encode(text);
+  while (data.length > 0) data = data.subarray(Deno.stdout.writeSync(data));
+}
+
+class UsageError extends Error {}
+
+interface Options {
+  files: string[];
+  qmp?: string;
+  filter?: StepFilter;
+  timeout?: string;
+  stepTimeout?: string;
+  bail: boolean;
+  parallel: number;
+  keepVm: boolean;
+  record?: string;
+  reporter: ReporterName;
+  list: boolean;
+}
+
+function parseOptions(argv: string[]): Options | "help" {
+  let parsed;
+  try {
+    parsed = parseArgs({
+      args: argv,
+      allowPositionals: true,
+      strict: true,
+      options: {
+        qmp: { type: "string" },
+        filter: { type: "string" },
+        timeout: { type: "string" },
+        "step-timeout": { type: "string" },
+        bail: { type: "boolean", default: false },
+        parallel: { type: "string" },
+        "keep-vm": { type: "boolean", default: false },
+        record: { type: "string" },
+        reporter: { type: "string", default: "pretty" },
+        list: { type: "boolean", default: false },
+        help: { type: "boolean", short: "h", default: false },
+      },
+    });
+  } catch (e) {
+    throw new UsageError(e instanceof Error ? e.message : String(e));
+  }
+  const v = parsed.values;
+  if (v.help) return "help";
+  const reporter = v.reporter as ReporterName;
+  if (!REPORTERS.includes(reporter)) {
+    throw new UsageError(`--reporter must be one of ${REPORTERS.join(", ")}, got "${v.reporter}"`);
+  }
+  let parallel = 1;
+  if (v.parallel !== undefined) {
+    parallel = Number(v.parallel);
+    if (!Number.isInteger(parallel) || parallel < 1) {
+      throw new UsageError(`--parallel must be a positive integer, got "${v.parallel}"`);
+    }
+  }
+  for (const [flag, value] of [["--timeout", v.timeout], ["--step-timeout", v["step-timeout"]]]) {
+    if (value === undefined) continue;
+    try {
+      if (parseDuration(value) <= 0) throw new RangeError("must be positive");
+    } catch (e) {
+      throw new UsageError(`${flag}: ${e instanceof Error ? e.message : e}`);
+    }
+  }
+  if (v.qmp !== undefined) {
+    try {
+      parseAddress(v.qmp);
+    } catch (e) {
+      throw new UsageError(`--qmp: ${e instanceof Error ? e.message : e}`);
+    }
+  }
+  let filter: StepFilter | undefined;
+  if (v.filter !== undefined) {
+    try {
+      filter = parseFilter(v.filter);
+    } catch (e) {
+      throw new UsageError(`--filter: ${e instanceof Error ? e.message : e}`);
+    }
+  }
+  if (parsed.positionals.length === 0) {
+    throw new UsageError("no playbooks given (e.g. deno task play examples/)");
+  }
+  return {
+    files: parsed.positionals,
+    qmp: v.qmp,
+    filter,
+    timeout: v.timeout,
+    stepTimeout: v["step-timeout"],
+    bail: v.bail,
+    parallel,
+    keepVm: v["keep-vm"],
+    record: v.record,
+    reporter,
+    list: v.list,
+  };
+}
+
+interface Item {
+  file: string;
+  display: string;
+  playbook?: Playbook;
+  loadError?: unknown;
+}
+
+function loadFailure(item: Item): PlaybookResult {
+  return {
+    name: item.display,
+    file: item.display,
+    status: "failed",
+    durationMs: 0,
+    steps: [],
+    failure: describeFailure(item.loadError, "(load)", [], undefined),
+    cleanupFailures: [],
+    logs: [],
+    kept: [],
+  };
+}
+
+function notRun(item: Item, reason: string): PlaybookResult {
+  return {
+    name: item.playbook?.meta.name ?? item.display,
+    file: item.display,
+    status: "skipped",
+    skipReason: reason,
+    durationMs: 0,
+    steps: [],
+    cleanupFailures: [],
+    logs: [],
+    kept: [],
+  };
+}
+
+/**
+ * Runs the `run` command with its arguments (without the command name) and
+ * resolves with the process exit code: 0 all passed, 1 failures, 2 usage
+ * error, 130 interrupted.
+ */
+export async function runCommand(argv: string[]): Promise<number> {
+  let opts: Options;
+  try {
+    const o = parseOptions(argv);
+    if (o === "help") {
+      writeOut(USAGE);
+      return 0;
+    }
+    opts = o;
+  } catch (e) {
+    if (e instanceof UsageError) {
+      writeErr(`error: ${e.message}\n\n${USAGE}`);
+      return 2;
+    }
+    throw e;
+  }
+
+  const cwd = Deno.cwd();
+  let files: string[];
+  try {
+    files = await resolvePlaybooks(opts.files, { cwd, roots: [PROJECT_ROOT] });
+  } catch (e) {
+    writeErr(`error: ${e instanceof Error ? e.message : e}\n`);
+    return 2;
+  }
+  if (opts.record) {
+    try {
+      await Deno.mkdir(opts.record, { recursive: true });
+    } catch (e) {
+      writeErr(`error: --record ${opts.record}: ${e instanceof Error ? e.message : e}\n`);
+      return 2;
+    }
+  }
+
+  // Load every playbook first: a file that throws at import fails on its own.
+  const items: Item[] = [];
+  for (const file of files) {
+    const display = displayPath(file, cwd);
+    try {
+      items.push({ file, display, playbook: await loadPlaybook(file, display) });
+    } catch (e) {
+      items.push({ file, display, loadError: e });
+    }
+  }
+
+  if (opts.list) return await listCommand(items, opts);
+
+  let parallel = opts.parallel;
+  if (opts.qmp && parallel > 1) {
+    writeErr(
+      `note: --qmp attaches to one VM, which serves one client at a time: --parallel ignored\n`,
+    );
+    parallel = 1;
+  }
+  const reporter = createReporter(opts.reporter, { parallel });
+  const interrupt = new AbortController();
+  let sigints = 0;
+  let keptWaiter: (() => void) | undefined;
+  const onSigint = () => {
+    sigints++;
+    if (keptWaiter) {
+      keptWaiter();
+      return;
+    }
+    if (sigints === 1) {
+      writeErr(
+        "\nInterrupted: aborting steps, running cleanups and stopping VMs " +
+          "(press Ctrl-C again to kill them at once)\n",
+      );
+      interrupt.abort(new InterruptedError());
+    } else {
+      writeErr("Killing VMs.\n");
+      killAllMachines().finally(() => Deno.exit(130));
+    }
+  };
+  let strays = 0;
+  const onRejection = (e: PromiseRejectionEvent) => {
+    e.preventDefault();
+    strays++;
+    writeErr(`warning: unhandled promise rejection in a playbook: ${describe(e.reason)}\n`);
+  };
+  const onError = (e: ErrorEvent) => {
+    e.preventDefault();
+    strays++;
+    writeErr(`warning: uncaught error in a playbook: ${describe(e.error ?? e.message)}\n`);
+  };
+  Deno.addSignalListener("SIGINT", onSigint);
+  globalThis.addEventListener("unhandledrejection", onRejection);
+  globalThis.addEventListener("error", onError);
+
+  const t0 = performance.now();
+  const results: (PlaybookResult | undefined)[] = new Array(items.length);
+  const taken = new Set<string>();
+  const recordFiles = items.map((it) =>
+    opts.record ? recordPath(opts.record, it.file, taken) : undefined
+  );
+  let bailed = false;
+  try {
+    reporter.runStart?.(
+      items.map((it) => ({ name: it.playbook?.meta.name ?? it.display, file: it.display })),
+    );
+    let next = 0;
+    const worker = async () => {
+      while (!bailed && !interrupt.signal.aborted) {
+        const i = next++;
+        if (i >= items.length) return;
+        const item = items[i];
+        let result: PlaybookResult;
+        if (!item.playbook) {
+          result = loadFailure(item);
+          reporter.playbookStart?.({ index: i, name: result.name, file: item.display });
+          reporter.playbookEnd?.({ index: i, name: result.name, file: item.display }, result);
+        } else if (opts.filter && !(await mayMatch(item, opts.filter))) {
+          result = notRun(item, `no step matches --filter ${opts.filter.source}`);
+        } else {
+          result = await runPlaybook(item.playbook, {
+            file: item.display,
+            index: i,
+            qmp: opts.qmp,
+            timeout: opts.timeout,
+            stepTimeout: opts.stepTimeout,
+            filter: opts.filter,
+            signal: interrupt.signal,
+            keepVm: opts.keepVm,
+            recordFile: recordFiles[i],
+            observer: reporter,
+          });
+        }
+        results[i] = result;
+        if (opts.bail && (result.status === "failed" || result.status === "interrupted")) {
+          bailed = true;
+        }
+      }
+    };
+    await Promise.all(Array.from({ length: Math.min(parallel, items.length) }, worker));
+
+    const interrupted = interrupt.signal.aborted;
+    const final = results.map((r, i) =>
+      r ??
+        notRun(items[i], interrupted ? "not started: interrupted (Ctrl-C)" : "not started: --bail")
+    );
+    const counts = countResults(final);
+    const summary: RunSummary = {
+      results: final,
+      durationMs: performance.now() - t0,
+      interrupted,
+      counts,
+      ok: !interrupted && strays === 0 && counts.playbooks.failed === 0 &&
+        counts.playbooks.interrupted === 0,
+    };
+    await reporter.runEnd(summary);
+    if (strays > 0) writeErr(`${strays} unhandled error(s) outside steps: the run fails\n`);
+
+    const kept = final.flatMap((r) => r.kept.map((k) => ({ ...k, playbook: r.name })));
+    if (kept.length > 0 && !interrupted) {
+      writeErr("\n--keep-vm: left running for debugging (QMP is free for your client):\n");
+      for (const k of kept) {
+        writeErr(`  ${k.playbook} [${k.label}]: pid ${k.pid}, QMP unix:${k.socketPath}\n`);
+      }
+      writeErr(
+        `  e.g. socat - UNIX-CONNECT:${kept[0].socketPath}\n` +
+          "Press Ctrl-C to stop the VM(s) and exit.\n",
+      );
+      await new Promise<void>((resolve) => (keptWaiter = resolve));
+      await Promise.all(kept.map((k) => k.machine.kill().catch(() => undefined)));
+    }
+    if (interrupted) return 130;
+    return summary.ok ? 0 : 1;
+  } finally {
+    Deno.removeSignalListener("SIGINT", onSigint);
+    globalThis.removeEventListener("unhandledrejection", onRejection);
+    globalThis.removeEventListener("error", onError);
+    await killAllMachines();
+  }
+}
+
+function describe(e: unknown): string {
+  return e instanceof Error ? `${e.name}: ${e.message}` : String(e);
+}
+
+async function mayMatch(item: Item, filter: StepFilter): Promise<boolean> {
+  const listing = await listPlaybook(item.playbook!, { file: item.display, filter });
+  return listing.matched || !listing.complete || listing.steps.some((s) => s.matched);
+}
+
+async function listCommand(items: Item[], opts: Options): Promise<number> {
+  const listings: PlaybookListing[] = [];
+  const errors: { file: string; message: string }[] = [];
+  for (const item of items) {
+    if (!item.playbook) {
+      errors.push({ file: item.display, message: describe(item.loadError) });
+      continue;
+    }
+    const l = await listPlaybook(item.playbook, { file: item.display, filter: opts.filter });
+    if (opts.filter && !l.matched && l.complete && !l.steps.some((s) => s.matched)) continue;
+    if (opts.filter && !l.matched) l.steps = l.steps.filter((s) => s.matched);
+    listings.push(l);
+  }
+  if (opts.reporter === "json") {
+    writeOut(JSON.stringify({ version: 1, playbooks: listings, errors }, null, 2) + "\n");
+  } else {
+    const lines: string[] = [];
+    for (const l of listings) {
+      lines.push(`${l.name}  (${l.file})`);
+      if (l.description) lines.push(`  ${l.description}`);
+      for (const s of l.steps) lines.push(`  • ${s.name}${s.skip ? `  (skip: ${s.skip})` : ""}`);
+      if (l.steps.length === 0) lines.push("  (no top-level steps)");
+      if (!l.complete) lines.push(`  … ${l.note}`);
+    }
+    if (listings.length > 0) {
+      lines.push(
+        "",
+        "Top-level steps only: nested steps run inside step bodies and are listed when run.",
+      );
+    }
+    for (const e of errors) lines.push(`error: ${e.message}`);
+    writeOut(lines.join("\n") + "\n");
+  }
+  return errors.length > 0 ? 1 : 0;
+}
