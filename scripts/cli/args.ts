@@ -1,0 +1,451 @@
+/**
+ * Pure parsing for the `qmp` CLI: qmp-shell style `key=value` arguments with
+ * dotted keys, shell-line tokenizing, raw JSON commands and the
+ * `transaction( ... )` syntax. No I/O: everything here is unit-testable.
+ *
+ * @module
+ */
+
+/** A user input error (bad `key=value`, bad JSON, bad syntax): exit code 2 in `qmp exec`. */
+export class UsageError extends Error {
+  /** Creates a usage error with a message meant for the user. */
+  constructor(message: string) {
+    super(message);
+    this.name = "UsageError";
+  }
+}
+
+/** A token of a shell line, with its position in the line. */
+export interface Token {
+  /** The token text, quotes kept as typed. */
+  text: string;
+  /** Offset of the first character in the line. */
+  start: number;
+  /** Offset just after the last character. */
+  end: number;
+}
+
+/**
+ * Splits a shell line into whitespace-separated tokens, like qmp-shell, but
+ * whitespace inside quotes (`"..."`, `'...'`) or inside JSON brackets
+ * (`{...}`, `[...]`) does not split. Quotes are kept in the token text (the
+ * value parser interprets them). An unterminated quote or bracket extends to
+ * the end of the line.
+ *
+ * @example
+ * ```ts
+ * tokenize(`blockdev-add driver=null-co opts={"a": 1}`).map((t) => t.text);
+ * // ["blockdev-add", "driver=null-co", 'opts={"a": 1}']
+ * ```
+ */
+export function tokenize(line: string): Token[] {
+  const tokens: Token[] = [];
+  let i = 0;
+  const n = line.length;
+  while (i < n) {
+    while (i < n && isSpace(line[i])) i++;
+    if (i >= n) break;
+    const start = i;
+    let depth = 0;
+    while (i < n) {
+      const c = line[i];
+      if (c === '"' || c === "'") {
+        i = skipQuoted(line, i);
+        continue;
+      }
+      if (c === "{" || c === "[") depth++;
+      else if ((c === "}" || c === "]") && depth > 0) depth--;
+      else if (depth === 0 && isSpace(c)) break;
+      i++;
+    }
+    tokens.push({ text: line.slice(start, i), start, end: i });
+  }
+  return tokens;
+}
+
+function isSpace(c: string): boolean {
+  return c === " " || c === "\t" || c === "\n" || c === "\r";
+}
+
+/** Returns the offset after the quoted string starting at `i` (backslash escapes honoured). */
+function skipQuoted(s: string, i: number): number {
+  const q = s[i];
+  i++;
+  while (i < s.length && s[i] !== q) {
+    if (s[i] === "\\") i++;
+    i++;
+  }
+  return Math.min(i + 1, s.length);
+}
+
+/**
+ * Splits a command line into arguments the way a POSIX shell would for simple
+ * cases (whitespace separates; `'...'` is literal; `"..."` honours `\"` and
+ * `\\`; a backslash outside quotes escapes the next character). Used for
+ * `--launch-args`.
+ *
+ * @example
+ * ```ts
+ * shellSplit(`-M pc -name "my vm"`); // ["-M", "pc", "-name", "my vm"]
+ * ```
+ */
+export function shellSplit(line: string): string[] {
+  const out: string[] = [];
+  let cur = "";
+  let inToken = false;
+  for (let i = 0; i < line.length; i++) {
+    const c = line[i];
+    if (isSpace(c)) {
+      if (inToken) out.push(cur);
+      cur = "";
+      inToken = false;
+      continue;
+    }
+    inToken = true;
+    if (c === "'") {
+      const end = line.indexOf("'", i + 1);
+      if (end < 0) throw new UsageError(`Unterminated ' in ${JSON.stringify(line)}`);
+      cur += line.slice(i + 1, end);
+      i = end;
+    } else if (c === '"') {
+      i++;
+      while (i < line.length && line[i] !== '"') {
+        if (line[i] === "\\" && (line[i + 1] === '"' || line[i + 1] === "\\")) i++;
+        cur += line[i];
+        i++;
+      }
+      if (i >= line.length) throw new UsageError(`Unterminated " in ${JSON.stringify(line)}`);
+    } else if (c === "\\" && i + 1 < line.length) {
+      cur += line[++i];
+    } else {
+      cur += c;
+    }
+  }
+  if (inToken) out.push(cur);
+  return out;
+}
+
+const NUMBER = /^-?(0|[1-9]\d*)(\.\d+)?([eE][+-]?\d+)?$/;
+
+/**
+ * Parses the value of a `key=value` argument:
+ * - JSON literals when they parse: numbers, `true`, `false`, `null`,
+ *   `"a JSON string"`, `{...}` and `[...]`;
+ * - `'single quoted'` is a literal string (quotes removed);
+ * - anything else is the string itself (`driver=usb-tablet`).
+ *
+ * A value starting with `{` or `[` that is not valid JSON is an error (send
+ * such a string as `"..."`), not silently a string.
+ */
+export function parseValue(raw: string, key = "value"): unknown {
+  if (raw === "true") return true;
+  if (raw === "false") return false;
+  if (raw === "null") return null;
+  if (NUMBER.test(raw)) {
+    const n = Number(raw);
+    if (Number.isFinite(n)) return n;
+  }
+  const first = raw[0];
+  if (first === "{" || first === "[") {
+    try {
+      return JSON.parse(raw);
+    } catch (e) {
+      throw new UsageError(
+        `Invalid JSON for ${key}: ${(e as Error).message}` +
+          ` (to send a string that starts with ${first}, write it as a JSON string: "${first}...")`,
+      );
+    }
+  }
+  if (first === '"' && raw.length >= 2 && raw.endsWith('"')) {
+    try {
+      return JSON.parse(raw);
+    } catch (e) {
+      throw new UsageError(`Invalid JSON string for ${key}: ${(e as Error).message}`);
+    }
+  }
+  if (first === "'" && raw.length >= 2 && raw.endsWith("'")) return raw.slice(1, -1);
+  return raw;
+}
+
+/** True for a plain JSON object (not an array, not null). */
+export function isPlainObject(v: unknown): v is Record<string, unknown> {
+  return typeof v === "object" && v !== null && !Array.isArray(v);
+}
+
+/**
+ * Sets `key` (possibly dotted: `file.filename`) to `value` in `target`,
+ * creating nested objects. Throws {@link UsageError} when the key was already
+ * set, or is used both as a leaf and as an object (`a=1 a.b=2`).
+ */
+export function setDotted(target: Record<string, unknown>, key: string, value: unknown): void {
+  const path = key.split(".");
+  if (path.some((p) => p === "")) {
+    throw new UsageError(`Invalid argument name ${JSON.stringify(key)}: empty path component`);
+  }
+  let obj = target;
+  for (let i = 0; i < path.length - 1; i++) {
+    const seg = path[i];
+    const existing = obj[seg];
+    if (existing === undefined) {
+      const child: Record<string, unknown> = {};
+      obj[seg] = child;
+      obj = child;
+    } else if (isPlainObject(existing) && !FROZEN.has(existing)) {
+      obj = existing;
+    } else {
+      throw new UsageError(
+        `Cannot use "${path.slice(0, i + 1).join(".")}" as both a value and an object`,
+      );
+    }
+  }
+  const leaf = path[path.length - 1];
+  if (leaf in obj) {
+    const existing = obj[leaf];
+    if (isPlainObject(existing) && !FROZEN.has(existing)) {
+      throw new UsageError(`Cannot use "${key}" as both a value and an object`);
+    }
+    throw new UsageError(`Argument "${key}" is given more than once`);
+  }
+  obj[leaf] = value;
+  if (isPlainObject(value)) FROZEN.add(value);
+}
+
+/** Objects given whole as a value (`a={"b":1}`): dotted keys may not extend them. */
+const FROZEN = new WeakSet<object>();
+
+/**
+ * Builds an arguments object from `key=value` strings (see {@link parseValue}
+ * and {@link setDotted}), optionally on top of `base` (from `--args JSON`).
+ *
+ * @example
+ * ```ts
+ * parseKeyValues(["driver=file", "file.filename=/tmp/x", "read-only=true"]);
+ * // { driver: "file", file: { filename: "/tmp/x" }, "read-only": true }
+ * ```
+ */
+export function parseKeyValues(
+  items: readonly string[],
+  base: Record<string, unknown> = {},
+): Record<string, unknown> {
+  const out = structuredClone(base);
+  for (const item of items) {
+    const eq = item.indexOf("=");
+    if (eq < 0) {
+      throw new UsageError(
+        `Expected key=value, got ${JSON.stringify(item)}` +
+          (item.includes(":") ? " (did you mean key=value instead of key:value?)" : ""),
+      );
+    }
+    const key = item.slice(0, eq);
+    if (key === "") throw new UsageError(`Missing argument name in ${JSON.stringify(item)}`);
+    setDotted(out, key, parseValue(item.slice(eq + 1), key));
+  }
+  return out;
+}
+
+/** Parses `--args` JSON: it must be an object. */
+export function parseArgsJson(text: string): Record<string, unknown> {
+  let v: unknown;
+  try {
+    v = JSON.parse(text);
+  } catch (e) {
+    throw new UsageError(`--args is not valid JSON: ${(e as Error).message}`);
+  }
+  if (!isPlainObject(v)) throw new UsageError(`--args must be a JSON object, got ${text}`);
+  return v;
+}
+
+/** A command ready to send. */
+export interface ParsedCommand {
+  /** Command name. */
+  execute: string;
+  /** Arguments (omitted when there are none). */
+  arguments?: Record<string, unknown>;
+}
+
+/**
+ * Parses a raw JSON command line (`{"execute": "query-status", "arguments": {...}}`).
+ * An `id` member is accepted and ignored (the client assigns ids).
+ */
+export function parseJsonCommand(line: string): ParsedCommand {
+  let msg: unknown;
+  try {
+    msg = JSON.parse(line);
+  } catch (e) {
+    throw new UsageError(`Invalid JSON: ${(e as Error).message}`);
+  }
+  if (!isPlainObject(msg)) throw new UsageError(`A JSON command must be an object`);
+  if ("exec-oob" in msg) {
+    throw new UsageError(`exec-oob is not supported here; use "execute"`);
+  }
+  for (const k of Object.keys(msg)) {
+    if (k !== "execute" && k !== "arguments" && k !== "id") {
+      throw new UsageError(`Unexpected member "${k}" (allowed: execute, arguments, id)`);
+    }
+  }
+  if (typeof msg.execute !== "string" || msg.execute === "") {
+    throw new UsageError(`A JSON command needs "execute": "<command name>"`);
+  }
+  if (msg.arguments !== undefined && !isPlainObject(msg.arguments)) {
+    throw new UsageError(`"arguments" must be an object`);
+  }
+  return msg.arguments === undefined
+    ? { execute: msg.execute }
+    : { execute: msg.execute, arguments: msg.arguments as Record<string, unknown> };
+}
+
+/** One action of a transaction: `{type, data}`. */
+export interface TransactionAction {
+  /** The action type, e.g. `block-dirty-bitmap-add`. */
+  type: string;
+  /** The action's arguments. */
+  data: Record<string, unknown>;
+}
+
+/** What {@link ShellParser.feed} made of a line. */
+export type ShellParse =
+  /** Nothing to run (blank line or comment). */
+  | { kind: "empty" }
+  /** Inside `transaction(`: more actions expected; prompt with `TRANS>`. */
+  | { kind: "continue" }
+  /** A command to run. */
+  | { kind: "command"; command: ParsedCommand };
+
+/**
+ * Stateful parser of shell lines in QMP mode: `cmd key=value ...`, raw JSON
+ * commands, and transactions, either on one line —
+ * `transaction( action-a k=v, action-b k=v )` — or over several, like
+ * qmp-shell:
+ *
+ * ```text
+ * (QEMU) transaction(
+ * TRANS> block-dirty-bitmap-add node=n0 name=b0
+ * TRANS> block-dirty-bitmap-add node=n0 name=b1
+ * TRANS> )
+ * ```
+ *
+ * Both give `{"execute": "transaction", "arguments": {"actions": [{"type", "data"}, ...]}}`.
+ * A parse error inside a transaction abandons the whole transaction.
+ */
+export class ShellParser {
+  #actions: TransactionAction[] | undefined;
+
+  /** True while inside a multi-line `transaction(`. */
+  get inTransaction(): boolean {
+    return this.#actions !== undefined;
+  }
+
+  /** Number of actions collected so far in the open transaction. */
+  get pendingActions(): number {
+    return this.#actions?.length ?? 0;
+  }
+
+  /** Abandons an open transaction (e.g. on Ctrl-C). */
+  reset(): void {
+    this.#actions = undefined;
+  }
+
+  /** Parses one line. Throws {@link UsageError} on a syntax error. */
+  feed(line: string): ShellParse {
+    try {
+      return this.#feed(line);
+    } catch (e) {
+      this.#actions = undefined;
+      throw e;
+    }
+  }
+
+  #feed(line: string): ShellParse {
+    const trimmed = line.trim();
+    if (!this.inTransaction) {
+      if (trimmed === "" || trimmed.startsWith("#")) return { kind: "empty" };
+      if (trimmed.startsWith("{")) return { kind: "command", command: parseJsonCommand(trimmed) };
+    } else if (trimmed === "" || trimmed.startsWith("#")) {
+      return { kind: "continue" };
+    }
+    let words = tokenize(trimmed).map((t) => t.text);
+    if (!this.inTransaction) {
+      const first = words[0];
+      if (first === "transaction(" || first.startsWith("transaction(")) {
+        const rest = first.slice("transaction(".length);
+        words = rest ? [rest, ...words.slice(1)] : words.slice(1);
+        this.#actions = [];
+      } else {
+        const [execute, ...kv] = words;
+        const args = parseKeyValues(kv);
+        return {
+          kind: "command",
+          command: Object.keys(args).length ? { execute, arguments: args } : { execute },
+        };
+      }
+    }
+    // Inside a transaction: actions separated by "," and ended by ")".
+    const { groups, closed } = splitActions(words);
+    for (const group of groups) {
+      const [type, ...kv] = group;
+      this.#actions!.push({ type, data: parseKeyValues(kv) });
+    }
+    if (!closed) return { kind: "continue" };
+    const actions = this.#actions!;
+    this.#actions = undefined;
+    return { kind: "command", command: { execute: "transaction", arguments: { actions } } };
+  }
+}
+
+/**
+ * Splits the words of a transaction line into action groups at `,` (alone or
+ * at the end of a word) and detects the closing `)` (alone or at the end of
+ * the last word).
+ */
+function splitActions(words: string[]): { groups: string[][]; closed: boolean } {
+  const groups: string[][] = [];
+  let cur: string[] = [];
+  let closed = false;
+  for (let i = 0; i < words.length; i++) {
+    let w = words[i];
+    if (closed) throw new UsageError(`Unexpected input after the closing ")": ${w}`);
+    const last = i === words.length - 1;
+    if (w === ")") {
+      closed = true;
+      w = "";
+    } else if (last && w.endsWith(")") && suffixIsSyntax(w)) {
+      closed = true;
+      w = w.slice(0, -1);
+    }
+    let comma = false;
+    if (w.endsWith(",") && suffixIsSyntax(w)) {
+      comma = true;
+      w = w.slice(0, -1);
+    }
+    if (w !== "") cur.push(w);
+    if (comma || closed) {
+      if (cur.length) groups.push(cur);
+      else if (comma) throw new UsageError(`Empty action before ","`);
+      cur = [];
+    }
+  }
+  if (cur.length) groups.push(cur);
+  return { groups, closed };
+}
+
+/**
+ * True when the last character of `word` (a `)` or `,`) is syntax rather than
+ * part of the value: the value before it is complete (a closed quote, valid
+ * JSON, or a plain word).
+ */
+function suffixIsSyntax(word: string): boolean {
+  const body = word.slice(0, -1);
+  const eq = body.indexOf("=");
+  const value = eq < 0 ? body : body.slice(eq + 1);
+  const first = value[0];
+  if (first === '"' || first === "'") return value.length >= 2 && value.endsWith(first);
+  if (first === "{" || first === "[") {
+    try {
+      JSON.parse(value);
+      return true;
+    } catch {
+      return false;
+    }
+  }
+  return true;
+}
