@@ -1,0 +1,303 @@
+/**
+ * Shared plumbing of the `qmp` subcommands: exit codes, error reporting,
+ * the common target options (an address, or `--launch` for a throwaway VM),
+ * and JSON output.
+ *
+ * @module
+ */
+import { parseArgs, type ParseArgsConfig } from "node:util";
+import {
+  AddressError,
+  type ClientOptions,
+  connect,
+  launch,
+  LaunchError,
+  type Machine,
+  parseDuration,
+  QmpClient,
+  QmpCommandError,
+  QmpError,
+} from "../../mod.ts";
+import { shellSplit, UsageError } from "./args.ts";
+
+export { UsageError };
+
+/** Exit code: success. */
+export const EXIT_OK = 0;
+/** Exit code: QMP error, connection error, timeout, launch failure. */
+export const EXIT_FAILURE = 1;
+/** Exit code: bad command line (unknown option, bad address syntax, bad key=value). */
+export const EXIT_USAGE = 2;
+
+/** The exit code for an error: 2 for usage errors, 1 for everything else. */
+export function exitCodeFor(err: unknown): number {
+  if (err instanceof UsageError || err instanceof AddressError || isParseArgsError(err)) {
+    return EXIT_USAGE;
+  }
+  if (err instanceof RangeError && /duration/i.test(err.message)) return EXIT_USAGE;
+  return EXIT_FAILURE;
+}
+
+function isParseArgsError(err: unknown): boolean {
+  const code = (err as { code?: unknown })?.code;
+  return typeof code === "string" && code.startsWith("ERR_PARSE_ARGS");
+}
+
+/**
+ * Formats an error for stderr: one line by default (`qmp exec: error: ...`);
+ * with `verbose`, the full message, the stack and the cause chain.
+ */
+export function formatError(prog: string, err: unknown, verbose = false): string {
+  const e = err instanceof Error ? err : new Error(String(err));
+  const message = e.message.trim();
+  if (!verbose) {
+    const [first, ...rest] = message.split("\n");
+    const more = rest.length > 0 || (!(e instanceof QmpError) && !(e instanceof UsageError) &&
+        !isParseArgsError(e))
+      ? " (--verbose for details)"
+      : "";
+    const hint = err instanceof UsageError || isParseArgsError(err) ? ` (see ${prog} --help)` : "";
+    return `${prog}: error: ${first}${hint}${more}`;
+  }
+  const lines = [`${prog}: error: ${message}`];
+  if (e instanceof LaunchError) lines.push(`  command line: ${e.commandLine.join(" ")}`);
+  if (e.stack) lines.push(...e.stack.split("\n").slice(1).map((l) => `  ${l.trim()}`));
+  let cause = e.cause;
+  let depth = 0;
+  while (cause !== undefined && depth++ < 8) {
+    if (cause instanceof Error) {
+      lines.push(`caused by: ${cause.name}: ${cause.message}`);
+      cause = cause.cause;
+    } else {
+      lines.push(`caused by: ${String(cause)}`);
+      break;
+    }
+  }
+  return lines.join("\n");
+}
+
+/** Options every subcommand accepts, for `node:util` `parseArgs`. */
+export const COMMON_OPTIONS = {
+  help: { type: "boolean", short: "h" },
+  verbose: { type: "boolean", short: "v" },
+  launch: { type: "boolean" },
+  "launch-args": { type: "string" },
+  guest: { type: "string" },
+  memory: { type: "string" },
+  "connect-timeout": { type: "string" },
+  retry: { type: "boolean" },
+} as const satisfies ParseArgsConfig["options"];
+
+/** Help text for {@link COMMON_OPTIONS}. */
+export const COMMON_HELP = `Target (ADDRESS, or one of the --launch options instead of it):
+  ADDRESS                   unix:PATH, a path containing "/", tcp:HOST:PORT, HOST:PORT, [::1]:PORT
+  --launch                  start a throwaway QEMU (-machine none) and use it; killed at exit
+  --launch-args "ARGS"      QEMU arguments for --launch (implies --launch), e.g. "-M pc -S"
+  --guest tiny              boot the tiny test guest (implies --launch; deno task guest builds it)
+  --memory SIZE             guest memory for --launch (e.g. 256, 1G)
+  --connect-timeout D       connect + greeting deadline (default 5s; e.g. 500ms, 2s, 1m)
+  --retry                   keep retrying while the socket does not exist yet (until the deadline)
+Common:
+  -v, --verbose             show details of errors (stack, causes) and launch steps
+  -h, --help                show this help`;
+
+/** The values of the common options after parsing. */
+export interface CommonValues {
+  /** `--help`. */
+  help?: boolean;
+  /** `--verbose`. */
+  verbose?: boolean;
+  /** `--launch`. */
+  launch?: boolean;
+  /** `--launch-args`. */
+  "launch-args"?: string;
+  /** `--guest`. */
+  guest?: string;
+  /** `--memory`. */
+  memory?: string;
+  /** `--connect-timeout`. */
+  "connect-timeout"?: string;
+  /** `--retry`. */
+  retry?: boolean;
+}
+
+/**
+ * Parses `argv` with the common options plus `extra`. Unknown options and
+ * bad values throw (mapped to exit code 2 by {@link exitCodeFor}).
+ */
+export function parseCommandLine<O extends NonNullable<ParseArgsConfig["options"]>>(
+  argv: string[],
+  extra: O,
+): { values: CommonValues & Record<string, unknown>; positionals: string[] } {
+  const { values, positionals } = parseArgs({
+    args: argv,
+    options: { ...COMMON_OPTIONS, ...extra },
+    allowPositionals: true,
+    strict: true,
+  });
+  return { values: values as CommonValues & Record<string, unknown>, positionals };
+}
+
+/** True when the options ask for a launched VM instead of an address. */
+export function wantsLaunch(values: CommonValues): boolean {
+  return Boolean(values.launch || values["launch-args"] !== undefined || values.guest);
+}
+
+/**
+ * Takes the ADDRESS positional unless launching. Throws {@link UsageError}
+ * when it is missing.
+ */
+export function takeAddress(values: CommonValues, positionals: string[]): string | undefined {
+  if (wantsLaunch(values)) return undefined;
+  const address = positionals.shift();
+  if (address === undefined) {
+    throw new UsageError("Missing ADDRESS (e.g. unix:/run/vm1/qmp.sock), or use --launch");
+  }
+  return address;
+}
+
+/** A connected QMP client and how to let it go. */
+export interface Target {
+  /** The negotiated client. */
+  client: QmpClient;
+  /** The address, for messages. */
+  address: string;
+  /** The launched VM, with `--launch`. */
+  machine?: Machine;
+  /** Closes the connection and shuts a launched VM down. Idempotent. */
+  close(): Promise<void>;
+}
+
+/**
+ * Connects to `address`, or launches a throwaway VM when the options say so.
+ * `clientOptions` are passed to the client either way (e.g. a transcript).
+ */
+export async function openTarget(
+  address: string | undefined,
+  values: CommonValues,
+  clientOptions: ClientOptions = {},
+): Promise<Target> {
+  const verbose = Boolean(values.verbose);
+  const onWarning = (w: QmpError) => console.error(`qmp: warning: ${w.message}`);
+  const options: ClientOptions = { onWarning, ...clientOptions };
+  if (address === undefined) {
+    if (values.guest !== undefined && values.guest !== "tiny") {
+      throw new UsageError(`--guest must be "tiny", got ${JSON.stringify(values.guest)}`);
+    }
+    const args = shellSplit(values["launch-args"] ?? "");
+    const machine = await launch({
+      args,
+      guest: values.guest === "tiny" ? "tiny" : undefined,
+      memory: values.memory,
+      qmp: options,
+      log: verbose ? (m) => console.error(`qmp: ${m}`) : undefined,
+    });
+    let closing: Promise<void> | undefined;
+    const close = () =>
+      closing ??= machine.shutdown({ powerdown: false }).then(() => {}, async () => {
+        await machine.kill().catch(() => {});
+      });
+    const onSignal = () => {
+      close().finally(() => Deno.exit(130));
+    };
+    try {
+      Deno.addSignalListener("SIGTERM", onSignal);
+    } catch { /* not supported here */ }
+    return {
+      client: machine.qmp,
+      address: machine.qmp.address,
+      machine,
+      close: () => {
+        try {
+          Deno.removeSignalListener("SIGTERM", onSignal);
+        } catch { /* never added */ }
+        return close();
+      },
+    };
+  }
+  const client = await connect(address, {
+    ...options,
+    timeout: values["connect-timeout"] ?? "5s",
+    retry: Boolean(values.retry),
+  });
+  return { client, address: client.address, close: () => client.close() };
+}
+
+/**
+ * Parses a duration option (`500ms`, `10s`, `2m`, `1m30s`, or ms), or throws
+ * {@link UsageError} naming the option.
+ */
+export function durationOption(option: string, text: string): number {
+  try {
+    return parseDuration(text);
+  } catch (e) {
+    throw new UsageError(`--${option}: ${(e as Error).message}`);
+  }
+}
+
+/** True when `stdout` is a terminal. */
+export function stdoutIsTty(): boolean {
+  try {
+    return Deno.stdout.isTerminal();
+  } catch {
+    return false;
+  }
+}
+
+/** JSON for output: indented on a terminal (or when `pretty`), compact otherwise. */
+export function toJson(value: unknown, pretty = stdoutIsTty()): string {
+  return pretty ? JSON.stringify(value, null, 2) : JSON.stringify(value);
+}
+
+const encoder = new TextEncoder();
+
+/** Writes text to stdout completely (synchronously, so exit cannot cut it short). */
+export function writeOut(text: string): void {
+  writeAll(Deno.stdout, text);
+}
+
+/** Writes text to stderr completely. */
+export function writeErr(text: string): void {
+  writeAll(Deno.stderr, text);
+}
+
+function writeAll(file: { writeSync(p: Uint8Array): number }, text: string): void {
+  let bytes = encoder.encode(text);
+  while (bytes.length > 0) bytes = bytes.subarray(file.writeSync(bytes));
+}
+
+/** A one-line description of a QMP command error: `desc (Class)`. */
+export function describeCommandError(err: unknown): string {
+  if (err instanceof QmpCommandError) return `${err.desc} (${err.class})`;
+  return err instanceof Error ? err.message : String(err);
+}
+
+/** Converts HMP output (CRLF line ends) to plain text lines. */
+export function hmpText(output: unknown): string {
+  return String(output ?? "").replace(/\r\n/g, "\n");
+}
+
+/**
+ * Runs `body` with a target and always releases it (closes the connection,
+ * shuts a launched VM down), even when `body` throws.
+ */
+export async function withTarget<T>(
+  address: string | undefined,
+  values: CommonValues,
+  clientOptions: ClientOptions,
+  body: (target: Target) => Promise<T>,
+): Promise<T> {
+  const target = await openTarget(address, values, clientOptions);
+  try {
+    return await body(target);
+  } finally {
+    await target.close();
+  }
+}
+
+/** Type guard re-exported for subcommands: is `err` a command error with this class? */
+export function isCommandError(err: unknown, errorClass?: string): err is QmpCommandError {
+  return err instanceof QmpCommandError && (errorClass === undefined || err.class === errorClass);
+}
+
+export { QmpClient };

@@ -1,0 +1,646 @@
+/**
+ * `qmp shell ADDRESS`: an interactive QMP shell (qmp-shell syntax, raw JSON,
+ * transactions, HMP mode, schema-driven Tab completion and help, persistent
+ * history, events shown as they arrive), or a batch runner when stdin is not
+ * a terminal.
+ *
+ * {@link ShellSession} holds the terminal-independent logic (what a line
+ * does); the interactive loop and the batch loop drive it.
+ *
+ * @module
+ */
+import {
+  AbortError,
+  ConnectionClosedError,
+  type QmpClient,
+  QmpCommandError,
+  type QmpEvent,
+} from "../../mod.ts";
+import { type ParsedCommand, parseKeyValues, ShellParser, tokenize } from "./args.ts";
+import {
+  COMMON_HELP,
+  durationOption,
+  EXIT_FAILURE,
+  EXIT_OK,
+  hmpText,
+  parseCommandLine,
+  stdoutIsTty,
+  takeAddress,
+  toJson,
+  UsageError,
+  withTarget,
+  writeErr,
+  writeOut,
+} from "./common.ts";
+import { complete, type CompletionSources, parseHmpHelp, parseHmpInfo } from "./completion.ts";
+import { History, LineEditor } from "./line_editor.ts";
+import { columns, type SchemaEntry, SchemaModel } from "./schema_help.ts";
+import { eventToJson } from "./events.ts";
+
+/** `qmp shell --help`. */
+export const SHELL_HELP = `Usage: qmp shell ADDRESS [options]
+
+An interactive QMP shell. Type commands as
+  name key=value ...          e.g.  device_add driver=usb-tablet id=tab0
+                                    blockdev-add driver=null-co node-name=n0 size=1048576
+  {"execute": ..., "arguments": {...}}      raw JSON
+  transaction( action k=v, action k=v )     a transaction on one line, or
+  transaction(  then one action per line at the TRANS> prompt, then  )
+Values are JSON literals when they parse (42, true, null, {"a":1}, [1,2],
+"str"), strings otherwise; dotted keys build nested objects (file.filename=x).
+
+Shell commands:
+  help                      list QMP commands;  help CMD [tag=value]: arguments, types, return
+  help events               list events;         help EVENT: its data
+  hmp                       switch to HMP (human monitor) mode; "qmp" switches back
+  hmp LINE                  run one HMP command, e.g. hmp info block
+  exit                      leave (or Ctrl-D on an empty line)
+Keys: Tab completes command names, argument names (a.b.c), enum values; Tab Tab
+lists candidates; Up/Down history; Left/Right/Home/End, Ctrl-A/E/K/U/W; Ctrl-C
+clears the line (or cancels the running command). Events are printed as they
+arrive.
+
+When stdin is not a terminal, lines are read and run in order (batch mode):
+results go to stdout (one JSON document per command, compact when piped),
+errors to stderr, and the shell stops at the first error with exit status 1
+unless --keep-going (then it exits 1 at the end if anything failed).
+Blank lines and lines starting with # are skipped.
+
+Options:
+  -H, --hmp                 start in HMP mode
+  --log FILE                append every command and its reply to FILE as JSON lines
+  --keep-going              batch mode: continue after errors
+  --echo                    batch mode: print each command (to stderr) before running it
+  --events                  batch mode: also print events to stdout, as JSON lines
+  --no-events               interactive mode: do not print events
+  --history FILE            history file (default $XDG_STATE_HOME/qmpkit/history, else
+                            ~/.qmp_history; 1000 entries)
+  --no-history              do not read or save history
+  --pretty | --compact      force indented / one-line JSON results
+  --timeout D               per-command timeout (default: none; Ctrl-C cancels)
+
+${COMMON_HELP}
+
+Exit status: 0 ok (interactive: also when commands failed; also after "quit");
+1 a batch line failed, QEMU went away unexpectedly, or connection failed;
+2 usage error.`;
+
+/** What a line did. */
+export type LineStatus = "ok" | "error" | "exit";
+
+/** Where a session writes. */
+export interface ShellOutput {
+  /** A command's result (stdout). */
+  result(text: string): void;
+  /** An error message (stderr in batch mode). */
+  error(text: string): void;
+  /** Informational text (mode switches, help). */
+  info(text: string): void;
+}
+
+/** Options of {@link ShellSession}. */
+export interface ShellSessionOptions {
+  /** Start in HMP mode. */
+  hmp?: boolean;
+  /** Indent JSON results (default: compact). */
+  pretty?: boolean;
+  /** Per-command timeout in ms. */
+  timeoutMs?: number;
+  /** Receives one log record per command (for `--log`). */
+  log?: (record: Record<string, unknown>) => void;
+  /** Terminal width for help layout (default 80). */
+  width?: () => number;
+}
+
+/**
+ * The shell's logic, independent of the terminal: parses a line (meta
+ * commands, qmp-shell syntax, JSON, transactions, HMP), runs it on the
+ * client, and reports through a {@link ShellOutput}.
+ */
+export class ShellSession {
+  /** The current mode. */
+  mode: "qmp" | "hmp";
+  /** The line parser (holds an open transaction). */
+  readonly parser: ShellParser = new ShellParser();
+  readonly #client: Pick<QmpClient, "executeRaw">;
+  readonly #out: ShellOutput;
+  readonly #opts: ShellSessionOptions;
+  #schema: SchemaModel | undefined;
+  #schemaLoading: Promise<SchemaModel | undefined> | undefined;
+  #hmpCommands: string[] | undefined;
+  #hmpInfo: string[] | undefined;
+
+  /** Creates a session on a connected client. */
+  constructor(
+    client: Pick<QmpClient, "executeRaw">,
+    out: ShellOutput,
+    options: ShellSessionOptions = {},
+  ) {
+    this.#client = client;
+    this.#out = out;
+    this.#opts = options;
+    this.mode = options.hmp ? "hmp" : "qmp";
+  }
+
+  /** The prompt for the current state: `(QEMU) `, `(HMP) ` or `TRANS> `. */
+  prompt(): string {
+    if (this.parser.inTransaction) return "TRANS> ";
+    return this.mode === "hmp" ? "(HMP) " : "(QEMU) ";
+  }
+
+  /** What completion can use right now (the schema once loaded, HMP names once loaded). */
+  get completionSources(): CompletionSources {
+    return { schema: this.#schema, hmpCommands: this.#hmpCommands, hmpInfo: this.#hmpInfo };
+  }
+
+  /** The schema model, if loaded. */
+  get schema(): SchemaModel | undefined {
+    return this.#schema;
+  }
+
+  /**
+   * Loads the schema (`query-qmp-schema`, falling back to `query-commands`
+   * names). Errors other than connection loss leave the schema unset.
+   */
+  loadSchema(): Promise<SchemaModel | undefined> {
+    this.#schemaLoading ??= (async () => {
+      try {
+        const entries = await this.#client.executeRaw("query-qmp-schema") as SchemaEntry[];
+        this.#schema = SchemaModel.fromSchema(entries);
+      } catch (err) {
+        if (!(err instanceof QmpCommandError)) throw err;
+        try {
+          const cmds = await this.#client.executeRaw("query-commands") as { name: string }[];
+          this.#schema = SchemaModel.fromCommandNames(cmds.map((c) => c.name));
+        } catch (e) {
+          if (!(e instanceof QmpCommandError)) throw e;
+        }
+      }
+      return this.#schema;
+    })();
+    return this.#schemaLoading;
+  }
+
+  /** Loads HMP command and `info` names for completion (once). */
+  async loadHmpNames(): Promise<void> {
+    if (this.#hmpCommands) return;
+    try {
+      const help = hmpText(
+        await this.#client.executeRaw("human-monitor-command", { "command-line": "help" }),
+      );
+      const info = hmpText(
+        await this.#client.executeRaw("human-monitor-command", { "command-line": "info" }),
+      );
+      this.#hmpCommands = parseHmpHelp(help);
+      this.#hmpInfo = parseHmpInfo(info);
+    } catch (err) {
+      if (!(err instanceof QmpCommandError)) throw err;
+      this.#hmpCommands = [];
+      this.#hmpInfo = [];
+    }
+  }
+
+  /** Runs one input line. `signal` cancels a running command. */
+  async run(line: string, signal?: AbortSignal): Promise<LineStatus> {
+    const trimmed = line.trim();
+    if (!this.parser.inTransaction) {
+      if (trimmed === "" || trimmed.startsWith("#")) return "ok";
+      if (this.mode === "hmp") {
+        if (trimmed === "qmp") {
+          this.mode = "qmp";
+          this.#out.info("QMP mode");
+          return "ok";
+        }
+        if (trimmed === "exit") return "exit";
+        return await this.#hmp(trimmed, signal);
+      }
+      const words = tokenize(trimmed).map((t) => t.text);
+      switch (words[0]) {
+        case "exit":
+          if (words.length === 1) return "exit";
+          break;
+        case "help":
+        case "?":
+          return await this.#help(words.slice(1));
+        case "hmp":
+          if (words.length === 1) {
+            this.mode = "hmp";
+            await this.loadHmpNames();
+            this.#out.info('HMP mode: lines are human monitor commands; "qmp" switches back');
+            return "ok";
+          }
+          return await this.#hmp(trimmed.slice(3).trim(), signal);
+      }
+    }
+    let command: ParsedCommand;
+    try {
+      const parsed = this.parser.feed(line);
+      if (parsed.kind !== "command") return "ok";
+      command = parsed.command;
+    } catch (err) {
+      if (err instanceof UsageError) {
+        this.#out.error(`Error: ${err.message}`);
+        return "error";
+      }
+      throw err;
+    }
+    return await this.#execute(command, signal);
+  }
+
+  async #execute(cmd: ParsedCommand, signal?: AbortSignal): Promise<LineStatus> {
+    const record: Record<string, unknown> = {
+      time: new Date().toISOString(),
+      execute: cmd.execute,
+      ...(cmd.arguments ? { arguments: cmd.arguments } : {}),
+    };
+    try {
+      const value = await this.#client.executeRaw(cmd.execute, cmd.arguments, {
+        timeout: this.#opts.timeoutMs,
+        signal,
+      });
+      this.#opts.log?.({ ...record, return: value });
+      this.#out.result(toJson(value, this.#opts.pretty ?? false));
+      return "ok";
+    } catch (err) {
+      return this.#failed(err, record);
+    }
+  }
+
+  async #hmp(line: string, signal?: AbortSignal): Promise<LineStatus> {
+    const args = { "command-line": line };
+    const record = {
+      time: new Date().toISOString(),
+      execute: "human-monitor-command",
+      arguments: args,
+    };
+    try {
+      const out = hmpText(
+        await this.#client.executeRaw("human-monitor-command", args, {
+          timeout: this.#opts.timeoutMs,
+          signal,
+        }),
+      );
+      this.#opts.log?.({ ...record, return: out });
+      if (/^(Error: |unknown command: )/.test(out)) {
+        this.#out.error(out.trimEnd());
+        return "error";
+      }
+      if (out !== "") this.#out.result(out.replace(/\n$/, ""));
+      return "ok";
+    } catch (err) {
+      return this.#failed(err, record);
+    }
+  }
+
+  #failed(err: unknown, record: Record<string, unknown>): LineStatus {
+    if (err instanceof QmpCommandError) {
+      this.#opts.log?.({ ...record, error: { class: err.class, desc: err.desc } });
+      this.#out.error(`Error: ${err.desc} (${err.class})`);
+      return "error";
+    }
+    if (err instanceof AbortError) {
+      this.#opts.log?.({ ...record, error: { class: "Interrupted", desc: err.message } });
+      this.#out.error("Interrupted (the command may still complete in QEMU)");
+      return "error";
+    }
+    if (err instanceof ConnectionClosedError || err instanceof Error) {
+      this.#opts.log?.({ ...record, error: { class: err.name, desc: err.message } });
+      this.#out.error(`Error: ${err.message}`);
+      return "error";
+    }
+    throw err;
+  }
+
+  async #help(words: string[]): Promise<LineStatus> {
+    const schema = await this.loadSchema();
+    const width = this.#opts.width?.() ?? 80;
+    if (!schema) {
+      this.#out.error("Error: this QEMU offers no command list (query-qmp-schema failed)");
+      return "error";
+    }
+    if (words.length === 0) {
+      this.#out.info(
+        `${schema.commands().length} commands (help CMD for one; help events for events):\n` +
+          columns(schema.commands(), width - 1) +
+          `\nShell: help [CMD|EVENT|events], hmp [LINE], qmp, exit, transaction( ... )`,
+      );
+      return "ok";
+    }
+    const [name, ...rest] = words;
+    if (name === "events") {
+      this.#out.info(`${schema.events().length} events:\n${columns(schema.events(), width - 1)}`);
+      return "ok";
+    }
+    let args: Record<string, unknown> = {};
+    try {
+      args = parseKeyValues(rest);
+    } catch (err) {
+      if (!(err instanceof UsageError)) throw err;
+      this.#out.error(`Error: ${err.message}`);
+      return "error";
+    }
+    const text = schema.commandHelp(name, args) ?? schema.eventHelp(name);
+    if (!text) {
+      const near = schema.commands().filter((c) => c.includes(name)).slice(0, 8);
+      this.#out.error(
+        `Error: unknown command or event "${name}"` +
+          (near.length ? ` (similar: ${near.join(", ")})` : ""),
+      );
+      return "error";
+    }
+    this.#out.info(text);
+    return "ok";
+  }
+}
+
+/** One line describing an event for the interactive shell: `[12:00:01.123] STOP {...}`. */
+export function formatEventLine(ev: QmpEvent): string {
+  const t = ev.time;
+  const stamp = t
+    ? `${pad(t.getHours())}:${pad(t.getMinutes())}:${pad(t.getSeconds())}.${
+      String(t.getMilliseconds()).padStart(3, "0")
+    }`
+    : "--:--:--";
+  return `[${stamp}] event ${ev.event}${
+    ev.data === undefined ? "" : " " + JSON.stringify(ev.data)
+  }`;
+}
+
+function pad(n: number): string {
+  return String(n).padStart(2, "0");
+}
+
+/** The default history file: `$XDG_STATE_HOME/qmpkit/history`, else `~/.qmp_history`. */
+export function defaultHistoryPath(env: (name: string) => string | undefined): string | undefined {
+  const xdg = env("XDG_STATE_HOME");
+  if (xdg) return `${xdg}/qmpkit/history`;
+  const home = env("HOME");
+  return home ? `${home}/.qmp_history` : undefined;
+}
+
+async function loadHistory(path: string | undefined): Promise<History> {
+  if (!path) return new History();
+  try {
+    return new History((await Deno.readTextFile(path)).split("\n"));
+  } catch {
+    return new History();
+  }
+}
+
+function saveHistory(path: string | undefined, history: History): void {
+  if (!path) return;
+  try {
+    const dir = path.slice(0, path.lastIndexOf("/"));
+    if (dir) Deno.mkdirSync(dir, { recursive: true });
+    Deno.writeTextFileSync(path, history.entries.join("\n") + "\n", { mode: 0o600 });
+  } catch { /* history is best effort */ }
+}
+
+function stdinIsTty(): boolean {
+  try {
+    return Deno.stdin.isTerminal();
+  } catch {
+    return false;
+  }
+}
+
+/** Runs `qmp shell` with `argv` (after the subcommand name); returns the exit code. */
+export async function shellCommand(argv: string[]): Promise<number> {
+  const { values, positionals } = parseCommandLine(argv, {
+    hmp: { type: "boolean", short: "H" },
+    log: { type: "string" },
+    "keep-going": { type: "boolean" },
+    echo: { type: "boolean" },
+    events: { type: "boolean" },
+    "no-events": { type: "boolean" },
+    history: { type: "string" },
+    "no-history": { type: "boolean" },
+    pretty: { type: "boolean" },
+    compact: { type: "boolean" },
+    timeout: { type: "string" },
+  });
+  if (values.help) {
+    writeOut(SHELL_HELP + "\n");
+    return EXIT_OK;
+  }
+  const address = takeAddress(values, positionals);
+  if (positionals.length > 0) throw new UsageError(`Unexpected argument "${positionals[0]}"`);
+  const timeoutMs = values.timeout === undefined
+    ? undefined
+    : durationOption("timeout", values.timeout as string);
+  let logFile: Deno.FsFile | undefined;
+  if (values.log !== undefined) {
+    logFile = await Deno.open(values.log as string, { create: true, append: true, write: true });
+  }
+  const encoder = new TextEncoder();
+  const log = logFile
+    ? (record: Record<string, unknown>) => {
+      try {
+        logFile!.writeSync(encoder.encode(JSON.stringify(record) + "\n"));
+      } catch { /* keep going */ }
+    }
+    : undefined;
+  const interactive = stdinIsTty() && stdoutIsTty();
+  try {
+    return await withTarget(address, values, {}, async ({ client }) => {
+      const pretty = values.pretty ? true : values.compact ? false : undefined;
+      if (interactive) {
+        return await interactiveLoop(client, {
+          hmp: Boolean(values.hmp),
+          pretty: pretty ?? true,
+          timeoutMs,
+          log,
+          showEvents: !values["no-events"],
+          historyPath: values["no-history"]
+            ? undefined
+            : (values.history as string | undefined) ?? defaultHistoryPath((n) => Deno.env.get(n)),
+        });
+      }
+      return await batchLoop(client, {
+        hmp: Boolean(values.hmp),
+        pretty: pretty ?? stdoutIsTty(),
+        timeoutMs,
+        log,
+        keepGoing: Boolean(values["keep-going"]),
+        echo: Boolean(values.echo),
+        showEvents: Boolean(values.events),
+      });
+    });
+  } finally {
+    logFile?.close();
+  }
+}
+
+interface LoopOptions {
+  hmp: boolean;
+  pretty: boolean;
+  timeoutMs?: number;
+  log?: (record: Record<string, unknown>) => void;
+  showEvents: boolean;
+}
+
+/** Batch mode: runs stdin's lines in order. */
+async function batchLoop(
+  client: QmpClient,
+  opts: LoopOptions & { keepGoing: boolean; echo: boolean },
+): Promise<number> {
+  let lineNo = 0;
+  const out: ShellOutput = {
+    result: (t) => writeOut(t + "\n"),
+    error: (t) => writeErr(`qmp shell: line ${lineNo}: ${t.replace(/^Error: /, "error: ")}\n`),
+    info: (t) => writeOut(t + "\n"),
+  };
+  const session = new ShellSession(client, out, opts);
+  const events = opts.showEvents
+    ? pumpEvents(client, (ev) => writeOut(JSON.stringify(eventToJson(ev)) + "\n"))
+    : undefined;
+  let failures = 0;
+  try {
+    for await (const line of readLines(Deno.stdin.readable)) {
+      lineNo++;
+      if (opts.echo && line.trim() !== "" && !line.trim().startsWith("#")) {
+        writeErr(`${session.prompt()}${line}\n`);
+      }
+      const status = await session.run(line);
+      if (status === "exit") break;
+      if (status === "error") {
+        failures++;
+        if (!opts.keepGoing) return EXIT_FAILURE;
+      }
+      if (client.state === "closed") break;
+    }
+    if (session.parser.inTransaction) {
+      writeErr(`qmp shell: error: input ended inside transaction( ... ): nothing was run\n`);
+      return EXIT_FAILURE;
+    }
+    return failures > 0 ? EXIT_FAILURE : EXIT_OK;
+  } finally {
+    events?.stop();
+  }
+}
+
+/** Subscribes to all events and hands each to `sink` until stopped or the connection closes. */
+function pumpEvents(client: QmpClient, sink: (ev: QmpEvent) => void): { stop(): void } {
+  const listener = client.events({ bufferSize: 10_000, overflow: "drop-oldest" });
+  (async () => {
+    try {
+      for await (const ev of listener) sink(ev);
+    } catch { /* connection closed: the loops report it */ }
+  })();
+  return { stop: () => listener.close() };
+}
+
+/** Splits a byte stream into lines (without line ends). */
+export async function* readLines(stream: ReadableStream<Uint8Array>): AsyncGenerator<string> {
+  const decoder = new TextDecoder();
+  let buf = "";
+  for await (const chunk of stream) {
+    buf += decoder.decode(chunk, { stream: true });
+    let nl: number;
+    while ((nl = buf.indexOf("\n")) >= 0) {
+      yield buf.slice(0, nl).replace(/\r$/, "");
+      buf = buf.slice(nl + 1);
+    }
+  }
+  buf += decoder.decode();
+  if (buf !== "") yield buf.replace(/\r$/, "");
+}
+
+/** The interactive REPL on a raw-mode terminal. */
+async function interactiveLoop(
+  client: QmpClient,
+  opts: LoopOptions & { historyPath?: string },
+): Promise<number> {
+  const history = await loadHistory(opts.historyPath);
+  const width = () => {
+    try {
+      return Deno.consoleSize().columns;
+    } catch {
+      return 80;
+    }
+  };
+  const color = !Deno.env.get("NO_COLOR");
+  let current: AbortController | undefined;
+  // deno-lint-ignore prefer-const
+  let session: ShellSession;
+  const editor = new LineEditor({
+    write: writeOut,
+    columns: width,
+    history,
+    complete: (line, cursor) =>
+      complete(
+        { line, cursor, mode: session.mode, inTransaction: session.parser.inTransaction },
+        session.completionSources,
+      ),
+    onInterrupt: () => current?.abort(),
+  });
+  const out: ShellOutput = {
+    result: (t) => editor.print(t),
+    error: (t) => editor.print(color ? `\x1b[31m${t}\x1b[0m` : t),
+    info: (t) => editor.print(t),
+  };
+  session = new ShellSession(client, out, { ...opts, width });
+
+  const v = client.greeting.version.qemu;
+  const schema = await session.loadSchema();
+  if (opts.hmp) await session.loadHmpNames();
+  editor.print(
+    `Connected to QEMU ${v.major}.${v.minor}.${v.micro} at ${client.address}` +
+      (schema ? ` (${schema.commands().length} commands)` : "") +
+      `.\nTab completes; "help" lists commands, "help CMD" describes one; Ctrl-D exits.`,
+  );
+
+  Deno.stdin.setRaw(true);
+  const input = (async () => {
+    const buf = new Uint8Array(4096);
+    while (true) {
+      let n: number | null;
+      try {
+        n = await Deno.stdin.read(buf);
+      } catch {
+        n = null;
+      }
+      if (n === null) {
+        editor.end();
+        return;
+      }
+      editor.feed(buf.slice(0, n));
+    }
+  })();
+  input.catch(() => {});
+  const events = opts.showEvents
+    ? pumpEvents(client, (ev) => editor.print(formatEventLine(ev)))
+    : undefined;
+  client.closed.then(() => editor.cancel());
+
+  try {
+    while (client.state !== "closed") {
+      const r = await editor.readLine(session.prompt());
+      if (r.kind === "eof") break;
+      if (r.kind === "interrupt") {
+        if (session.parser.inTransaction) {
+          session.parser.reset();
+          out.info("Transaction abandoned");
+        }
+        continue;
+      }
+      if (history.add(r.line.trimEnd())) saveHistory(opts.historyPath, history);
+      current = new AbortController();
+      const status = await session.run(r.line, current.signal);
+      current = undefined;
+      if (status === "exit") break;
+    }
+  } finally {
+    events?.stop();
+    try {
+      Deno.stdin.setRaw(false);
+    } catch { /* not a terminal any more */ }
+  }
+  const closed = client.closeError;
+  if (closed && closed.reason !== "client" && closed.reason !== "quit") {
+    writeErr(`qmp shell: error: ${closed.message}\n`);
+    return EXIT_FAILURE;
+  }
+  if (closed?.reason === "quit") writeOut("QEMU quit.\n");
+  return EXIT_OK;
+}

@@ -1,0 +1,119 @@
+#!/usr/bin/env -S deno run --allow-read --allow-write --allow-net --allow-run --allow-env
+/**
+ * `qmp`: the qmpkit command line. Subcommands: `shell` (interactive REPL with
+ * completion), `exec` (one command), `info` (VM summary), `events` (event
+ * stream as JSON lines), `run` (playbooks).
+ *
+ * Run it with `deno task qmp ...`, or install it:
+ * `deno install -g -n qmp --allow-read --allow-write --allow-net --allow-run --allow-env scripts/qmp.ts`.
+ *
+ * @module
+ */
+import denoJson from "../deno.json" with { type: "json" };
+import {
+  EXIT_FAILURE,
+  EXIT_OK,
+  EXIT_USAGE,
+  exitCodeFor,
+  formatError,
+  writeErr,
+  writeOut,
+} from "./cli/common.ts";
+import { execCommand } from "./cli/exec.ts";
+import { eventsCommand } from "./cli/events.ts";
+import { infoCommand } from "./cli/info.ts";
+import { shellCommand } from "./cli/shell.ts";
+
+/** The version printed by `qmp --version`. */
+export const VERSION: string = denoJson.version;
+
+/** `qmp --help`. */
+export const MAIN_HELP = `qmp ${VERSION}: talk to QEMU over QMP
+
+Usage: qmp COMMAND [ARGS...]    (qmp COMMAND --help for details)
+
+Commands:
+  shell ADDRESS             interactive QMP shell: key=value syntax, Tab completion from the
+                            live schema, history, events shown as they arrive; batch mode
+                            when stdin is not a terminal
+  exec ADDRESS CMD [k=v..]  run one command, print its return value as JSON
+  info ADDRESS              summary of the VM (version, state, devices, ...); --json
+  events ADDRESS            stream events as JSON lines (--name, --count, --timeout)
+  run PLAYBOOK              run a playbook (see qmp run --help)
+  help [COMMAND]            show this help, or a command's help
+  version                   print the version (also --version)
+
+ADDRESS is unix:PATH, a path containing "/", tcp:HOST:PORT, HOST:PORT or
+[::1]:PORT. Every command also takes --launch (a throwaway QEMU, -machine none
+by default; --launch-args "..." or --guest tiny) instead of an ADDRESS.
+
+Exit status: 0 ok, 1 QMP/connection error, 2 usage error.`;
+
+type Handler = (argv: string[]) => Promise<number>;
+
+const COMMANDS: Record<string, { handler: Handler; help?: () => Promise<string> }> = {
+  shell: { handler: shellCommand },
+  exec: { handler: execCommand },
+  info: { handler: infoCommand },
+  events: { handler: eventsCommand },
+  run: {
+    handler: async (argv) => {
+      const mod = await import("./cli/run.ts");
+      return await mod.runCommand(argv);
+    },
+  },
+};
+
+/** Runs the CLI with `argv` (without the program name); returns the exit code. */
+export async function main(argv: string[]): Promise<number> {
+  const [first, ...rest] = argv;
+  if (first === undefined) {
+    writeErr(MAIN_HELP + "\n");
+    return EXIT_USAGE;
+  }
+  if (first === "--help" || first === "-h") {
+    writeOut(MAIN_HELP + "\n");
+    return EXIT_OK;
+  }
+  if (first === "--version" || first === "-V" || first === "version") {
+    writeOut(`qmp (qmpkit) ${VERSION}\n`);
+    return EXIT_OK;
+  }
+  if (first === "help") {
+    if (rest.length === 0) {
+      writeOut(MAIN_HELP + "\n");
+      return EXIT_OK;
+    }
+    return await main([rest[0], "--help"]);
+  }
+  const command = COMMANDS[first];
+  const verbose = rest.includes("--verbose") || rest.includes("-v");
+  const prog = `qmp ${first}`;
+  if (!command) {
+    writeErr(
+      `qmp: error: unknown command "${first}" (commands: ${Object.keys(COMMANDS).join(", ")}, ` +
+        `help, version)\n`,
+    );
+    return EXIT_USAGE;
+  }
+  try {
+    return await command.handler(rest);
+  } catch (err) {
+    if (first === "run" && isMissingRun(err)) {
+      writeErr(`qmp run: error: the playbook runner is not installed (scripts/cli/run.ts)\n`);
+      return EXIT_FAILURE;
+    }
+    writeErr(formatError(prog, err, verbose) + "\n");
+    return exitCodeFor(err);
+  }
+}
+
+function isMissingRun(err: unknown): boolean {
+  return err instanceof Error && /run\.ts/.test(err.message) &&
+    /not found|Module not found|Cannot find module/i.test(err.message);
+}
+
+if (import.meta.main) {
+  const code = await main(Deno.args);
+  Deno.exit(code);
+}
