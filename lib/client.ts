@@ -288,6 +288,7 @@ export class QmpClient implements AsyncDisposable {
    */
   async handshake(options: { timeout?: Duration; signal?: AbortSignal } = {}): Promise<Greeting> {
     const ms = options.timeout === undefined ? 10_000 : parseDuration(options.timeout);
+    const deadline = Date.now() + ms;
     const greeting = await withDeadline(
       this.#greetingPromise(),
       ms,
@@ -298,7 +299,11 @@ export class QmpClient implements AsyncDisposable {
       () => this.#shutdown("error", undefined),
     );
     if (this.#options.negotiate !== false) {
-      await this.negotiate({ oob: this.#options.oob, timeout: ms, signal: options.signal });
+      await this.negotiate({
+        oob: this.#options.oob,
+        timeout: Math.max(1, deadline - Date.now()),
+        signal: options.signal,
+      });
     }
     return greeting;
   }
@@ -859,7 +864,12 @@ export class QmpClient implements AsyncDisposable {
     const hook = this.#options.transcript;
     if (!hook) return;
     const redacted = this.#options.redact === false ? message : redactMessage(message);
-    hook({ time: new Date(), direction, message: redacted });
+    try {
+      hook({ time: new Date(), direction, message: redacted });
+    } catch (cause) {
+      // A faulty hook must not corrupt routing state; report it and go on.
+      this.#warn(new QmpError("The transcript hook threw an error; entry skipped", { cause }));
+    }
   }
 
   #inbandReplied(): void {

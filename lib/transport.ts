@@ -43,8 +43,15 @@ const RETRYABLE = new Set(["NotFound", "ConnectionRefused", "ConnectionReset"]);
 export async function openTransport(address: Address, options: OpenOptions): Promise<Deno.Conn> {
   const where = formatAddress(address);
   let delay = 10;
+  let lastError: unknown;
   for (let attempt = 1;; attempt++) {
     if (options.signal?.aborted) throw new AbortError(`Connecting to ${where}`);
+    if (lastError !== undefined && options.deadline - Date.now() <= 0) {
+      throw new TimeoutError(`Connecting to ${where}`, options.timeoutMs, {
+        cause: lastError,
+        hint: `gave up after ${attempt - 1} attempts (last: ${describeOsError(lastError)})`,
+      });
+    }
     try {
       return await connectOnce(address, options);
     } catch (err) {
@@ -52,6 +59,7 @@ export async function openTransport(address: Address, options: OpenOptions): Pro
       const kind = err instanceof Error ? err.name : "";
       const remaining = options.deadline - Date.now();
       if (options.retry && RETRYABLE.has(kind) && remaining > 0) {
+        lastError = err;
         await sleep(Math.min(delay, remaining), options.signal, where);
         delay = Math.min(delay * 2, 200);
         continue;
