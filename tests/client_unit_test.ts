@@ -522,3 +522,20 @@ Deno.test("client: reconnect fails in-flight commands, never re-sends them, keep
   await client.close();
   assert.equal(client.closeError?.reason, "client");
 });
+
+Deno.test("client: a throwing transcript hook is reported and does not leak a pending slot", async () => {
+  const warnings: QmpError[] = [];
+  const { client, peer } = await open({
+    oob: true,
+    onWarning: (w) => warnings.push(w),
+    transcript: (e) => {
+      if (e.direction === "send") throw new Error("hook bug");
+    },
+  });
+  const p = client.executeRaw("x");
+  peer.reply(await peer.recv(), 5);
+  assert.equal(await p, 5);
+  assert.equal(client.pendingCommands, 0);
+  assert.ok(warnings.some((w) => /transcript hook threw/.test(w.message)));
+  await client.close();
+});
