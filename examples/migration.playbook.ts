@@ -1,0 +1,70 @@
+/**
+ * Migration to a file and back into a second VM: the running tiny guest is
+ * migrated with `exec:cat > FILE` (MIGRATION events: setup → active →
+ * completed, the source ends in postmigrate), then a second VM started with
+ * `-incoming "exec:cat FILE"` and `-S` loads it, resumes on `cont`, and the
+ * guest carries on with its state (a file in its RAM-backed root).
+ *
+ * @module
+ */
+import type { MigrationStatus } from "../lib/qapi/types.ts";
+import { playbook } from "../lib/runner/playbook.ts";
+
+export default playbook({
+  name: "migration: to a file, then into a second VM",
+  description: "migrate exec:, MIGRATION events, postmigrate, -incoming exec:, cont on the target",
+  vm: { guest: "tiny" },
+  timeout: "2m",
+}, async (t) => {
+  const stream = `${t.tempDir}/vm.migration`;
+
+  await t.step("source boots and keeps some state", async () => {
+    await t.vm.console.waitFor("QMPKIT-GUEST-READY", { timeout: "90s", signal: t.signal });
+    await t.vm.console.write("echo $((6 * 7)) > /tmp/mark; echo mark=$(cat /tmp/mark)\n");
+    await t.vm.console.waitFor("mark=42", { timeout: "10s", signal: t.signal });
+  });
+
+  await t.step("migrate to a file", async () => {
+    await t.qmp.execute("migrate-set-capabilities", {
+      capabilities: [{ capability: "events", state: true }],
+    });
+    using statuses = t.qmp.listen({ names: ["MIGRATION"] });
+    const stopped = t.qmp.waitEvent("STOP", { timeout: "30s", signal: t.signal });
+    await t.expectEvent(
+      "MIGRATION",
+      () => t.qmp.execute("migrate", { uri: `exec:cat > ${stream}` }),
+      {
+        where: { status: "completed" },
+        timeout: "60s",
+      },
+    );
+    await stopped;
+    const seen: MigrationStatus[] = statuses.drain().map((e) => e.data.status);
+    t.expect(seen).toEqual(["setup", "active", "completed"]);
+    t.expect(await t.qmp.execute("query-migrate")).toMatchObject({ status: "completed" });
+    t.expect(await t.qmp.execute("query-status")).toMatchObject({
+      status: "postmigrate",
+      running: false,
+    });
+    t.expect((await Deno.stat(stream)).size).toBeGreaterThan(0);
+  });
+
+  await t.step("a second VM loads it and runs on", async () => {
+    const target = await t.launch({
+      label: "target",
+      guest: "tiny",
+      paused: true,
+      args: ["-incoming", `exec:cat ${stream}`],
+    });
+    // The incoming stream may be fully read before we connect: poll, don't wait for events.
+    await t.eventually(async () => {
+      t.expect(await target.qmp.execute("query-migrate")).toMatchObject({ status: "completed" });
+      t.expect(await target.qmp.execute("query-status")).toMatchObject({ status: "paused" });
+    }, { timeout: "30s", interval: "200ms", message: "the incoming migration completes" });
+    await t.expectEvent("RESUME", () => target.qmp.execute("cont"), { qmp: target.qmp });
+    t.expect(await target.qmp.execute("query-status")).toMatchObject({ status: "running" });
+    // Same guest, same RAM: the file written before the migration is still there.
+    await target.console.write("echo mark=$(cat /tmp/mark)\n");
+    await target.console.waitFor(/mark=42/, { timeout: "10s", signal: t.signal });
+  });
+});
