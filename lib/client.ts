@@ -218,7 +218,6 @@ export class QmpClient implements AsyncDisposable {
   #listeners: EventListener[] = [];
   #history: QmpEvent[] = [];
   #seq = 0;
-  #quitAcked = false;
   #quitSent = false;
   #closeError: ConnectionClosedError | undefined;
   #schema: Promise<QmpSchema> | undefined;
@@ -232,6 +231,7 @@ export class QmpClient implements AsyncDisposable {
    * Wraps an open transport and starts reading. Most code should call
    * {@link connect} instead; use this to run QMP over a custom transport
    * (e.g. an in-memory pair in tests), then `await client.handshake()`.
+   * `dial` opens a fresh transport; it is needed only for `reconnect`.
    */
   constructor(
     transport: Transport,
@@ -818,7 +818,6 @@ export class QmpClient implements AsyncDisposable {
     entry.cleanup();
     if (!entry.oob) this.#inbandReplied();
     if (msg.kind === "return") {
-      if (entry.command === "quit") this.#quitAcked = true;
       entry.resolve(msg.value);
     } else {
       entry.reject(new QmpCommandError(entry.command, entry.args, msg.class, msg.desc));
