@@ -216,7 +216,8 @@ export interface LineEditorOptions {
  * The editor. Feed it terminal input with {@link LineEditor.feed}; call
  * {@link LineEditor.readLine} to read a line; print asynchronous output with
  * {@link LineEditor.print}. Keys typed while no line is being read are kept
- * (type-ahead), except Ctrl-C which calls `onInterrupt`.
+ * (type-ahead), except Ctrl-C which calls `onInterrupt` and discards the keys
+ * typed before it.
  */
 export class LineEditor {
   readonly #opts: LineEditorOptions;
@@ -312,8 +313,11 @@ export class LineEditor {
     while (this.#queue.length > 0) {
       const key = this.#queue[0];
       if (!this.active) {
-        if (key.kind !== "ctrl-c") return; // type-ahead: keep for the next read
-        this.#queue.shift();
+        // Type-ahead is kept for the next read, unless a Ctrl-C follows: like a
+        // terminal's interrupt, it discards what was typed before it.
+        const i = this.#queue.findIndex((k) => k.kind === "ctrl-c");
+        if (i < 0) return;
+        this.#queue.splice(0, i + 1);
         this.#opts.onInterrupt?.();
         continue;
       }
