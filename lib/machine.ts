@@ -219,20 +219,22 @@ export class Machine implements AsyncDisposable {
   }
 
   async #runShutdown(options: ShutdownOptions): Promise<Deno.CommandStatus> {
+    // Each step gets one budget, shared by its action (a QMP command) and the wait for exit.
     const step = async (
       name: ShutdownStep["step"],
       timeout: number,
-      action: () => Promise<unknown> | void,
+      action: (budget: number) => Promise<unknown> | void,
     ): Promise<boolean> => {
       if (!this.running) return true;
       const t0 = performance.now();
       let note: string | undefined;
       try {
-        await action();
+        await action(timeout);
       } catch (e) {
         note = e instanceof Error ? e.message : String(e);
       }
-      const exited = await this.#exitedWithin(timeout);
+      const left = Math.max(0, timeout - (performance.now() - t0));
+      const exited = await this.#exitedWithin(left);
       const ms = Math.round(performance.now() - t0);
       if (!exited) note ??= `still running after ${formatDuration(timeout)}`;
       this.shutdownSteps.push({ step: name, ms, exited, ...(note ? { note } : {}) });
@@ -254,12 +256,12 @@ export class Machine implements AsyncDisposable {
       await step(
         "powerdown",
         parseDuration(options.powerdownTimeout ?? "30s"),
-        () => this.qmp.execute("system_powerdown", undefined, { timeout: "5s" }),
+        (budget) => this.qmp.execute("system_powerdown", undefined, { timeout: budget }),
       )) ||
       (qmpOpen() &&
-        await step("quit", parseDuration(options.quitTimeout ?? "5s"), async () => {
+        await step("quit", parseDuration(options.quitTimeout ?? "5s"), async (budget) => {
           try {
-            await this.qmp.execute("quit", undefined, { timeout: "5s" });
+            await this.qmp.execute("quit", undefined, { timeout: budget });
           } catch (e) {
             if (!(e instanceof ConnectionClosedError)) throw e;
           }

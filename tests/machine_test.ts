@@ -103,6 +103,19 @@ Deno.test("machine: shutdown ladder falls through to SIGTERM when QMP is gone", 
   assert.equal(vm.exitCode, 0); // QEMU exits cleanly on SIGTERM
 });
 
+Deno.test("machine: a frozen QEMU walks the whole ladder: quit, SIGTERM, then SIGKILL", async () => {
+  const vm = await launch({ timeout: "20s" });
+  Deno.kill(vm.pid, "SIGSTOP"); // QEMU can neither answer quit nor act on SIGTERM
+  await vm.shutdown({ quitTimeout: 300, termTimeout: 300 });
+  assert.deepEqual(vm.shutdownSteps.map((s) => [s.step, s.exited]), [
+    ["quit", false],
+    ["SIGTERM", false],
+    ["SIGKILL", true],
+  ]);
+  assert.equal(vm.signal, "SIGKILL");
+  assert.equal(await exists(vm.dir), false);
+});
+
 Deno.test("machine: four VMs at once, each with its own socket", async () => {
   const vms: Machine[] = [];
   try {
