@@ -129,13 +129,45 @@ export function parseCommandLine<O extends NonNullable<ParseArgsConfig["options"
   argv: string[],
   extra: O,
 ): { values: CommonValues & Record<string, unknown>; positionals: string[] } {
+  const options = { ...COMMON_OPTIONS, ...extra };
   const { values, positionals } = parseArgs({
-    args: argv,
-    options: { ...COMMON_OPTIONS, ...extra },
+    args: attachDashValues(argv, options),
+    options,
     allowPositionals: true,
     strict: true,
   });
   return { values: values as CommonValues & Record<string, unknown>, positionals };
+}
+
+/**
+ * Rewrites `--opt VALUE` as `--opt=VALUE` for string options whose value
+ * starts with "-" (`--launch-args "-M pc -S"`), which `parseArgs` would
+ * otherwise reject as ambiguous.
+ */
+function attachDashValues(
+  argv: string[],
+  options: NonNullable<ParseArgsConfig["options"]>,
+): string[] {
+  const out: string[] = [];
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i];
+    if (a === "--") {
+      out.push(...argv.slice(i));
+      break;
+    }
+    const name = a.startsWith("--") ? a.slice(2) : undefined;
+    const next = argv[i + 1];
+    if (
+      name !== undefined && options[name]?.type === "string" && next !== undefined &&
+      next.startsWith("-")
+    ) {
+      out.push(`${a}=${next}`);
+      i++;
+    } else {
+      out.push(a);
+    }
+  }
+  return out;
 }
 
 /** True when the options ask for a launched VM instead of an address. */

@@ -4,7 +4,7 @@
  *
  * @module
  */
-import type { TranscriptEntry } from "../../mod.ts";
+import { QmpError, type TranscriptEntry } from "../../mod.ts";
 import { parseArgsJson, parseKeyValues } from "./args.ts";
 import {
   COMMON_HELP,
@@ -121,11 +121,13 @@ export async function execCommand(argv: string[]): Promise<number> {
       writeOut(toJson(reply ?? { return: value }, pretty) + "\n");
     } else if (hmp !== undefined) {
       const text = hmpText(value);
-      writeOut(text);
       if (/^(Error: |unknown command: )/.test(text)) {
-        writeErr(formatError("qmp exec", new Error(text.split("\n")[0])) + "\n");
+        const [first, ...rest] = text.trimEnd().split("\n");
+        writeErr(formatError("qmp exec", new QmpError(`HMP: ${first}`)) + "\n");
+        if (rest.length) writeErr(rest.join("\n") + "\n");
         return EXIT_FAILURE;
       }
+      writeOut(text);
     } else {
       writeOut(toJson(value, pretty) + "\n");
     }

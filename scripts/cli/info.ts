@@ -496,7 +496,7 @@ export function formatInfo(r: InfoReport): string {
     add(
       "Block",
       ...r.block.map((b) => {
-        const name = b.device || b.qdev || "?";
+        const name = b.device || shortQdev(b.qdev) || "?";
         const medium = b.inserted
           ? describeImage(b.inserted)
           : b.removable
@@ -570,6 +570,12 @@ export function formatInfo(r: InfoReport): string {
     );
   }
   return out.join("\n");
+}
+
+/** `/machine/peripheral/ID/virtio-backend` → `ID`; other paths unchanged. */
+function shortQdev(qdev: string | null): string | null {
+  const m = qdev ? /^\/machine\/peripheral\/([^/]+)(\/.*)?$/.exec(qdev) : null;
+  return m ? m[1] : qdev;
 }
 
 function describeImage(img: ImageInfo): string {

@@ -85,8 +85,8 @@ Exit status: 0 ok (interactive: also when commands failed; also after "quit");
 1 a batch line failed, QEMU went away unexpectedly, or connection failed;
 2 usage error.`;
 
-/** What a line did. */
-export type LineStatus = "ok" | "error" | "exit";
+/** What a line did: `"quit"` is a successful QMP `quit` (the connection is closing). */
+export type LineStatus = "ok" | "error" | "exit" | "quit";
 
 /** Where a session writes. */
 export interface ShellOutput {
@@ -260,7 +260,7 @@ export class ShellSession {
       });
       this.#opts.log?.({ ...record, return: value });
       this.#out.result(toJson(value, this.#opts.pretty ?? false));
-      return "ok";
+      return cmd.execute === "quit" ? "quit" : "ok";
     } catch (err) {
       return this.#failed(err, record);
     }
@@ -503,6 +503,10 @@ async function batchLoop(
       }
       const status = await session.run(line);
       if (status === "exit") break;
+      if (status === "quit") {
+        await waitClosed(client);
+        break;
+      }
       if (status === "error") {
         failures++;
         if (!opts.keepGoing) return EXIT_FAILURE;
@@ -517,6 +521,13 @@ async function batchLoop(
   } finally {
     events?.stop();
   }
+}
+
+/** Waits (up to 5 s) for the connection to close after `quit`. */
+async function waitClosed(client: QmpClient): Promise<void> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  await Promise.race([client.closed, new Promise((r) => (timer = setTimeout(r, 5000)))]);
+  clearTimeout(timer);
 }
 
 /** Subscribes to all events and hands each to `sink` until stopped or the connection closes. */
@@ -629,6 +640,7 @@ async function interactiveLoop(
       const status = await session.run(r.line, current.signal);
       current = undefined;
       if (status === "exit") break;
+      if (status === "quit") await waitClosed(client);
     }
   } finally {
     events?.stop();
