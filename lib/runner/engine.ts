@@ -374,7 +374,7 @@ export async function runPlaybook(
         );
       }
     } else {
-      result.cleanupFailures = await ctx.runCleanups(interrupted ? 10_000 : 30_000);
+      result.cleanupFailures = await ctx.runCleanups(interrupted ? 10_000 : 30_000, interrupted);
     }
   }
 
@@ -572,9 +572,21 @@ class Context implements PlaybookContext {
     return this.#als.getStore() ?? this.#init.root;
   }
 
-  runBody(fn: (t: PlaybookContext) => unknown): Promise<unknown> {
+  async runBody(fn: (t: PlaybookContext) => unknown): Promise<unknown> {
     const root = this.#init.root;
-    return raceAbort(this.#als.run(root, async () => await fn(this)), root.signal);
+    const body = this.#als.run(root, async () => await fn(this));
+    try {
+      return await raceAbort(body, root.signal);
+    } catch (e) {
+      if (!root.signal.aborted || e !== root.signal.reason) throw e;
+      // Interrupted or timed out: the running step reports that itself as it unwinds,
+      // so give the body a moment to end with that step's failure.
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      const grace = new Promise<unknown>((resolve) => (timer = setTimeout(resolve, 1000, e)));
+      const outcome = await Promise.race([body.then(() => e, (x) => x), grace]);
+      clearTimeout(timer);
+      throw outcome;
+    }
   }
 
   async step(
@@ -664,8 +676,12 @@ class Context implements PlaybookContext {
     this.#cleanups.push(fn);
   }
 
-  /** Runs the cleanups, last registered first; each gets `timeoutMs`. Returns the failures. */
-  async runCleanups(timeoutMs: number): Promise<Failure[]> {
+  /**
+   * Runs the cleanups, last registered first; each gets `timeoutMs`. Returns the failures.
+   * When `interrupted`, a cleanup that fails because QEMU is gone (a terminal's Ctrl-C
+   * reaches QEMU too) is only logged.
+   */
+  async runCleanups(timeoutMs: number, interrupted: boolean): Promise<Failure[]> {
     const failures: Failure[] = [];
     while (this.#cleanups.length > 0) {
       const fn = this.#cleanups.pop()!;
@@ -678,7 +694,11 @@ class Context implements PlaybookContext {
       try {
         await raceAbort(this.#als.run(frame, async () => await fn()), ctl.signal);
       } catch (e) {
-        failures.push(describeFailure(e, "cleanup", this.#init.ring, undefined));
+        if (interrupted && e instanceof ConnectionClosedError) {
+          this.#init.log("runner", ["cleanup"], `cleanup skipped, QEMU is gone: ${e.message}`);
+        } else {
+          failures.push(describeFailure(e, "cleanup", this.#init.ring, undefined));
+        }
       } finally {
         clearTimeout(timer);
       }

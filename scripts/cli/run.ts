@@ -346,9 +346,9 @@ export async function runCommand(argv: string[]): Promise<number> {
     await Promise.all(Array.from({ length: Math.min(parallel, items.length) }, worker));
 
     const interrupted = interrupt.signal.aborted;
-    const final = results.map((r, i) =>
-      r ??
-        notRun(items[i], interrupted ? "not started: interrupted (Ctrl-C)" : "not started: --bail")
+    const final = items.map((item, i) =>
+      results[i] ??
+        notRun(item, interrupted ? "not started: interrupted (Ctrl-C)" : "not started: --bail")
     );
     const counts = countResults(final);
     const summary: RunSummary = {
