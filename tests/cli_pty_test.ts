@@ -1,0 +1,240 @@
+/**
+ * `qmp shell` on a real pseudo-terminal (tmux): Tab completion from the live
+ * schema, the candidate list on Tab Tab, events printed without garbling the
+ * input line, history (Up) within and across sessions, HMP mode, the TRANS>
+ * prompt, Ctrl-C and Ctrl-D. The tmux server is private to this test and
+ * always killed, as is QEMU.
+ */
+import { deepStrictEqual as assertEquals, ok as assert } from "node:assert/strict";
+import { connect } from "../mod.ts";
+import { delay, type RunningQemu, startQemu, type StartQemuOptions } from "./helpers/qemu.ts";
+
+const QMP_TS = new URL("../scripts/qmp.ts", import.meta.url).pathname;
+const PERMS = "--allow-read --allow-write --allow-net --allow-run --allow-env";
+const TMUX_SOCKET = `qmpkit-cli-test-${Deno.pid}`;
+
+function hasTmux(): boolean {
+  try {
+    return new Deno.Command("tmux", { args: ["-V"], stdout: "null", stderr: "null" })
+      .outputSync().success;
+  } catch {
+    return false;
+  }
+}
+
+async function tmux(...args: string[]): Promise<string> {
+  const out = await new Deno.Command("tmux", {
+    args: ["-L", TMUX_SOCKET, ...args],
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  if (!out.success) {
+    throw new Error(`tmux ${args.join(" ")}: ${new TextDecoder().decode(out.stderr)}`);
+  }
+  return new TextDecoder().decode(out.stdout);
+}
+
+/** A shell running in a tmux session. */
+class Pane {
+  constructor(readonly name: string) {}
+
+  static async start(name: string, command: string): Promise<Pane> {
+    await tmux("new-session", "-d", "-s", name, "-x", "200", "-y", "50", command);
+    return new Pane(name);
+  }
+
+  /** The visible screen, trailing blank lines removed. */
+  async screen(): Promise<string> {
+    return (await tmux("capture-pane", "-p", "-t", this.name)).replace(/\s+$/, "");
+  }
+
+  /** The last non-blank line (the prompt line while reading). */
+  async lastLine(): Promise<string> {
+    const lines = (await this.screen()).split("\n");
+    return lines[lines.length - 1].trimEnd();
+  }
+
+  /** Sends keys (tmux key names: Tab, Enter, Up, C-c, ...; other words are typed). */
+  async keys(...keys: string[]): Promise<void> {
+    await tmux("send-keys", "-t", this.name, ...keys);
+  }
+
+  /** Types text literally. */
+  async type(text: string): Promise<void> {
+    await tmux("send-keys", "-t", this.name, "-l", text);
+  }
+
+  /** Waits until `check(screen, lastLine)` holds. */
+  async waitFor(
+    what: string,
+    check: (screen: string, last: string) => boolean,
+    ms = 15_000,
+  ): Promise<string> {
+    const deadline = Date.now() + ms;
+    let screen = "";
+    while (Date.now() < deadline) {
+      screen = await this.screen();
+      const lines = screen.split("\n");
+      if (check(screen, lines[lines.length - 1].trimEnd())) return screen;
+      await delay(50);
+    }
+    throw new Error(`Timed out waiting for ${what}; screen:\n${screen}`);
+  }
+
+  /** Waits until the prompt line reads exactly `line`. */
+  waitLast(line: string): Promise<string> {
+    return this.waitFor(JSON.stringify(line), (_, last) => last === line);
+  }
+}
+
+async function startVm(options: StartQemuOptions): Promise<RunningQemu> {
+  const qemu = await startQemu(options);
+  try {
+    const probe = await connect(qemu.address, { retry: true, timeout: "10s", negotiate: false });
+    await probe.close();
+  } catch (err) {
+    await qemu[Symbol.asyncDispose]();
+    throw err;
+  }
+  return qemu;
+}
+
+Deno.test({
+  name: "qmp shell on a terminal: completion, events, history, HMP and transaction modes",
+  ignore: !hasTmux(),
+  async fn() {
+    const home = await Deno.makeTempDir({ prefix: "qmpkit-cli-home-" });
+    const second = `${home}/second.sock`;
+    await using qemu = await startVm({
+      machine: "pc",
+      paused: true,
+      extraArgs: ["-device", "qemu-xhci", "-qmp", `unix:${second},server=on,wait=off`],
+    });
+    await using other = await connect(`unix:${second}`, { retry: true, timeout: "10s" });
+    const shell = `env HOME=${home} XDG_STATE_HOME=${home}/state NO_COLOR=1 ` +
+      `${Deno.execPath()} run --quiet ${PERMS} ${QMP_TS} shell ${qemu.address}` +
+      `; echo "EXIT=$?"; sleep 60`;
+    try {
+      const pane = await Pane.start("s1", shell);
+      await pane.waitFor("the banner", (s) => s.includes("Tab completes"));
+      await pane.waitLast("(QEMU)");
+
+      // Tab completes a command name from the schema.
+      await pane.type("query-statu");
+      await pane.keys("Tab");
+      await pane.waitLast("(QEMU) query-status");
+      await pane.keys("Enter");
+      await pane.waitFor("the result", (s) => s.includes(`"status": "prelaunch"`));
+      await pane.waitLast("(QEMU)");
+
+      // Argument names, then run it.
+      await pane.type("device_add dr");
+      await pane.keys("Tab");
+      await pane.waitLast("(QEMU) device_add driver=");
+      await pane.type("usb-tablet id=t0");
+      await pane.keys("Enter");
+      await pane.waitFor("{}", (s) => s.split("\n").some((l) => l === "{}"));
+      const peripherals = await other.executeRaw("qom-list", { path: "/machine/peripheral" });
+      assert((peripherals as { name: string }[]).some((p) => p.name === "t0"));
+
+      // Ambiguous: the common prefix, then the candidates on Tab Tab.
+      await pane.type("query-sta");
+      await pane.keys("Tab");
+      await pane.waitLast("(QEMU) query-stat");
+      await pane.keys("Tab");
+      await pane.waitFor("the candidate list", (s) => s.includes("query-stats-schemas"));
+      await pane.waitLast("(QEMU) query-stat");
+      await pane.keys("C-u");
+      await pane.waitLast("(QEMU)");
+
+      // An event arriving while a line is half typed: printed above, input kept.
+      await pane.type("query-na");
+      await pane.waitLast("(QEMU) query-na");
+      await other.executeRaw("cont");
+      const screen = await pane.waitFor(
+        "the RESUME event above the prompt",
+        (s, last) => s.includes("event RESUME") && last === "(QEMU) query-na",
+      );
+      const rows = screen.split("\n");
+      assert(/^\[\d\d:\d\d:\d\d\.\d{3}\] event RESUME$/.test(rows[rows.length - 2]), screen);
+      await pane.keys("Tab");
+      await pane.waitLast("(QEMU) query-name");
+      await pane.keys("Enter");
+      await pane.waitLast("(QEMU)");
+
+      // History: Up recalls, Up again goes further back.
+      await pane.keys("Up");
+      await pane.waitLast("(QEMU) query-name");
+      await pane.keys("Up");
+      await pane.waitLast("(QEMU) device_add driver=usb-tablet id=t0");
+      await pane.keys("Down");
+      await pane.waitLast("(QEMU) query-name");
+      // Ctrl-C discards the line.
+      await pane.keys("C-c");
+      await pane.waitFor(
+        "^C and a fresh prompt",
+        (s, last) => s.includes("^C") && last === "(QEMU)",
+      );
+
+      // HMP mode with its own completion.
+      await pane.type("hmp");
+      await pane.keys("Enter");
+      await pane.waitLast("(HMP)");
+      await pane.type("info statu");
+      await pane.keys("Tab");
+      await pane.waitLast("(HMP) info status");
+      await pane.keys("Enter");
+      await pane.waitFor("HMP output", (s) => s.includes("VM status: running"));
+      await pane.type("qmp");
+      await pane.keys("Enter");
+      await pane.waitLast("(QEMU)");
+
+      // A multi-line transaction at the TRANS> prompt.
+      await pane.type("transaction(");
+      await pane.keys("Enter");
+      await pane.waitLast("TRANS>");
+      await pane.type("ab");
+      await pane.keys("Tab");
+      await pane.waitLast("TRANS> abort");
+      await pane.keys("Enter");
+      await pane.waitLast("TRANS>");
+      await pane.type(")");
+      await pane.keys("Enter");
+      await pane.waitFor(
+        "the transaction's error",
+        (s, last) =>
+          s.includes("Error: Transaction aborted using Abort action") && last === "(QEMU)",
+      );
+
+      // Ctrl-D on an empty line leaves with status 0.
+      await pane.keys("C-d");
+      await pane.waitFor("the exit status", (s) => s.includes("EXIT=0"));
+      const history = (await Deno.readTextFile(`${home}/state/qmpkit/history`)).split("\n");
+      assertEquals(history, [
+        "query-status",
+        "device_add driver=usb-tablet id=t0",
+        "query-name",
+        "hmp",
+        "info status",
+        "qmp",
+        "transaction(",
+        "abort",
+        ")",
+        "",
+      ]);
+
+      // History survives across sessions.
+      const pane2 = await Pane.start("s2", shell);
+      await pane2.waitLast("(QEMU)");
+      await pane2.keys("Up");
+      await pane2.waitLast("(QEMU) )");
+      await pane2.keys("Up", "Up", "Up");
+      await pane2.waitLast("(QEMU) qmp");
+      await pane2.keys("C-u", "C-d");
+      await pane2.waitFor("the exit status", (s) => s.includes("EXIT=0"));
+    } finally {
+      await tmux("kill-server").catch(() => {});
+      await Deno.remove(home, { recursive: true }).catch(() => {});
+    }
+  },
+});
