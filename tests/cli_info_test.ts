@@ -236,6 +236,15 @@ test("parsers: info network, info usb, query-pci bridges, byte sizes", () => {
     ],
   );
   assertEquals(parseInfoNetwork(""), []);
+  // Without -nodefaults the NIC and its backend hang off a hub.
+  const hubbed = parseInfoNetwork(
+    "hub 0\r\n \\ hub0port1: #net132: index=0,type=user,net=10.0.2.0,restrict=off\r\n" +
+      " \\ hub0port0: e1000e.0: index=0,type=nic,model=e1000e,macaddr=52:54:00:12:34:56\r\n",
+  );
+  assertEquals(hubbed.map((n) => [n.name, n.props.type, n.props.hubport, n.peer]), [
+    ["#net132", "user", "hub0port1", null],
+    ["e1000e.0", "nic", "hub0port0", null],
+  ]);
   assertEquals(parseInfoUsb("  Device 1.2, Port 1.4, Speed 12 Mb/s, Product QEMU USB Mouse\n"), [
     { address: "1.2", port: "1.4", speed: "12 Mb/s", product: "QEMU USB Mouse", id: null },
   ]);

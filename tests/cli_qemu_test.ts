@@ -266,6 +266,15 @@ Deno.test("qmp exec: exit status 1 for QMP and connection errors, 2 for usage er
   assert(helpInfo.stdout.startsWith("Usage: qmp info"), helpInfo.stdout);
 });
 
+Deno.test("qmp exec: TCP addresses (HOST:PORT and tcp:HOST:PORT)", async () => {
+  await using qemu = await startVm({ machine: "none", tcp: true });
+  for (const address of [`127.0.0.1:${qemu.port}`, `tcp:127.0.0.1:${qemu.port}`]) {
+    const r = await qmp(["exec", address, "query-status"]);
+    assertEquals(r.code, 0, show(r));
+    assertEquals(JSON.parse(r.stdout).status, "running");
+  }
+});
+
 Deno.test("qmp exec --launch: a throwaway VM, shut down at exit", async () => {
   const r = await qmp(["exec", "--launch", "--verbose", "query-status"]);
   assertEquals(r.code, 0, show(r));

@@ -49,7 +49,8 @@ function isParseArgsError(err: unknown): boolean {
  */
 export function formatError(prog: string, err: unknown, verbose = false): string {
   const e = err instanceof Error ? err : new Error(String(err));
-  const message = e.message.trim();
+  // The library speaks in API options; say it in CLI flags.
+  const message = e.message.trim().replace("Pass retry: true", "Use --retry");
   if (!verbose) {
     const [first, ...rest] = message.split("\n");
     const more = rest.length > 0 || (!(e instanceof QmpError) && !(e instanceof UsageError) &&

@@ -385,8 +385,15 @@ export function parseInfoNetwork(text: string): NetInfo[] {
     }
     return { name: m[1], props };
   };
-  for (const line of text.split("\n")) {
+  for (const line of text.split(/\r?\n/)) {
     if (line.trim() === "" || /^hub\s/i.test(line.trim())) continue;
+    // Devices on a hub (no -nodefaults): " \ hub0port1: e1000e.0: ..." stand alone.
+    const hub = /^\s*\\\s*(hub\d+port\d+):\s*(.*)$/.exec(line);
+    if (hub) {
+      const parsed = parseLine(hub[2]);
+      if (parsed) out.push({ ...parsed, props: { ...parsed.props, hubport: hub[1] }, peer: null });
+      continue;
+    }
     const isPeer = /^\s*\\/.test(line);
     const parsed = parseLine(line);
     if (!parsed) continue;
@@ -402,7 +409,7 @@ export function parseInfoNetwork(text: string): NetInfo[] {
 /** Parses HMP `info usb`: `  Device 0.0, Port 1, Speed 480 Mb/s, Product QEMU USB Tablet[, ID: t0]`. */
 export function parseInfoUsb(text: string): UsbInfo[] {
   const out: UsbInfo[] = [];
-  for (const line of text.split("\n")) {
+  for (const line of text.split(/\r?\n/)) {
     const m = /Device (\S+), Port (\S+), Speed (.+?), Product (.*?)(?:, ID: (.*))?\s*$/.exec(line);
     if (m) {
       out.push({ address: m[1], port: m[2], speed: m[3], product: m[4], id: m[5] ?? null });
@@ -523,11 +530,12 @@ export function formatInfo(r: InfoReport): string {
         const p = n.props;
         const what = p.type === "nic" ? [p.model, p.macaddr].filter(Boolean).join(" ") : [
           p.type,
-          ...Object.entries(p).filter(([k]) => k !== "type" && k !== "index")
+          ...Object.entries(p).filter(([k]) => !["type", "index", "hubport"].includes(k))
             .map(([k, v]) => `${k}=${v}`),
         ].join(" ");
         const peer = n.peer ? ` <-> ${n.peer.name} (${n.peer.props.type ?? "?"})` : "";
-        return `${n.name}: ${what}${peer}`;
+        const hub = p.hubport ? ` (on ${p.hubport.replace(/port\d+$/, "")})` : "";
+        return `${n.name}: ${what}${peer}${hub}`;
       }),
     );
   }
