@@ -6,7 +6,6 @@
  * @module
  */
 import { isAbsolute, join, relative, resolve } from "node:path";
-import { pathToFileURL } from "node:url";
 import { PlaybookLoadError } from "./errors.ts";
 import { isPlaybook, type Playbook } from "./playbook.ts";
 
@@ -115,18 +114,11 @@ export function displayPath(path: string, cwd: string = Deno.cwd()): string {
 }
 
 /**
- * Imports a playbook file and returns its default export. Throws
- * {@link PlaybookLoadError} (with the import error as `cause`) when the file
- * cannot be imported or its default export is not a playbook.
+ * Returns the playbook a module exports as its default, or throws
+ * {@link PlaybookLoadError} naming `display` when there is none. (The
+ * runner imports playbook files itself, with a dynamic `import()`.)
  */
-export async function loadPlaybook(file: string, display: string = file): Promise<Playbook> {
-  let mod: Record<string, unknown>;
-  try {
-    mod = await import(pathToFileURL(resolve(file)).href);
-  } catch (e) {
-    const detail = e instanceof Error ? `${e.name}: ${e.message}` : String(e);
-    throw new PlaybookLoadError(display, `failed to load: ${detail}`, { cause: e });
-  }
+export function playbookFromModule(mod: Record<string, unknown>, display: string): Playbook {
   const pb = mod.default;
   if (!isPlaybook(pb)) {
     const names = Object.keys(mod);

@@ -8,53 +8,40 @@
 import { ExpectationError } from "./errors.ts";
 import { diffValues, formatShort } from "./format.ts";
 
-type Primitive = string | number | bigint | boolean | symbol | null | undefined;
-
 /**
  * A recursive partial of `T`: every object member optional, arrays matched
  * element-wise. Used by {@link Expectation.toMatchObject} and event `where`
  * patterns.
  */
-export type DeepPartial<T> = T extends Primitive ? T
+export type DeepPartial<T> = T extends
+  string | number | bigint | boolean | symbol | null | undefined ? T
   : T extends (...args: never[]) => unknown ? T
   : T extends readonly (infer E)[] ? readonly DeepPartial<E>[]
   : T extends object ? { [K in keyof T]?: DeepPartial<T[K]> }
   : T;
 
-/** `A` when `T` is `unknown` (or `any`), else `B`. */
-type IfUnknown<T, A, B> = unknown extends T ? A : B;
-
 /** What {@link Expectation.toContain} accepts for a value of type `T`. */
-export type ContainItem<T> = IfUnknown<
-  T,
-  unknown,
-  NonNullable<T> extends string ? string
-    : NonNullable<T> extends readonly (infer E)[] ? DeepPartial<E>
-    : NonNullable<T> extends ReadonlySet<infer E> ? E
-    : NonNullable<T> extends Iterable<infer E> ? E
-    : never
->;
+export type ContainItem<T> = unknown extends T ? unknown
+  : NonNullable<T> extends string ? string
+  : NonNullable<T> extends readonly (infer E)[] ? DeepPartial<E>
+  : NonNullable<T> extends ReadonlySet<infer E> ? E
+  : NonNullable<T> extends Iterable<infer E> ? E
+  : never;
 
 /** The operand type of the ordering matchers: numbers (or bigints) only. */
-export type Comparable<T> = IfUnknown<
-  T,
-  number | bigint,
-  NonNullable<T> extends number | bigint ? number | bigint : never
->;
+export type Comparable<T> = unknown extends T ? number | bigint
+  : NonNullable<T> extends number | bigint ? number | bigint
+  : never;
 
 /** The pattern type of {@link Expectation.toMatch}: only for strings. */
-export type StringPattern<T> = IfUnknown<
-  T,
-  string | RegExp,
-  NonNullable<T> extends string ? string | RegExp : never
->;
+export type StringPattern<T> = unknown extends T ? string | RegExp
+  : NonNullable<T> extends string ? string | RegExp
+  : never;
 
 /** The operand of {@link Expectation.toHaveLength}: only for values with a `length`. */
-export type LengthOperand<T> = IfUnknown<
-  T,
-  number,
-  NonNullable<T> extends { readonly length: number } ? number : never
->;
+export type LengthOperand<T> = unknown extends T ? number
+  : NonNullable<T> extends { readonly length: number } ? number
+  : never;
 
 /**
  * Assertions on one value. Each matcher throws an {@link ExpectationError}

@@ -125,7 +125,10 @@ export interface PlaybookContext {
   readonly attached: boolean;
   /**
    * Aborted when the current step or the playbook times out, or the run is
-   * interrupted (Ctrl-C). Pass it to long waits.
+   * interrupted (Ctrl-C). Pass it to long waits. It is the signal of the step
+   * running in the current async context (steps may run concurrently), so
+   * read it inside the step, e.g. `const { signal } = t;` before registering
+   * callbacks that run later.
    */
   readonly signal: AbortSignal;
   /** A private temporary directory for this playbook, removed when it ends. */

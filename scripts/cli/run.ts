@@ -10,11 +10,11 @@
  * @module
  */
 import { dirname } from "node:path";
-import { fileURLToPath } from "node:url";
+import { fileURLToPath, pathToFileURL } from "node:url";
 import { parseArgs } from "node:util";
 import { parseDuration } from "../../lib/duration.ts";
 import { parseAddress } from "../../lib/address.ts";
-import { displayPath, loadPlaybook, resolvePlaybooks } from "../../lib/runner/discover.ts";
+import { displayPath, playbookFromModule, resolvePlaybooks } from "../../lib/runner/discover.ts";
 import {
   describeFailure,
   killAllMachines,
@@ -26,7 +26,7 @@ import {
   runPlaybook,
   type StepFilter,
 } from "../../lib/runner/engine.ts";
-import { InterruptedError } from "../../lib/runner/errors.ts";
+import { InterruptedError, PlaybookLoadError } from "../../lib/runner/errors.ts";
 import type { Playbook } from "../../lib/runner/playbook.ts";
 import {
   countResults,
@@ -383,6 +383,20 @@ export async function runCommand(argv: string[]): Promise<number> {
     globalThis.removeEventListener("error", onError);
     await killAllMachines();
   }
+}
+
+/**
+ * Imports a playbook file (dynamic `import()` of its file URL: needs --allow-read)
+ * and returns its default export; throws {@link PlaybookLoadError} naming the file.
+ */
+async function loadPlaybook(file: string, display: string): Promise<Playbook> {
+  let mod: Record<string, unknown>;
+  try {
+    mod = await import(pathToFileURL(file).href);
+  } catch (e) {
+    throw new PlaybookLoadError(display, `failed to load: ${describe(e)}`, { cause: e });
+  }
+  return playbookFromModule(mod, display);
 }
 
 function describe(e: unknown): string {
