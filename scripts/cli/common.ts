@@ -14,7 +14,7 @@ import {
   LaunchError,
   type Machine,
   parseDuration,
-  QmpClient,
+  type QmpClient,
   QmpCommandError,
   QmpError,
 } from "../../mod.ts";
@@ -332,5 +332,3 @@ export async function withTarget<T>(
 export function isCommandError(err: unknown, errorClass?: string): err is QmpCommandError {
   return err instanceof QmpCommandError && (errorClass === undefined || err.class === errorClass);
 }
-
-export { QmpClient };

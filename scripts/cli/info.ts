@@ -341,7 +341,7 @@ function imageOf(n: Obj): ImageInfo {
 }
 
 /** Flattens `query-pci` (bridges included) into one list. */
-export function flattenPci(buses: Obj[]): PciInfo[] {
+export function flattenPci(buses: Record<string, unknown>[]): PciInfo[] {
   const out: PciInfo[] = [];
   const walk = (devices: Obj[]) => {
     for (const d of devices) {
