@@ -8,6 +8,7 @@
  * @module
  */
 import { playbook } from "../lib/runner/playbook.ts";
+import { guestShell } from "./guest_shell.ts";
 
 async function qemuImg(...args: string[]): Promise<void> {
   const out = await new Deno.Command("qemu-img", { args, stdout: "null", stderr: "piped" })
@@ -71,9 +72,9 @@ export default playbook({
     await t.step("guest sees the disk", async () => {
       // PCIe hotplug takes the guest a moment: ask until the disk's serial shows up.
       await t.eventually(async () => {
-        await t.vm.console.write("cat /sys/block/vda/serial\n");
-        await t.vm.console.waitFor("qmpkit-disk1", { timeout: "1s", signal: t.signal });
-      }, { timeout: "20s", interval: "200ms", message: "the guest lists /dev/vda" });
+        const serial = await guestShell(t, t.vm.console, "cat /sys/block/vda/serial 2>&1");
+        t.expect(serial).toBe("qmpkit-disk1");
+      }, { timeout: "20s", interval: "200ms" });
     });
   });
 

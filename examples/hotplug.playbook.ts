@@ -7,6 +7,7 @@
  * @module
  */
 import { playbook } from "../lib/runner/playbook.ts";
+import { guestShell } from "./guest_shell.ts";
 
 const MAC = "52:54:00:12:34:56";
 
@@ -38,9 +39,8 @@ export default playbook({
     });
     await t.step("guest sees the NIC", async () => {
       await t.eventually(async () => {
-        await t.vm.console.write("cat /sys/class/net/*/address\n");
-        await t.vm.console.waitFor(MAC, { timeout: "1s", signal: t.signal });
-      }, { timeout: "20s", interval: "200ms", message: `the guest lists ${MAC}` });
+        t.expect(await guestShell(t, t.vm.console, "cat /sys/class/net/*/address")).toContain(MAC);
+      }, { timeout: "20s", interval: "200ms" });
     });
     await t.step("device_del → DEVICE_DELETED, netdev_del", async () => {
       const ev = await t.expectEvent(

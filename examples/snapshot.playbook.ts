@@ -7,6 +7,7 @@
  * @module
  */
 import { playbook } from "../lib/runner/playbook.ts";
+import { guestShell } from "./guest_shell.ts";
 
 export default playbook({
   name: "snapshot: snapshot-save and snapshot-load jobs",
@@ -15,13 +16,8 @@ export default playbook({
   timeout: "2m",
 }, async (t) => {
   const image = `${t.tempDir}/state.qcow2`;
-  /** Runs a shell command on the guest's serial console and returns the number it prints. */
-  const guestMark = async () => {
-    // The command line (echoed back) never contains "mark=<digits>": only the output does.
-    await t.vm.console.write("echo mark=$(cat /tmp/mark)\n");
-    const m = await t.vm.console.waitFor(/mark=(\d+)/, { timeout: "10s", signal: t.signal });
-    return m.groups[0];
-  };
+  /** The number in the guest's /tmp/mark (its root is in RAM, so it is part of the VM state). */
+  const guestMark = () => guestShell(t, t.vm.console, "cat /tmp/mark");
 
   await t.step("boots to ready", async () => {
     await t.vm.console.waitFor("QMPKIT-GUEST-READY", { timeout: "90s", signal: t.signal });
@@ -42,7 +38,7 @@ export default playbook({
   });
 
   await t.step("snapshot-save", async () => {
-    await t.vm.console.write("echo $((40 + 2)) > /tmp/mark\n");
+    await guestShell(t, t.vm.console, "echo 42 > /tmp/mark");
     t.expect(await guestMark()).toBe("42");
     const done = await t.expectEvent(
       "JOB_STATUS_CHANGE",
@@ -64,7 +60,7 @@ export default playbook({
   });
 
   await t.step("guest changes its state", async () => {
-    await t.vm.console.write("echo $((50 + 5)) > /tmp/mark\n");
+    await guestShell(t, t.vm.console, "echo 55 > /tmp/mark");
     t.expect(await guestMark()).toBe("55");
   });
 
