@@ -509,7 +509,7 @@ export function formatInfo(r: InfoReport): string {
           : b.removable
           ? `empty${b.trayOpen ? " (tray open)" : ""}`
           : "no medium";
-        return `${name}: ${medium}${b.device && b.qdev ? ` on ${b.qdev}` : ""}`;
+        return `${name}: ${medium}${b.device && b.qdev ? ` on ${shortQdev(b.qdev)}` : ""}`;
       }),
     );
   }
