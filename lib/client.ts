@@ -993,10 +993,12 @@ export async function connect(
   const where = formatAddress(parsed);
   const timeoutMs = parseDuration(opts.timeout ?? "10s");
   if (!isLoopback(parsed)) {
-    console.warn(
-      `qmpkit: warning: ${where} is not a loopback address; QMP has no authentication or ` +
-        `encryption, so anyone who can reach it controls the VM`,
+    const warning = new QmpError(
+      `${where} is not a loopback address; QMP has no authentication or encryption, ` +
+        `so anyone who can reach it controls the VM`,
     );
+    if (opts.onWarning) opts.onWarning(warning);
+    else console.warn(`qmpkit: warning: ${warning.message}`);
   }
   const deadline = Date.now() + timeoutMs;
   const conn = await openTransport(parsed, {
