@@ -97,3 +97,54 @@ export {
 } from "./lib/console.ts";
 export { findTinyGuest, guestCacheDir, GuestNotBuiltError, type TinyGuest } from "./lib/guest.ts";
 export type * from "./lib/qapi/types.ts";
+export {
+  type EventuallyOptions,
+  type ExpectedCommandError,
+  type ExpectedErrorType,
+  type ExpectEventOptions,
+  isPlaybook,
+  type Playbook,
+  playbook,
+  type PlaybookContext,
+  type PlaybookFn,
+  type PlaybookLaunchOptions,
+  type PlaybookMeta,
+  type PlaybookVmOptions,
+  type QmpErrorClass,
+  type StepOptions,
+} from "./lib/runner/playbook.ts";
+export {
+  type Comparable,
+  type ContainItem,
+  type DeepPartial,
+  expect,
+  type Expectation,
+  type LengthOperand,
+  type StringPattern,
+} from "./lib/runner/expect.ts";
+export {
+  ExpectationError,
+  InterruptedError,
+  PlaybookLoadError,
+  PlaybookTimeoutError,
+  PlaybookUsageError,
+  StepFailedError,
+  StepTimeoutError,
+} from "./lib/runner/errors.ts";
+export {
+  type Failure,
+  type KeptVm,
+  type ListedStep,
+  listPlaybook,
+  type LogEntry,
+  parseFilter,
+  type PlaybookInfo,
+  type PlaybookListing,
+  type PlaybookResult,
+  type RunObserver,
+  runPlaybook,
+  type RunPlaybookOptions,
+  type StepFilter,
+  type StepResult,
+  type TranscriptRecord,
+} from "./lib/runner/engine.ts";

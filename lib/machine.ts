@@ -378,6 +378,9 @@ export async function launch(options: LaunchOptions = {}): Promise<Machine> {
       stdin: "piped",
       stdout: "piped",
       stderr: "piped",
+      // Own session: a terminal's Ctrl-C goes to the owner only, which can then run
+      // its QMP cleanups before stopping QEMU. The death signal still covers the owner dying.
+      detached: true,
     }).spawn();
   } catch (cause) {
     await Deno.remove(dir, { recursive: true }).catch(() => {});
