@@ -682,6 +682,7 @@ export class QmpClient implements AsyncDisposable {
           this.#dispatch(m);
           if (!current()) return;
         }
+        if (framer.failure) throw framer.failure;
       }
     } catch (err) {
       if (current()) this.#onReadOrWriteError(err);

@@ -79,6 +79,26 @@ export class JsonObjectFramer {
   push(chunk: Uint8Array): Record<string, unknown>[] {
     if (this.#failed) throw this.#failed;
     const out: Record<string, unknown>[] = [];
+    try {
+      this.#scan(chunk, out);
+    } catch (err) {
+      // Objects completed before the bad bytes are still valid messages: return them,
+      // and report the error through `failure` and on the next call.
+      if (out.length === 0) throw err;
+    }
+    return out;
+  }
+
+  /**
+   * The protocol error that stopped the framer, if any. Set when a chunk held
+   * complete objects followed by bad bytes: `push` returned those objects, and
+   * the caller should check this after handling them.
+   */
+  get failure(): ProtocolError | undefined {
+    return this.#failed;
+  }
+
+  #scan(chunk: Uint8Array, out: Record<string, unknown>[]): void {
     const n = chunk.length;
     let i = 0;
     let start = 0; // start of the current message within this chunk
@@ -129,7 +149,6 @@ export class JsonObjectFramer {
         this.#partsSize = size;
       }
     }
-    return out;
   }
 
   /**
@@ -137,7 +156,7 @@ export class JsonObjectFramer {
    * message was left incomplete (the peer closed mid-message).
    */
   end(): void {
-    if (this.#failed) return;
+    if (this.#failed) throw this.#failed;
     if (this.#depth !== 0) {
       const head = new TextDecoder().decode(this.#parts[0]?.subarray(0, 60) ?? new Uint8Array());
       throw this.#fail(

@@ -120,3 +120,13 @@ Deno.test("framing: end() reports a truncated message", () => {
   feed(clean, '{"a": 1}\r\n');
   clean.end();
 });
+
+Deno.test("framing: objects before bad bytes in the same chunk are returned, then the error", () => {
+  const framer = new JsonObjectFramer();
+  const out = feed(framer, '{"return": {}, "id": 1}\r\n{"event": "STOP"}\r\nGARBAGE');
+  assert.deepEqual(out, [{ return: {}, id: 1 }, { event: "STOP" }]);
+  assert.ok(framer.failure instanceof ProtocolError);
+  assert.match(framer.failure.message, /GARBAGE/);
+  assert.throws(() => feed(framer, "{}"), ProtocolError);
+  assert.throws(() => framer.end(), ProtocolError);
+});
