@@ -199,7 +199,7 @@ console.log(
     `min ${(Math.min(...samples.map((s) => s.rss)) / MiB).toFixed(1)}, ` +
     `max ${(Math.max(...samples.map((s) => s.rss)) / MiB).toFixed(1)}), ` +
     `fds ${base.fds} → ${last.fds}; QEMU fds ${base.qemuFds} → ${last.qemuFds}; ` +
-    `QEMU exit: ${vm.describeExit()?.split("\n")[0]}`,
+    `QEMU exit: ${vm.describeExit()?.replace(/\s*\n\s*/g, " ⏎ ")}`,
 );
 const flat = fdGrowth <= 0 && rssGrowth <= MAX_RSS_GROWTH;
 console.log(flat ? "flat: yes" : "flat: NO (fds or RSS grew)");
