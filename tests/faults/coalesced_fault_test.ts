@@ -4,11 +4,12 @@
  * event and then the fault in one write, so the client reads them in one
  * chunk.
  *
- * Today these fail: `JsonObjectFramer.push()` throws on the fault and the
- * objects it had already completed from the same chunk are discarded, so the
- * reply's command rejects with ConnectionClosedError and the event is lost —
- * while the same bytes split over two reads deliver both. The outcome depends
- * on TCP/unix read boundaries, i.e. on timing.
+ * Regression test: `JsonObjectFramer.push()` used to throw on the fault and
+ * discard the objects it had already completed from the same chunk, so the
+ * reply's command rejected with ConnectionClosedError and the event was lost,
+ * while the same bytes split over two reads delivered both (fixed in the
+ * framing commit "messages completed before bad bytes in the same read are
+ * delivered, then the error").
  */
 import assert from "node:assert/strict";
 import { connect } from "../../lib/client.ts";
