@@ -27,7 +27,7 @@ import {
   timestampToDate,
 } from "./protocol.ts";
 import { openTransport, type Transport } from "./transport.ts";
-import { redactMessage } from "./redact.ts";
+import { redactMessage, redactReply } from "./redact.ts";
 import { QmpSchema, type SchemaEntry } from "./qapi/schema.ts";
 import type {
   CommandArgs,
@@ -783,7 +783,11 @@ export class QmpClient implements AsyncDisposable {
   }
 
   #dispatch(raw: Record<string, unknown>): void {
-    this.#record("recv", raw);
+    if (this.#options.transcript) {
+      // Replies are recorded with their request as context, for redaction.
+      const request = typeof raw.id === "number" ? this.#pending.get(raw.id) : undefined;
+      this.#record("recv", raw, request);
+    }
     if (!this.#greeting) {
       const greeting = parseGreeting(raw); // throws ProtocolError: ends the connection
       this.#greeting = greeting;
@@ -860,10 +864,18 @@ export class QmpClient implements AsyncDisposable {
     );
   }
 
-  #record(direction: "send" | "recv", message: Record<string, unknown>): void {
+  #record(
+    direction: "send" | "recv",
+    message: Record<string, unknown>,
+    request?: Pending,
+  ): void {
     const hook = this.#options.transcript;
     if (!hook) return;
-    const redacted = this.#options.redact === false ? message : redactMessage(message);
+    const redacted = this.#options.redact === false
+      ? message
+      : request
+      ? redactReply(message, request.command, request.args)
+      : redactMessage(message);
     try {
       hook({ time: new Date(), direction, message: redacted });
     } catch (cause) {

@@ -61,3 +61,23 @@ function redactHmp(line: string): string {
   if (set) return set[1] + REDACTED + line.slice(set[0].length);
   return line.replace(/((?:^|,)(?:data|password|secret)=)[^,\s]*/g, `$1${REDACTED}`);
 }
+
+const SECRET_PROPERTY = /^(data|password|passwd|passphrase|secret|key)$/i;
+
+/**
+ * Redacts a reply whose value is a secret read back from QEMU: `qom-get` of a
+ * `data`/`password`-like property (e.g. a `secret` object's data). Other
+ * replies go through {@link redactMessage}.
+ */
+export function redactReply<T>(reply: T, command: string | undefined, args: unknown): T {
+  const property = typeof args === "object" && args !== null
+    ? (args as Record<string, unknown>).property
+    : undefined;
+  if (
+    command === "qom-get" && typeof property === "string" && SECRET_PROPERTY.test(property) &&
+    typeof reply === "object" && reply !== null && "return" in reply
+  ) {
+    return { ...reply, return: REDACTED } as T;
+  }
+  return redactMessage(reply);
+}

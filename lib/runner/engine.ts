@@ -69,6 +69,8 @@ export interface Failure {
   transcript: TranscriptRecord[];
   /** The last lines of the launched VM's serial console, when it has one. */
   consoleTail?: string;
+  /** How QEMU ended (`killed by SIGKILL; stderr: ...`), when it died during the playbook. */
+  qemuExit?: string;
 }
 
 /** The outcome of one step. */
@@ -354,6 +356,8 @@ export async function runPlaybook(
     } catch (e) {
       if (!(e instanceof StepFailedError)) {
         result.failure = describeFailure(e, "(playbook)", ring, consoleTail(machines[0]?.machine));
+        const exit = await qemuExit(e, machines[0]?.machine);
+        if (exit) result.failure.qemuExit = exit;
       }
     }
   }
@@ -418,6 +422,26 @@ export async function runPlaybook(
 
 function failedStep(s: StepResult): boolean {
   return s.status === "failed";
+}
+
+/**
+ * When the connection to QEMU was lost, waits briefly for QEMU's exit status
+ * (it lags the socket's close by a few ms) and describes it.
+ */
+async function qemuExit(error: unknown, machine: Machine | undefined): Promise<string | undefined> {
+  if (!machine) return undefined;
+  let lost = false;
+  for (let e: unknown = error, i = 0; e instanceof Error && i < 8; e = e.cause, i++) {
+    if (e instanceof ConnectionClosedError) lost = true;
+  }
+  if (!lost && machine.running) return undefined;
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  await Promise.race([
+    machine.exited,
+    new Promise((r) => (timer = setTimeout(r, 1000))),
+  ]);
+  clearTimeout(timer);
+  return machine.describeExit();
 }
 
 function consoleTail(machine: Machine | undefined, lines = 15): string | undefined {
@@ -662,6 +686,8 @@ class Context implements PlaybookContext {
     if (error instanceof StepFailedError) result.nestedFailure = true;
     else {
       result.failure = describeFailure(error, text, this.#init.ring, this.#consoleTail());
+      const exit = await qemuExit(error, this.#init.machine);
+      if (exit) result.failure.qemuExit = exit;
     }
     observer.stepEnd?.(info, result);
     throw new StepFailedError(path, { cause: error });

@@ -336,6 +336,7 @@ class PrettyReporter implements Reporter {
       out.push(this.#dim(`last QMP messages (${f.transcript.length}):`));
       for (const rec of f.transcript) out.push(`  ${this.#dim(formatTranscriptLine(rec, 160))}`);
     }
+    if (f.qemuExit) out.push(`QEMU ${f.qemuExit.replace(/\n/g, "\n  ")}`);
     if (f.consoleTail) {
       out.push(this.#dim("serial console (last lines):"));
       for (const l of f.consoleTail.split("\n")) out.push(`  ${this.#dim("| " + l)}`);
@@ -448,6 +449,7 @@ export function failureText(f: Failure): string {
       ...f.transcript.map((r) => "  " + formatTranscriptLine(r)),
     );
   }
+  if (f.qemuExit) lines.push("", `QEMU ${f.qemuExit}`);
   if (f.consoleTail) {
     lines.push(
       "",
