@@ -221,6 +221,8 @@ export class QmpClient implements AsyncDisposable {
   #quitSent = false;
   #closeError: ConnectionClosedError | undefined;
   #schema: Promise<QmpSchema> | undefined;
+  /** Set when a listener is half full: the read loop yields so its consumer can run. */
+  #letListenersCatchUp = false;
   readonly #dial: (() => Promise<Transport>) | undefined;
   #readLoop: Promise<void>;
   #resolveClosed!: () => void;
@@ -681,6 +683,13 @@ export class QmpClient implements AsyncDisposable {
         for (const m of messages) {
           this.#dispatch(m);
           if (!current()) return;
+          if (this.#letListenersCatchUp) {
+            // One read can hold thousands of events; let consumers drain their buffers
+            // (a macrotask runs all their pending microtasks) before delivering more.
+            this.#letListenersCatchUp = false;
+            await new Promise((r) => setTimeout(r, 0));
+            if (!current()) return;
+          }
         }
         if (framer.failure) throw framer.failure;
       }
@@ -810,7 +819,9 @@ export class QmpClient implements AsyncDisposable {
         if (this.#history.length >= this.#historySize) this.#history.shift();
         this.#history.push(event);
       }
-      for (const l of this.#listeners) l.deliver(event);
+      for (const l of this.#listeners) {
+        if (l.deliver(event) && l.size * 2 > l.capacity) this.#letListenersCatchUp = true;
+      }
       return;
     }
     const id = msg.id;

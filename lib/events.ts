@@ -142,6 +142,11 @@ export class EventListener<E extends QmpEvent = QmpEvent>
     }
   }
 
+  /** Maximum number of buffered events (`bufferSize`). */
+  get capacity(): number {
+    return this.#capacity;
+  }
+
   /** Number of events buffered and not yet read. */
   get size(): number {
     return this.#count;
