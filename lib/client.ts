@@ -259,7 +259,7 @@ export class QmpClient implements AsyncDisposable {
     return this.#greeting;
   }
 
-  /** Current state: `"connecting"` until the greeting, `"open"`, then `"closed"`. */
+  /** Current state: `"connecting"` until the greeting, `"open"`, `"reconnecting"`, `"closed"`. */
   get state(): ClientState {
     return this.#state;
   }
