@@ -806,6 +806,12 @@ export class QmpClient implements AsyncDisposable {
       w?.resolve(greeting);
       return;
     }
+    if ("QMP" in raw && !("return" in raw) && !("error" in raw) && !("event" in raw)) {
+      // QEMU 7.2 over TCP can send a second greeting on a new connection when the previous
+      // client disconnected just before (its "opened" handling races the new accept).
+      // It carries nothing new: skip it.
+      return;
+    }
     const msg = classifyMessage(raw);
     if (msg.kind === "event") {
       const event: QmpEvent = {

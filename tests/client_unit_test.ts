@@ -539,3 +539,13 @@ Deno.test("client: a throwing transcript hook is reported and does not leak a pe
   assert.ok(warnings.some((w) => /transcript hook threw/.test(w.message)));
   await client.close();
 });
+
+Deno.test("client: a repeated greeting (QEMU over TCP after a quick reconnect) is skipped", async () => {
+  const { client, peer } = await open();
+  peer.greet();
+  const p = client.executeRaw("x");
+  peer.reply(await peer.recv(), 7);
+  assert.equal(await p, 7);
+  assert.equal(client.state, "open");
+  await client.close();
+});
