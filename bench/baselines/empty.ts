@@ -1,0 +1,1 @@
+// Empty script: Deno start-up alone, for bench/cli_startup.ts.

@@ -1,0 +1,364 @@
+/**
+ * Fleet: one process drives many connections at once.
+ *
+ * - 50 real QEMUs (`-machine none`, `launch()`), concurrently; each: launch
+ *   (spawn, connect, negotiate), 100 × `query-status`, 5 events (stop → STOP,
+ *   cont → RESUME, twice, then system_reset → RESET; each wait armed before
+ *   the command), then `shutdown()` (quit) and exit. Baseline: the same work
+ *   from a bare Python asyncio client (`bench/baselines/fleet.py vms`) with the
+ *   same QEMU command line.
+ * - 1,000 connections to a fake server (`bench/baselines/fake_fleet_server.ts`,
+ *   its own process) at once; each: greeting, negotiate, wait until all are
+ *   connected (RSS sampled there), N × `query-status`, close. Baseline:
+ *   `fleet.py fake`.
+ *
+ * Each side runs in a fresh process (RSS delta = peak RSS during the run minus
+ * RSS before it, sampled every 20 ms and at the all-connected point), ours
+ * and the baseline alternating; medians of the runs.
+ *
+ *   deno run -A bench/fleet.ts [--vms=50] [--conns=1000] [--commands=100] [--fake-commands=10]
+ *                              [--runs=3]
+ *                              [--quick] [--json] [--compare=LIBDIR]
+ *
+ * @module
+ */
+import {
+  bytes,
+  DENO_FLAGS,
+  emit,
+  flag,
+  here,
+  loadLib,
+  median,
+  num,
+  percentile,
+  python,
+  type Row,
+  runJson,
+} from "./main.ts";
+
+/** What one worker process reports. */
+interface FleetResult {
+  seconds: number;
+  items: number[];
+  /** Peak RSS during the run minus RSS before it. */
+  rssDelta: number;
+  /** Fake fleet: RSS, V8 heap and external memory at the all-connected point, minus before. */
+  connected?: { rss: number; heapUsed: number; external: number };
+  commandMs?: number[];
+}
+
+const EVENTS = [
+  ["stop", "STOP"],
+  ["cont", "RESUME"],
+  ["stop", "STOP"],
+  ["cont", "RESUME"],
+  ["system_reset", "RESET"],
+] as const;
+
+/** Samples RSS every 20 ms until stopped; returns the peak. */
+function rssSampler(): { stop(): number; sample(): void } {
+  let peak = Deno.memoryUsage().rss;
+  const sample = () => (peak = Math.max(peak, Deno.memoryUsage().rss));
+  const timer = setInterval(sample, 20);
+  return {
+    sample,
+    stop() {
+      clearInterval(timer);
+      sample();
+      return peak;
+    },
+  };
+}
+
+/** Worker: `count` QEMUs at once through launch(). */
+async function workerVms(count: number, commands: number): Promise<FleetResult> {
+  const { machine } = await loadLib();
+  const before = Deno.memoryUsage().rss;
+  const rss = rssSampler();
+  const commandMs: number[] = [];
+  const one = async (i: number) => {
+    const t0 = performance.now();
+    await using vm = await machine.launch({
+      name: `bench-fleet-${i}`,
+      timeout: "120s",
+      qmp: { commandTimeout: "60s" },
+    });
+    const qmp = vm.qmp;
+    for (let k = 0; k < commands; k++) {
+      const c0 = performance.now();
+      await qmp.execute("query-status");
+      commandMs.push(performance.now() - c0);
+    }
+    for (const [command, event] of EVENTS) {
+      const seen = qmp.waitEvent(event, { timeout: "60s" });
+      await qmp.execute(command);
+      await seen;
+    }
+    const status = await vm.shutdown({ quitTimeout: "30s" });
+    if (status.code !== 0) throw new Error(`VM ${i} exited with ${status.code}`);
+    return (performance.now() - t0) / 1000;
+  };
+  const t0 = performance.now();
+  const items = await Promise.all(Array.from({ length: count }, (_, i) => one(i)));
+  const seconds = (performance.now() - t0) / 1000;
+  return { seconds, items, rssDelta: rss.stop() - before, commandMs };
+}
+
+/** Worker: `count` connections at once to the fake server at `address`. */
+async function workerFake(address: string, count: number, commands: number) {
+  const { client } = await loadLib();
+  const mem0 = Deno.memoryUsage();
+  const before = mem0.rss;
+  const rss = rssSampler();
+  let arrived = 0;
+  let allConnected!: () => void;
+  const barrier = new Promise<void>((r) => (allConnected = r));
+  let connected: FleetResult["connected"];
+  const one = async () => {
+    const t0 = performance.now();
+    await using qmp = await client.connect(address, { timeout: "120s", retry: true });
+    if (++arrived === count) {
+      rss.sample();
+      const m = Deno.memoryUsage();
+      connected = {
+        rss: m.rss - mem0.rss,
+        heapUsed: m.heapUsed - mem0.heapUsed,
+        external: m.external - mem0.external,
+      };
+      allConnected();
+    }
+    await barrier;
+    for (let k = 0; k < commands; k++) await qmp.execute("query-status");
+    await qmp.close();
+    return (performance.now() - t0) / 1000;
+  };
+  const t0 = performance.now();
+  const items = await Promise.all(Array.from({ length: count }, one));
+  const seconds = (performance.now() - t0) / 1000;
+  return { seconds, items, rssDelta: rss.stop() - before, connected };
+}
+
+async function spawnWorker(args: string[], lib?: string): Promise<FleetResult> {
+  return await runJson<FleetResult>(Deno.execPath(), [
+    "run",
+    ...DENO_FLAGS,
+    here("fleet.ts"),
+    ...args,
+    ...(lib ? [`--lib=${lib}`] : []),
+  ], 240_000);
+}
+
+/** The QEMU command line launch() uses, with the socket path as "@SOCK@". */
+async function launchArgv(): Promise<string[]> {
+  const { machine } = await loadLib();
+  await using vm = await machine.launch({ name: "bench-fleet-probe", timeout: "60s" });
+  return vm.commandLine.map((a) => a.replace(vm.socketPath, "@SOCK@"));
+}
+
+/** Runs both fleets; returns rows. */
+export async function bench(
+  options: {
+    vms: number;
+    conns: number;
+    commands: number;
+    fakeCommands: number;
+    runs: number;
+    compare?: string;
+  },
+) {
+  const py = await python();
+  const rows: Row[] = [];
+  const notes: string[] = [];
+  const s = (x: number) => `${num(x, 2)} s`;
+  const ms = (x: number) => `${num(x * 1000, 0)} ms`;
+  const report = (figure: string, ours: string, base: string, ratio: number): Row => ({
+    figure,
+    ours,
+    baseline: base,
+    ratio,
+    target: "report",
+    met: undefined,
+  });
+  const summarize = (
+    label: string,
+    unit: string,
+    count: number,
+    ours: FleetResult[],
+    raw: FleetResult[],
+  ) => {
+    const tot = (rs: FleetResult[]) => median(rs.map((r) => r.seconds));
+    const p = (rs: FleetResult[], q: number) => median(rs.map((r) => percentile(r.items, q)));
+    const mem = (rs: FleetResult[]) => median(rs.map((r) => r.rssDelta / count));
+    const idle = (rs: FleetResult[]) => median(rs.map((r) => (r.connected?.rss ?? NaN) / count));
+    rows.push(
+      report(label, s(tot(ours)), s(tot(raw)), tot(ours) / tot(raw)),
+      report(
+        `  per-${unit} latency p50`,
+        ms(p(ours, 50)),
+        ms(p(raw, 50)),
+        p(ours, 50) / p(raw, 50),
+      ),
+      report(
+        `  per-${unit} latency p99`,
+        ms(p(ours, 99)),
+        ms(p(raw, 99)),
+        p(ours, 99) / p(raw, 99),
+      ),
+      report(
+        `  client RSS per ${unit}, peak delta/N`,
+        bytes(mem(ours)),
+        bytes(mem(raw)),
+        mem(ours) / mem(raw),
+      ),
+    );
+    if (ours.some((r) => r.connected)) {
+      rows.push(
+        report(
+          `  client RSS per ${unit}, all connected`,
+          bytes(idle(ours)),
+          bytes(idle(raw)),
+          idle(ours) / idle(raw),
+        ),
+      );
+    }
+  };
+
+  // Real QEMUs.
+  const argv = await launchArgv();
+  const dir = await Deno.makeTempDir({ prefix: "qmpkit-bench-" });
+  try {
+    const ours: FleetResult[] = [];
+    const patched: FleetResult[] = [];
+    const raw: FleetResult[] = [];
+    const workerArgs = [`--worker=vms`, `--count=${options.vms}`, `--commands=${options.commands}`];
+    const rawRun = () =>
+      runJson<FleetResult>(py, [
+        here("baselines/fleet.py"),
+        "vms",
+        String(options.vms),
+        String(options.commands),
+        dir,
+        JSON.stringify(argv),
+      ], 240_000);
+    for (let r = 0; r < options.runs; r++) {
+      const steps = [
+        async () => ours.push(await spawnWorker(workerArgs)),
+        async () => raw.push(await rawRun()),
+        ...(options.compare
+          ? [async () => patched.push(await spawnWorker(workerArgs, options.compare))]
+          : []),
+      ];
+      for (const step of r % 2 === 0 ? steps : steps.reverse()) await step();
+    }
+    summarize(`fleet: ${options.vms} QEMUs launch→quit, total`, "VM", options.vms, ours, raw);
+    if (options.compare) {
+      summarize(`  patched lib: ${options.vms} QEMUs`, "VM", options.vms, patched, ours);
+    }
+    const cmd = ours.flatMap((r) => r.commandMs ?? []);
+    notes.push(
+      `${options.vms} QEMUs x (${options.commands} query-status + 5 events + quit), ` +
+        `${options.runs} runs; totals ours [${ours.map((r) => s(r.seconds)).join(" ")}] raw [${
+          raw.map((r) => s(r.seconds)).join(" ")
+        }]; query-status latency under load p50 ${num(percentile(cmd, 50), 2)} ms, ` +
+        `p99 ${num(percentile(cmd, 99), 2)} ms; QEMU: ${
+          argv.slice(argv.indexOf("-name") + 2).join(" ")
+        }`,
+    );
+  } finally {
+    await Deno.remove(dir, { recursive: true }).catch(() => {});
+  }
+
+  // Fake server connections.
+  const server = new Deno.Command(Deno.execPath(), {
+    args: ["run", ...DENO_FLAGS, here("baselines/fake_fleet_server.ts")],
+    stdin: "piped",
+    stdout: "piped",
+    stderr: "inherit",
+  }).spawn();
+  try {
+    const reader = server.stdout.getReader();
+    const first = await reader.read();
+    reader.releaseLock();
+    if (first.done) throw new Error("fake_fleet_server.ts exited early");
+    const address = new TextDecoder().decode(first.value).trim();
+    const path = address.slice("unix:".length);
+    const ours: FleetResult[] = [];
+    const patched: FleetResult[] = [];
+    const raw: FleetResult[] = [];
+    const workerArgs = [
+      `--worker=fake`,
+      `--address=${address}`,
+      `--count=${options.conns}`,
+      `--commands=${options.fakeCommands}`,
+    ];
+    for (let r = 0; r < options.runs; r++) {
+      const steps = [
+        async () => ours.push(await spawnWorker(workerArgs)),
+        async () =>
+          raw.push(
+            await runJson<FleetResult>(py, [
+              here("baselines/fleet.py"),
+              "fake",
+              String(options.conns),
+              String(options.fakeCommands),
+              path,
+            ], 240_000),
+          ),
+        ...(options.compare
+          ? [async () => patched.push(await spawnWorker(workerArgs, options.compare))]
+          : []),
+      ];
+      for (const step of r % 2 === 0 ? steps : steps.reverse()) await step();
+    }
+    summarize(
+      `fleet: ${num(options.conns)} fake conns x ${options.fakeCommands} cmds, total`,
+      "conn",
+      options.conns,
+      ours,
+      raw,
+    );
+    if (options.compare) {
+      summarize(`  patched lib: ${options.conns} conns`, "conn", options.conns, patched, ours);
+    }
+    notes.push(
+      `${num(options.conns)} fake connections at once, ${options.runs} runs; totals ours [${
+        ours.map((r) => s(r.seconds)).join(" ")
+      }] raw [${raw.map((r) => s(r.seconds)).join(" ")}]; RSS delta ours [${
+        ours.map((r) => bytes(r.rssDelta)).join(" ")
+      }] raw [${raw.map((r) => bytes(r.rssDelta)).join(" ")}]; at all-connected, ours V8 heap ` +
+        `+${bytes(median(ours.map((r) => r.connected?.heapUsed ?? NaN)))}, external ` +
+        `+${bytes(median(ours.map((r) => r.connected?.external ?? NaN)))}`,
+    );
+  } finally {
+    await server.stdin.close().catch(() => {});
+    try {
+      server.kill("SIGKILL");
+    } catch { /* gone */ }
+    await server.status;
+    await server.stdout.cancel().catch(() => {});
+  }
+  return { rows, notes };
+}
+
+if (import.meta.main) {
+  const worker = flag("worker");
+  const count = Number(flag("count"));
+  const commands = Number(flag("commands"));
+  if (worker === "vms") {
+    console.log(JSON.stringify(await workerVms(count, commands)));
+  } else if (worker === "fake") {
+    console.log(JSON.stringify(await workerFake(flag("address")!, count, commands)));
+  } else {
+    const quick = flag("quick") !== undefined;
+    const out = await bench({
+      vms: Number(flag("vms") ?? (quick ? 10 : 50)),
+      conns: Number(flag("conns") ?? (quick ? 200 : 1000)),
+      commands: Number(flag("commands") ?? 100),
+      fakeCommands: Number(flag("fake-commands") ?? 10),
+      runs: Number(flag("runs") ?? (quick ? 1 : 3)),
+      compare: flag("compare"),
+    });
+    emit(out.rows, out.notes);
+  }
+}
