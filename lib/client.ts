@@ -177,6 +177,11 @@ interface Pending {
 }
 
 const encoder = new TextEncoder();
+/** First size of a connection's read buffer; a full read makes it 4× larger, up to the max. */
+const READ_BUFFER_MIN = 4 * 1024;
+const READ_BUFFER_MAX = 64 * 1024;
+/** Microtask turns per catch-up round (a `for await` consumer takes ~1 per event). */
+const CATCH_UP_TICKS = 8;
 
 /**
  * A QMP connection. Get one with {@link connect} (or `launch()`); it is
@@ -668,7 +673,9 @@ export class QmpClient implements AsyncDisposable {
   }
 
   async #read(transport: Transport, framer: JsonObjectFramer): Promise<void> {
-    const buf = new Uint8Array(64 * 1024);
+    // Small while replies are small (an idle connection holds 4 KiB, not 64 KiB),
+    // larger once a read fills it: floods and big replies still take few reads.
+    let buf = new Uint8Array(READ_BUFFER_MIN);
     const current = () => !this.#isClosed() && this.#transport === transport;
     try {
       while (true) {
@@ -680,14 +687,16 @@ export class QmpClient implements AsyncDisposable {
           return;
         }
         const messages = framer.push(buf.subarray(0, n));
+        if (n === buf.length && n < READ_BUFFER_MAX) buf = new Uint8Array(n * 4);
         for (const m of messages) {
           this.#dispatch(m);
           if (!current()) return;
           if (this.#letListenersCatchUp) {
             // One read can hold thousands of events; let consumers drain their buffers
-            // (a macrotask runs all their pending microtasks) before delivering more.
+            // before delivering more. Microtasks, not a timer: setTimeout(0) sleeps
+            // ~1-2 ms in Deno, which capped a flood at ~160k events/s.
             this.#letListenersCatchUp = false;
-            await new Promise((r) => setTimeout(r, 0));
+            await this.#catchUp();
             if (!current()) return;
           }
         }
@@ -696,6 +705,28 @@ export class QmpClient implements AsyncDisposable {
     } catch (err) {
       if (current()) this.#onReadOrWriteError(err);
     }
+  }
+
+  /**
+   * Yields microtasks while listeners' buffers keep shrinking: consumers that read
+   * events without awaiting I/O drain them all. Stops as soon as a round makes no
+   * progress (nobody reading, or a consumer waiting on I/O), so it never stalls
+   * the connection, even for a full listener nobody reads.
+   */
+  async #catchUp(): Promise<void> {
+    let left = this.#buffered();
+    while (left > 0) {
+      for (let i = 0; i < CATCH_UP_TICKS; i++) await null;
+      const now = this.#buffered();
+      if (now >= left) return;
+      left = now;
+    }
+  }
+
+  #buffered(): number {
+    let n = 0;
+    for (const l of this.#listeners) n += l.size;
+    return n;
   }
 
   /** A method, so TypeScript does not narrow the state across awaits. */

@@ -21,6 +21,9 @@ const CLOSE_BRACKET = 0x5d;
 const QUOTE = 0x22;
 const BACKSLASH = 0x5c;
 
+/** Fast-path misses after which a framer scans bytes only. */
+const MAX_MISSES = 8;
+
 function isWhitespace(b: number): boolean {
   return b === 0x20 || b === 0x0a || b === 0x0d || b === 0x09;
 }
@@ -59,6 +62,9 @@ export class JsonObjectFramer {
   #parts: Uint8Array[] = [];
   #partsSize = 0;
   #failed: ProtocolError | undefined;
+  /** Whole-line fast path (see `#lines`); off for good after {@link MAX_MISSES} misses. */
+  #fast = true;
+  #misses = 0;
 
   /** Creates a framer; see {@link FramerOptions}. */
   constructor(options?: FramerOptions) {
@@ -102,8 +108,20 @@ export class JsonObjectFramer {
     const n = chunk.length;
     let i = 0;
     let start = 0; // start of the current message within this chunk
+    let fast = this.#fast;
     while (i < n) {
       if (this.#depth === 0) {
+        if (fast) {
+          const next = this.#lines(chunk, i, out);
+          if (next < 0) {
+            i = ~next;
+            fast = false; // no newline after this message start: scan the rest
+          } else {
+            i = next;
+            if (i >= n) break;
+            fast = this.#fast;
+          }
+        }
         const b = chunk[i];
         if (isWhitespace(b)) {
           i++;
@@ -149,6 +167,59 @@ export class JsonObjectFramer {
         this.#partsSize = size;
       }
     }
+  }
+
+  /**
+   * Fast path for QEMU's own output (compact ASCII, one message per CRLF-terminated
+   * line): decodes the rest of the chunk once and hands each whole line ending in
+   * `}` straight to `JSON.parse`, which also proves it is exactly one object, the
+   * one the byte scan would find. Returns the index of the first byte left to the
+   * byte scan (a message that is not a whole line, anything unexpected), or its
+   * bitwise complement when no newline follows a message start (the byte scan then
+   * takes the rest of the chunk). Misses (e.g. a `pretty=on` monitor, non-ASCII
+   * output) turn the fast path off for good after {@link MAX_MISSES}.
+   */
+  #lines(chunk: Uint8Array, from: number, out: Record<string, unknown>[]): number {
+    const bytes = from === 0 ? chunk : chunk.subarray(from);
+    let text: string;
+    try {
+      text = this.#decoder.decode(bytes);
+    } catch {
+      return this.#miss(from);
+    }
+    // Byte offsets are character offsets only in ASCII: then, and only then, lengths match.
+    if (text.length !== bytes.length) return this.#miss(from);
+    const m = text.length;
+    let p = 0;
+    while (p < m) {
+      const c = text.charCodeAt(p);
+      if (isWhitespace(c)) {
+        p++;
+        continue;
+      }
+      if (c !== OPEN_BRACE) return from + p; // the byte scan reports it
+      const nl = text.indexOf("\n", p);
+      if (nl < 0) return ~(from + p);
+      let end = nl;
+      while (isWhitespace(text.charCodeAt(end - 1))) end--;
+      if (text.charCodeAt(end - 1) !== CLOSE_BRACE || end - p > this.#max) {
+        return this.#miss(from + p);
+      }
+      let msg: Record<string, unknown>;
+      try {
+        msg = JSON.parse(text.slice(p, end));
+      } catch {
+        return this.#miss(from + p);
+      }
+      out.push(msg);
+      p = nl + 1;
+    }
+    return from + m;
+  }
+
+  #miss(at: number): number {
+    if (++this.#misses >= MAX_MISSES) this.#fast = false;
+    return at;
   }
 
   /**
