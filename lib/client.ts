@@ -155,6 +155,8 @@ export interface ReconnectPolicy {
   initialDelay?: Duration;
   /** Upper bound of the delay (default `"5s"`). */
   maxDelay?: Duration;
+  /** How long a fresh connection may take to greet and negotiate (default `"10s"`). */
+  handshakeTimeout?: Duration;
   /** Called when the connection dropped and reconnection starts. */
   onDisconnect?: (error: ConnectionClosedError) => void;
   /** Called after a successful reconnect (greeting read, negotiated). */
@@ -228,7 +230,9 @@ export class QmpClient implements AsyncDisposable {
   #schema: Promise<QmpSchema> | undefined;
   /** Set when a listener is half full: the read loop yields so its consumer can run. */
   #letListenersCatchUp = false;
-  readonly #dial: (() => Promise<Transport>) | undefined;
+  readonly #dial: ((signal: AbortSignal) => Promise<Transport>) | undefined;
+  #reconnecting: Promise<void> | undefined;
+  #stopReconnect: (() => void) | undefined;
   #readLoop: Promise<void>;
   #resolveClosed!: () => void;
   /** Resolves once the connection is closed, for whatever reason. Never rejects. */
@@ -243,7 +247,7 @@ export class QmpClient implements AsyncDisposable {
   constructor(
     transport: Transport,
     options: ClientOptions = {},
-    dial?: () => Promise<Transport>,
+    dial?: (signal: AbortSignal) => Promise<Transport>,
   ) {
     this.#dial = dial;
     this.#transport = transport;
@@ -293,7 +297,15 @@ export class QmpClient implements AsyncDisposable {
    * Waits for the greeting and, unless `negotiate: false`, negotiates. Called
    * by {@link connect}; call it yourself after `new QmpClient(transport)`.
    */
-  async handshake(options: { timeout?: Duration; signal?: AbortSignal } = {}): Promise<Greeting> {
+  handshake(options: { timeout?: Duration; signal?: AbortSignal } = {}): Promise<Greeting> {
+    return this.#handshake(options, () => this.#shutdown("error", undefined));
+  }
+
+  /** The handshake; `giveUp` runs when the greeting does not come in time. */
+  async #handshake(
+    options: { timeout?: Duration; signal?: AbortSignal },
+    giveUp: () => void,
+  ): Promise<Greeting> {
     const ms = options.timeout === undefined ? 10_000 : parseDuration(options.timeout);
     const deadline = Date.now() + ms;
     const greeting = await withDeadline(
@@ -303,7 +315,7 @@ export class QmpClient implements AsyncDisposable {
       `Waiting for the QMP greeting from ${this.address}`,
       "QEMU sends it at once, unless another client is already connected to this monitor " +
         "(QMP serves one client at a time) or this is not a QMP socket",
-      () => this.#shutdown("error", undefined),
+      giveUp,
     );
     if (this.#options.negotiate !== false) {
       await this.negotiate({
@@ -389,7 +401,7 @@ export class QmpClient implements AsyncDisposable {
     ...rest: ExecuteRest<K>
   ): Promise<CommandReturn<K>> {
     const [args, options] = rest;
-    if (!this.#oob && this.#state !== "closed") {
+    if (!this.#oob && (this.#state === "open" || this.#state === "connecting")) {
       return Promise.reject(
         new NegotiationError(
           `exec-oob needs the oob capability: connect with { oob: true } (${command} not sent)`,
@@ -419,8 +431,12 @@ export class QmpClient implements AsyncDisposable {
     const listener: EventListener<QmpEvent> = new EventListener(options, () => {
       this.#listeners = this.#listeners.filter((l) => l !== listener);
     });
-    if (this.#state === "closed") listener.end(this.#closeError, true);
-    else this.#listeners = [...this.#listeners, listener];
+    if (this.#state === "closed") {
+      const reason = this.#closeError?.reason;
+      listener.end(this.#closeError, reason === "client" || reason === "quit");
+    } else if (!listener.ended) {
+      this.#listeners = [...this.#listeners, listener];
+    }
     return listener;
   }
 
@@ -496,10 +512,15 @@ export class QmpClient implements AsyncDisposable {
    * cached for the connection: command/event names, argument checks.
    */
   schema(): Promise<QmpSchema> {
-    this.#schema ??= this.#submit("query-qmp-schema", undefined, false, undefined).then(
-      (entries) => new QmpSchema(entries as SchemaEntry[]),
-    );
-    this.#schema.catch(() => (this.#schema = undefined));
+    if (!this.#schema) {
+      const schema = this.#submit("query-qmp-schema", undefined, false, undefined).then(
+        (entries) => new QmpSchema(entries as SchemaEntry[]),
+      );
+      this.#schema = schema;
+      schema.catch(() => {
+        if (this.#schema === schema) this.#schema = undefined; // retry on next use
+      });
+    }
     return this.#schema;
   }
 
@@ -509,6 +530,7 @@ export class QmpClient implements AsyncDisposable {
    */
   async close(): Promise<void> {
     this.#shutdown("client", undefined);
+    await this.#reconnecting;
     await this.#readLoop;
     await this.#flushing;
   }
@@ -774,7 +796,10 @@ export class QmpClient implements AsyncDisposable {
       this.#failPending("peer", cause, this.#reasonText("peer", cause));
       const p = typeof policy === "object" ? policy : {};
       p.onDisconnect?.(error);
-      void this.#reconnectLoop(p, error);
+      this.#reconnecting = this.#reconnectLoop(p, error).finally(() => {
+        this.#reconnecting = undefined;
+        this.#stopReconnect = undefined;
+      });
       return;
     }
     this.#shutdown(reason, cause);
@@ -784,13 +809,23 @@ export class QmpClient implements AsyncDisposable {
     const maxTries = policy.maxTries ?? 10;
     const maxDelay = parseDuration(policy.maxDelay ?? "5s");
     let delay = parseDuration(policy.initialDelay ?? "100ms");
+    const abort = new AbortController();
+    this.#stopReconnect = () => abort.abort();
     for (let attempt = 1; attempt <= maxTries; attempt++) {
-      await new Promise((r) => setTimeout(r, delay));
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(done, delay);
+        function done() {
+          clearTimeout(timer);
+          abort.signal.removeEventListener("abort", done);
+          resolve();
+        }
+        abort.signal.addEventListener("abort", done);
+      });
       delay = Math.min(delay * 2, maxDelay);
       if (this.#isClosed()) return;
       let transport: Transport;
       try {
-        transport = await this.#dial!();
+        transport = await this.#dial!(abort.signal);
       } catch {
         continue;
       }
@@ -804,9 +839,18 @@ export class QmpClient implements AsyncDisposable {
       this.#negotiated = false;
       this.#oob = false;
       this.#quitSent = false;
+      this.#schema = undefined; // the server may have changed (restarted, upgraded)
       this.#readLoop = this.#read(transport, this.#framer);
       try {
-        const greeting = await this.handshake({ timeout: "10s" });
+        // A server that accepts but never greets fails this attempt only.
+        const greeting = await this.#handshake({
+          timeout: policy.handshakeTimeout ?? "10s",
+          signal: abort.signal,
+        }, () => {
+          try {
+            transport.close();
+          } catch { /* closed */ }
+        });
         if (this.#isClosed()) return;
         this.#state = "open";
         policy.onReconnect?.({ attempt, greeting });
@@ -818,7 +862,6 @@ export class QmpClient implements AsyncDisposable {
         } catch { /* closed */ }
       }
     }
-    this.#state = "open"; // let #shutdown run its course
     this.#shutdown("peer", error.cause ?? error);
   }
 
@@ -997,6 +1040,7 @@ export class QmpClient implements AsyncDisposable {
   #shutdown(reason: "client" | "peer" | "quit" | "error", cause: unknown): void {
     if (this.#state === "closed") return;
     this.#state = "closed";
+    this.#stopReconnect?.();
     const text = this.#reasonText(reason, cause);
     const closeError = new ConnectionClosedError(
       text.charAt(0).toUpperCase() + text.slice(1),
@@ -1068,11 +1112,12 @@ export async function connect(
     signal: opts.signal,
     retry: opts.retry,
   });
-  const dial = () =>
+  const dial = (signal: AbortSignal) =>
     openTransport(parsed, {
       deadline: Date.now() + timeoutMs,
       timeoutMs,
       retry: false,
+      signal,
     });
   const client = new QmpClient(conn, { ...opts, address: where }, dial);
   try {

@@ -129,16 +129,17 @@ export class EventListener<E extends QmpEvent = QmpEvent>
     }
     this.#policy = options.overflow ?? "error";
     this.#buf = new Array(Math.min(this.#capacity, 64));
-    this.#detach = detach;
     const signal = options.signal;
+    if (signal?.aborted) {
+      // Ended from the start; never attached, so there is nothing to detach.
+      this.end(new AbortError("Event listener", { cause: signal.reason }));
+      return;
+    }
+    this.#detach = detach;
     if (signal) {
-      if (signal.aborted) {
-        this.end(new AbortError("Event listener", { cause: signal.reason }));
-      } else {
-        this.#signal = signal;
-        this.#onAbort = () => this.end(new AbortError("Event listener", { cause: signal.reason }));
-        signal.addEventListener("abort", this.#onAbort, { once: true });
-      }
+      this.#signal = signal;
+      this.#onAbort = () => this.end(new AbortError("Event listener", { cause: signal.reason }));
+      signal.addEventListener("abort", this.#onAbort, { once: true });
     }
   }
 
