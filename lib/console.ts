@@ -5,7 +5,7 @@
  * @module
  */
 import { type Duration, parseDuration } from "./duration.ts";
-import { AbortError, ConnectionClosedError, TimeoutError } from "./errors.ts";
+import { AbortError, ConnectionClosedError, QmpError, TimeoutError } from "./errors.ts";
 
 /** Options of {@link SerialConsole.waitFor}. */
 export interface ConsoleWaitOptions {
@@ -149,8 +149,18 @@ export class SerialConsole {
 
   /** Writes text (or bytes) to the guest's serial port. */
   async write(data: string | Uint8Array): Promise<void> {
-    if (!this.#write) throw new Error("This console is not writable");
-    if (this.#ended) throw this.#ended;
+    if (!this.#write) {
+      throw new QmpError("This console is not writable: the VM was launched with console: false");
+    }
+    if (this.#ended) {
+      throw new ConnectionClosedError(
+        `Cannot write to the serial console: ${this.#ended.message}`,
+        {
+          reason: "peer",
+          cause: this.#ended,
+        },
+      );
+    }
     await this.#write(typeof data === "string" ? new TextEncoder().encode(data) : data);
   }
 
@@ -159,32 +169,42 @@ export class SerialConsole {
     return this.#text.slice(-n);
   }
 
-  #match(pattern: string | RegExp): ConsoleMatch | undefined {
+  /** Finds `pattern` after the cursor without consuming it. */
+  #find(pattern: string | RegExp): { index: number; text: string; groups: string[] } | undefined {
     const rest = this.#text.slice(this.#cursor);
-    let index: number;
-    let text: string;
-    let groups: string[] = [];
     if (typeof pattern === "string") {
-      index = rest.indexOf(pattern);
-      text = pattern;
-    } else {
-      const re = new RegExp(pattern.source, pattern.flags.replace(/[gy]/g, ""));
-      const m = re.exec(rest);
-      index = m ? m.index : -1;
-      text = m ? m[0] : "";
-      groups = m ? m.slice(1).map((g) => g ?? "") : [];
+      const index = rest.indexOf(pattern);
+      return index < 0 ? undefined : { index, text: pattern, groups: [] };
     }
-    if (index < 0) return undefined;
-    const before = rest.slice(0, index);
-    this.#cursor += index + text.length;
-    return { text, groups, before };
+    const m = new RegExp(pattern.source, pattern.flags.replace(/[gy]/g, "")).exec(rest);
+    return m ? { index: m.index, text: m[0], groups: m.slice(1).map((g) => g ?? "") } : undefined;
+  }
+
+  /** Consumes output up to the end of a match found by {@link #find}. */
+  #consume(hit: { index: number; text: string; groups: string[] }): ConsoleMatch {
+    const before = this.#text.slice(this.#cursor, this.#cursor + hit.index);
+    this.#cursor += hit.index + hit.text.length;
+    return { text: hit.text, groups: hit.groups, before };
+  }
+
+  #match(pattern: string | RegExp): ConsoleMatch | undefined {
+    const hit = this.#find(pattern);
+    return hit ? this.#consume(hit) : undefined;
   }
 
   #check(): void {
-    // Serve waiters in order; each match consumes text.
-    for (const w of [...this.#waiters]) {
-      const m = this.#match(w.pattern);
-      if (m) w.resolve(m);
+    // Serve the waiter whose match comes first in the output, then look again: the
+    // outcome does not depend on how the output was split into chunks.
+    while (this.#waiters.length > 0) {
+      let best:
+        | { waiter: Waiter; hit: { index: number; text: string; groups: string[] } }
+        | undefined;
+      for (const waiter of this.#waiters) {
+        const hit = this.#find(waiter.pattern);
+        if (hit && (!best || hit.index < best.hit.index)) best = { waiter, hit };
+      }
+      if (!best) return;
+      best.waiter.resolve(this.#consume(best.hit));
     }
   }
 

@@ -369,6 +369,20 @@ export async function launch(options: LaunchOptions = {}): Promise<Machine> {
       { commandLine: [binary, ...qemuArgs] },
     );
   }
+  let consoleFile: Deno.FsFile | undefined;
+  if (options.consoleLog) {
+    try {
+      consoleFile = await Deno.open(options.consoleLog, { create: true, append: true });
+    } catch (cause) {
+      await Deno.remove(dir, { recursive: true }).catch(() => {});
+      throw new LaunchError(
+        `Cannot open the console log ${options.consoleLog}: ` +
+          `${cause instanceof Error ? cause.message : cause}`,
+        { commandLine: [binary, ...qemuArgs] },
+        { cause },
+      );
+    }
+  }
   const guard = deathSignalWrapper();
   const commandLine = [binary, ...qemuArgs];
   let child: Deno.ChildProcess;
@@ -383,6 +397,7 @@ export async function launch(options: LaunchOptions = {}): Promise<Machine> {
       detached: true,
     }).spawn();
   } catch (cause) {
+    consoleFile?.close();
     await Deno.remove(dir, { recursive: true }).catch(() => {});
     const notFound = cause instanceof Deno.errors.NotFound;
     throw new LaunchError(
@@ -401,17 +416,17 @@ export async function launch(options: LaunchOptions = {}): Promise<Machine> {
   const stderrDone = pump(child.stderr, (t) => {
     stderr.text = (stderr.text + t).slice(-STDERR_KEEP);
   });
-  let consoleFile: Deno.FsFile | undefined;
-  if (options.consoleLog) {
-    consoleFile = await Deno.open(options.consoleLog, { create: true, append: true });
-  }
   const encoder = new TextEncoder();
   const stdin = child.stdin.getWriter();
   let stdinClosed = false;
   const serial = new SerialConsole(
     wantConsole
       ? async (bytes) => {
-        if (stdinClosed) throw new ConnectionClosedError(`${name} has exited`);
+        if (stdinClosed) {
+          throw new ConnectionClosedError(`Cannot write to ${name}'s console: QEMU has exited`, {
+            reason: "peer",
+          });
+        }
         await stdin.write(bytes);
       }
       : undefined,

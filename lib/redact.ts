@@ -10,7 +10,6 @@
 export const REDACTED = "<redacted>";
 
 const SECRET_KEY = /(^|[-_])(password|passwd|secret|passphrase|key-secret)$/i;
-const SECRET_COMMANDS = new Set(["set_password", "change-vnc-password", "expire_password"]);
 
 /**
  * Returns a copy of `message` with secret values replaced by `"<redacted>"`;
@@ -24,32 +23,26 @@ const SECRET_COMMANDS = new Set(["set_password", "change-vnc-password", "expire_
  * ```
  */
 export function redactMessage<T>(message: T): T {
-  return redactValue(message, undefined) as T;
+  return redactValue(message) as T;
 }
 
-function redactValue(value: unknown, context: string | undefined): unknown {
-  if (Array.isArray(value)) return value.map((v) => redactValue(v, context));
+function redactValue(value: unknown): unknown {
+  if (Array.isArray(value)) return value.map((v) => redactValue(v));
   if (typeof value !== "object" || value === null) return value;
   const obj = value as Record<string, unknown>;
-  const command = typeof obj.execute === "string"
-    ? obj.execute
-    : typeof obj["exec-oob"] === "string"
-    ? obj["exec-oob"] as string
-    : context;
   // object-add of a `secret` object carries the secret in `data` (or a `file`, which is fine).
   const isSecretObject = obj["qom-type"] === "secret" || obj["qom-type"] === "secret_keyring";
   const out: Record<string, unknown> = {};
   for (const [k, v] of Object.entries(obj)) {
     if (
       (typeof v === "string" || typeof v === "number") &&
-      (SECRET_KEY.test(k) || (isSecretObject && k === "data") ||
-        (command !== undefined && SECRET_COMMANDS.has(command) && k === "password"))
+      (SECRET_KEY.test(k) || (isSecretObject && k === "data"))
     ) {
       out[k] = REDACTED;
     } else if (k === "command-line" && typeof v === "string") {
       out[k] = redactHmp(v);
     } else {
-      out[k] = redactValue(v, command);
+      out[k] = redactValue(v);
     }
   }
   return out;
@@ -57,9 +50,10 @@ function redactValue(value: unknown, context: string | undefined): unknown {
 
 /** HMP lines that carry secrets: `set_password vnc PASS`, `object_add secret,...,data=X`. */
 function redactHmp(line: string): string {
-  const set = /^(\s*(?:set_password|change\s+vnc\s+password)\s+\S+\s+)(\S+)/.exec(line);
+  const set = /^(\s*(?:set_password\s+\S+|change\s+vnc\s+password)\s+)(\S+)/.exec(line);
   if (set) return set[1] + REDACTED + line.slice(set[0].length);
-  return line.replace(/((?:^|,)(?:data|password|secret)=)[^,\s]*/g, `$1${REDACTED}`);
+  // QemuOpts values end at a comma; ",," is an escaped comma inside the value.
+  return line.replace(/((?:^|,)(?:data|password|secret)=)(?:[^,\s]|,,)*/g, `$1${REDACTED}`);
 }
 
 const SECRET_PROPERTY = /^(data|password|passwd|passphrase|secret|key)$/i;

@@ -58,6 +58,13 @@ Deno.test("machine: a missing binary is a LaunchError saying how to install QEMU
   });
 });
 
+Deno.test("machine: an unopenable console log is a LaunchError before QEMU starts", async () => {
+  await assert.rejects(
+    launch({ consoleLog: "/nonexistent-dir/console.log" }),
+    (e: unknown) => e instanceof LaunchError && /console log/.test(e.message),
+  );
+});
+
 Deno.test("machine: bad arguments give a LaunchError with exit code and stderr", async () => {
   await assert.rejects(launch({ args: ["-no-such-option"], timeout: "20s" }), (e: unknown) => {
     assert.ok(e instanceof LaunchError);

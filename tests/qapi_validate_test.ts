@@ -37,6 +37,9 @@ Deno.test("schema: validation messages name the bad member (fixture, no QEMU)", 
       /'file\.filename' expected a string/,
     ],
     ["query-stauts", undefined, /no such command/],
+    // device_add (feature json-cli) takes device properties beyond its schema.
+    ["device_add", { driver: "virtio-blk-pci", drive: "d0", id: "disk1" }, undefined],
+    ["device_add", { id: "x" }, /'driver' is missing/],
     ["qmp_capabilities", { enable: ["oob", "bogus"] }, /'enable\[1\]' "bogus" is not one of: oob/],
   ];
   for (const [cmd, args, re] of cases) {

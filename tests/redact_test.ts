@@ -47,3 +47,14 @@ Deno.test("redact: secrets are replaced, the rest kept, the input untouched", ()
     data: { secretive: 1, data: "ok" },
   });
 });
+
+Deno.test("redact: HMP 'change vnc password' and QemuOpts escaped commas", () => {
+  const hmp = (line: string) =>
+    redactMessage({ execute: "human-monitor-command", arguments: { "command-line": line } })
+      .arguments["command-line"];
+  assert.equal(hmp("change vnc password hunter2"), `change vnc password ${REDACTED}`);
+  assert.equal(
+    hmp("object_add secret,id=s0,data=hunt,,er2,format=raw"),
+    `object_add secret,id=s0,data=${REDACTED},format=raw`,
+  );
+});

@@ -106,12 +106,19 @@ export class QmpSchema {
     }
     const argType = cmd["arg-type"];
     const value = args ?? {};
-    const problem = argType ? this.#check(argType, value, "") : undefined;
+    // Commands with the `json-cli` feature (device_add) take properties beyond their schema.
+    const open = cmd.features?.includes("json-cli") ?? false;
+    const problem = argType ? this.#check(argType, value, "", open) : undefined;
     return problem ? new QmpValidationError(command, problem[0], problem[1]) : undefined;
   }
 
   /** Returns [path, problem] for the first mismatch, or undefined. */
-  #check(typeName: string, value: unknown, path: string): [string, string] | undefined {
+  #check(
+    typeName: string,
+    value: unknown,
+    path: string,
+    open = false,
+  ): [string, string] | undefined {
     const t = this.#types.get(typeName);
     if (!t) return undefined; // unknown type: let QEMU judge
     switch (t["meta-type"]) {
@@ -144,13 +151,18 @@ export class QmpSchema {
         return [path, `expected ${names}, got ${kind(value)}`];
       }
       case "object":
-        return this.#checkObject(t, value, path);
+        return this.#checkObject(t, value, path, open);
       default:
         return undefined;
     }
   }
 
-  #checkObject(t: SchemaEntry, value: unknown, path: string): [string, string] | undefined {
+  #checkObject(
+    t: SchemaEntry,
+    value: unknown,
+    path: string,
+    open: boolean,
+  ): [string, string] | undefined {
     if (typeof value !== "object" || value === null || Array.isArray(value)) {
       return [path, `expected an object, got ${kind(value)}`];
     }
@@ -163,7 +175,7 @@ export class QmpSchema {
       if (branch?.members) members.push(...branch.members);
     }
     const known = new Set(members.map((m) => m.name));
-    for (const key of Object.keys(obj)) {
+    for (const key of open ? [] : Object.keys(obj)) {
       if (!known.has(key)) {
         const suggestion = closest(key, [...known] as string[]);
         return [
