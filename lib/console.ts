@@ -102,7 +102,10 @@ export class SerialConsole {
 
   /**
    * Waits until `pattern` appears in the output after the cursor, then moves
-   * the cursor past the match.
+   * the cursor past the match. Output streams in pieces and a RegExp is tried
+   * as soon as each piece arrives, so end a variable-length pattern with what
+   * follows it (`/sum-(\d+)\r?\n/`, not `/sum-(\d+)/`, which may match `sum-4`
+   * before the `2` arrives).
    */
   waitFor(pattern: string | RegExp, options: ConsoleWaitOptions = {}): Promise<ConsoleMatch> {
     const hit = this.#match(pattern);

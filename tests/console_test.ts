@@ -15,12 +15,12 @@ Deno.test("console: text printed before waitFor is not lost; each match consumes
 
 Deno.test("console: RegExp groups and the text before the match", async () => {
   const c = new SerialConsole();
-  const p = c.waitFor(/sum-(\d+)/, { timeout: "1s" });
-  c.append("$ echo sum-$((40+2))\r\nsum-");
-  c.append("42\r\n$ ");
+  const p = c.waitFor(/sum-(\d+)\r?\n/, { timeout: "1s" });
+  c.append("$ echo sum-$((40+2))\r\nsum-4");
+  c.append("2\r\n$ ");
   const m = await p;
   assert.deepEqual(m.groups, ["42"]);
-  assert.equal(m.text, "sum-42");
+  assert.equal(m.text, "sum-42\r\n");
 });
 
 Deno.test("console: concurrent waits resolve the same however the output is chunked", async () => {
