@@ -148,7 +148,7 @@ for (const how of ["throw", "SIGKILL", "SIGTERM", "SIGINT", "exit"] as const) {
       script,
       `import { launch } from ${JSON.stringify(LIB)};
 const vm = await launch({ timeout: "20s" });
-console.log(vm.pid);
+console.log(vm.pid, vm.dir);
 ${
         how === "throw"
           ? `await new Promise((r) => setTimeout(r, 200)); throw new Error("owner failed");`
@@ -166,13 +166,16 @@ ${
     const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
     let out = "";
     let qemuPid = 0;
+    let leftDir: string | undefined; // an owner killed by a signal cannot remove it
     try {
       while (!out.includes("\n")) {
         const { value, done } = await reader.read();
         if (done) break;
         out += value;
       }
-      qemuPid = Number(out.trim());
+      const [pidText, vmDir] = out.trim().split(" ");
+      qemuPid = Number(pidText);
+      leftDir = vmDir;
       assert.ok(qemuPid > 0, `owner printed ${JSON.stringify(out)}`);
       assert.equal(alive(qemuPid), true);
       if (how !== "throw" && how !== "exit") child.kill(how);
@@ -186,6 +189,7 @@ ${
       } catch { /* exited */ }
       await child.status;
       if (qemuPid && alive(qemuPid)) Deno.kill(qemuPid, "SIGKILL");
+      if (leftDir) await Deno.remove(leftDir, { recursive: true }).catch(() => {});
       await Deno.remove(dir, { recursive: true });
     }
   });
