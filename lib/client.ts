@@ -17,6 +17,7 @@ import {
   TimeoutError,
 } from "./errors.ts";
 import { EventListener, type EventWhere, type ListenOptions } from "./events.ts";
+import { boundedWait } from "./deadline.ts";
 import { JsonObjectFramer } from "./framing.ts";
 import {
   classifyMessage,
@@ -308,14 +309,16 @@ export class QmpClient implements AsyncDisposable {
   ): Promise<Greeting> {
     const ms = options.timeout === undefined ? 10_000 : parseDuration(options.timeout);
     const deadline = Date.now() + ms;
-    const greeting = await withDeadline(
-      this.#greetingPromise(),
-      ms,
-      options.signal,
+    const greeting = await boundedWait<Greeting>(
       `Waiting for the QMP greeting from ${this.address}`,
-      "QEMU sends it at once, unless another client is already connected to this monitor " +
-        "(QMP serves one client at a time) or this is not a QMP socket",
-      giveUp,
+      { timeout: ms, signal: options.signal },
+      (resolve, reject) => void this.#greetingPromise().then(resolve, reject),
+      {
+        hint: () =>
+          "QEMU sends it at once, unless another client is already connected to this monitor " +
+          "(QMP serves one client at a time) or this is not a QMP socket",
+        onGiveUp: giveUp,
+      },
     );
     if (this.#options.negotiate !== false) {
       await this.negotiate({
@@ -1148,39 +1151,4 @@ function concat(chunks: Uint8Array[]): Uint8Array {
     off += c.length;
   }
   return out;
-}
-
-function withDeadline<T>(
-  promise: Promise<T>,
-  ms: number,
-  signal: AbortSignal | undefined,
-  what: string,
-  hint: string,
-  onGiveUp: () => void,
-): Promise<T> {
-  return new Promise<T>((resolve, reject) => {
-    const timer = setTimeout(() => {
-      done();
-      onGiveUp();
-      reject(new TimeoutError(what, ms, { hint }));
-    }, ms);
-    const onAbort = () => {
-      done();
-      onGiveUp();
-      reject(new AbortError(what, { cause: signal?.reason }));
-    };
-    const done = () => {
-      clearTimeout(timer);
-      signal?.removeEventListener("abort", onAbort);
-    };
-    if (signal?.aborted) return onAbort();
-    signal?.addEventListener("abort", onAbort, { once: true });
-    promise.then((v) => {
-      done();
-      resolve(v);
-    }, (e) => {
-      done();
-      reject(e);
-    });
-  });
 }

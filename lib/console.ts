@@ -4,8 +4,9 @@
  *
  * @module
  */
-import { type Duration, parseDuration } from "./duration.ts";
-import { AbortError, ConnectionClosedError, QmpError, TimeoutError } from "./errors.ts";
+import type { Duration } from "./duration.ts";
+import { boundedWait } from "./deadline.ts";
+import { ConnectionClosedError, QmpError } from "./errors.ts";
 
 /** Options of {@link SerialConsole.waitFor}. */
 export interface ConsoleWaitOptions {
@@ -111,43 +112,16 @@ export class SerialConsole {
     const hit = this.#match(pattern);
     if (hit) return Promise.resolve(hit);
     if (this.#ended) return Promise.reject(this.#endError(pattern));
-    const ms = options.timeout === undefined ? undefined : parseDuration(options.timeout);
-    const signal = options.signal;
-    const what = `Waiting for ${String(pattern)} on the serial console`;
-    if (signal?.aborted) return Promise.reject(new AbortError(what, { cause: signal.reason }));
-    return new Promise((resolve, reject) => {
-      let timer: ReturnType<typeof setTimeout> | undefined;
-      const settle = () => {
-        if (timer !== undefined) clearTimeout(timer);
-        signal?.removeEventListener("abort", onAbort);
-        this.#waiters = this.#waiters.filter((w) => w !== waiter);
-      };
-      const waiter: Waiter = {
-        pattern,
-        resolve: (m) => {
-          settle();
-          resolve(m);
-        },
-        reject: (e) => {
-          settle();
-          reject(e);
-        },
-      };
-      const onAbort = () => waiter.reject(new AbortError(what, { cause: signal!.reason }));
-      if (ms !== undefined) {
-        timer = setTimeout(
-          () =>
-            waiter.reject(
-              new TimeoutError(what, ms, {
-                hint: `last output: ${JSON.stringify(this.tail(200))}`,
-              }),
-            ),
-          ms,
-        );
-      }
-      signal?.addEventListener("abort", onAbort, { once: true });
-      this.#waiters.push(waiter);
-    });
+    return boundedWait<ConsoleMatch>(
+      `Waiting for ${String(pattern)} on the serial console`,
+      options,
+      (resolve, reject) => {
+        const waiter: Waiter = { pattern, resolve, reject };
+        this.#waiters.push(waiter);
+        return () => (this.#waiters = this.#waiters.filter((w) => w !== waiter));
+      },
+      { hint: () => `last output: ${JSON.stringify(this.tail(200))}` },
+    );
   }
 
   /** Writes text (or bytes) to the guest's serial port. */

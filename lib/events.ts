@@ -5,9 +5,10 @@
  *
  * @module
  */
-import { AbortError, EventOverflowError, TimeoutError } from "./errors.ts";
+import { AbortError, EventOverflowError } from "./errors.ts";
 import type { QmpEvent } from "./protocol.ts";
-import { type Duration, parseDuration } from "./duration.ts";
+import type { Duration } from "./duration.ts";
+import { boundedWait } from "./deadline.ts";
 
 /**
  * What to do when a listener's buffer is full and another event arrives:
@@ -210,40 +211,16 @@ export class EventListener<E extends QmpEvent = QmpEvent>
     const what = "Waiting for an event";
     if (this.#count > 0) return Promise.resolve(this.#shift());
     if (this.#ended || this.#overflowed) return Promise.reject(this.#endedError(what));
-    const ms = options.timeout === undefined ? undefined : parseDuration(options.timeout);
-    const signal = options.signal;
-    if (signal?.aborted) return Promise.reject(new AbortError(what, { cause: signal.reason }));
-    return new Promise<E>((resolve, reject) => {
-      let timer: ReturnType<typeof setTimeout> | undefined;
-      const settle = () => {
-        if (timer !== undefined) clearTimeout(timer);
-        signal?.removeEventListener("abort", onAbort);
+    return boundedWait<E>(what, options, (resolve, reject) => {
+      const waiter: Waiter<E> = {
+        resolve: (r) => r.done ? reject(this.#endedError(what)) : resolve(r.value),
+        reject,
+      };
+      this.#waiters.push(waiter);
+      return () => {
         const i = this.#waiters.indexOf(waiter);
         if (i >= 0) this.#waiters.splice(i, 1);
       };
-      const waiter: Waiter<E> = {
-        resolve: (r) => {
-          settle();
-          if (r.done) reject(this.#endedError(what));
-          else resolve(r.value);
-        },
-        reject: (e) => {
-          settle();
-          reject(e);
-        },
-      };
-      const onAbort = () => {
-        settle();
-        reject(new AbortError(what, { cause: signal!.reason }));
-      };
-      if (ms !== undefined) {
-        timer = setTimeout(() => {
-          settle();
-          reject(new TimeoutError(what, ms));
-        }, ms);
-      }
-      signal?.addEventListener("abort", onAbort, { once: true });
-      this.#waiters.push(waiter);
     });
   }
 
