@@ -5,6 +5,9 @@
  * @module
  */
 
+/** The longest duration timers support: 2^31-1 ms (about 24.8 days). */
+export const MAX_DURATION_MS = 2_147_483_647;
+
 /** A duration: milliseconds as a number, or a string such as `"500ms"`, `"30s"`, `"2m"`, `"1m30s"`. */
 export type Duration = number | string;
 
@@ -23,6 +26,19 @@ const PART = /(\d+(?:\.\d+)?)\s*(ms|s|m|h)/y;
  * ```
  */
 export function parseDuration(value: Duration): number {
+  const ms = parseDurationUnchecked(value);
+  if (ms > MAX_DURATION_MS) {
+    throw new RangeError(
+      `Invalid duration ${
+        JSON.stringify(value)
+      }: longer than ${MAX_DURATION_MS} ms (about 24.8 days), ` +
+        `which timers cannot wait`,
+    );
+  }
+  return ms;
+}
+
+function parseDurationUnchecked(value: Duration): number {
   if (typeof value === "number") {
     if (!Number.isFinite(value) || value < 0) {
       throw new RangeError(`Invalid duration ${value}: expected a non-negative number of ms`);

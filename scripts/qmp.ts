@@ -99,6 +99,8 @@ export async function main(argv: string[]): Promise<number> {
   try {
     return await command.handler(rest);
   } catch (err) {
+    // The reader went away (`| head`): stop quietly, as other Unix tools do.
+    if (err instanceof Deno.errors.BrokenPipe) return EXIT_OK;
     if (first === "run" && isMissingRun(err)) {
       writeErr(`qmp run: error: the playbook runner is not installed (scripts/cli/run.ts)\n`);
       return EXIT_FAILURE;

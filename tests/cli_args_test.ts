@@ -28,8 +28,8 @@ test("tokenize: whitespace splits, but not inside quotes or JSON brackets", () =
   const t = tokenize("  ab  cd");
   assertEquals(t.map((x) => [x.start, x.end]), [[2, 4], [6, 8]]);
   assertEquals(tokenize(""), []);
-  // An unterminated quote runs to the end of the line.
-  assertEquals(tokenize(`a="b c`).map((x) => x.text), [`a="b c`]);
+  // An unterminated quote is an error, as in qmp-shell (shlex): see below.
+  throwsUsage(() => tokenize(`a="b c`), /No closing quotation/);
 });
 
 test("parseValue: JSON literals when they parse, strings otherwise", () => {
@@ -202,6 +202,8 @@ test("ShellParser: an error inside a transaction abandons it", () => {
   p.feed("transaction(");
   p.feed("abort");
   throwsUsage(() => p.feed("block-dirty-bitmap-add node=n0 node=n1"), /more than once/);
+  assertEquals(p.inTransaction, true, "the rest of the transaction is skipped up to its ')'");
+  assertEquals(p.feed(")").kind, "empty");
   assertEquals(p.inTransaction, false);
   throwsUsage(() => p.feed("transaction( abort ) extra"), /Unexpected input after the closing/);
   assertEquals(p.inTransaction, false);
@@ -227,4 +229,32 @@ test("shellSplit: POSIX-like splitting for --launch-args", () => {
   assertEquals(shellSplit(`""`), [""]);
   throwsUsage(() => shellSplit(`-name "x`), /Unterminated "/);
   throwsUsage(() => shellSplit(`-name 'x`), /Unterminated '/);
+});
+
+test("tokenize: an unclosed quote or bracket is an error, not the rest of the line", () => {
+  throwsUsage(() => tokenize("device_add driver=usb-tablet serial=bob's id=tab0"), /No closing/);
+  throwsUsage(() => tokenize("device_add serial=a[1 id=x"), /Unbalanced brackets/);
+});
+
+test("integers beyond 2^53 are sent digit for digit", () => {
+  assertEquals(
+    JSON.stringify(parseKeyValues(["max-bandwidth=18446744073709551615"])),
+    `{"max-bandwidth":18446744073709551615}`,
+  );
+  assertEquals(
+    JSON.stringify(parseKeyValues(["x=1"], parseArgsJson(`{"b": 9007199254740993, "c": 1.5}`))),
+    `{"b":9007199254740993,"c":1.5,"x":1}`,
+  );
+});
+
+test("a failed line inside a multi-line transaction discards the rest of it", () => {
+  const p = new ShellParser();
+  assertEquals(p.feed("transaction(").kind, "continue");
+  assertEquals(p.feed("block-dirty-bitmap-add node=n0 name=b0").kind, "continue");
+  throwsUsage(() => p.feed("block-dirty-bitmap-add node=n0 name=b1 persistent"), /key=value/);
+  assertEquals(p.inTransaction, true);
+  assertEquals(p.feed("block-dirty-bitmap-add node=n0 name=b2").kind, "continue");
+  assertEquals(p.feed(")").kind, "empty");
+  assertEquals(p.inTransaction, false);
+  assertEquals(p.feed("query-status").kind, "command");
 });

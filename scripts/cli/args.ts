@@ -29,8 +29,9 @@ export interface Token {
  * Splits a shell line into whitespace-separated tokens, like qmp-shell, but
  * whitespace inside quotes (`"..."`, `'...'`) or inside JSON brackets
  * (`{...}`, `[...]`) does not split. Quotes are kept in the token text (the
- * value parser interprets them). An unterminated quote or bracket extends to
- * the end of the line.
+ * value parser interprets them). An unterminated quote or bracket is a
+ * {@link UsageError}, as in qmp-shell; with `partial` (a line still being
+ * typed, for completion) it extends to the end of the line.
  *
  * @example
  * ```ts
@@ -38,7 +39,7 @@ export interface Token {
  * // ["blockdev-add", "driver=null-co", 'opts={"a": 1}']
  * ```
  */
-export function tokenize(line: string): Token[] {
+export function tokenize(line: string, options: { partial?: boolean } = {}): Token[] {
   const tokens: Token[] = [];
   let i = 0;
   const n = line.length;
@@ -50,13 +51,18 @@ export function tokenize(line: string): Token[] {
     while (i < n) {
       const c = line[i];
       if (c === '"' || c === "'") {
-        i = skipQuoted(line, i);
+        i = skipQuoted(line, i, options.partial === true);
         continue;
       }
       if (c === "{" || c === "[") depth++;
       else if ((c === "}" || c === "]") && depth > 0) depth--;
       else if (depth === 0 && isSpace(c)) break;
       i++;
+    }
+    if (depth > 0 && !options.partial) {
+      throw new UsageError(
+        `Unbalanced brackets in ${JSON.stringify(line.slice(start, i))}: close every { and [`,
+      );
     }
     tokens.push({ text: line.slice(start, i), start, end: i });
   }
@@ -68,14 +74,20 @@ function isSpace(c: string): boolean {
 }
 
 /** Returns the offset after the quoted string starting at `i` (backslash escapes honoured). */
-function skipQuoted(s: string, i: number): number {
+function skipQuoted(s: string, i: number, partial: boolean): number {
   const q = s[i];
+  const start = i;
   i++;
   while (i < s.length && s[i] !== q) {
     if (s[i] === "\\") i++;
     i++;
   }
-  return Math.min(i + 1, s.length);
+  if (i >= s.length) {
+    if (partial) return s.length; // a line still being typed (completion)
+    // As qmp-shell (shlex): an unclosed quote is an error, never "the rest of the line".
+    throw new UsageError(`No closing quotation for ${q} in ${JSON.stringify(s.slice(start))}`);
+  }
+  return i + 1;
 }
 
 /**
@@ -143,6 +155,10 @@ export function parseValue(raw: string, key = "value"): unknown {
   if (raw === "null") return null;
   if (NUMBER.test(raw)) {
     const n = Number(raw);
+    // Integers beyond 2^53 (uint64 sizes, bandwidths) are sent digit for digit.
+    if (Number.isInteger(n) && !Number.isSafeInteger(n) && /^-?\d+$/.test(raw)) {
+      return rawJson(raw);
+    }
     if (Number.isFinite(n)) return n;
   }
   const first = raw[0];
@@ -227,7 +243,7 @@ export function parseKeyValues(
   items: readonly string[],
   base: Record<string, unknown> = {},
 ): Record<string, unknown> {
-  const out = structuredClone(base);
+  const out = copyJson(base) as Record<string, unknown>;
   for (const item of items) {
     const eq = item.indexOf("=");
     if (eq < 0) {
@@ -247,7 +263,15 @@ export function parseKeyValues(
 export function parseArgsJson(text: string): Record<string, unknown> {
   let v: unknown;
   try {
-    v = JSON.parse(text);
+    // Keep integers beyond 2^53 exact (the reviver's context holds the source text).
+    v = JSON.parse(
+      text,
+      (_key, value, context?: { source?: string }) =>
+        typeof value === "number" && !Number.isSafeInteger(value) && context?.source &&
+          /^-?\d+$/.test(context.source)
+          ? rawJson(context.source)
+          : value,
+    );
   } catch (e) {
     throw new UsageError(`--args is not valid JSON: ${(e as Error).message}`);
   }
@@ -329,10 +353,12 @@ export type ShellParse =
  */
 export class ShellParser {
   #actions: TransactionAction[] | undefined;
+  /** After an error inside a multi-line transaction: skip lines up to its `)`. */
+  #discarding = false;
 
   /** True while inside a multi-line `transaction(`. */
   get inTransaction(): boolean {
-    return this.#actions !== undefined;
+    return this.#actions !== undefined || this.#discarding;
   }
 
   /** Number of actions collected so far in the open transaction. */
@@ -343,14 +369,22 @@ export class ShellParser {
   /** Abandons an open transaction (e.g. on Ctrl-C). */
   reset(): void {
     this.#actions = undefined;
+    this.#discarding = false;
   }
 
   /** Parses one line. Throws {@link UsageError} on a syntax error. */
   feed(line: string): ShellParse {
+    if (this.#discarding) {
+      // The rest of a transaction that already failed: none of it may run on its own.
+      if (/\)\s*$/.test(line.trim())) this.#discarding = false;
+      return this.#discarding ? { kind: "continue" } : { kind: "empty" };
+    }
+    const multiLine = this.#actions !== undefined;
     try {
       return this.#feed(line);
     } catch (e) {
       this.#actions = undefined;
+      if (multiLine && !/\)\s*$/.test(line.trim())) this.#discarding = true;
       throw e;
     }
   }
@@ -448,4 +482,18 @@ function suffixIsSyntax(word: string): boolean {
     }
   }
   return true;
+}
+
+/** `JSON.rawJSON` (TC39 JSON.parse source text access): serialized verbatim by `JSON.stringify`. */
+function rawJson(text: string): unknown {
+  return (JSON as unknown as { rawJSON(text: string): unknown }).rawJSON(text);
+}
+
+/** Copies plain objects and arrays; other values (raw JSON numbers included) are kept as is. */
+function copyJson(v: unknown): unknown {
+  if (Array.isArray(v)) return v.map(copyJson);
+  if (isPlainObject(v) && !(JSON as unknown as { isRawJSON(v: unknown): boolean }).isRawJSON(v)) {
+    return Object.fromEntries(Object.entries(v).map(([k, x]) => [k, copyJson(x)]));
+  }
+  return v;
 }

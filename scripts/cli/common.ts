@@ -52,7 +52,12 @@ export function formatError(prog: string, err: unknown, verbose = false): string
   // The library speaks in API options; say it in CLI flags.
   const message = e.message.trim().replace("Pass retry: true", "Use --retry");
   if (!verbose) {
-    const [first, ...rest] = message.split("\n");
+    let [first, ...rest] = message.split("\n");
+    if (e instanceof LaunchError && e.stderr) {
+      // QEMU's own complaint is the useful part ("unsupported machine type", ...).
+      const said = e.stderr.split("\n").find((l) => l.trim() !== "");
+      if (said) first = `${first}: ${said.trim()}`;
+    }
     const more = rest.length > 0 || (!(e instanceof QmpError) && !(e instanceof UsageError) &&
         !isParseArgsError(e))
       ? " (--verbose for details)"

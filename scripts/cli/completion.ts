@@ -59,7 +59,7 @@ export interface Completion {
  */
 export function complete(req: CompletionRequest, sources: CompletionSources): Completion {
   const before = req.line.slice(0, req.cursor);
-  const tokens = tokenize(before);
+  const tokens = tokenize(before, { partial: true });
   const atBoundary = before === "" || /\s$/.test(before);
   const current = atBoundary
     ? { text: "", start: req.cursor }

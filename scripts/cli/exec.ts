@@ -117,11 +117,13 @@ export async function execCommand(argv: string[]): Promise<number> {
       if (values.raw && reply && isCommandError(err)) writeOut(toJson(reply, pretty) + "\n");
       throw err;
     }
+    const hmpFailed = hmp !== undefined && /^(Error: |unknown command: )/.test(hmpText(value));
     if (values.raw) {
       writeOut(toJson(reply ?? { return: value }, pretty) + "\n");
+      if (hmpFailed) return EXIT_FAILURE; // HMP reports errors as text in a successful reply
     } else if (hmp !== undefined) {
       const text = hmpText(value);
-      if (/^(Error: |unknown command: )/.test(text)) {
+      if (hmpFailed) {
         const [first, ...rest] = text.trimEnd().split("\n");
         writeErr(formatError("qmp exec", new QmpError(`HMP: ${first}`)) + "\n");
         if (rest.length) writeErr(rest.join("\n") + "\n");

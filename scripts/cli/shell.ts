@@ -253,17 +253,19 @@ export class ShellSession {
       execute: cmd.execute,
       ...(cmd.arguments ? { arguments: cmd.arguments } : {}),
     };
+    let value: unknown;
     try {
-      const value = await this.#client.executeRaw(cmd.execute, cmd.arguments, {
+      value = await this.#client.executeRaw(cmd.execute, cmd.arguments, {
         timeout: this.#opts.timeoutMs,
         signal,
       });
-      this.#opts.log?.({ ...record, return: value });
-      this.#out.result(toJson(value, this.#opts.pretty ?? false));
-      return cmd.execute === "quit" ? "quit" : "ok";
     } catch (err) {
       return this.#failed(err, record);
     }
+    this.#opts.log?.({ ...record, return: value });
+    // Outside the try: a closed stdout (| head) is not a failure of the command.
+    this.#out.result(toJson(value, this.#opts.pretty ?? false));
+    return cmd.execute === "quit" ? "quit" : "ok";
   }
 
   async #hmp(line: string, signal?: AbortSignal): Promise<LineStatus> {
