@@ -7,7 +7,7 @@
  */
 import { deepStrictEqual as assertEquals, ok as assert } from "node:assert/strict";
 import { connect } from "../mod.ts";
-import { delay, type RunningQemu, startQemu, type StartQemuOptions } from "./helpers/qemu.ts";
+import { delay, startQemuForClients } from "./helpers/qemu.ts";
 
 const QMP_TS = new URL("../scripts/qmp.ts", import.meta.url).pathname;
 const PERMS = "--allow-read --allow-write --allow-net --allow-run --allow-env";
@@ -87,25 +87,13 @@ class Pane {
   }
 }
 
-async function startVm(options: StartQemuOptions): Promise<RunningQemu> {
-  const qemu = await startQemu(options);
-  try {
-    const probe = await connect(qemu.address, { retry: true, timeout: "10s", negotiate: false });
-    await probe.close();
-  } catch (err) {
-    await qemu[Symbol.asyncDispose]();
-    throw err;
-  }
-  return qemu;
-}
-
 Deno.test({
   name: "qmp shell on a terminal: completion, events, history, HMP and transaction modes",
   ignore: !hasTmux(),
   async fn() {
     const home = await Deno.makeTempDir({ prefix: "qmpkit-cli-home-" });
     const second = `${home}/second.sock`;
-    await using qemu = await startVm({
+    await using qemu = await startQemuForClients({
       machine: "pc",
       paused: true,
       extraArgs: ["-device", "qemu-xhci", "-qmp", `unix:${second},server=on,wait=off`],

@@ -9,13 +9,7 @@ import {
   strictEqual as assertStrictEquals,
 } from "node:assert/strict";
 import { connect } from "../mod.ts";
-import {
-  delay,
-  type RunningQemu,
-  startQemu,
-  type StartQemuOptions,
-  within,
-} from "./helpers/qemu.ts";
+import { delay, startQemuForClients, within } from "./helpers/qemu.ts";
 
 const QMP_TS = new URL("../scripts/qmp.ts", import.meta.url).pathname;
 const PERMS = ["--allow-read", "--allow-write", "--allow-net", "--allow-run", "--allow-env"];
@@ -75,23 +69,6 @@ function startCli(
   return { child, output, result };
 }
 
-/**
- * Starts QEMU and waits until its monitor accepts a QMP client. startQemu's own
- * probe is not enough for a CLI run without --retry: right after the probe hangs
- * up, QEMU may still refuse the next unix connection for a moment.
- */
-async function startVm(options: StartQemuOptions): Promise<RunningQemu> {
-  const qemu = await startQemu(options);
-  try {
-    const probe = await connect(qemu.address, { retry: true, timeout: "10s", negotiate: false });
-    await probe.close();
-  } catch (err) {
-    await qemu[Symbol.asyncDispose]();
-    throw err;
-  }
-  return qemu;
-}
-
 /** Polls until `cond()` holds, failing after `ms`. */
 async function waitFor(cond: () => boolean, ms: number, what: string): Promise<void> {
   const deadline = Date.now() + ms;
@@ -127,7 +104,7 @@ async function tempDir(): Promise<{ path: string } & AsyncDisposable> {
 }
 
 Deno.test("qmp exec: query-status prints the return value as JSON", async () => {
-  await using qemu = await startVm({ machine: "pc", paused: true });
+  await using qemu = await startQemuForClients({ machine: "pc", paused: true });
   const r = await qmp(["exec", qemu.address, "query-status"]);
   assertEquals(r.code, 0, show(r));
   assertEquals(lines(r.stdout).length, 1, "compact (one line) when piped");
@@ -146,7 +123,7 @@ Deno.test("qmp exec: query-status prints the return value as JSON", async () => 
 });
 
 Deno.test("qmp exec: key=value and dotted keys reach QEMU", async () => {
-  await using qemu = await startVm({
+  await using qemu = await startQemuForClients({
     machine: "pc",
     paused: true,
     extraArgs: ["-device", "qemu-xhci,id=xhci"],
@@ -203,7 +180,7 @@ Deno.test("qmp exec: key=value and dotted keys reach QEMU", async () => {
 });
 
 Deno.test("qmp exec: exit status 1 for QMP and connection errors, 2 for usage errors", async () => {
-  await using qemu = await startVm({ machine: "none" });
+  await using qemu = await startQemuForClients({ machine: "none" });
   await using dir = await tempDir();
 
   const unknown = await qmp(["exec", qemu.address, "query-nope"]);
@@ -268,7 +245,7 @@ Deno.test("qmp exec: exit status 1 for QMP and connection errors, 2 for usage er
 });
 
 Deno.test("qmp exec: TCP addresses (HOST:PORT and tcp:HOST:PORT)", async () => {
-  await using qemu = await startVm({ machine: "none", tcp: true });
+  await using qemu = await startQemuForClients({ machine: "none", tcp: true });
   for (const address of [`127.0.0.1:${qemu.port}`, `tcp:127.0.0.1:${qemu.port}`]) {
     const r = await qmp(["exec", address, "query-status"]);
     assertEquals(r.code, 0, show(r));
@@ -310,7 +287,7 @@ const INFO_KEYS = [
 ];
 
 Deno.test("qmp info: readable summary and --json of a -M pc VM", async () => {
-  await using qemu = await startVm({
+  await using qemu = await startQemuForClients({
     machine: "pc",
     paused: true,
     extraArgs: [
@@ -396,7 +373,7 @@ Deno.test("qmp info: tolerates what a -machine none QEMU lacks (--launch)", asyn
 Deno.test("qmp events: --count with events triggered from a second monitor", async () => {
   await using dir = await tempDir();
   const second = `${dir.path}/second.sock`;
-  await using qemu = await startVm({
+  await using qemu = await startQemuForClients({
     machine: "pc",
     paused: true,
     extraArgs: ["-qmp", `unix:${second},server=on,wait=off`],
@@ -454,7 +431,7 @@ Deno.test("qmp events: --count with events triggered from a second monitor", asy
 
 Deno.test("qmp shell: batch mode through a pipe", async () => {
   await using dir = await tempDir();
-  await using qemu = await startVm({
+  await using qemu = await startQemuForClients({
     machine: "pc",
     paused: true,
     extraArgs: ["-device", "qemu-xhci,id=xhci"],

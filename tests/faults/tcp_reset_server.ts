@@ -18,6 +18,7 @@ import net from "node:net";
 import { Buffer } from "node:buffer";
 import type { FakeConn } from "../helpers/fake_server.ts";
 import { nowTimestamp, qemuGreeting } from "../helpers/fake_server.ts";
+import { JsonObjectFramer } from "../../lib/framing.ts";
 
 /** A {@link FakeConn} that can also reset the connection (RST). */
 export interface ResettableConn extends FakeConn {
@@ -72,7 +73,7 @@ export async function startTcpResetServer(
 function wrap(sock: net.Socket): ResettableConn {
   const queue: Record<string, unknown>[] = [];
   let waiter: ((m: Record<string, unknown> | Error) => void) | undefined;
-  let text = "";
+  const framer = new JsonObjectFramer();
   let ended = false;
   let eofResolve!: () => void;
   const eof = new Promise<void>((r) => (eofResolve = r));
@@ -85,31 +86,18 @@ function wrap(sock: net.Socket): ResettableConn {
     w?.(new Error("tcp fake server: connection ended"));
   };
   sock.on("data", (chunk: Buffer) => {
-    text += chunk.toString("utf8");
-    let depth = 0;
-    let inString = false;
-    let escape = false;
-    let start = 0;
-    for (let i = 0; i < text.length; i++) {
-      const ch = text[i];
-      if (inString) {
-        if (escape) escape = false;
-        else if (ch === "\\") escape = true;
-        else if (ch === '"') inString = false;
-      } else if (ch === '"') inString = true;
-      else if (ch === "{" || ch === "[") depth++;
-      else if (ch === "}" || ch === "]") {
-        if (--depth === 0) {
-          const msg = JSON.parse(text.slice(start, i + 1));
-          start = i + 1;
-          const w = waiter;
-          waiter = undefined;
-          if (w) w(msg);
-          else queue.push(msg);
-        }
-      } else if (depth === 0 && /\s/.test(ch)) start = i + 1;
+    let messages: Record<string, unknown>[];
+    try {
+      messages = framer.push(new Uint8Array(chunk));
+    } catch {
+      return finish(); // the client sent something that is not QMP: stop listening
     }
-    text = text.slice(start);
+    for (const msg of messages) {
+      const w = waiter;
+      waiter = undefined;
+      if (w) w(msg);
+      else queue.push(msg);
+    }
   });
   sock.on("end", finish);
   sock.on("close", finish);

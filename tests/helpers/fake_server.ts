@@ -9,6 +9,7 @@
  *
  * @module
  */
+import { JsonObjectFramer } from "../../lib/framing.ts";
 
 const encoder = new TextEncoder();
 
@@ -159,42 +160,15 @@ function wrap(conn: Deno.UnixConn) {
     else queue.push(msg);
   };
 
-  // Reads continuously and splits the client's JSON objects by brace depth
-  // (string-aware). Rescans the unconsumed text each time: messages are small.
+  // Reads continuously and splits the client's JSON objects with the library's framer.
   const reader = (async () => {
     const buf = new Uint8Array(64 * 1024);
-    const decoder = new TextDecoder();
-    let text = "";
+    const framer = new JsonObjectFramer();
     try {
       while (true) {
         const n = await conn.read(buf);
         if (n === null) break;
-        text += decoder.decode(buf.subarray(0, n), { stream: true });
-        let start = 0;
-        let depth = 0;
-        let inString = false;
-        let escape = false;
-        for (let i = 0; i < text.length; i++) {
-          const ch = text[i];
-          if (inString) {
-            if (escape) escape = false;
-            else if (ch === "\\") escape = true;
-            else if (ch === '"') inString = false;
-          } else if (ch === '"') inString = true;
-          else if (ch === "{" || ch === "[") depth++;
-          else if (ch === "}" || ch === "]") {
-            if (--depth === 0) {
-              deliver(JSON.parse(text.slice(start, i + 1)));
-              start = i + 1;
-            }
-          } else if (depth === 0) {
-            if (/\s/.test(ch)) start = i + 1;
-            else {throw new Error(
-                `fake server: client sent ${JSON.stringify(text.slice(i, i + 40))}`,
-              );}
-          }
-        }
-        text = text.slice(start);
+        for (const msg of framer.push(buf.subarray(0, n))) deliver(msg);
       }
       finish();
     } catch (err) {

@@ -7,6 +7,7 @@
  *
  * @module
  */
+import { connect } from "../../lib/client.ts";
 
 /** Options of {@link startQemu}. */
 export interface StartQemuOptions {
@@ -231,4 +232,21 @@ export async function within<T>(promise: Promise<T>, ms: number, what: string): 
   } finally {
     clearTimeout(timer);
   }
+}
+
+/**
+ * Like {@link startQemu}, then waits until a QMP client gets a greeting. For
+ * clients run without retry (the CLI as a subprocess): right after startQemu's
+ * probe hangs up, QEMU may still refuse the next unix connection for a moment.
+ */
+export async function startQemuForClients(options: StartQemuOptions): Promise<RunningQemu> {
+  const qemu = await startQemu(options);
+  try {
+    const probe = await connect(qemu.address, { retry: true, timeout: "10s", negotiate: false });
+    await probe.close();
+  } catch (err) {
+    await qemu[Symbol.asyncDispose]();
+    throw err;
+  }
+  return qemu;
 }
