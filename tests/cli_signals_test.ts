@@ -9,6 +9,7 @@
  */
 import assert from "node:assert/strict";
 import { fileURLToPath } from "node:url";
+import { onStopSignals, type StopSignal } from "../scripts/cli/signals.ts";
 import { hasTmux, Tmux } from "./helpers/tmux.ts";
 
 const ROOT = fileURLToPath(new URL("..", import.meta.url));
@@ -16,6 +17,37 @@ const PLAY = fileURLToPath(new URL("../scripts/play.ts", import.meta.url));
 const QMP = fileURLToPath(new URL("../scripts/qmp.ts", import.meta.url));
 const PLAYBOOK_URL = new URL("../lib/runner/playbook.ts", import.meta.url).href;
 const PERMS = ["--allow-read", "--allow-write", "--allow-net", "--allow-run", "--allow-env"];
+
+Deno.test("onStopSignals: copies within the window are one; a later signal forces once", () => {
+  const listeners = new Map<StopSignal, () => void>();
+  let now = 0;
+  const calls: string[] = [];
+  const stop = onStopSignals({
+    stop: (s) => calls.push(`stop ${s}`),
+    force: (s) => calls.push(`force ${s}`),
+  }, {
+    windowMs: 1000,
+    now: () => now,
+    addListener: (s, fn) => listeners.set(s, fn),
+    removeListener: (s) => listeners.delete(s),
+  });
+  const send = (s: StopSignal, at: number) => {
+    now = at;
+    listeners.get(s)!();
+  };
+  assert.equal(stop.received, undefined);
+  send("SIGINT", 0);
+  send("SIGINT", 3); // deno task's forwarded copy
+  send("SIGTERM", 999); // any stop signal within the window is the same request
+  assert.deepEqual(calls, ["stop SIGINT"]);
+  assert.equal(stop.received, "SIGINT");
+  send("SIGINT", 1000);
+  send("SIGINT", 5000);
+  assert.deepEqual(calls, ["stop SIGINT", "force SIGINT"]);
+  stop.dispose();
+  assert.equal(listeners.size, 0);
+  stop.dispose(); // idempotent
+});
 
 /** A work dir (playbooks, markers) and an empty TMPDIR for the command under test. */
 async function withDirs(fn: (work: string, tmp: string) => Promise<void>): Promise<void> {
@@ -209,6 +241,7 @@ Deno.test("SIGTERM to the runner: cleanups, report, exit 143, no temp dir", asyn
     assert.match(p.stderr, /Terminated \(SIGTERM\): aborting steps/);
     const report = JSON.parse(p.stdout);
     assert.equal(report.interrupted, true);
+    assert.equal(report.interruptedBy, "SIGTERM");
     assert.equal(report.playbooks[0].status, "interrupted");
     assert.equal(await readIfExists(marker), "cleanup prelaunch", p.stderr);
     assert.equal(await alive(Number(pid)), false, `QEMU ${pid} is still running`);
@@ -263,6 +296,19 @@ Deno.test("qmp exec --launch: SIGINT while QEMU starts stops it, exit 130, no te
     p.child.kill("SIGINT");
     const status = await p.done;
     assert.equal(status.code, 130, p.stderr);
+    assert.equal(await alive(Number(pid)), false, `QEMU ${pid} is still running`);
+    assert.deepEqual(await entries(tmp), [], "temp dirs left behind");
+  });
+});
+
+Deno.test("qmp events --launch: Ctrl-C is still its normal end (exit 0), no temp dir", async () => {
+  await withDirs(async (_work, tmp) => {
+    const p = new Proc(["run", ...PERMS, QMP, "events", "--launch", "--verbose"], { TMPDIR: tmp });
+    await p.waitFor("stderr", /listening on .*Ctrl-C to stop/);
+    const [, pid] = await p.waitFor("stderr", /started pid (\d+)/);
+    p.child.kill("SIGINT");
+    const status = await p.done;
+    assert.equal(status.code, 0, p.stderr);
     assert.equal(await alive(Number(pid)), false, `QEMU ${pid} is still running`);
     assert.deepEqual(await entries(tmp), [], "temp dirs left behind");
   });

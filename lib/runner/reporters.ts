@@ -459,6 +459,7 @@ export function jsonReport(s: RunSummary): Record<string, unknown> {
     version: 1,
     ok: s.ok,
     interrupted: s.interrupted,
+    ...(s.interruptedBy ? { interruptedBy: s.interruptedBy } : {}),
     durationMs: Math.round(s.durationMs),
     counts: s.counts,
     playbooks: s.results.map((r) => ({

@@ -210,9 +210,10 @@ export interface Target {
 /** Options of {@link openTarget} beyond the command line's. */
 export interface TargetOptions {
   /**
-   * Signals that stop a launched VM and exit (128 + signal number), from the
-   * start of the launch on. Default SIGINT and SIGTERM; a command that ends
-   * gracefully on Ctrl-C itself (`qmp events`) leaves SIGINT out.
+   * Signals that stop a launched VM and exit (128 + signal number) once it
+   * runs (during the launch, SIGINT and SIGTERM both do). Default SIGINT and
+   * SIGTERM; a command that ends gracefully on Ctrl-C itself (`qmp events`)
+   * leaves SIGINT out.
    */
   stopSignals?: readonly StopSignal[];
 }
@@ -240,6 +241,7 @@ export async function openTarget(
     // Further signals (one Ctrl-C under `deno task` is two) are ignored: the stop is bounded.
     const stopLaunch = new AbortController();
     let machine: Machine | undefined;
+    let stoppedBy: StopSignal | undefined;
     let closing: Promise<void> | undefined;
     const close = () =>
       closing ??= machine
@@ -247,12 +249,16 @@ export async function openTarget(
           await machine!.kill().catch(() => {});
         })
         : Promise.resolve();
-    const signals = onStopSignals({
-      stop(signal) {
+    const handlers = {
+      stop(signal: StopSignal) {
+        if (stoppedBy) return;
+        stoppedBy = signal;
         stopLaunch.abort();
         if (machine) close().finally(() => Deno.exit(SIGNAL_EXIT_CODE[signal]));
       },
-    }, { signals: targetOptions.stopSignals });
+    };
+    // Every stop signal during the launch (the command's own handling starts after it).
+    let signals = onStopSignals(handlers);
     try {
       machine = await launch({
         args,
@@ -264,12 +270,16 @@ export async function openTarget(
       });
     } catch (e) {
       signals.dispose();
-      if (signals.received) Deno.exit(SIGNAL_EXIT_CODE[signals.received]);
+      if (stoppedBy) Deno.exit(SIGNAL_EXIT_CODE[stoppedBy]);
       throw e;
     }
-    if (signals.received) {
+    if (stoppedBy) {
       await close();
-      Deno.exit(SIGNAL_EXIT_CODE[signals.received]);
+      Deno.exit(SIGNAL_EXIT_CODE[stoppedBy]);
+    }
+    if (targetOptions.stopSignals) {
+      signals.dispose();
+      signals = onStopSignals(handlers, { signals: targetOptions.stopSignals });
     }
     return {
       client: machine.qmp,
