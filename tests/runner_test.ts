@@ -673,6 +673,7 @@ Deno.test("usage errors exit 2", async () => {
     [["--parallel", "0", "x"], /--parallel must be a positive integer/],
     [["--timeout", "soon", "x"], /--timeout: Invalid duration "soon"/],
     [["no-such-playbook"], /no-such-playbook: no such playbook file, directory or name/],
+    [["--retry", "x"], /--retry applies to --qmp/],
   ];
   for (const [args, pattern] of cases) {
     const r = await play(args);
