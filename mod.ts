@@ -134,12 +134,9 @@ export {
 export {
   type Failure,
   type KeptVm,
-  type ListedStep,
-  listPlaybook,
   type LogEntry,
   parseFilter,
   type PlaybookInfo,
-  type PlaybookListing,
   type PlaybookResult,
   type RunObserver,
   runPlaybook,
@@ -148,3 +145,4 @@ export {
   type StepResult,
   type TranscriptRecord,
 } from "./lib/runner/engine.ts";
+export { type ListedStep, listPlaybook, type PlaybookListing } from "./lib/runner/listing.ts";

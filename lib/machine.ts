@@ -364,7 +364,8 @@ export async function launch(options: LaunchOptions = {}): Promise<Machine> {
   if (resolved === null) {
     await Deno.remove(dir, { recursive: true }).catch(() => {});
     throw new LaunchError(
-      `Cannot start ${binary}: not found on PATH. Install QEMU (Debian: apt-get install ` +
+      `Cannot start ${binary}: ${binary.includes("/") ? "no such file" : "not found on PATH"}. ` +
+        `Install QEMU (Debian: apt-get install ` +
         `qemu-system-x86) or pass binary: "/path/to/qemu-system-..."`,
       { commandLine: [binary, ...qemuArgs] },
     );

@@ -22,15 +22,20 @@
  *                        release; anchors are the `qapidoc-N` ids of QEMU's Sphinx build)
  *   --save-schema FILE, --save-version FILE   with --qmp/--launch: save what was fetched
  *   --lenient            write even if name recovery reported inconsistencies
- *   --quiet
+ *   --retry              with --qmp: keep retrying while the socket does not exist yet
+ *   --quiet, -v/--verbose, -h/--help
+ * Exit status: 0 done (or up to date), 1 failure (connection, launch, out of date with
+ * --check, name recovery warnings), 2 usage error.
  *
  * The pure part (schema + manual text -> model -> TypeScript text) is exported and has no side
  * effects; the CLI only runs when this file is the main module.
  *
  * @module
  */
+import { parseArgs } from "node:util";
 import { connect, type QmpClient } from "../lib/client.ts";
 import { launch } from "../lib/machine.ts";
+import { formatError, UsageError } from "./cli/common.ts";
 
 // ---------------------------------------------------------------------------------------------
 // Introspection schema (the `query-qmp-schema` return value)
@@ -1133,9 +1138,16 @@ async function fetchWith(qmp: QmpClient): Promise<LiveSchema> {
   return { schema, version };
 }
 
-/** Fetch `query-version` and `query-qmp-schema` from a running QEMU's QMP monitor. */
-export async function fetchSchemaLive(address: string, timeout = "10s"): Promise<LiveSchema> {
-  await using qmp = await connect(address, { timeout, commandTimeout: timeout });
+/**
+ * Fetch `query-version` and `query-qmp-schema` from a running QEMU's QMP monitor;
+ * with `retry`, wait (within `timeout`) for a socket that does not exist yet.
+ */
+export async function fetchSchemaLive(
+  address: string,
+  timeout = "10s",
+  retry = false,
+): Promise<LiveSchema> {
+  await using qmp = await connect(address, { timeout, commandTimeout: timeout, retry });
   return await fetchWith(qmp);
 }
 
@@ -1206,21 +1218,57 @@ export function generate(
 const USAGE =
   `Usage: deno run -A scripts/gen-qapi.ts (--schema FILE | --qmp ADDRESS | --launch [BINARY])
   [--man PATH] [--out FILE] [--check] [--qemu-version X.Y.Z] [--doc-base URL]
-  [--save-schema FILE] [--save-version FILE] [--lenient] [--quiet]`;
+  [--save-schema FILE] [--save-version FILE] [--lenient] [--retry] [--quiet] [-v] [-h]`;
+
+/** The command line, parsed strictly (unknown options and stray arguments are usage errors). */
+function parseCommandLine(argv: string[]): Record<string, string | true | undefined> {
+  const { values, positionals } = parseArgs({
+    args: argv,
+    allowPositionals: true,
+    strict: true,
+    options: {
+      schema: { type: "string" },
+      qmp: { type: "string" },
+      launch: { type: "boolean" },
+      man: { type: "string" },
+      out: { type: "string" },
+      check: { type: "boolean" },
+      "qemu-version": { type: "string" },
+      "doc-base": { type: "string" },
+      "save-schema": { type: "string" },
+      "save-version": { type: "string" },
+      lenient: { type: "boolean" },
+      retry: { type: "boolean" },
+      quiet: { type: "boolean" },
+      verbose: { type: "boolean", short: "v" },
+      help: { type: "boolean", short: "h" },
+    },
+  });
+  const opt: Record<string, string | true | undefined> = {};
+  for (const [k, v] of Object.entries(values)) if (v !== undefined && v !== false) opt[k] = v;
+  if (opt.help) return opt;
+  const sources = ["schema", "qmp", "launch"].filter((k) => opt[k] !== undefined);
+  if (sources.length !== 1) {
+    throw new UsageError(
+      sources.length === 0
+        ? "one of --schema, --qmp, --launch is required"
+        : `--${sources.join(" and --")} conflict: give one schema source`,
+    );
+  }
+  // `--launch [BINARY]`: the one positional argument is the binary.
+  if (positionals.length > 0 && !opt.launch) {
+    throw new UsageError(`unexpected argument "${positionals[0]}"`);
+  }
+  if (positionals.length > 1) {
+    throw new UsageError(`--launch takes one BINARY, got ${positionals.length}`);
+  }
+  if (positionals.length === 1) opt.launch = positionals[0];
+  if (opt.retry && opt.qmp === undefined) throw new UsageError("--retry applies to --qmp");
+  return opt;
+}
 
 async function main(argv: string[]): Promise<number> {
-  const opt: Record<string, string | true> = {};
-  for (let i = 0; i < argv.length; i++) {
-    const a = argv[i];
-    if (!a.startsWith("--")) throw new Error(`unexpected argument ${a}\n${USAGE}`);
-    const [k, inline] = a.slice(2).split(/=(.*)/s, 2);
-    if (["check", "lenient", "quiet", "help"].includes(k)) opt[k] = true;
-    else if (k === "launch") {
-      opt[k] = inline ?? (argv[i + 1] && !argv[i + 1].startsWith("--") ? argv[++i] : true);
-    } else if (inline !== undefined) opt[k] = inline;
-    else if (i + 1 < argv.length) opt[k] = argv[++i];
-    else throw new Error(`--${k} needs a value`);
-  }
+  const opt = parseCommandLine(argv);
   if (opt.help) {
     console.log(USAGE);
     return 0;
@@ -1234,7 +1282,7 @@ async function main(argv: string[]): Promise<number> {
     entries = JSON.parse(await Deno.readTextFile(opt.schema));
   } else if (opt.qmp !== undefined || opt.launch !== undefined) {
     const live = typeof opt.qmp === "string"
-      ? await fetchSchemaLive(opt.qmp)
+      ? await fetchSchemaLive(opt.qmp, "10s", opt.retry === true)
       : await launchAndFetch(typeof opt.launch === "string" ? opt.launch : undefined);
     entries = live.schema;
     const v = live.version.qemu;
@@ -1246,7 +1294,7 @@ async function main(argv: string[]): Promise<number> {
     if (typeof opt["save-version"] === "string") {
       await Deno.writeTextFile(opt["save-version"], JSON.stringify(live.version, null, 2) + "\n");
     }
-  } else throw new Error(`one of --schema, --qmp, --launch is required\n${USAGE}`);
+  } else throw new UsageError("one of --schema, --qmp, --launch is required");
 
   const manPath = typeof opt.man === "string" ? opt.man : await findManPage();
   if (!manPath) throw new Error("qemu-qmp-ref(7) not found; pass --man PATH");
@@ -1302,7 +1350,11 @@ if (import.meta.main) {
   try {
     Deno.exit(await main(Deno.args));
   } catch (e) {
-    console.error(`gen-qapi: ${e instanceof Error ? e.message : e}`);
-    Deno.exit(2);
+    // As the qmp commands: one line (the stack with --verbose); 2 for usage errors, else 1.
+    const verbose = Deno.args.includes("--verbose") || Deno.args.includes("-v");
+    const usage = e instanceof UsageError ||
+      String((e as { code?: unknown })?.code).startsWith("ERR_PARSE_ARGS");
+    console.error(formatError("gen-qapi", e, verbose));
+    Deno.exit(usage ? 2 : 1);
   }
 }

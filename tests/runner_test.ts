@@ -269,6 +269,81 @@ Deno.test("a playbook that throws at import: exit 1, file name and message", asy
   });
 });
 
+Deno.test("load and --qmp connection errors: one line each, no stack, no colour codes", async () => {
+  await withDir(async (dir) => {
+    await Deno.writeTextFile(`${dir}/nodefault.playbook.ts`, `export const x = 1;\n`);
+    await Deno.writeTextFile(
+      `${dir}/syntax.playbook.ts`,
+      `export default function f() { let = ; }\n`,
+    );
+    await Deno.writeTextFile(
+      `${dir}/missing.playbook.ts`,
+      `import { nope } from "./does-not-exist.ts";\nexport default nope;\n`,
+    );
+    // NO_COLOR empty: colours are on, as for a user without it (output is still piped).
+    const r = await play([dir], { env: { NO_COLOR: "" } });
+    assert.equal(r.code, 1, r.stderr);
+    assert.ok(!r.stderr.includes("\x1b["), `colour codes in piped output:\n${r.stderr}`);
+    assert.doesNotMatch(r.stderr, /^\s*at (async )?\S+ \(/m, "a stack frame");
+    assert.match(r.stderr, /nodefault\.playbook\.ts: the default export is not a playbook/);
+    assert.match(
+      r.stderr,
+      /syntax\.playbook\.ts: failed to load: SyntaxError: Expression expected \(at \S*syntax\.playbook\.ts:1:\d+\)\n/,
+    );
+    assert.equal(r.stderr.match(/Expression expected/g)?.length, 1, "said once");
+    assert.match(
+      r.stderr,
+      /missing\.playbook\.ts: failed to load: TypeError: Module not found "\S+does-not-exist\.ts"\. \(at \S*missing\.playbook\.ts:1:\d+\)\n/,
+    );
+    const verbose = await play([`${dir}/nodefault.playbook.ts`, "--verbose"]);
+    assert.match(verbose.stderr, /at loadPlaybook \(/, "--verbose shows the stack");
+  });
+  const nowhere = await play(["lifecycle", "--qmp", "/tmp/nonexistent.sock"]);
+  assert.equal(nowhere.code, 1, nowhere.stderr);
+  assert.match(nowhere.stderr, /ConnectionError: Cannot connect to unix:\/tmp\/nonexistent\.sock/);
+  assert.match(nowhere.stderr, /Use --retry to wait for a QEMU that is still starting/);
+  assert.doesNotMatch(nowhere.stderr, /retry: true|at openTransport|^\s*at /m);
+  const verbose = await play(["lifecycle", "--qmp", "/tmp/nonexistent.sock", "-v"]);
+  assert.match(verbose.stderr, /at openTransport \(/);
+  assert.match(verbose.stderr, /caused by: NotFound/);
+});
+
+Deno.test("--qmp --retry waits for a monitor that appears later", async () => {
+  await withDir(async (dir) => {
+    const file = await writePlaybook(
+      dir,
+      "late",
+      `export default playbook({ name: "late" }, async (t) => {
+  await t.step("status", () => t.qmp.execute("query-status"));
+});`,
+    );
+    const sock = `${dir}/late.sock`;
+    const p = new Play([file, "--qmp", sock, "--retry"]);
+    await new Promise((r) => setTimeout(r, 500));
+    await using _qemu = await startQemu({
+      machine: "none",
+      extraArgs: ["-qmp", `unix:${sock},server=on,wait=off`],
+    });
+    const r = await p.done;
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stderr, /✓ status/);
+  });
+});
+
+Deno.test("a --filter that matches nothing: says so and exits 2, run or --list", async () => {
+  for (const extra of [[], ["--list"], ["--list", "--reporter", "json"]]) {
+    const r = await play(["lifecycle", "--filter", "nomatch", ...extra]);
+    assert.equal(r.code, 2, `${extra.join(" ")}: ${r.stderr}`);
+    assert.match(r.stderr, /--filter nomatch matches no playbook or step \(in 1 playbook file\)/);
+    assert.match(r.stderr, /\nhint: --list shows playbook and step names/);
+    assert.doesNotMatch(r.stderr, /passed/, "nothing ran");
+  }
+  // A filter that selects a step still runs (here: lists) it.
+  const some = await play(["lifecycle", "--filter", "/^pause and/", "--list"]);
+  assert.equal(some.code, 0, some.stderr);
+  assert.match(some.stdout, /• pause and resume\n/);
+});
+
 const STEPS = `
 export default playbook({ name: "steps", description: "three steps", vm: { machine: "none" } }, async (t) => {
   await t.step("alpha", async () => {
@@ -323,10 +398,10 @@ Deno.test("--filter runs matching steps (and their children) only", async () => 
 
     const regex = await play([file, "--filter", "/^alpha › alpha in/", "--reporter", "json"]);
     // A regex cannot tell whether a step's children could match: it selects top-level
-    // steps (or whole playbooks) only, and this playbook is not even launched.
-    const pb2 = JSON.parse(regex.stdout).playbooks[0];
-    assert.deepEqual(pb2.steps, []);
-    assert.equal(pb2.status, "skipped");
+    // steps (or whole playbooks) only, so this selects nothing (and launches nothing).
+    assert.equal(regex.code, 2, regex.stderr);
+    assert.match(regex.stderr, /matches no playbook or step/);
+    assert.equal(regex.stdout, "");
     const top = await play([file, "--filter", "/^(alpha|beta)$/", "--reporter", "json"]);
     const pb5 = JSON.parse(top.stdout).playbooks[0];
     assert.deepEqual(pb5.steps.map((s: JsonStep) => s.status), ["passed", "passed", "skipped"]);
@@ -339,9 +414,17 @@ Deno.test("--filter runs matching steps (and their children) only", async () => 
       ["gamma", "skipped"],
     ]);
 
-    const none = await play([file, "--filter", "zzz", "--reporter", "json"]);
-    assert.equal(none.code, 0, none.stderr);
-    const pb4 = JSON.parse(none.stdout).playbooks[0];
+    // With two playbooks, one no step of which matches is not even launched.
+    const other = await writePlaybook(
+      dir,
+      "other",
+      `export default playbook({ name: "other", vm: { binary: "/nonexistent/qemu" } }, async (t) => {
+  await t.step("zeta", () => {});
+});`,
+    );
+    const two = await play([file, other, "--filter", "beta", "--reporter", "json"]);
+    assert.equal(two.code, 0, two.stderr);
+    const [, pb4] = JSON.parse(two.stdout).playbooks;
     assert.equal(pb4.status, "skipped");
     assert.deepEqual(pb4.steps, [], "a playbook no step of which matches is not even launched");
   });
@@ -590,6 +673,7 @@ Deno.test("usage errors exit 2", async () => {
     [["--parallel", "0", "x"], /--parallel must be a positive integer/],
     [["--timeout", "soon", "x"], /--timeout: Invalid duration "soon"/],
     [["no-such-playbook"], /no-such-playbook: no such playbook file, directory or name/],
+    [["--retry", "x"], /--retry applies to --qmp/],
   ];
   for (const [args, pattern] of cases) {
     const r = await play(args);
@@ -609,6 +693,36 @@ Deno.test("names resolve to examples/NAME.playbook.ts", async () => {
     /lifecycle: boot, pause, reset, power off {2}\(examples\/lifecycle\.playbook\.ts\)/,
   );
   assert.match(r.stdout, /• boots to ready/);
+});
+
+Deno.test("--list examples/ lists the steps of every bundled example", async () => {
+  const examples: string[] = [];
+  for await (const e of Deno.readDir(`${ROOT}/examples`)) {
+    if (e.name.endsWith(".playbook.ts")) examples.push(`examples/${e.name}`);
+  }
+  assert.ok(examples.length >= 5, examples.join(", "));
+  const tmp = await Deno.makeTempDir({ prefix: "qmpkit-list-test-" });
+  try {
+    const r = await play(["examples/", "--list", "--reporter", "json"], { env: { TMPDIR: tmp } });
+    assert.equal(r.code, 0, r.stderr);
+    const listing = JSON.parse(r.stdout);
+    assert.deepEqual(listing.errors, []);
+    assert.deepEqual(
+      listing.playbooks.map((p: { file: string }) => p.file).sort(),
+      examples.sort(),
+    );
+    for (const p of listing.playbooks) {
+      assert.equal(p.complete, true, `${p.file}: ${p.note}`);
+      assert.ok(p.steps.length >= 3, `${p.file}: ${JSON.stringify(p.steps)}`);
+    }
+    const text = await play(["examples/", "--list"], { env: { TMPDIR: tmp } });
+    assert.doesNotMatch(text.stdout, /listing stopped/);
+    assert.match(text.stdout, /\(examples\/block\.playbook\.ts\)\n.*\n {2}• boots to ready/);
+    // The temp dir the listing gave t.tempDir is gone.
+    assert.deepEqual([...Deno.readDirSync(tmp)], []);
+  } finally {
+    await Deno.remove(tmp, { recursive: true });
+  }
 });
 
 const guest = await findTinyGuest().catch(() => undefined);

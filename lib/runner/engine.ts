@@ -203,6 +203,8 @@ export interface RunPlaybookOptions {
   index?: number;
   /** Attach to this QMP address instead of launching `meta.vm`. */
   qmp?: string;
+  /** With `qmp`: keep retrying while the socket does not exist yet (within the 10 s deadline). */
+  retry?: boolean;
   /** Playbook timeout; overrides `meta.timeout` (default `"5m"`). */
   timeout?: Duration;
   /** Default step timeout; overrides `meta.stepTimeout`. */
@@ -222,11 +224,20 @@ export interface RunPlaybookOptions {
 }
 
 const liveMachines = new Set<Machine>();
+const liveTempDirs = new Set<string>();
 
-/** Kills (SIGKILL) every VM the engine launched that is still running. */
+/**
+ * Kills (SIGKILL) every VM the engine launched that is still running, and
+ * removes the playbook temp dirs still there (kept with a `--keep-vm` VM, or
+ * left by a run stopped at once).
+ */
 export async function killAllMachines(): Promise<void> {
   await Promise.all([...liveMachines].map((m) => m.kill().catch(() => undefined)));
   liveMachines.clear();
+  await Promise.all(
+    [...liveTempDirs].map((d) => Deno.remove(d, { recursive: true }).catch(() => undefined)),
+  );
+  liveTempDirs.clear();
 }
 
 interface Frame {
@@ -303,6 +314,7 @@ export async function runPlaybook(
   const timer = setTimeout(() => ctl.abort(new PlaybookTimeoutError(name, timeoutMs)), timeoutMs);
 
   const tempDir = await Deno.makeTempDir({ prefix: "qmpkit-play-" });
+  liveTempDirs.add(tempDir);
   const machines: { label: string; machine: Machine }[] = [];
   let client: QmpClient | undefined;
   let ctx: Context | undefined;
@@ -315,6 +327,7 @@ export async function runPlaybook(
       if (options.qmp) {
         client = await connect(options.qmp, {
           timeout: "10s",
+          retry: options.retry === true,
           signal,
           transcript: transcript("vm"),
         });
@@ -399,6 +412,7 @@ export async function runPlaybook(
       liveMachines.delete(machine);
     }
     await Deno.remove(tempDir, { recursive: true }).catch(() => undefined);
+    liveTempDirs.delete(tempDir);
   }
   if (options.qmp && client) await client.close();
   record?.close();
@@ -455,6 +469,12 @@ function errorText(e: unknown): string {
   return e instanceof Error ? `${e.name}: ${e.message}` : String(e);
 }
 
+/** Removes ANSI escape sequences (Deno colours some of its own error messages). */
+export function stripAnsi(text: string): string {
+  // deno-lint-ignore no-control-regex
+  return text.replace(/\x1b\[[0-9;?]*[ -\/]*[@-~]/g, "");
+}
+
 /** Flattens an error into a JSON-safe {@link Failure}. */
 export function describeFailure(
   error: unknown,
@@ -466,17 +486,17 @@ export function describeFailure(
   const causes: string[] = [];
   let c: unknown = err.cause;
   for (let i = 0; c !== undefined && i < 5; i++) {
-    causes.push(errorText(c));
+    causes.push(stripAnsi(errorText(c)));
     c = c instanceof Error ? c.cause : undefined;
   }
   const failure: Failure = {
     name: err.name,
-    message: err.message,
+    message: stripAnsi(err.message),
     step,
     causes,
     transcript: [...ring],
   };
-  if (err.stack) failure.stack = err.stack;
+  if (err.stack) failure.stack = stripAnsi(err.stack);
   if (err instanceof ExpectationError) {
     failure.matcher = err.matcher;
     if (err.expected !== undefined) failure.expected = formatValue(err.expected);
@@ -937,118 +957,6 @@ class Context implements PlaybookContext {
   sleep(duration: Duration): Promise<void> {
     return sleep(parseDuration(duration), this.signal);
   }
-}
-
-/** One top-level step found by {@link listPlaybook}. */
-export interface ListedStep {
-  /** The step's name. */
-  name: string;
-  /** Whether `--filter` selects it (always true without a filter). */
-  matched: boolean;
-  /** The skip reason, when the step is declared with `skip`. */
-  skip?: string;
-}
-
-/** What {@link listPlaybook} found. */
-export interface PlaybookListing {
-  /** The playbook's name. */
-  name: string;
-  /** Its file, when known. */
-  file?: string;
-  /** Its description. */
-  description?: string;
-  /** Whether `--filter` selects the playbook by name or file. */
-  matched: boolean;
-  /** Top-level steps, in order. */
-  steps: ListedStep[];
-  /** False when the body stopped before its end (see `note`): later steps are not listed. */
-  complete: boolean;
-  /** Why the listing is incomplete. */
-  note?: string;
-}
-
-class ListModeStop extends Error {
-  constructor(what: string) {
-    super(what);
-    this.name = "ListModeStop";
-  }
-}
-
-/**
- * Lists a playbook's top-level steps without a VM: the body runs with a `t`
- * whose `step` records the name and does not run the step's body. Nested
- * steps live inside step bodies, so they are not listed; and the listing
- * stops early (`complete: false`) where the body uses QMP, the VM or the temp
- * dir outside a step.
- */
-export async function listPlaybook(
-  pb: Playbook,
-  options: { file?: string; filter?: StepFilter } = {},
-): Promise<PlaybookListing> {
-  const filter = options.filter;
-  const matched = !filter || filter.matches(pb.meta.name) ||
-    (options.file !== undefined && filter.matches(options.file));
-  const listing: PlaybookListing = {
-    name: pb.meta.name,
-    ...(options.file ? { file: options.file } : {}),
-    ...(pb.meta.description ? { description: pb.meta.description } : {}),
-    matched,
-    steps: [],
-    complete: true,
-  };
-  const stop = (what: string): never => {
-    throw new ListModeStop(what);
-  };
-  const never = new AbortController().signal;
-  const t: PlaybookContext = {
-    name: pb.meta.name,
-    file: options.file,
-    get qmp(): QmpClient {
-      return stop("uses t.qmp");
-    },
-    get vm(): Machine {
-      return stop("uses t.vm");
-    },
-    attached: false,
-    signal: never,
-    get tempDir(): string {
-      return stop("uses t.tempDir");
-    },
-    stepPath: [],
-    step(name: string, _fn: unknown, opts: StepOptions = {}): Promise<boolean> {
-      listing.steps.push({
-        name,
-        matched: matched || !filter || filter.matches(name) || filter.mayContain(name),
-        ...(opts.skip ? { skip: typeof opts.skip === "string" ? opts.skip : "skipped" } : {}),
-      });
-      return Promise.resolve(false);
-    },
-    cleanup() {},
-    log() {},
-    expect: <T>(actual: T, label?: string) => expect(actual, label),
-    expectEvent: () => stop("waits for an event"),
-    expectError: () => stop("expects an error"),
-    eventually: () => stop("polls with t.eventually"),
-    launch: () => stop("launches a VM"),
-    sleep: () => Promise.resolve(),
-  } as PlaybookContext;
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  try {
-    await Promise.race([
-      Promise.resolve().then(() => pb.fn(t)),
-      new Promise((_, reject) => {
-        timer = setTimeout(() => reject(new ListModeStop("did not finish within 5s")), 5000);
-      }),
-    ]);
-  } catch (e) {
-    listing.complete = false;
-    listing.note = e instanceof ListModeStop
-      ? `listing stopped where the playbook body ${e.message} outside a step`
-      : `listing stopped: the body threw ${errorText(e)} (it may depend on a step's result)`;
-  } finally {
-    clearTimeout(timer);
-  }
-  return listing;
 }
 
 /** The `--record` file name for a playbook file: `DIR/<name>.jsonl`, unique within `taken`. */

@@ -32,6 +32,8 @@ export interface RunSummary {
   durationMs: number;
   /** True when the run was interrupted (Ctrl-C). */
   interrupted: boolean;
+  /** What interrupted it, for messages (default `Ctrl-C`; e.g. `SIGTERM`). */
+  interruptedBy?: string;
   /** Counts by status. */
   counts: RunCounts;
   /** True when every playbook passed (or was skipped) and nothing was interrupted. */
@@ -67,6 +69,13 @@ export interface ReporterOptions {
   live?: boolean;
   /** Playbooks may run concurrently (pretty output is then grouped per playbook). */
   parallel?: number;
+  /**
+   * Show whole stack traces and cause chains (pretty only). By default a
+   * failure shows at most 3 stack frames, only those in the playbook's own
+   * code (none inside qmpkit), and the first line of each cause it does not
+   * already say.
+   */
+  verbose?: boolean;
 }
 
 /** Counts results by status. */
@@ -120,6 +129,7 @@ export function createReporter(name: ReporterName, options: ReporterOptions = {}
         color: options.color ?? (tty && !noColorEnv()),
         live: options.live ?? tty,
         parallel: options.parallel ?? 1,
+        verbose: options.verbose ?? false,
       });
     }
     case "json":
@@ -163,16 +173,21 @@ class PrettyReporter implements Reporter {
   readonly #color: boolean;
   readonly #live: boolean;
   readonly #grouped: boolean;
+  readonly #verbose: boolean;
   readonly #running = new Map<number, Running>();
   #statusShown = false;
   #frame = 0;
   #ticker: ReturnType<typeof setInterval> | undefined;
 
-  constructor(out: ReporterOutput, opts: { color: boolean; live: boolean; parallel: number }) {
+  constructor(
+    out: ReporterOutput,
+    opts: { color: boolean; live: boolean; parallel: number; verbose: boolean },
+  ) {
     this.#out = out;
     this.#color = opts.color;
     this.#live = opts.live;
     this.#grouped = opts.parallel > 1;
+    this.#verbose = opts.verbose;
   }
 
   #c(code: number, text: string): string {
@@ -331,7 +346,11 @@ class PrettyReporter implements Reporter {
         );
       }
     }
-    for (const c of f.causes) out.push(`${this.#dim("caused by:")} ${c}`);
+    const causes = this.#verbose ? f.causes : newCauses(f.message, f.causes);
+    for (const c of causes) {
+      const [first, ...more] = c.split("\n");
+      out.push(`${this.#dim("caused by:")} ${first}`, ...more.map((l) => `  ${l}`));
+    }
     if (f.transcript.length > 0) {
       out.push(this.#dim(`last QMP messages (${f.transcript.length}):`));
       for (const rec of f.transcript) out.push(`  ${this.#dim(formatTranscriptLine(rec, 160))}`);
@@ -341,10 +360,14 @@ class PrettyReporter implements Reporter {
       out.push(this.#dim("serial console (last lines):"));
       for (const l of f.consoleTail.split("\n")) out.push(`  ${this.#dim("| " + l)}`);
     }
-    if (!["ExpectationError", "StepTimeoutError", "PlaybookTimeoutError"].includes(f.name)) {
-      const frames = (f.stack ?? "").split("\n").filter((l) => /^\s+at /.test(l))
-        .filter((l) => !/\/lib\/runner\/|ext:core|node:/.test(l)).slice(0, 3);
-      for (const l of frames) out.push(this.#dim(l.trim()));
+    if (this.#verbose) {
+      for (const l of stackFrames(f.stack)) out.push(this.#dim(l));
+    } else if (
+      !["ExpectationError", "StepTimeoutError", "PlaybookTimeoutError"].includes(f.name)
+    ) {
+      for (const l of stackFrames(f.stack).filter(isUserFrame).slice(0, 3)) {
+        out.push(this.#dim(l));
+      }
     }
     return out.map((l) => pad + l);
   }
@@ -382,11 +405,42 @@ class PrettyReporter implements Reporter {
       `${s.ok ? this.#green("ok") : this.#red("FAILED")} | ${parts.join(", ")} playbooks | ` +
         `${steps.passed} passed, ${steps.failed} failed, ${steps.skipped} skipped steps | ` +
         `${formatDuration(s.durationMs)}${
-          s.interrupted ? this.#red("  (interrupted by Ctrl-C)") : ""
+          s.interrupted ? this.#red(`  (interrupted by ${s.interruptedBy ?? "Ctrl-C"})`) : ""
         }`,
     );
     this.#out.stderr(lines.join("\n") + "\n");
   }
+}
+
+/** qmpkit's own source root (`.../lib/` and `.../scripts/` below it are not user code). */
+const QMPKIT_ROOT = new URL("../../", import.meta.url).href;
+
+/** The `at ...` lines of a stack, trimmed. */
+function stackFrames(stack: string | undefined): string[] {
+  return (stack ?? "").split("\n").filter((l) => /^\s+at /.test(l)).map((l) => l.trim());
+}
+
+/** True for a frame in the playbook's own code: not in qmpkit, Deno or Node internals. */
+function isUserFrame(frame: string): boolean {
+  if (!/\b(file|https?):\/\//.test(frame)) return false; // Promise.all, ext:, node:, native
+  return !frame.includes(`${QMPKIT_ROOT}lib/`) && !frame.includes(`${QMPKIT_ROOT}scripts/`);
+}
+
+/**
+ * The first line of each cause that the message does not already say
+ * (`NotFound: No such file or directory (os error 2)` under a message that
+ * says "No such file or directory" adds nothing).
+ */
+function newCauses(message: string, causes: readonly string[]): string[] {
+  const out: string[] = [];
+  for (const c of causes) {
+    const first = c.split("\n")[0];
+    // Without the error names ("TypeError: SyntaxError: ...") and errno suffix.
+    const core = first.replace(/^([A-Z][\w.]*: )+/, "").replace(/ \(os error \d+\)$/, "").trim();
+    if (core !== "" && message.includes(core)) continue;
+    if (!out.includes(first)) out.push(first);
+  }
+  return out;
 }
 
 function consoleColumns(): number {
@@ -405,6 +459,7 @@ export function jsonReport(s: RunSummary): Record<string, unknown> {
     version: 1,
     ok: s.ok,
     interrupted: s.interrupted,
+    ...(s.interruptedBy ? { interruptedBy: s.interruptedBy } : {}),
     durationMs: Math.round(s.durationMs),
     counts: s.counts,
     playbooks: s.results.map((r) => ({
@@ -613,6 +668,6 @@ export function tapReport(s: RunSummary): string {
       );}
   });
   out.push(`1..${s.results.length}`);
-  if (s.interrupted) out.push("# interrupted by Ctrl-C");
+  if (s.interrupted) out.push(`# interrupted by ${s.interruptedBy ?? "Ctrl-C"}`);
   return out.join("\n") + "\n";
 }

@@ -19,6 +19,7 @@ import {
   QmpError,
 } from "../../mod.ts";
 import { shellSplit, UsageError } from "./args.ts";
+import { onStopSignals, SIGNAL_EXIT_CODE, type StopSignal } from "./signals.ts";
 
 export { UsageError };
 
@@ -206,6 +207,17 @@ export interface Target {
   close(): Promise<void>;
 }
 
+/** Options of {@link openTarget} beyond the command line's. */
+export interface TargetOptions {
+  /**
+   * Signals that stop a launched VM and exit (128 + signal number) once it
+   * runs (during the launch, SIGINT and SIGTERM both do). Default SIGINT and
+   * SIGTERM; a command that ends gracefully on Ctrl-C itself (`qmp events`)
+   * leaves SIGINT out.
+   */
+  stopSignals?: readonly StopSignal[];
+}
+
 /**
  * Connects to `address`, or launches a throwaway VM when the options say so.
  * `clientOptions` are passed to the client either way (e.g. a transcript).
@@ -214,6 +226,7 @@ export async function openTarget(
   address: string | undefined,
   values: CommonValues,
   clientOptions: ClientOptions = {},
+  targetOptions: TargetOptions = {},
 ): Promise<Target> {
   const verbose = Boolean(values.verbose);
   const onWarning = (w: QmpError) => console.error(`qmp: warning: ${w.message}`);
@@ -223,32 +236,57 @@ export async function openTarget(
       throw new UsageError(`--guest must be "tiny", got ${JSON.stringify(values.guest)}`);
     }
     const args = shellSplit(values["launch-args"] ?? "");
-    const machine = await launch({
-      args,
-      guest: values.guest === "tiny" ? "tiny" : undefined,
-      memory: values.memory,
-      qmp: options,
-      log: verbose ? (m) => console.error(`qmp: ${m}`) : undefined,
-    });
+    // Listening from before the launch: a signal while QEMU starts aborts the launch,
+    // which then removes its temp dir; later ones shut the VM down. Either way, then exit.
+    // Further signals (one Ctrl-C under `deno task` is two) are ignored: the stop is bounded.
+    const stopLaunch = new AbortController();
+    let machine: Machine | undefined;
+    let stoppedBy: StopSignal | undefined;
     let closing: Promise<void> | undefined;
     const close = () =>
-      closing ??= machine.shutdown({ powerdown: false }).then(() => {}, async () => {
-        await machine.kill().catch(() => {});
-      });
-    const onSignal = () => {
-      close().finally(() => Deno.exit(130));
+      closing ??= machine
+        ? machine.shutdown({ powerdown: false }).then(() => {}, async () => {
+          await machine!.kill().catch(() => {});
+        })
+        : Promise.resolve();
+    const handlers = {
+      stop(signal: StopSignal) {
+        if (stoppedBy) return;
+        stoppedBy = signal;
+        stopLaunch.abort();
+        if (machine) close().finally(() => Deno.exit(SIGNAL_EXIT_CODE[signal]));
+      },
     };
+    // Every stop signal during the launch (the command's own handling starts after it).
+    let signals = onStopSignals(handlers);
     try {
-      Deno.addSignalListener("SIGTERM", onSignal);
-    } catch { /* not supported here */ }
+      machine = await launch({
+        args,
+        guest: values.guest === "tiny" ? "tiny" : undefined,
+        memory: values.memory,
+        qmp: options,
+        log: verbose ? (m) => console.error(`qmp: ${m}`) : undefined,
+        signal: stopLaunch.signal,
+      });
+    } catch (e) {
+      signals.dispose();
+      if (stoppedBy) Deno.exit(SIGNAL_EXIT_CODE[stoppedBy]);
+      throw e;
+    }
+    if (stoppedBy) {
+      await close();
+      Deno.exit(SIGNAL_EXIT_CODE[stoppedBy]);
+    }
+    if (targetOptions.stopSignals) {
+      signals.dispose();
+      signals = onStopSignals(handlers, { signals: targetOptions.stopSignals });
+    }
     return {
       client: machine.qmp,
       address: machine.qmp.address,
       machine,
       close: () => {
-        try {
-          Deno.removeSignalListener("SIGTERM", onSignal);
-        } catch { /* never added */ }
+        signals.dispose();
         return close();
       },
     };
@@ -324,8 +362,9 @@ export async function withTarget<T>(
   values: CommonValues,
   clientOptions: ClientOptions,
   body: (target: Target) => Promise<T>,
+  targetOptions: TargetOptions = {},
 ): Promise<T> {
-  const target = await openTarget(address, values, clientOptions);
+  const target = await openTarget(address, values, clientOptions, targetOptions);
   try {
     return await body(target);
   } finally {

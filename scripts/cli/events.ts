@@ -77,6 +77,7 @@ export async function eventsCommand(argv: string[]): Promise<number> {
   const pretty = Boolean(values.pretty);
   const verbose = Boolean(values.verbose);
 
+  // Ctrl-C is this command's normal end (handled below); SIGTERM still stops a --launch VM.
   return await withTarget(address, values, {}, async ({ client, address }) => {
     const stop = new AbortController();
     const listener = client.events({ names, signal: stop.signal, bufferSize: 100_000 });
@@ -139,7 +140,7 @@ export async function eventsCommand(argv: string[]): Promise<number> {
         return EXIT_FAILURE;
       }
     }
-  });
+  }, { stopSignals: ["SIGTERM"] });
 }
 
 /** The event as QEMU sent it: `{event, data?, timestamp}`. */

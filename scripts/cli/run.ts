@@ -18,22 +18,25 @@ import { displayPath, playbookFromModule, resolvePlaybooks } from "../../lib/run
 import {
   describeFailure,
   killAllMachines,
-  listPlaybook,
   parseFilter,
-  type PlaybookListing,
   type PlaybookResult,
   recordPath,
   runPlaybook,
   type StepFilter,
+  type StepResult,
+  stripAnsi,
 } from "../../lib/runner/engine.ts";
 import { InterruptedError, PlaybookLoadError } from "../../lib/runner/errors.ts";
+import { listPlaybook, type PlaybookListing } from "../../lib/runner/listing.ts";
 import type { Playbook } from "../../lib/runner/playbook.ts";
 import {
   countResults,
   createReporter,
+  type Reporter,
   type ReporterName,
   type RunSummary,
 } from "../../lib/runner/reporters.ts";
+import { onStopSignals, SIGNAL_EXIT_CODE, type StopSignal } from "./signals.ts";
 
 const USAGE = `Usage: deno task play [options] <playbook|dir|name>...
        qmp run [options] <playbook|dir|name>...
@@ -45,6 +48,7 @@ examples/lifecycle.playbook.ts). Each playbook gets its own VM (meta.vm) unless 
 Options:
   --qmp ADDRESS        attach to an existing VM (unix:/path or tcp:host:port) instead of
                        launching one; playbooks then run one at a time and t.vm is unavailable
+  --retry              with --qmp: keep retrying while the socket does not exist yet (up to 10s)
   --filter TEXT        only playbooks/steps whose name or path ("block › backup") contains
                        TEXT; /regex/flags for a regular expression
   --timeout DURATION   limit per playbook, e.g. 90s, 5m (overrides meta.timeout; default 5m)
@@ -56,9 +60,14 @@ Options:
   --record DIR         write every QMP message of each playbook to DIR/<name>.jsonl
   --reporter NAME      pretty (default, on stderr) | json | junit | tap (on stdout)
   --list               list playbooks and their top-level steps without running them
+  -v, --verbose        show whole stack traces and cause chains of failures
   -h, --help           show this help
 
-Exit status: 0 all passed, 1 failures, 2 usage error, 130 interrupted (Ctrl-C).
+Ctrl-C (or SIGTERM) stops the run: steps are aborted, cleanups run, VMs stop and the
+summary is printed. Ctrl-C again (a second or more later) kills the VMs at once.
+
+Exit status: 0 all passed, 1 failures, 2 usage error or a --filter that selects nothing,
+130 interrupted (Ctrl-C), 143 terminated (SIGTERM).
 `;
 
 const REPORTERS: readonly ReporterName[] = ["pretty", "json", "junit", "tap"];
@@ -89,6 +98,8 @@ interface Options {
   record?: string;
   reporter: ReporterName;
   list: boolean;
+  verbose: boolean;
+  retry: boolean;
 }
 
 function parseOptions(argv: string[]): Options | "help" {
@@ -100,6 +111,7 @@ function parseOptions(argv: string[]): Options | "help" {
       strict: true,
       options: {
         qmp: { type: "string" },
+        retry: { type: "boolean", default: false },
         filter: { type: "string" },
         timeout: { type: "string" },
         "step-timeout": { type: "string" },
@@ -109,6 +121,7 @@ function parseOptions(argv: string[]): Options | "help" {
         record: { type: "string" },
         reporter: { type: "string", default: "pretty" },
         list: { type: "boolean", default: false },
+        verbose: { type: "boolean", short: "v", default: false },
         help: { type: "boolean", short: "h", default: false },
       },
     });
@@ -151,6 +164,9 @@ function parseOptions(argv: string[]): Options | "help" {
       throw new UsageError(`--filter: ${e instanceof Error ? e.message : e}`);
     }
   }
+  if (v.retry && v.qmp === undefined) {
+    throw new UsageError("--retry applies to --qmp (each playbook launches its own VM otherwise)");
+  }
   if (parsed.positionals.length === 0) {
     throw new UsageError("no playbooks given (e.g. deno task play examples/)");
   }
@@ -166,6 +182,8 @@ function parseOptions(argv: string[]): Options | "help" {
     record: v.record,
     reporter,
     list: v.list,
+    verbose: v.verbose,
+    retry: v.retry,
   };
 }
 
@@ -256,6 +274,15 @@ export async function runCommand(argv: string[]): Promise<number> {
 
   if (opts.list) return await listCommand(items, opts);
 
+  // Which playbooks --filter may select (listing runs each body without a VM).
+  const selectable = await Promise.all(
+    items.map((item) => !opts.filter || !item.playbook || mayMatch(item, opts.filter)),
+  );
+  if (opts.filter && items.every((it) => it.playbook) && !selectable.some(Boolean)) {
+    writeErr(noMatchText(opts.filter, items.length));
+    return 2;
+  }
+
   let parallel = opts.parallel;
   if (opts.qmp && parallel > 1) {
     writeErr(
@@ -263,27 +290,31 @@ export async function runCommand(argv: string[]): Promise<number> {
     );
     parallel = 1;
   }
-  const reporter = createReporter(opts.reporter, { parallel });
+  const reporter = cliWording(
+    createReporter(opts.reporter, { parallel, verbose: opts.verbose }),
+    opts,
+  );
   const interrupt = new AbortController();
-  let sigints = 0;
   let keptWaiter: (() => void) | undefined;
-  const onSigint = () => {
-    sigints++;
-    if (keptWaiter) {
-      keptWaiter();
-      return;
-    }
-    if (sigints === 1) {
+  // One Ctrl-C under `deno task` arrives as two SIGINTs: copies within a second are one.
+  const signals = onStopSignals({
+    stop(signal) {
+      if (keptWaiter) {
+        keptWaiter();
+        return;
+      }
       writeErr(
-        "\nInterrupted: aborting steps, running cleanups and stopping VMs " +
-          "(press Ctrl-C again to kill them at once)\n",
+        `\n${signal === "SIGINT" ? "Interrupted" : "Terminated (SIGTERM)"}: aborting steps, ` +
+          "running cleanups and stopping VMs (press Ctrl-C again to kill them at once)\n",
       );
-      interrupt.abort(new InterruptedError());
-    } else {
+      interrupt.abort(new InterruptedError(`The run (${interruptName(signal)})`));
+    },
+    force() {
       writeErr("Killing VMs.\n");
-      killAllMachines().finally(() => Deno.exit(130));
-    }
-  };
+      keptWaiter?.();
+      killAllMachines().finally(() => Deno.exit(SIGNAL_EXIT_CODE[signals.received!]));
+    },
+  });
   let strays = 0;
   const onRejection = (e: PromiseRejectionEvent) => {
     e.preventDefault();
@@ -295,7 +326,6 @@ export async function runCommand(argv: string[]): Promise<number> {
     strays++;
     writeErr(`warning: uncaught error in a playbook: ${describe(e.error ?? e.message)}\n`);
   };
-  Deno.addSignalListener("SIGINT", onSigint);
   globalThis.addEventListener("unhandledrejection", onRejection);
   globalThis.addEventListener("error", onError);
 
@@ -321,13 +351,14 @@ export async function runCommand(argv: string[]): Promise<number> {
           result = loadFailure(item);
           reporter.playbookStart?.({ index: i, name: result.name, file: item.display });
           reporter.playbookEnd?.({ index: i, name: result.name, file: item.display }, result);
-        } else if (opts.filter && !(await mayMatch(item, opts.filter))) {
+        } else if (opts.filter && !selectable[i]) {
           result = notRun(item, `no step matches --filter ${opts.filter.source}`);
         } else {
           result = await runPlaybook(item.playbook, {
             file: item.display,
             index: i,
             qmp: opts.qmp,
+            retry: opts.retry,
             timeout: opts.timeout,
             stepTimeout: opts.stepTimeout,
             filter: opts.filter,
@@ -346,15 +377,17 @@ export async function runCommand(argv: string[]): Promise<number> {
     await Promise.all(Array.from({ length: Math.min(parallel, items.length) }, worker));
 
     const interrupted = interrupt.signal.aborted;
+    const by = signals.received ? interruptName(signals.received) : "Ctrl-C";
     const final = items.map((item, i) =>
       results[i] ??
-        notRun(item, interrupted ? "not started: interrupted (Ctrl-C)" : "not started: --bail")
+        notRun(item, interrupted ? `not started: interrupted (${by})` : "not started: --bail")
     );
     const counts = countResults(final);
     const summary: RunSummary = {
       results: final,
       durationMs: performance.now() - t0,
       interrupted,
+      ...(interrupted ? { interruptedBy: by } : {}),
       counts,
       ok: !interrupted && strays === 0 && counts.playbooks.failed === 0 &&
         counts.playbooks.interrupted === 0,
@@ -375,10 +408,14 @@ export async function runCommand(argv: string[]): Promise<number> {
       await new Promise<void>((resolve) => (keptWaiter = resolve));
       await Promise.all(kept.map((k) => k.machine.kill().catch(() => undefined)));
     }
-    if (interrupted) return 130;
+    if (interrupted) return SIGNAL_EXIT_CODE[signals.received ?? "SIGINT"];
+    if (opts.filter && strays === 0 && !final.some(selectedSomething)) {
+      writeErr(noMatchText(opts.filter, items.length));
+      return 2;
+    }
     return summary.ok ? 0 : 1;
   } finally {
-    Deno.removeSignalListener("SIGINT", onSigint);
+    signals.dispose();
     globalThis.removeEventListener("unhandledrejection", onRejection);
     globalThis.removeEventListener("error", onError);
     await killAllMachines();
@@ -394,9 +431,76 @@ async function loadPlaybook(file: string, display: string): Promise<Playbook> {
   try {
     mod = await import(pathToFileURL(file).href);
   } catch (e) {
-    throw new PlaybookLoadError(display, `failed to load: ${describe(e)}`, { cause: e });
+    throw new PlaybookLoadError(display, `failed to load: ${importErrorText(e)}`, { cause: e });
   }
   return playbookFromModule(mod, display);
+}
+
+/**
+ * One line for an error thrown while importing a playbook: Deno's message
+ * without colours or code frame (`TypeError: SyntaxError: ...` becomes
+ * `SyntaxError: ...`), and where it happened (`at dir/x.playbook.ts:2:58`).
+ */
+function importErrorText(e: unknown): string {
+  if (!(e instanceof Error)) return String(e);
+  const message = stripAnsi(e.message);
+  const first = message.split("\n")[0].trim();
+  const text = /^[A-Z]\w*Error: /.test(first) ? first : `${e.name}: ${first}`;
+  const at = /^\s*at (?:.*\()?(file:\/\/[^\s)]+?):(\d+):(\d+)\)?\s*$/m.exec(
+    `${message}\n${stripAnsi(e.stack ?? "")}`,
+  );
+  if (!at) return text;
+  let where = at[1];
+  try {
+    where = displayPath(fileURLToPath(at[1]));
+  } catch { /* keep the URL */ }
+  return `${text} (at ${where}:${at[2]}:${at[3]})`;
+}
+
+function interruptName(signal: StopSignal): string {
+  return signal === "SIGINT" ? "Ctrl-C" : "SIGTERM";
+}
+
+function noMatchText(filter: StepFilter, files: number): string {
+  return `error: --filter ${filter.source} matches no playbook or step ` +
+    `(in ${files} playbook file${files === 1 ? "" : "s"})\n` +
+    "hint: --list shows playbook and step names; --filter is a case-sensitive substring " +
+    "of a name or step path, or /regex/flags\n";
+}
+
+/** True when the result ran something `--filter` selected (a skipped-by-filter one did not). */
+function selectedSomething(r: PlaybookResult): boolean {
+  const ran = (s: StepResult): boolean =>
+    !(s.status === "skipped" && s.skipReason?.startsWith("filtered out by --filter")) ||
+    s.steps.some(ran);
+  return r.status !== "skipped" || r.steps.some(ran);
+}
+
+/**
+ * The reporter, with library advice said in this command's terms: a failed
+ * `--qmp` attach says "Use --retry", not the API's "Pass retry: true".
+ */
+function cliWording(reporter: Reporter, opts: Options): Reporter {
+  const reword = (r: PlaybookResult) => {
+    if (r.failure && opts.qmp) {
+      r.failure.message = r.failure.message.replace(
+        "Pass retry: true to wait",
+        "Use --retry to wait",
+      );
+    }
+  };
+  return {
+    runStart: (p) => reporter.runStart?.(p),
+    playbookStart: (p) => reporter.playbookStart?.(p),
+    stepStart: (p, s) => reporter.stepStart?.(p, s),
+    stepEnd: (p, s) => reporter.stepEnd?.(p, s),
+    log: (p, e) => reporter.log?.(p, e),
+    playbookEnd: (p, r) => {
+      reword(r);
+      reporter.playbookEnd?.(p, r);
+    },
+    runEnd: (s) => reporter.runEnd(s),
+  };
 }
 
 function describe(e: unknown): string {
@@ -439,7 +543,12 @@ async function listCommand(items: Item[], opts: Options): Promise<number> {
       );
     }
     for (const e of errors) lines.push(`error: ${e.message}`);
-    writeOut(lines.join("\n") + "\n");
+    if (lines.length > 0) writeOut(lines.join("\n") + "\n");
   }
-  return errors.length > 0 ? 1 : 0;
+  if (errors.length > 0) return 1;
+  if (opts.filter && listings.length === 0) {
+    writeErr(noMatchText(opts.filter, items.length));
+    return 2;
+  }
+  return 0;
 }
