@@ -17,7 +17,12 @@ export type Accel = "auto" | "kvm" | "tcg";
 export interface LaunchOptions {
   /** QEMU binary (default: `$QMPKIT_QEMU`, else `qemu-system-x86_64` from `PATH`). */
   binary?: string;
-  /** Extra QEMU arguments, appended last. */
+  /**
+   * Extra QEMU arguments, appended last. Options that would take QEMU out of
+   * the launcher's hands are refused with a {@link LaunchError} before anything
+   * starts: `-daemonize` (QEMU detaches and outlives `launch()`) and `-runas`
+   * (the kernel drops the parent-death signal when QEMU changes user).
+   */
   args?: string[];
   /**
    * `-machine` value (default: `"q35"` when a kernel or guest is given, else `"none"`).
@@ -318,6 +323,7 @@ export async function launch(options: LaunchOptions = {}): Promise<Machine> {
   const binary = options.binary ?? Deno.env.get("QMPKIT_QEMU") ?? "qemu-system-x86_64";
   const name = options.name ?? `qmpkit-${Deno.pid}-${++counter}`;
   const log = options.log ?? (() => {});
+  refuseEscapes(binary, options.args ?? []);
   let { kernel, initrd, append } = options;
   if (options.guest === "tiny") {
     const guest = await findTinyGuest();
@@ -590,6 +596,37 @@ function deathSignalWrapper(): string[] | null {
     } catch { /* not here */ }
   }
   return deathWrapper;
+}
+
+/**
+ * Options that take QEMU out of the launcher's hands, with why. A second
+ * monitor (`-qmp`, `-mon`, `-chardev`) is fine: ours is always there, first.
+ * `-pidfile` and `-chroot` are fine too (the socket is bound before the chroot).
+ */
+const ESCAPES: Record<string, string> = {
+  daemonize: "QEMU would detach from its owner and keep running after launch() gives up " +
+    "(no exit status, no console, no cleanup, no parent-death signal)",
+  runas: "the kernel drops QEMU's parent-death signal when it changes user, so it would " +
+    "outlive its owner",
+};
+
+function refuseEscapes(binary: string, args: string[]): void {
+  for (const [i, arg] of args.entries()) {
+    const option = /^--?([a-z-]+)$/.exec(arg)?.[1];
+    // QEMU 8.1+ spells -runas as -run-with user=...
+    const why = option === "run-with" && /(^|,)user=/.test(args[i + 1] ?? "")
+      ? ESCAPES.runas
+      : option !== undefined && Object.hasOwn(ESCAPES, option)
+      ? ESCAPES[option]
+      : undefined;
+    if (why) {
+      throw new LaunchError(
+        `launch() refuses ${arg}: ${why}. Leave it out, or start QEMU yourself and attach with ` +
+          `connect().`,
+        { commandLine: [binary, ...args] },
+      );
+    }
+  }
 }
 
 function hookProcessExit(): void {

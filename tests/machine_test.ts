@@ -2,6 +2,7 @@
 import assert from "node:assert/strict";
 import { launch, type Machine } from "../lib/machine.ts";
 import { ConnectionClosedError, LaunchError } from "../lib/errors.ts";
+import { connect } from "../lib/client.ts";
 import { findTinyGuest } from "../lib/guest.ts";
 
 const guestBuilt = await findTinyGuest().then(() => true, () => false);
@@ -223,4 +224,63 @@ Deno.test({
     assert.equal(vm.shutdownSteps[0].exited, true);
     assert.equal(vm.exitCode, 0);
   },
+});
+
+/** Pids of live processes whose command line contains `needle` (via `ps`: /proc needs -A). */
+function pidsWith(needle: string): number[] {
+  const out = new Deno.Command("ps", {
+    args: ["-e", "-o", "pid=,stat=,args="],
+    stdout: "piped",
+    stderr: "null",
+  }).outputSync();
+  const pids: number[] = [];
+  for (const line of new TextDecoder().decode(out.stdout).split("\n")) {
+    const m = /^\s*(\d+)\s+(\S+)\s+(.*)$/.exec(line);
+    if (m && !m[2].startsWith("Z") && m[3].includes(needle) && Number(m[1]) !== Deno.pid) {
+      pids.push(Number(m[1]));
+    }
+  }
+  return pids;
+}
+
+function killAll(pids: number[]): void {
+  for (const pid of pids) {
+    try {
+      Deno.kill(pid, "SIGKILL");
+    } catch { /* gone */ }
+  }
+}
+
+for (
+  const args of [["-daemonize"], ["--daemonize"], ["-runas", "nobody"]]
+) {
+  Deno.test(`machine: ${args.join(" ")} is refused before QEMU starts; nothing is left running`, async () => {
+    const name = `escape-${Deno.pid}-${Date.now()}`;
+    try {
+      await assert.rejects(launch({ name, args, timeout: "10s" }), (e: unknown) => {
+        assert.ok(e instanceof LaunchError, String(e));
+        assert.match(e.message, new RegExp(`${args[0]}.*(detach|owner)`));
+        assert.equal(e.exitCode, undefined, "QEMU was never started");
+        return true;
+      });
+      await new Promise((r) => setTimeout(r, 300)); // a daemon would be up by now
+      assert.deepEqual(pidsWith(name), [], `a QEMU named ${name} is still running`);
+    } finally {
+      killAll(pidsWith(name));
+    }
+  });
+}
+
+Deno.test("machine: a second QMP monitor in args is still accepted", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "qmpkit-second-" });
+  try {
+    await using vm = await launch({
+      args: ["-qmp", `unix:${dir}/second.sock,server=on,wait=off`],
+      timeout: "20s",
+    });
+    await using second = await connect(`unix:${dir}/second.sock`, { timeout: "5s", retry: true });
+    assert.equal((await second.execute("query-name")).name, vm.name);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
 });
