@@ -9,6 +9,7 @@ import { SerialConsole } from "./console.ts";
 import { type Duration, formatDuration, parseDuration } from "./duration.ts";
 import { ConnectionClosedError, LaunchError, QmpError } from "./errors.ts";
 import { findTinyGuest } from "./guest.ts";
+import { guardCommand, type OrphanGuard } from "./orphan_guard.ts";
 
 /** Accelerator choice: `"auto"` uses KVM when `/dev/kvm` is usable, TCG otherwise. */
 export type Accel = "auto" | "kvm" | "tcg";
@@ -119,6 +120,11 @@ export class Machine implements AsyncDisposable {
   readonly commandLine: string[];
   /** The accelerator in use. */
   readonly accel: "kvm" | "tcg";
+  /**
+   * What kills QEMU if this process dies: `"pdeathsig"` (the kernel, even on
+   * SIGKILL; needs permission to run `setpriv`) or `"exit-hook"` (a normal exit only).
+   */
+  readonly orphanGuard: OrphanGuard;
   /** Resolves with QEMU's exit status once it has exited and everything is cleaned up. */
   readonly exited: Promise<Deno.CommandStatus>;
   /** The shutdown ladder's steps, filled by {@link Machine.shutdown}. */
@@ -140,6 +146,7 @@ export class Machine implements AsyncDisposable {
     socketPath: string;
     commandLine: string[];
     accel: "kvm" | "tcg";
+    orphanGuard: OrphanGuard;
     stderr: { text: string };
     exited: Promise<Deno.CommandStatus>;
     hasGuest: boolean;
@@ -154,6 +161,7 @@ export class Machine implements AsyncDisposable {
     this.socketPath = init.socketPath;
     this.commandLine = init.commandLine;
     this.accel = init.accel;
+    this.orphanGuard = init.orphanGuard;
     this.#stderr = init.stderr;
     this.#hasGuest = init.hasGuest;
     this.#log = init.log;
@@ -389,12 +397,12 @@ export async function launch(options: LaunchOptions = {}): Promise<Machine> {
       );
     }
   }
-  const guard = deathSignalWrapper();
+  const guarded = guardCommand(binary, qemuArgs);
   const commandLine = [binary, ...qemuArgs];
   let child: Deno.ChildProcess;
   try {
-    child = new Deno.Command(guard ? guard[0] : binary, {
-      args: guard ? [...guard.slice(1), binary, ...qemuArgs] : qemuArgs,
+    child = new Deno.Command(guarded.command, {
+      args: guarded.args,
       stdin: "piped",
       stdout: "piped",
       stderr: "piped",
@@ -503,6 +511,7 @@ export async function launch(options: LaunchOptions = {}): Promise<Machine> {
     socketPath,
     commandLine,
     accel,
+    orphanGuard: guarded.guard,
     stderr,
     exited,
     hasGuest: kernel !== undefined,
@@ -570,32 +579,6 @@ async function pump(stream: ReadableStream<Uint8Array>, sink: (text: string) => 
     for await (const chunk of stream) sink(decoder.decode(chunk, { stream: true }));
   } catch { /* the process went away */ }
   sink(decoder.decode());
-}
-
-let deathWrapper: string[] | null | undefined;
-
-/**
- * On Linux, QEMU is started through util-linux `setpriv --pdeathsig SIGKILL`,
- * so the kernel kills it when its owner dies for any reason (even SIGKILL).
- * Elsewhere, or without `setpriv` / permission to run it, a process-exit hook
- * kills it instead.
- */
-function deathSignalWrapper(): string[] | null {
-  if (deathWrapper !== undefined) return deathWrapper;
-  deathWrapper = null;
-  if (Deno.build.os !== "linux") return null;
-  for (const dir of ["/usr/bin", "/bin"]) {
-    const path = `${dir}/setpriv`;
-    try {
-      if (!Deno.statSync(path).isFile) continue;
-      if (Deno.permissions.querySync({ name: "run", command: path }).state !== "granted") {
-        return null;
-      }
-      deathWrapper = [path, "--pdeathsig", "SIGKILL", "--"];
-      break;
-    } catch { /* not here */ }
-  }
-  return deathWrapper;
 }
 
 /**

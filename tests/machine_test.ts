@@ -251,6 +251,99 @@ function killAll(pids: number[]): void {
   }
 }
 
+/** Runs `owner.ts` under `flags`, returns its first stdout line (JSON) and a way to end it. */
+async function startOwner(flags: string[], body: string) {
+  const dir = await Deno.makeTempDir({ prefix: "qmpkit-owner-" });
+  await Deno.writeTextFile(
+    `${dir}/owner.ts`,
+    `import { launch } from ${JSON.stringify(LIB)};\n${body}`,
+  );
+  const child = new Deno.Command(Deno.execPath(), {
+    args: ["run", "--no-check", ...flags, `${dir}/owner.ts`],
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  const stderrText = new Response(child.stderr).text();
+  const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
+  let out = "";
+  while (!out.includes("\n")) {
+    const { value, done } = await reader.read();
+    if (done) break;
+    out += value;
+  }
+  reader.releaseLock();
+  const stdoutDone = child.stdout.cancel().catch(() => {});
+  let ended: Promise<{ status: Deno.CommandStatus; stderr: string }> | undefined;
+  return {
+    first: out.trim(),
+    end(signal: Deno.Signal) {
+      ended ??= (async () => {
+        try {
+          child.kill(signal);
+        } catch { /* exited */ }
+        const status = await child.status;
+        await stdoutDone;
+        const stderr = await stderrText;
+        await Deno.remove(dir, { recursive: true });
+        return { status, stderr };
+      })();
+      return ended;
+    },
+  };
+}
+
+const OWNER_BODY = `const a = await launch({ timeout: "20s" });
+const b = await launch({ timeout: "20s" });
+console.log(JSON.stringify({ pids: [a.pid, b.pid], dirs: [a.dir, b.dir], guards: [a.orphanGuard, b.orphanGuard] }));
+await new Promise((r) => setTimeout(r, 60000));
+`;
+const BASE_FLAGS = ["--allow-read", "--allow-write", "--allow-net", "--allow-env"];
+
+for (const how of ["SIGKILL", "SIGTERM"] as const) {
+  Deno.test(`machine: --allow-run=qemu-system-x86_64 without setpriv warns once, naming the permission (owner ${how})`, async () => {
+    const owner = await startOwner([...BASE_FLAGS, "--allow-run=qemu-system-x86_64"], OWNER_BODY);
+    let info: { pids: number[]; dirs: string[]; guards: string[] } | undefined;
+    try {
+      info = JSON.parse(owner.first);
+      const { stderr } = await owner.end(how);
+      const warnings = stderr.split("\n").filter((l) => /setpriv/.test(l));
+      assert.equal(warnings.length, 1, `one warning for two launches, stderr:\n${stderr}`);
+      assert.match(warnings[0], /--allow-run=.*setpriv/);
+      assert.match(warnings[0], /orphan|outlive/i);
+      assert.deepEqual(info!.guards, ["exit-hook", "exit-hook"]);
+    } finally {
+      await owner.end("SIGKILL").catch(() => {});
+      if (info) {
+        killAll(info.pids); // without setpriv nothing kills them: they are orphans now
+        for (const d of info.dirs) await Deno.remove(d, { recursive: true }).catch(() => {});
+      }
+    }
+  });
+
+  Deno.test(`machine: --allow-run=qemu-system-x86_64,setpriv keeps the guarantee, no warning (owner ${how})`, async () => {
+    const owner = await startOwner(
+      [...BASE_FLAGS, "--allow-run=qemu-system-x86_64,setpriv"],
+      OWNER_BODY,
+    );
+    let info: { pids: number[]; dirs: string[]; guards: string[] } | undefined;
+    try {
+      info = JSON.parse(owner.first);
+      const { stderr } = await owner.end(how);
+      assert.doesNotMatch(stderr, /setpriv/);
+      assert.deepEqual(info!.guards, ["pdeathsig", "pdeathsig"]);
+      for (const pid of info!.pids) {
+        assert.equal(await gone(pid), true, `QEMU ${pid} outlived its owner (${how})`);
+      }
+    } finally {
+      await owner.end("SIGKILL").catch(() => {});
+      if (info) {
+        killAll(info.pids);
+        for (const d of info.dirs) await Deno.remove(d, { recursive: true }).catch(() => {});
+      }
+    }
+  });
+}
+
 for (
   const args of [["-daemonize"], ["--daemonize"], ["-runas", "nobody"]]
 ) {
