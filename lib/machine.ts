@@ -9,7 +9,7 @@ import { SerialConsole } from "./console.ts";
 import { type Duration, formatDuration, parseDuration } from "./duration.ts";
 import { ConnectionClosedError, LaunchError, QmpError } from "./errors.ts";
 import { findTinyGuest } from "./guest.ts";
-import { guardCommand, type OrphanGuard } from "./orphan_guard.ts";
+import { guardCommand, killProcessGroup, type OrphanGuard } from "./orphan_guard.ts";
 
 /** Accelerator choice: `"auto"` uses KVM when `/dev/kvm` is usable, TCG otherwise. */
 export type Accel = "auto" | "kvm" | "tcg";
@@ -94,6 +94,8 @@ export interface ShutdownStep {
 }
 
 const STDERR_KEEP = 64 * 1024;
+/** After QEMU exits, how long its pipes may take to reach EOF before they are cancelled. */
+const PIPE_GRACE_MS = 500;
 let counter = 0;
 const live = new Set<Machine>();
 let unloadHooked = false;
@@ -308,6 +310,7 @@ export class Machine implements AsyncDisposable {
   /** @internal Kills QEMU synchronously (process exit hook). */
   killNow(): void {
     this.#signal("SIGKILL");
+    killProcessGroup(this.pid);
     try {
       Deno.removeSync(this.dir, { recursive: true });
     } catch { /* best effort */ }
@@ -427,7 +430,7 @@ export async function launch(options: LaunchOptions = {}): Promise<Machine> {
 
   // Pumps: stderr into a bounded tail, stdout into the console.
   const stderr = { text: "" };
-  const stderrDone = pump(child.stderr, (t) => {
+  const stderrPump = pump(child.stderr, (t) => {
     stderr.text = (stderr.text + t).slice(-STDERR_KEEP);
   });
   const encoder = new TextEncoder();
@@ -446,11 +449,21 @@ export async function launch(options: LaunchOptions = {}): Promise<Machine> {
       : undefined,
     consoleFile ? (t) => void consoleFile!.write(encoder.encode(t)).catch(() => {}) : undefined,
   );
-  const stdoutDone = pump(child.stdout, (t) => serial.append(t));
+  const stdoutPump = pump(child.stdout, (t) => serial.append(t));
 
   const exited = (async () => {
     const status = await child.status;
-    await Promise.all([stdoutDone, stderrDone]);
+    // Whatever is left in QEMU's process group (a helper it spawned, the child of a
+    // wrapper script) may hold its stdout/stderr open: kill it, and do not wait for
+    // the pipes' EOF longer than it takes to read what is already in them.
+    killProcessGroup(child.pid);
+    const drained = Promise.all([stdoutPump.done, stderrPump.done]);
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    await Promise.race([drained, new Promise((r) => (timer = setTimeout(r, PIPE_GRACE_MS)))]);
+    clearTimeout(timer);
+    stdoutPump.cancel();
+    stderrPump.cancel();
+    await drained;
     stdinClosed = true;
     await stdin.close().catch(() => {});
     consoleFile?.close();
@@ -464,11 +477,12 @@ export async function launch(options: LaunchOptions = {}): Promise<Machine> {
     return status;
   })();
 
-  // Connect, racing QEMU's early exit and the deadline.
+  // Connect, racing QEMU's early exit (the process itself: its pipes may outlive it)
+  // and the deadline.
   const timeoutMs = parseDuration(options.timeout ?? "30s");
   const exitAbort = new AbortController();
   let early: Deno.CommandStatus | undefined;
-  exited.then((s) => {
+  child.status.then((s) => {
     early = s;
     exitAbort.abort();
   });
@@ -573,12 +587,24 @@ function versionString(qmp: QmpClient): string {
   return `${v.major}.${v.minor}.${v.micro}`;
 }
 
-async function pump(stream: ReadableStream<Uint8Array>, sink: (text: string) => void) {
+/** Reads `stream` into `sink` until EOF or `cancel()`. */
+function pump(
+  stream: ReadableStream<Uint8Array>,
+  sink: (text: string) => void,
+): { done: Promise<void>; cancel: () => void } {
   const decoder = new TextDecoder();
-  try {
-    for await (const chunk of stream) sink(decoder.decode(chunk, { stream: true }));
-  } catch { /* the process went away */ }
-  sink(decoder.decode());
+  const reader = stream.getReader();
+  const done = (async () => {
+    try {
+      while (true) {
+        const { value, done } = await reader.read();
+        if (done) break;
+        sink(decoder.decode(value, { stream: true }));
+      }
+    } catch { /* the process went away */ }
+    sink(decoder.decode());
+  })();
+  return { done, cancel: () => void reader.cancel().catch(() => {}) };
 }
 
 /**

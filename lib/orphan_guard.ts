@@ -83,3 +83,15 @@ export function guardCommand(binary: string, args: string[]): GuardedCommand {
     }
     : { command: binary, args, guard: wrapper.guard };
 }
+
+/**
+ * SIGKILLs what is left of the process group `pgid` (a detached child's pid):
+ * helpers QEMU spawned, or a child a fake binary left holding its pipes.
+ * Best effort: needs `--allow-run` without a list (else nothing happens).
+ */
+export function killProcessGroup(pgid: number): void {
+  if (Deno.build.os === "windows" || pgid <= 1) return;
+  try {
+    Deno.kill(-pgid, "SIGKILL");
+  } catch { /* empty group, or not allowed */ }
+}

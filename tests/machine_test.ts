@@ -3,6 +3,7 @@ import assert from "node:assert/strict";
 import { launch, type Machine } from "../lib/machine.ts";
 import { ConnectionClosedError, LaunchError } from "../lib/errors.ts";
 import { connect } from "../lib/client.ts";
+import { within } from "./helpers/qemu.ts";
 import { findTinyGuest } from "../lib/guest.ts";
 
 const guestBuilt = await findTinyGuest().then(() => true, () => false);
@@ -374,6 +375,48 @@ Deno.test("machine: a second QMP monitor in args is still accepted", async () =>
     await using second = await connect(`unix:${dir}/second.sock`, { timeout: "5s", retry: true });
     assert.equal((await second.execute("query-name")).name, vm.name);
   } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("machine: a binary that exits leaving a grandchild on its pipes: launch rejects in time, grandchild killed", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "qmpkit-fakeqemu-" });
+  const fake = `${dir}/qemu-system-x86_64`;
+  await Deno.writeTextFile(
+    fake,
+    `#!/bin/sh
+sleep 30 &
+echo $! > "${dir}/grandchild.pid"
+echo "fake qemu: exiting; my child keeps stdout and stderr open" >&2
+exit 0
+`,
+  );
+  await Deno.chmod(fake, 0o755);
+  let grandchild = 0;
+  try {
+    const t0 = performance.now();
+    const outcome = await within(
+      launch({ binary: fake, timeout: "3s" }).then(
+        (vm) => ({ vm, error: undefined }),
+        (error: unknown) => ({ vm: undefined, error }),
+      ),
+      12_000,
+      "launch() with a grandchild holding the pipes",
+    );
+    const ms = Math.round(performance.now() - t0);
+    grandchild = Number((await Deno.readTextFile(`${dir}/grandchild.pid`)).trim());
+    console.log(`fake QEMU with a grandchild on its pipes: launch rejected after ${ms} ms`);
+    assert.equal(outcome.vm, undefined);
+    assert.ok(outcome.error instanceof LaunchError, String(outcome.error));
+    assert.match(outcome.error.message, /exited before its QMP monitor was ready \(exit code 0\)/);
+    assert.match(outcome.error.stderr, /fake qemu: exiting/);
+    assert.ok(ms < 3000 + 1500, `rejected after ${ms} ms (timeout 3s)`);
+    assert.equal(await gone(grandchild, 3000), true, `grandchild ${grandchild} left running`);
+  } finally {
+    if (!grandchild) {
+      grandchild = Number(await Deno.readTextFile(`${dir}/grandchild.pid`).catch(() => "0"));
+    }
+    if (grandchild > 0) killAll([grandchild]);
     await Deno.remove(dir, { recursive: true });
   }
 });
