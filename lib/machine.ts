@@ -7,7 +7,13 @@
 import { type ClientOptions, connect, type QmpClient } from "./client.ts";
 import { SerialConsole } from "./console.ts";
 import { type Duration, formatDuration, parseDuration } from "./duration.ts";
-import { ConnectionClosedError, LaunchError, QmpError } from "./errors.ts";
+import {
+  AbortError,
+  ConnectionClosedError,
+  LaunchError,
+  QmpError,
+  TimeoutError,
+} from "./errors.ts";
 import { findTinyGuest } from "./guest.ts";
 import { guardCommand, killProcessGroup, type OrphanGuard } from "./orphan_guard.ts";
 
@@ -56,9 +62,12 @@ export interface LaunchOptions {
   console?: boolean;
   /** Also append console output to this file. */
   consoleLog?: string;
-  /** Deadline for QEMU to start and its monitor to answer (default `"30s"`). */
+  /**
+   * Deadline for QEMU to start and its monitor to answer (default `"30s"`);
+   * past it QEMU is killed and a {@link LaunchError} with `timeoutMs` is thrown.
+   */
   timeout?: Duration;
-  /** Cancels the launch (QEMU is killed). */
+  /** Cancels the launch: QEMU is killed and an {@link AbortError} is thrown. */
   signal?: AbortSignal;
   /** Options for the QMP client (`oob`, `transcript`, `commandTimeout`, ...). */
   qmp?: ClientOptions;
@@ -331,6 +340,7 @@ export class Machine implements AsyncDisposable {
  * ```
  */
 export async function launch(options: LaunchOptions = {}): Promise<Machine> {
+  const startedAt = performance.now();
   const binary = options.binary ?? Deno.env.get("QMPKIT_QEMU") ?? "qemu-system-x86_64";
   const name = options.name ?? `qmpkit-${Deno.pid}-${++counter}`;
   const log = options.log ?? (() => {});
@@ -353,6 +363,7 @@ export async function launch(options: LaunchOptions = {}): Promise<Machine> {
       ? "kvm"
       : "tcg")
     : resolveAccel(options.accel ?? "auto");
+  const timeoutMs = parseDuration(options.timeout ?? "30s");
   const wantConsole = options.console ?? !machineName?.startsWith("none");
 
   const dir = await Deno.makeTempDir({ prefix: "qmpkit-vm-" });
@@ -478,8 +489,7 @@ export async function launch(options: LaunchOptions = {}): Promise<Machine> {
   })();
 
   // Connect, racing QEMU's early exit (the process itself: its pipes may outlive it)
-  // and the deadline.
-  const timeoutMs = parseDuration(options.timeout ?? "30s");
+  // and the deadline (counted from the start of launch()).
   const exitAbort = new AbortController();
   let early: Deno.CommandStatus | undefined;
   child.status.then((s) => {
@@ -492,26 +502,35 @@ export async function launch(options: LaunchOptions = {}): Promise<Machine> {
     qmp = await connect(`unix:${socketPath}`, {
       ...options.qmp,
       retry: true,
-      timeout: timeoutMs,
+      timeout: Math.max(1, timeoutMs - (performance.now() - startedAt)),
       signal: AbortSignal.any(signals),
     });
   } catch (cause) {
-    if (!early) {
+    // Decide what happened before killing QEMU: once killed, it has "exited" too.
+    const exitedEarly = early !== undefined;
+    const aborted = !exitedEarly && options.signal?.aborted === true;
+    const timedOut = !exitedEarly && !aborted && cause instanceof TimeoutError;
+    if (!exitedEarly) {
       try {
         child.kill("SIGKILL");
       } catch { /* gone */ }
     }
     const status = await exited;
-    const message = early
+    const killed = `QEMU (pid ${child.pid}) was killed`;
+    if (aborted) {
+      throw new AbortError(`Launch of ${name} (${killed})`, { cause: options.signal!.reason });
+    }
+    const message = exitedEarly
       ? `${binary} exited before its QMP monitor was ready (` +
         (status.signal ? `signal ${status.signal}` : `exit code ${status.code}`) + ")"
-      : options.signal?.aborted
-      ? `Launch of ${name} was aborted`
-      : `${name} did not answer on its QMP socket within ${formatDuration(timeoutMs)}: ` +
-        (cause instanceof Error ? cause.message : String(cause));
+      : timedOut
+      ? `${name} did not answer on its QMP socket within ${formatDuration(timeoutMs)}; ${killed}`
+      : `Cannot use ${name}'s QMP socket: ` +
+        `${cause instanceof Error ? cause.message : String(cause)}; ${killed}`;
     throw new LaunchError(message, {
-      exitCode: early ? status.code : undefined,
-      signal: early ? status.signal ?? undefined : undefined,
+      exitCode: exitedEarly ? status.code : undefined,
+      signal: exitedEarly ? status.signal ?? undefined : undefined,
+      timeoutMs: timedOut ? timeoutMs : undefined,
       stderr: stderr.text.slice(-4000),
       commandLine,
     }, { cause });

@@ -1,7 +1,7 @@
 /** The launcher against real QEMU: start, stop, crash, no orphans, several at once. */
 import assert from "node:assert/strict";
 import { launch, type Machine } from "../lib/machine.ts";
-import { ConnectionClosedError, LaunchError } from "../lib/errors.ts";
+import { AbortError, ConnectionClosedError, LaunchError } from "../lib/errors.ts";
 import { connect } from "../lib/client.ts";
 import { within } from "./helpers/qemu.ts";
 import { findTinyGuest } from "../lib/guest.ts";
@@ -417,6 +417,69 @@ exit 0
       grandchild = Number(await Deno.readTextFile(`${dir}/grandchild.pid`).catch(() => "0"));
     }
     if (grandchild > 0) killAll([grandchild]);
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+/** A QEMU that never greets on our monitor: a second monitor waits for a client first. */
+async function blockedLaunchArgs(): Promise<{ dir: string; args: string[] }> {
+  const dir = await Deno.makeTempDir({ prefix: "qmpkit-blocked-" });
+  return { dir, args: ["-qmp", `unix:${dir}/blocker.sock,server=on,wait=on`] };
+}
+
+Deno.test("machine: a launch timeout is reported as a timeout, not as QEMU exiting (SIGKILL, 137)", async () => {
+  const { dir, args } = await blockedLaunchArgs();
+  const name = `timeout-${Deno.pid}-${Date.now()}`;
+  try {
+    const t0 = performance.now();
+    const error = await within(
+      launch({ name, args, timeout: "2s" }).then(() => undefined, (e: unknown) => e),
+      10_000,
+      "launch with timeout 2s",
+    );
+    const ms = Math.round(performance.now() - t0);
+    console.log(`launch timeout 2s: rejected after ${ms} ms`);
+    assert.ok(error instanceof LaunchError, String(error));
+    assert.doesNotMatch(error.message, /exited before/);
+    assert.match(error.message, /within 2(\.00)?s/);
+    assert.match(error.message, /killed/);
+    assert.equal(error.timeoutMs, 2000);
+    assert.equal(error.exitCode, undefined);
+    assert.equal(error.signal, undefined);
+    assert.match(error.stderr, /waiting for connection/, "QEMU's stderr says why it hung");
+    assert.ok(ms >= 1900 && ms < 2000 + 1500, `rejected after ${ms} ms`);
+    assert.deepEqual(pidsWith(name), [], "QEMU was killed");
+  } finally {
+    killAll(pidsWith(name));
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("machine: an aborted launch is an AbortError, not QEMU exiting (SIGKILL, 137)", async () => {
+  const { dir, args } = await blockedLaunchArgs();
+  const name = `abort-${Deno.pid}-${Date.now()}`;
+  const controller = new AbortController();
+  const timer = setTimeout(() => controller.abort(new Error("user gave up")), 500);
+  try {
+    const t0 = performance.now();
+    const error = await within(
+      launch({ name, args, timeout: "20s", signal: controller.signal }).then(
+        () => undefined,
+        (e: unknown) => e,
+      ),
+      10_000,
+      "aborted launch",
+    );
+    const ms = Math.round(performance.now() - t0);
+    console.log(`launch aborted at 500 ms: rejected after ${ms} ms`);
+    assert.ok(error instanceof AbortError, String(error));
+    assert.match(error.message, new RegExp(`${name}.*aborted`));
+    assert.equal((error.cause as Error).message, "user gave up");
+    assert.ok(ms < 500 + 1500, `rejected after ${ms} ms`);
+    assert.deepEqual(pidsWith(name), [], "QEMU was killed");
+  } finally {
+    clearTimeout(timer);
+    killAll(pidsWith(name));
     await Deno.remove(dir, { recursive: true });
   }
 });
