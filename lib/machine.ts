@@ -7,6 +7,8 @@
 import { type ClientOptions, connect, type QmpClient } from "./client.ts";
 import { SerialConsole } from "./console.ts";
 import { type Duration, formatDuration, parseDuration } from "./duration.ts";
+import { type Accel, resolveAccel } from "./accel.ts";
+import { boundedWait } from "./deadline.ts";
 import {
   AbortError,
   ConnectionClosedError,
@@ -16,9 +18,6 @@ import {
 } from "./errors.ts";
 import { findTinyGuest } from "./guest.ts";
 import { guardCommand, killProcessGroup, type OrphanGuard } from "./orphan_guard.ts";
-
-/** Accelerator choice: `"auto"` uses KVM when `/dev/kvm` is usable, TCG otherwise. */
-export type Accel = "auto" | "kvm" | "tcg";
 
 /** Options of {@link launch}. */
 export interface LaunchOptions {
@@ -36,7 +35,11 @@ export interface LaunchOptions {
    * Ignored when `args` contains `-machine`/`-M`.
    */
   machine?: string;
-  /** Accelerator (default `"auto"`). Ignored when `args` contains `-accel`/`-enable-kvm`. */
+  /**
+   * Accelerator (default `"auto"`: `$QMPKIT_ACCEL` when set, else KVM only when a
+   * probe shows it runs guest code; see {@link resolveAccel}). Ignored when
+   * `args` contains `-accel`/`-enable-kvm`.
+   */
   accel?: Accel;
   /** Memory, e.g. `256` (MiB) or `"1G"` (`-m`). */
   memory?: number | string;
@@ -131,6 +134,8 @@ export class Machine implements AsyncDisposable {
   readonly commandLine: string[];
   /** The accelerator in use. */
   readonly accel: "kvm" | "tcg";
+  /** Why that accelerator: from `args`, the `accel` option, `QMPKIT_ACCEL`, or the KVM probe. */
+  readonly accelReason: string;
   /**
    * What kills QEMU if this process dies: `"pdeathsig"` (the kernel, even on
    * SIGKILL; needs permission to run `setpriv`) or `"exit-hook"` (a normal exit only).
@@ -157,6 +162,7 @@ export class Machine implements AsyncDisposable {
     socketPath: string;
     commandLine: string[];
     accel: "kvm" | "tcg";
+    accelReason: string;
     orphanGuard: OrphanGuard;
     stderr: { text: string };
     exited: Promise<Deno.CommandStatus>;
@@ -172,6 +178,7 @@ export class Machine implements AsyncDisposable {
     this.socketPath = init.socketPath;
     this.commandLine = init.commandLine;
     this.accel = init.accel;
+    this.accelReason = init.accelReason;
     this.orphanGuard = init.orphanGuard;
     this.#stderr = init.stderr;
     this.#hasGuest = init.hasGuest;
@@ -358,12 +365,24 @@ export async function launch(options: LaunchOptions = {}): Promise<Machine> {
   const has = (...flags: string[]) => userArgs.some((a) => flags.includes(a));
   const machine = options.machine ?? (kernel ? "q35" : "none");
   const machineName = has("-machine", "-M") ? argValue(userArgs, "-machine", "-M") : machine;
-  const accel = has("-accel", "-enable-kvm")
-    ? (userArgs.includes("-enable-kvm") || argValue(userArgs, "-accel")?.startsWith("kvm")
-      ? "kvm"
-      : "tcg")
-    : resolveAccel(options.accel ?? "auto");
   const timeoutMs = parseDuration(options.timeout ?? "30s");
+  const { accel, reason: accelReason } = has("-accel", "-enable-kvm")
+    ? {
+      accel: userArgs.includes("-enable-kvm") || argValue(userArgs, "-accel")?.startsWith("kvm")
+        ? "kvm" as const
+        : "tcg" as const,
+      reason: "from args",
+    }
+    : await boundedWait<{ accel: "kvm" | "tcg"; reason: string }>(
+      `Launch of ${name}`,
+      { signal: options.signal },
+      (resolve, reject) => {
+        resolveAccel(options.accel ?? "auto", {
+          binary,
+          machine: machineName ?? machine,
+        }).then(resolve, reject);
+      },
+    );
   const wantConsole = options.console ?? !machineName?.startsWith("none");
 
   const dir = await Deno.makeTempDir({ prefix: "qmpkit-vm-" });
@@ -544,6 +563,7 @@ export async function launch(options: LaunchOptions = {}): Promise<Machine> {
     socketPath,
     commandLine,
     accel,
+    accelReason,
     orphanGuard: guarded.guard,
     stderr,
     exited,
@@ -552,19 +572,8 @@ export async function launch(options: LaunchOptions = {}): Promise<Machine> {
   });
   live.add(vm);
   hookProcessExit();
-  log(`${name}: QMP ready (QEMU ${versionString(qmp)}, ${accel})`);
+  log(`${name}: QMP ready (QEMU ${versionString(qmp)}, ${accel}: ${accelReason})`);
   return vm;
-}
-
-/** Returns `"kvm"` when `/dev/kvm` can be opened read-write, else `"tcg"`. */
-export function resolveAccel(accel: Accel): "kvm" | "tcg" {
-  if (accel !== "auto") return accel;
-  try {
-    Deno.openSync("/dev/kvm", { read: true, write: true }).close();
-    return "kvm";
-  } catch {
-    return "tcg";
-  }
 }
 
 /**
