@@ -81,14 +81,21 @@ export type { Transport } from "./lib/transport.ts";
 export { REDACTED, redactMessage, redactReply } from "./lib/redact.ts";
 export { QmpSchema, QmpValidationError, type SchemaEntry } from "./lib/qapi/schema.ts";
 export {
-  type Accel,
   launch,
   type LaunchOptions,
   Machine,
-  resolveAccel,
   type ShutdownOptions,
   type ShutdownStep,
 } from "./lib/machine.ts";
+export {
+  type Accel,
+  type AccelChoice,
+  PROBE_LOOP_MS,
+  PROBE_START_MS,
+  resolveAccel,
+  type ResolveAccelOptions,
+} from "./lib/accel.ts";
+export type { OrphanGuard } from "./lib/orphan_guard.ts";
 export {
   CONSOLE_BUFFER_LIMIT,
   type ConsoleMatch,

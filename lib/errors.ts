@@ -226,10 +226,21 @@ export class LaunchError extends QmpError {
   readonly stderr: string;
   /** The command line that was run. */
   readonly commandLine: string[];
+  /**
+   * Set when QEMU's monitor was not ready within the launch timeout (this many
+   * ms) and QEMU was killed for it; `exitCode` and `signal` are then unset.
+   */
+  readonly timeoutMs?: number;
   /** Creates a launch error. */
   constructor(
     message: string,
-    details: { exitCode?: number; signal?: string; stderr?: string; commandLine: string[] },
+    details: {
+      exitCode?: number;
+      signal?: string;
+      stderr?: string;
+      commandLine: string[];
+      timeoutMs?: number;
+    },
     options?: QmpErrorOptions,
   ) {
     const stderr = (details.stderr ?? "").trim();
@@ -239,5 +250,6 @@ export class LaunchError extends QmpError {
     this.signal = details.signal;
     this.stderr = stderr;
     this.commandLine = details.commandLine;
+    this.timeoutMs = details.timeoutMs;
   }
 }

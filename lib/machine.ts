@@ -7,24 +7,39 @@
 import { type ClientOptions, connect, type QmpClient } from "./client.ts";
 import { SerialConsole } from "./console.ts";
 import { type Duration, formatDuration, parseDuration } from "./duration.ts";
-import { ConnectionClosedError, LaunchError, QmpError } from "./errors.ts";
+import { type Accel, resolveAccel } from "./accel.ts";
+import { boundedWait } from "./deadline.ts";
+import {
+  AbortError,
+  ConnectionClosedError,
+  LaunchError,
+  QmpError,
+  TimeoutError,
+} from "./errors.ts";
 import { findTinyGuest } from "./guest.ts";
-
-/** Accelerator choice: `"auto"` uses KVM when `/dev/kvm` is usable, TCG otherwise. */
-export type Accel = "auto" | "kvm" | "tcg";
+import { guardCommand, killProcessGroup, type OrphanGuard } from "./orphan_guard.ts";
 
 /** Options of {@link launch}. */
 export interface LaunchOptions {
   /** QEMU binary (default: `$QMPKIT_QEMU`, else `qemu-system-x86_64` from `PATH`). */
   binary?: string;
-  /** Extra QEMU arguments, appended last. */
+  /**
+   * Extra QEMU arguments, appended last. Options that would take QEMU out of
+   * the launcher's hands are refused with a {@link LaunchError} before anything
+   * starts: `-daemonize` (QEMU detaches and outlives `launch()`) and `-runas`
+   * (the kernel drops the parent-death signal when QEMU changes user).
+   */
   args?: string[];
   /**
    * `-machine` value (default: `"q35"` when a kernel or guest is given, else `"none"`).
    * Ignored when `args` contains `-machine`/`-M`.
    */
   machine?: string;
-  /** Accelerator (default `"auto"`). Ignored when `args` contains `-accel`/`-enable-kvm`. */
+  /**
+   * Accelerator (default `"auto"`: `$QMPKIT_ACCEL` when set, else KVM only when a
+   * probe shows it runs guest code; see {@link resolveAccel}). Ignored when
+   * `args` contains `-accel`/`-enable-kvm`.
+   */
   accel?: Accel;
   /** Memory, e.g. `256` (MiB) or `"1G"` (`-m`). */
   memory?: number | string;
@@ -50,9 +65,12 @@ export interface LaunchOptions {
   console?: boolean;
   /** Also append console output to this file. */
   consoleLog?: string;
-  /** Deadline for QEMU to start and its monitor to answer (default `"30s"`). */
+  /**
+   * Deadline for QEMU to start and its monitor to answer (default `"30s"`);
+   * past it QEMU is killed and a {@link LaunchError} with `timeoutMs` is thrown.
+   */
   timeout?: Duration;
-  /** Cancels the launch (QEMU is killed). */
+  /** Cancels the launch: QEMU is killed and an {@link AbortError} is thrown. */
   signal?: AbortSignal;
   /** Options for the QMP client (`oob`, `transcript`, `commandTimeout`, ...). */
   qmp?: ClientOptions;
@@ -88,6 +106,8 @@ export interface ShutdownStep {
 }
 
 const STDERR_KEEP = 64 * 1024;
+/** After QEMU exits, how long its pipes may take to reach EOF before they are cancelled. */
+const PIPE_GRACE_MS = 500;
 let counter = 0;
 const live = new Set<Machine>();
 let unloadHooked = false;
@@ -114,6 +134,13 @@ export class Machine implements AsyncDisposable {
   readonly commandLine: string[];
   /** The accelerator in use. */
   readonly accel: "kvm" | "tcg";
+  /** Why that accelerator: from `args`, the `accel` option, `QMPKIT_ACCEL`, or the KVM probe. */
+  readonly accelReason: string;
+  /**
+   * What kills QEMU if this process dies: `"pdeathsig"` (the kernel, even on
+   * SIGKILL; needs permission to run `setpriv`) or `"exit-hook"` (a normal exit only).
+   */
+  readonly orphanGuard: OrphanGuard;
   /** Resolves with QEMU's exit status once it has exited and everything is cleaned up. */
   readonly exited: Promise<Deno.CommandStatus>;
   /** The shutdown ladder's steps, filled by {@link Machine.shutdown}. */
@@ -135,6 +162,8 @@ export class Machine implements AsyncDisposable {
     socketPath: string;
     commandLine: string[];
     accel: "kvm" | "tcg";
+    accelReason: string;
+    orphanGuard: OrphanGuard;
     stderr: { text: string };
     exited: Promise<Deno.CommandStatus>;
     hasGuest: boolean;
@@ -149,6 +178,8 @@ export class Machine implements AsyncDisposable {
     this.socketPath = init.socketPath;
     this.commandLine = init.commandLine;
     this.accel = init.accel;
+    this.accelReason = init.accelReason;
+    this.orphanGuard = init.orphanGuard;
     this.#stderr = init.stderr;
     this.#hasGuest = init.hasGuest;
     this.#log = init.log;
@@ -295,6 +326,7 @@ export class Machine implements AsyncDisposable {
   /** @internal Kills QEMU synchronously (process exit hook). */
   killNow(): void {
     this.#signal("SIGKILL");
+    killProcessGroup(this.pid);
     try {
       Deno.removeSync(this.dir, { recursive: true });
     } catch { /* best effort */ }
@@ -315,9 +347,11 @@ export class Machine implements AsyncDisposable {
  * ```
  */
 export async function launch(options: LaunchOptions = {}): Promise<Machine> {
+  const startedAt = performance.now();
   const binary = options.binary ?? Deno.env.get("QMPKIT_QEMU") ?? "qemu-system-x86_64";
   const name = options.name ?? `qmpkit-${Deno.pid}-${++counter}`;
   const log = options.log ?? (() => {});
+  refuseEscapes(binary, options.args ?? []);
   let { kernel, initrd, append } = options;
   if (options.guest === "tiny") {
     const guest = await findTinyGuest();
@@ -331,11 +365,24 @@ export async function launch(options: LaunchOptions = {}): Promise<Machine> {
   const has = (...flags: string[]) => userArgs.some((a) => flags.includes(a));
   const machine = options.machine ?? (kernel ? "q35" : "none");
   const machineName = has("-machine", "-M") ? argValue(userArgs, "-machine", "-M") : machine;
-  const accel = has("-accel", "-enable-kvm")
-    ? (userArgs.includes("-enable-kvm") || argValue(userArgs, "-accel")?.startsWith("kvm")
-      ? "kvm"
-      : "tcg")
-    : resolveAccel(options.accel ?? "auto");
+  const timeoutMs = parseDuration(options.timeout ?? "30s");
+  const { accel, reason: accelReason } = has("-accel", "-enable-kvm")
+    ? {
+      accel: userArgs.includes("-enable-kvm") || argValue(userArgs, "-accel")?.startsWith("kvm")
+        ? "kvm" as const
+        : "tcg" as const,
+      reason: "from args",
+    }
+    : await boundedWait<{ accel: "kvm" | "tcg"; reason: string }>(
+      `Launch of ${name}`,
+      { signal: options.signal },
+      (resolve, reject) => {
+        resolveAccel(options.accel ?? "auto", {
+          binary,
+          machine: machineName ?? machine,
+        }).then(resolve, reject);
+      },
+    );
   const wantConsole = options.console ?? !machineName?.startsWith("none");
 
   const dir = await Deno.makeTempDir({ prefix: "qmpkit-vm-" });
@@ -384,12 +431,12 @@ export async function launch(options: LaunchOptions = {}): Promise<Machine> {
       );
     }
   }
-  const guard = deathSignalWrapper();
+  const guarded = guardCommand(binary, qemuArgs);
   const commandLine = [binary, ...qemuArgs];
   let child: Deno.ChildProcess;
   try {
-    child = new Deno.Command(guard ? guard[0] : binary, {
-      args: guard ? [...guard.slice(1), binary, ...qemuArgs] : qemuArgs,
+    child = new Deno.Command(guarded.command, {
+      args: guarded.args,
       stdin: "piped",
       stdout: "piped",
       stderr: "piped",
@@ -414,7 +461,7 @@ export async function launch(options: LaunchOptions = {}): Promise<Machine> {
 
   // Pumps: stderr into a bounded tail, stdout into the console.
   const stderr = { text: "" };
-  const stderrDone = pump(child.stderr, (t) => {
+  const stderrPump = pump(child.stderr, (t) => {
     stderr.text = (stderr.text + t).slice(-STDERR_KEEP);
   });
   const encoder = new TextEncoder();
@@ -433,11 +480,21 @@ export async function launch(options: LaunchOptions = {}): Promise<Machine> {
       : undefined,
     consoleFile ? (t) => void consoleFile!.write(encoder.encode(t)).catch(() => {}) : undefined,
   );
-  const stdoutDone = pump(child.stdout, (t) => serial.append(t));
+  const stdoutPump = pump(child.stdout, (t) => serial.append(t));
 
   const exited = (async () => {
     const status = await child.status;
-    await Promise.all([stdoutDone, stderrDone]);
+    // Whatever is left in QEMU's process group (a helper it spawned, the child of a
+    // wrapper script) may hold its stdout/stderr open: kill it, and do not wait for
+    // the pipes' EOF longer than it takes to read what is already in them.
+    killProcessGroup(child.pid);
+    const drained = Promise.all([stdoutPump.done, stderrPump.done]);
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    await Promise.race([drained, new Promise((r) => (timer = setTimeout(r, PIPE_GRACE_MS)))]);
+    clearTimeout(timer);
+    stdoutPump.cancel();
+    stderrPump.cancel();
+    await drained;
     stdinClosed = true;
     await stdin.close().catch(() => {});
     consoleFile?.close();
@@ -451,11 +508,11 @@ export async function launch(options: LaunchOptions = {}): Promise<Machine> {
     return status;
   })();
 
-  // Connect, racing QEMU's early exit and the deadline.
-  const timeoutMs = parseDuration(options.timeout ?? "30s");
+  // Connect, racing QEMU's early exit (the process itself: its pipes may outlive it)
+  // and the deadline (counted from the start of launch()).
   const exitAbort = new AbortController();
   let early: Deno.CommandStatus | undefined;
-  exited.then((s) => {
+  child.status.then((s) => {
     early = s;
     exitAbort.abort();
   });
@@ -465,26 +522,35 @@ export async function launch(options: LaunchOptions = {}): Promise<Machine> {
     qmp = await connect(`unix:${socketPath}`, {
       ...options.qmp,
       retry: true,
-      timeout: timeoutMs,
+      timeout: Math.max(1, timeoutMs - (performance.now() - startedAt)),
       signal: AbortSignal.any(signals),
     });
   } catch (cause) {
-    if (!early) {
+    // Decide what happened before killing QEMU: once killed, it has "exited" too.
+    const exitedEarly = early !== undefined;
+    const aborted = !exitedEarly && options.signal?.aborted === true;
+    const timedOut = !exitedEarly && !aborted && cause instanceof TimeoutError;
+    if (!exitedEarly) {
       try {
         child.kill("SIGKILL");
       } catch { /* gone */ }
     }
     const status = await exited;
-    const message = early
+    const killed = `QEMU (pid ${child.pid}) was killed`;
+    if (aborted) {
+      throw new AbortError(`Launch of ${name} (${killed})`, { cause: options.signal!.reason });
+    }
+    const message = exitedEarly
       ? `${binary} exited before its QMP monitor was ready (` +
         (status.signal ? `signal ${status.signal}` : `exit code ${status.code}`) + ")"
-      : options.signal?.aborted
-      ? `Launch of ${name} was aborted`
-      : `${name} did not answer on its QMP socket within ${formatDuration(timeoutMs)}: ` +
-        (cause instanceof Error ? cause.message : String(cause));
+      : timedOut
+      ? `${name} did not answer on its QMP socket within ${formatDuration(timeoutMs)}; ${killed}`
+      : `Cannot use ${name}'s QMP socket: ` +
+        `${cause instanceof Error ? cause.message : String(cause)}; ${killed}`;
     throw new LaunchError(message, {
-      exitCode: early ? status.code : undefined,
-      signal: early ? status.signal ?? undefined : undefined,
+      exitCode: exitedEarly ? status.code : undefined,
+      signal: exitedEarly ? status.signal ?? undefined : undefined,
+      timeoutMs: timedOut ? timeoutMs : undefined,
       stderr: stderr.text.slice(-4000),
       commandLine,
     }, { cause });
@@ -498,6 +564,8 @@ export async function launch(options: LaunchOptions = {}): Promise<Machine> {
     socketPath,
     commandLine,
     accel,
+    accelReason,
+    orphanGuard: guarded.guard,
     stderr,
     exited,
     hasGuest: kernel !== undefined,
@@ -505,19 +573,8 @@ export async function launch(options: LaunchOptions = {}): Promise<Machine> {
   });
   live.add(vm);
   hookProcessExit();
-  log(`${name}: QMP ready (QEMU ${versionString(qmp)}, ${accel})`);
+  log(`${name}: QMP ready (QEMU ${versionString(qmp)}, ${accel}: ${accelReason})`);
   return vm;
-}
-
-/** Returns `"kvm"` when `/dev/kvm` can be opened read-write, else `"tcg"`. */
-export function resolveAccel(accel: Accel): "kvm" | "tcg" {
-  if (accel !== "auto") return accel;
-  try {
-    Deno.openSync("/dev/kvm", { read: true, write: true }).close();
-    return "kvm";
-  } catch {
-    return "tcg";
-  }
 }
 
 /**
@@ -559,38 +616,55 @@ function versionString(qmp: QmpClient): string {
   return `${v.major}.${v.minor}.${v.micro}`;
 }
 
-async function pump(stream: ReadableStream<Uint8Array>, sink: (text: string) => void) {
+/** Reads `stream` into `sink` until EOF or `cancel()`. */
+function pump(
+  stream: ReadableStream<Uint8Array>,
+  sink: (text: string) => void,
+): { done: Promise<void>; cancel: () => void } {
   const decoder = new TextDecoder();
-  try {
-    for await (const chunk of stream) sink(decoder.decode(chunk, { stream: true }));
-  } catch { /* the process went away */ }
-  sink(decoder.decode());
+  const reader = stream.getReader();
+  const done = (async () => {
+    try {
+      while (true) {
+        const { value, done } = await reader.read();
+        if (done) break;
+        sink(decoder.decode(value, { stream: true }));
+      }
+    } catch { /* the process went away */ }
+    sink(decoder.decode());
+  })();
+  return { done, cancel: () => void reader.cancel().catch(() => {}) };
 }
 
-let deathWrapper: string[] | null | undefined;
-
 /**
- * On Linux, QEMU is started through util-linux `setpriv --pdeathsig SIGKILL`,
- * so the kernel kills it when its owner dies for any reason (even SIGKILL).
- * Elsewhere, or without `setpriv` / permission to run it, a process-exit hook
- * kills it instead.
+ * Options that take QEMU out of the launcher's hands, with why. A second
+ * monitor (`-qmp`, `-mon`, `-chardev`) is fine: ours is always there, first.
+ * `-pidfile` and `-chroot` are fine too (the socket is bound before the chroot).
  */
-function deathSignalWrapper(): string[] | null {
-  if (deathWrapper !== undefined) return deathWrapper;
-  deathWrapper = null;
-  if (Deno.build.os !== "linux") return null;
-  for (const dir of ["/usr/bin", "/bin"]) {
-    const path = `${dir}/setpriv`;
-    try {
-      if (!Deno.statSync(path).isFile) continue;
-      if (Deno.permissions.querySync({ name: "run", command: path }).state !== "granted") {
-        return null;
-      }
-      deathWrapper = [path, "--pdeathsig", "SIGKILL", "--"];
-      break;
-    } catch { /* not here */ }
+const ESCAPES: Record<string, string> = {
+  daemonize: "QEMU would detach from its owner and keep running after launch() gives up " +
+    "(no exit status, no console, no cleanup, no parent-death signal)",
+  runas: "the kernel drops QEMU's parent-death signal when it changes user, so it would " +
+    "outlive its owner",
+};
+
+function refuseEscapes(binary: string, args: string[]): void {
+  for (const [i, arg] of args.entries()) {
+    const option = /^--?([a-z-]+)$/.exec(arg)?.[1];
+    // QEMU 8.1+ spells -runas as -run-with user=...
+    const why = option === "run-with" && /(^|,)user=/.test(args[i + 1] ?? "")
+      ? ESCAPES.runas
+      : option !== undefined && Object.hasOwn(ESCAPES, option)
+      ? ESCAPES[option]
+      : undefined;
+    if (why) {
+      throw new LaunchError(
+        `launch() refuses ${arg}: ${why}. Leave it out, or start QEMU yourself and attach with ` +
+          `connect().`,
+        { commandLine: [binary, ...args] },
+      );
+    }
   }
-  return deathWrapper;
 }
 
 function hookProcessExit(): void {

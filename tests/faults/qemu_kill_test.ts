@@ -192,6 +192,41 @@ Deno.test("SIGKILL during a migration (exec:cat > /dev/null at 64 KiB/s)", async
   );
 });
 
+Deno.test("SIGKILL while a helper that never reads holds QEMU's stderr (exec:sleep 30)", async () => {
+  // The helper outlives QEMU and keeps its stderr pipe open: vm.exited must not wait for it,
+  // and the helper must not be left running (it is in QEMU's process group).
+  await killDuring(
+    "migration into a helper that never reads (exec:sleep 30)",
+    { machine: "pc", memory: 128, accel: "tcg" },
+    async (vm) => {
+      const q = vm.qmp;
+      const active = q.waitEvent("MIGRATION", { where: { status: "active" }, timeout: "10s" });
+      await q.execute("migrate-set-capabilities", {
+        capabilities: [{ capability: "events", state: true }],
+      });
+      await q.execute("migrate", { uri: "exec:sleep 30" });
+      await active;
+      assert.ok(descendants(vm.pid).length >= 1, "the exec: migration helper runs");
+      return [
+        track(
+          "waitEvent(MIGRATION completed)",
+          q.waitEvent("MIGRATION", {
+            where: { status: "completed" },
+            timeout: "60s",
+          }),
+        ),
+        track(
+          "query-migrate (frozen)",
+          (() => {
+            Deno.kill(vm.pid, "SIGSTOP");
+            return q.execute("query-migrate");
+          })(),
+        ),
+      ];
+    },
+  );
+});
+
 Deno.test("SIGKILL in the middle of a playbook step (runner as a subprocess)", async () => {
   const out = await Deno.makeTempDir({ prefix: "qmpkit-fault-pb-" });
   try {

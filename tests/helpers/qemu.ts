@@ -7,6 +7,7 @@
  *
  * @module
  */
+import { resolveAccel } from "../../lib/accel.ts";
 import { connect } from "../../lib/client.ts";
 
 /** Options of {@link startQemu}. */
@@ -54,19 +55,13 @@ export interface RunningQemu extends AsyncDisposable {
 
 export const QEMU_BINARY = "qemu-system-x86_64";
 
-let kvmUsable: boolean | undefined;
-
-/** True when /dev/kvm exists and can be opened read-write. */
-export function kvmAvailable(): boolean {
-  if (kvmUsable === undefined) {
-    try {
-      Deno.openSync("/dev/kvm", { read: true, write: true }).close();
-      kvmUsable = true;
-    } catch {
-      kvmUsable = false;
-    }
-  }
-  return kvmUsable;
+/**
+ * True when the launcher would pick KVM (`resolveAccel("auto")`: `QMPKIT_ACCEL`,
+ * else the library's cached KVM probe), so helpers and `launch()` agree whatever
+ * Deno's permission flags are.
+ */
+export async function kvmAvailable(): Promise<boolean> {
+  return (await resolveAccel("auto")).accel === "kvm";
 }
 
 /** Returns a TCP port on 127.0.0.1 that was free a moment ago. */
@@ -89,7 +84,7 @@ export async function startQemu(options: StartQemuOptions): Promise<RunningQemu>
     : `unix:${socketPath},server=on,wait=off`;
   const args = ["-nodefaults", "-display", "none", "-machine", options.machine];
   if (options.machine !== "none") {
-    args.push("-accel", kvmAvailable() ? "kvm" : "tcg", "-m", "64");
+    args.push("-accel", (await kvmAvailable()) ? "kvm" : "tcg", "-m", "64");
   }
   if (options.paused) args.push("-S");
   args.push("-qmp", qmp, ...(options.extraArgs ?? []));
