@@ -15,6 +15,7 @@ import {
   type QmpClient,
   QmpCommandError,
   type QmpEvent,
+  TimeoutError,
 } from "../../mod.ts";
 import { type ParsedCommand, parseKeyValues, ShellParser, tokenize } from "./args.ts";
 import {
@@ -127,6 +128,7 @@ export class ShellSession {
   readonly #opts: ShellSessionOptions;
   #schema: SchemaModel | undefined;
   #schemaLoading: Promise<SchemaModel | undefined> | undefined;
+  #schemaProblem: string | undefined;
   #hmpCommands: string[] | undefined;
   #hmpInfo: string[] | undefined;
 
@@ -159,22 +161,57 @@ export class ShellSession {
   }
 
   /**
+   * Why there is no schema, once loading failed (`query-qmp-schema` answered
+   * something that is not a schema, or did not answer in time): completion
+   * and help work without it, and the interactive shell says so in one line.
+   */
+  get schemaProblem(): string | undefined {
+    return this.#schemaProblem;
+  }
+
+  /**
    * Loads the schema (`query-qmp-schema`, falling back to `query-commands`
-   * names). Errors other than connection loss leave the schema unset.
+   * names). A reply that is not a list of schema entries, or no reply within
+   * {@link SCHEMA_TIMEOUT_MS}, leaves the schema unset and explains why in
+   * {@link ShellSession.schemaProblem} (a later call tries again after a
+   * timeout). Only connection loss rejects.
    */
   loadSchema(): Promise<SchemaModel | undefined> {
     this.#schemaLoading ??= (async () => {
       try {
-        const entries = await this.#client.executeRaw("query-qmp-schema") as SchemaEntry[];
-        this.#schema = SchemaModel.fromSchema(entries);
-      } catch (err) {
-        if (!(err instanceof QmpCommandError)) throw err;
-        try {
-          const cmds = await this.#client.executeRaw("query-commands") as { name: string }[];
-          this.#schema = SchemaModel.fromCommandNames(cmds.map((c) => c.name));
-        } catch (e) {
-          if (!(e instanceof QmpCommandError)) throw e;
+        const entries = await this.#client.executeRaw("query-qmp-schema", undefined, {
+          timeout: SCHEMA_TIMEOUT_MS,
+        });
+        if (!Array.isArray(entries)) {
+          this.#schemaProblem = `query-qmp-schema returned ${kindOf(entries)}, not a list`;
+        } else {
+          this.#schema = SchemaModel.fromSchema(entries.filter(isSchemaEntry));
+          this.#schemaProblem = undefined;
+          return this.#schema;
         }
+      } catch (err) {
+        if (err instanceof TimeoutError) {
+          this.#schemaProblem = `QEMU did not answer query-qmp-schema within ${
+            SCHEMA_TIMEOUT_MS / 1000
+          }s`;
+          this.#schemaLoading = undefined; // "help" asks again
+          return undefined;
+        }
+        if (!(err instanceof QmpCommandError)) throw err;
+        this.#schemaProblem = `query-qmp-schema failed: ${err.desc}`;
+      }
+      try {
+        const cmds = await this.#client.executeRaw("query-commands", undefined, {
+          timeout: SCHEMA_TIMEOUT_MS,
+        });
+        if (Array.isArray(cmds)) {
+          const names = cmds.map((c) => (c as { name?: unknown })?.name).filter((n) =>
+            typeof n === "string"
+          ) as string[];
+          if (names.length > 0) this.#schema = SchemaModel.fromCommandNames(names);
+        }
+      } catch (e) {
+        if (!(e instanceof QmpCommandError) && !(e instanceof TimeoutError)) throw e;
       }
       return this.#schema;
     })();
@@ -200,8 +237,22 @@ export class ShellSession {
     }
   }
 
-  /** Runs one input line. `signal` cancels a running command. */
+  /**
+   * Runs one input line. `signal` cancels a running command. Input errors
+   * (an unclosed quote or bracket, bad JSON, a bad key=value) are reported
+   * through the output as errors, never thrown.
+   */
   async run(line: string, signal?: AbortSignal): Promise<LineStatus> {
+    try {
+      return await this.#run(line, signal);
+    } catch (err) {
+      if (!(err instanceof UsageError)) throw err;
+      this.#out.error(`Error: ${err.message}`);
+      return "error";
+    }
+  }
+
+  async #run(line: string, signal?: AbortSignal): Promise<LineStatus> {
     const trimmed = line.trim();
     if (!this.parser.inTransaction) {
       if (trimmed === "" || trimmed.startsWith("#")) return "ok";
@@ -317,7 +368,11 @@ export class ShellSession {
     const schema = await this.loadSchema();
     const width = this.#opts.width?.() ?? 80;
     if (!schema) {
-      this.#out.error("Error: this QEMU offers no command list (query-qmp-schema failed)");
+      this.#out.error(
+        `Error: this QEMU offers no command list (${
+          this.#schemaProblem ?? "query-qmp-schema failed"
+        })`,
+      );
       return "error";
     }
     if (words.length === 0) {
@@ -353,6 +408,21 @@ export class ShellSession {
     this.#out.info(text);
     return "ok";
   }
+}
+
+/** How long the shell waits for `query-qmp-schema` before going on without it. */
+export const SCHEMA_TIMEOUT_MS = 10_000;
+
+function kindOf(v: unknown): string {
+  if (v === null) return "null";
+  if (typeof v === "object") return "an object";
+  return `a ${typeof v}`;
+}
+
+function isSchemaEntry(v: unknown): v is SchemaEntry {
+  return typeof v === "object" && v !== null && !Array.isArray(v) &&
+    typeof (v as { name?: unknown }).name === "string" &&
+    typeof (v as { "meta-type"?: unknown })["meta-type"] === "string";
 }
 
 /** One line describing an event for the interactive shell: `[12:00:01.123] STOP {...}`. */
@@ -503,7 +573,14 @@ async function batchLoop(
       if (opts.echo && line.trim() !== "" && !line.trim().startsWith("#")) {
         writeErr(`${session.prompt()}${line}\n`);
       }
-      const status = await session.run(line);
+      let status: LineStatus;
+      try {
+        status = await session.run(line);
+      } catch (err) {
+        if (client.closeError) throw err;
+        out.error(`Error: ${err instanceof Error ? err.message : String(err)}`);
+        status = "error";
+      }
       if (status === "exit") break;
       if (status === "quit") {
         await waitClosed(client);
@@ -595,13 +672,17 @@ async function interactiveLoop(
   session = new ShellSession(client, out, { ...opts, width });
 
   const v = client.greeting.version.qemu;
-  const schema = await session.loadSchema();
-  if (opts.hmp) await session.loadHmpNames();
   editor.print(
-    `Connected to QEMU ${v.major}.${v.minor}.${v.micro} at ${client.address}` +
-      (schema ? ` (${schema.commands().length} commands)` : "") +
-      `.\nTab completes; "help" lists commands, "help CMD" describes one; Ctrl-D exits.`,
+    `Connected to QEMU ${v.major}.${v.minor}.${v.micro} at ${client.address}.` +
+      `\nTab completes; "help" lists commands, "help CMD" describes one; Ctrl-D exits.`,
   );
+  // The prompt comes at once; completion data arrives when the monitor answers.
+  session.loadSchema().then((schema) => {
+    if (!schema && session.schemaProblem) {
+      editor.print(`qmp shell: note: no Tab completion: ${session.schemaProblem}`);
+    }
+  }, () => {/* the connection closed: the loop reports it */});
+  if (opts.hmp) session.loadHmpNames().catch(() => {});
 
   Deno.stdin.setRaw(true);
   const input = (async () => {
@@ -639,8 +720,17 @@ async function interactiveLoop(
       }
       if (history.add(r.line.trimEnd())) saveHistory(opts.historyPath, history);
       current = new AbortController();
-      const status = await session.run(r.line, current.signal);
-      current = undefined;
+      let status: LineStatus;
+      try {
+        status = await session.run(r.line, current.signal);
+      } catch (err) {
+        // Whatever went wrong with this line, the shell stays.
+        if (client.closeError) break;
+        out.error(`Error: ${err instanceof Error ? err.message : String(err)}`);
+        status = "error";
+      } finally {
+        current = undefined;
+      }
       if (status === "exit") break;
       if (status === "quit") await waitClosed(client);
     }
