@@ -112,3 +112,42 @@ ptyTest(
     }
   },
 );
+ptyTest(
+  "interactive shell: --history that is a symlink, a FIFO or /dev/zero is not followed",
+  async () => {
+    await using server = await fakeMonitor();
+    await using tmux = new Tmux("hist");
+    const home = await Deno.makeTempDir({ prefix: "qmpkit-pty-home-" });
+    try {
+      const target = `${home}/precious`;
+      await Deno.writeTextFile(target, "keep me\n", { mode: 0o644 });
+      await Deno.chmod(target, 0o644);
+      await Deno.symlink(target, `${home}/link`);
+      await Deno.symlink("/dev/zero", `${home}/zero`);
+      const mkfifo = await new Deno.Command("mkfifo", { args: [`${home}/fifo`] }).output();
+      assert(mkfifo.success, "mkfifo");
+      for (const name of ["link", "zero", "fifo"]) {
+        const pane = await tmux.start(
+          shellCommand(server.address, home, `--history ${home}/${name}`),
+        );
+        await pane.waitFor(
+          `the warning about ${name}`,
+          (s) => /warning: history file .* is not a regular file/.test(s),
+          8_000,
+        );
+        await pane.waitLast("(QEMU)", 8_000);
+        await runQueryStatus(pane);
+        await pane.keys("C-d");
+        const screen = await pane.waitFor("the exit status", (s) => s.includes("EXIT="));
+        assert(screen.includes("EXIT=0"), screen);
+      }
+      assertEquals(await Deno.readTextFile(target), "keep me\n");
+      assertEquals((await Deno.stat(target)).mode! & 0o777, 0o644);
+      assert((await Deno.lstat(`${home}/link`)).isSymlink);
+      assert((await Deno.lstat(`${home}/zero`)).isSymlink);
+      assert((await Deno.lstat(`${home}/fifo`)).isFifo);
+    } finally {
+      await Deno.remove(home, { recursive: true });
+    }
+  },
+);

@@ -35,6 +35,7 @@ import {
 } from "./common.ts";
 import { complete, type CompletionSources, parseHmpHelp, parseHmpInfo } from "./completion.ts";
 import { History, LineEditor } from "./line_editor.ts";
+import { loadHistoryFile, saveHistoryFile } from "./history_file.ts";
 import { columns, type SchemaEntry, SchemaModel } from "./schema_help.ts";
 import { eventToJson } from "./events.ts";
 
@@ -450,24 +451,6 @@ export function defaultHistoryPath(env: (name: string) => string | undefined): s
   return home ? `${home}/.qmp_history` : undefined;
 }
 
-async function loadHistory(path: string | undefined): Promise<History> {
-  if (!path) return new History();
-  try {
-    return new History((await Deno.readTextFile(path)).split("\n"));
-  } catch {
-    return new History();
-  }
-}
-
-function saveHistory(path: string | undefined, history: History): void {
-  if (!path) return;
-  try {
-    const dir = path.slice(0, path.lastIndexOf("/"));
-    if (dir) Deno.mkdirSync(dir, { recursive: true });
-    Deno.writeTextFileSync(path, history.entries.join("\n") + "\n", { mode: 0o600 });
-  } catch { /* history is best effort */ }
-}
-
 function stdinIsTty(): boolean {
   try {
     return Deno.stdin.isTerminal();
@@ -641,7 +624,10 @@ async function interactiveLoop(
   client: QmpClient,
   opts: LoopOptions & { historyPath?: string },
 ): Promise<number> {
-  const history = await loadHistory(opts.historyPath);
+  const loaded = opts.historyPath ? await loadHistoryFile(opts.historyPath) : undefined;
+  const history = loaded?.history ?? new History();
+  const historyPath = loaded?.save ? opts.historyPath : undefined;
+  let historyWarning = loaded?.warning;
   const width = () => {
     try {
       return Deno.consoleSize().columns;
@@ -671,6 +657,7 @@ async function interactiveLoop(
   };
   session = new ShellSession(client, out, { ...opts, width });
 
+  if (historyWarning) editor.print(`qmp shell: warning: ${historyWarning}`);
   const v = client.greeting.version.qemu;
   editor.print(
     `Connected to QEMU ${v.major}.${v.minor}.${v.micro} at ${client.address}.` +
@@ -718,7 +705,10 @@ async function interactiveLoop(
         }
         continue;
       }
-      if (history.add(r.line.trimEnd())) saveHistory(opts.historyPath, history);
+      if (history.add(r.line.trimEnd()) && historyPath) {
+        const problem = saveHistoryFile(historyPath, history.entries);
+        if (problem && !historyWarning) out.info(`qmp shell: warning: ${historyWarning = problem}`);
+      }
       current = new AbortController();
       let status: LineStatus;
       try {
