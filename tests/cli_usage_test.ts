@@ -28,3 +28,89 @@ Deno.test("qmp shell batch: input errors are line N errors and obey --keep-going
   assert(errors[2].startsWith("qmp shell: line 3: error: Unbalanced brackets"), show(all));
   assertEquals(JSON.parse(all.stdout), FAKE_STATUS);
 });
+
+/** One line of error (plus nothing else), with balanced quotes. */
+function oneLine(stderr: string): string {
+  const lines = stderr.trimEnd().split("\n");
+  assertEquals(lines.length, 1, stderr);
+  for (const q of [`"`, `'`]) {
+    assert(lines[0].split(q).length % 2 === 1, `unbalanced ${q}: ${stderr}`);
+  }
+  return lines[0];
+}
+
+Deno.test("qmp options: conflicts are named (ADDRESS and --launch, --pretty and --compact)", async () => {
+  await using server = await fakeMonitor();
+  const both = await qmp(["exec", server.address, "--launch", "query-status"]);
+  assertEquals(both.code, 2, show(both));
+  assertEquals(
+    oneLine(both.stderr),
+    `qmp exec: error: both an ADDRESS (${server.address}) and --launch were given: --launch ` +
+      `starts its own VM, so drop one of them (see qmp exec --help)`,
+  );
+  const guest = await qmp(["shell", "--guest", "tiny", server.path], { stdin: "" });
+  assertEquals(guest.code, 2, show(guest));
+  assert(
+    oneLine(guest.stderr).includes(`both an ADDRESS (${server.path}) and --guest`),
+    show(guest),
+  );
+
+  for (const command of [["exec", server.address, "query-status"], ["shell", server.address]]) {
+    const r = await qmp([...command, "--pretty", "--compact"], { stdin: "query-status\n" });
+    assertEquals(r.code, 2, show(r));
+    assertEquals(
+      oneLine(r.stderr),
+      `qmp ${command[0]}: error: --pretty and --compact conflict: give one of them ` +
+        `(see qmp ${command[0]} --help)`,
+    );
+    assertEquals(r.stdout, "");
+  }
+});
+
+Deno.test("qmp options: common flags before the command; unknown ones are named", async () => {
+  await using server = await fakeMonitor();
+  for (const pre of [["-v"], ["--verbose"], ["--connect-timeout", "3s"], ["--retry", "-v"]]) {
+    const r = await qmp([...pre, "exec", server.address, "query-status"]);
+    assertEquals(r.code, 0, `${pre}: ${show(r)}`);
+    assertEquals(JSON.parse(r.stdout), FAKE_STATUS);
+  }
+  const bogus = await qmp(["--bogus", "exec", server.address, "query-status"]);
+  assertEquals(bogus.code, 2, show(bogus));
+  assert(oneLine(bogus.stderr).startsWith("qmp: error: unknown option --bogus"), show(bogus));
+
+  const typo = await qmp(["exec", server.address, "query-status", "--prety"]);
+  assertEquals(typo.code, 2, show(typo));
+  assertEquals(
+    oneLine(typo.stderr),
+    "qmp exec: error: unknown option --prety (did you mean --pretty?) (see qmp exec --help)",
+  );
+  const missing = await qmp(["exec", server.address, "query-status", "--timeout"]);
+  assertEquals(missing.code, 2, show(missing));
+  assertEquals(
+    oneLine(missing.stderr),
+    "qmp exec: error: --timeout needs a value (see qmp exec --help)",
+  );
+});
+
+Deno.test("qmp shell: qmp-shell's -p, -l and -v; -N is explained", async () => {
+  await using server = await fakeMonitor();
+  const dir = await Deno.makeTempDir({ prefix: "qmpkit-cli-usage-" });
+  try {
+    const r = await qmp(["shell", "-p", "-v", "-l", `${dir}/log`, server.address], {
+      stdin: "query-status\n",
+    });
+    assertEquals(r.code, 0, show(r));
+    assertEquals(r.stdout, JSON.stringify(FAKE_STATUS, null, 2) + "\n", "-p is --pretty");
+    assertEquals(r.stderr, `{"execute":"query-status"}\n`, "-v echoes the JSON sent");
+    const log = (await Deno.readTextFile(`${dir}/log`)).trim().split("\n").map((l) =>
+      JSON.parse(l)
+    );
+    assertEquals(log.map((l) => [l.execute, l.return]), [["query-status", FAKE_STATUS]]);
+
+    const n = await qmp(["shell", "-N", server.address], { stdin: "" });
+    assertEquals(n.code, 2, show(n));
+    assert(/unknown option -N: qmpkit always negotiates/.test(oneLine(n.stderr)), show(n));
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});

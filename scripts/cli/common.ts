@@ -136,13 +136,84 @@ export function parseCommandLine<O extends NonNullable<ParseArgsConfig["options"
   extra: O,
 ): { values: CommonValues & Record<string, unknown>; positionals: string[] } {
   const options = { ...COMMON_OPTIONS, ...extra };
-  const { values, positionals } = parseArgs({
-    args: attachDashValues(argv, options),
-    options,
-    allowPositionals: true,
-    strict: true,
-  });
-  return { values: values as CommonValues & Record<string, unknown>, positionals };
+  let parsed;
+  try {
+    parsed = parseArgs({
+      args: attachDashValues(argv, options),
+      options,
+      allowPositionals: true,
+      strict: true,
+    });
+  } catch (e) {
+    if (!isParseArgsError(e)) throw e;
+    throw new UsageError(describeParseArgsError(e as Error, options));
+  }
+  const values = parsed.values as CommonValues & Record<string, unknown>;
+  if (values.pretty && values.compact) {
+    throw new UsageError("--pretty and --compact conflict: give one of them");
+  }
+  return { values, positionals: parsed.positionals };
+}
+
+/** What qemu's qmp-shell users may type, and what to say when qmpkit has no such flag. */
+const FOREIGN_FLAGS: Record<string, string> = {
+  "-N":
+    "qmpkit always negotiates capabilities (the -N of qemu qmp-shell, for qemu-ga, is not supported)",
+  "--skip-negotiation":
+    "qmpkit always negotiates capabilities (the -N of qemu qmp-shell, for qemu-ga, is not supported)",
+};
+
+/** One line for a `parseArgs` error, naming the option and the nearest one we have. */
+function describeParseArgsError(
+  e: Error,
+  options: NonNullable<ParseArgsConfig["options"]>,
+): string {
+  const code = (e as { code?: string }).code;
+  const quoted = /'([^']+)'/.exec(e.message)?.[1] ?? "";
+  if (code === "ERR_PARSE_ARGS_UNKNOWN_OPTION") {
+    const flag = quoted.split("=")[0];
+    const foreign = FOREIGN_FLAGS[flag];
+    if (foreign) return `unknown option ${flag}: ${foreign}`;
+    const near = nearestOption(flag, options);
+    return `unknown option ${flag}` + (near ? ` (did you mean ${near}?)` : "");
+  }
+  if (code === "ERR_PARSE_ARGS_INVALID_OPTION_VALUE") {
+    const flag = quoted.split(" ")[0];
+    const spec = options[flag.replace(/^-+/, "")] ??
+      Object.values(options).find((o) => `-${o.short}` === flag);
+    return spec?.type === "boolean" ? `${flag} takes no value` : `${flag} needs a value`;
+  }
+  return e.message.replace(/'/g, "");
+}
+
+function nearestOption(
+  flag: string,
+  options: NonNullable<ParseArgsConfig["options"]>,
+): string | undefined {
+  if (!flag.startsWith("--")) {
+    const long = Object.keys(options).find((k) => k === flag.slice(1));
+    return long ? `--${long}` : undefined;
+  }
+  const name = flag.slice(2);
+  let best: string | undefined;
+  let bestDist = 3;
+  for (const k of Object.keys(options)) {
+    const d = k.startsWith(name) && name.length >= 3 ? 1 : editDistance(name, k);
+    if (d < bestDist) [best, bestDist] = [k, d];
+  }
+  return best === undefined ? undefined : `--${best}`;
+}
+
+function editDistance(a: string, b: string): number {
+  let prev = Array.from({ length: b.length + 1 }, (_, j) => j);
+  for (let i = 1; i <= a.length; i++) {
+    const cur = [i];
+    for (let j = 1; j <= b.length; j++) {
+      cur[j] = Math.min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (a[i - 1] === b[j - 1] ? 0 : 1));
+    }
+    prev = cur;
+  }
+  return prev[b.length];
 }
 
 /**
@@ -186,12 +257,34 @@ export function wantsLaunch(values: CommonValues): boolean {
  * when it is missing.
  */
 export function takeAddress(values: CommonValues, positionals: string[]): string | undefined {
-  if (wantsLaunch(values)) return undefined;
+  if (wantsLaunch(values)) {
+    const first = positionals[0];
+    if (first !== undefined && looksLikeAddress(first)) {
+      const flag = values.guest
+        ? "--guest"
+        : values["launch-args"] !== undefined
+        ? "--launch-args"
+        : "--launch";
+      throw new UsageError(
+        `both an ADDRESS (${first}) and ${flag} were given: ${flag} starts its own VM, ` +
+          `so drop one of them`,
+      );
+    }
+    return undefined;
+  }
   const address = positionals.shift();
   if (address === undefined) {
     throw new UsageError("Missing ADDRESS (e.g. unix:/run/vm1/qmp.sock), or use --launch");
   }
   return address;
+}
+
+/**
+ * True for what can only be an address, never a command name: a `unix:` or
+ * `tcp:` prefix, a "/" or a ":".
+ */
+export function looksLikeAddress(text: string): boolean {
+  return text.includes("/") || text.includes(":");
 }
 
 /** A connected QMP client and how to let it go. */

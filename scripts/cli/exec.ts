@@ -42,7 +42,7 @@ Options:
   --hmp "LINE"              run a human monitor (HMP) command and print its text output;
                             exits 1 when the output starts with "Error:" or "unknown command"
   --raw                     print the whole reply message ({"return": ...} or {"error": ...})
-  --pretty | --compact      force indented / one-line JSON
+  -p, --pretty | --compact  force indented / one-line JSON
   --timeout D               give up waiting for the reply after D (e.g. 10s)
 
 ${COMMON_HELP}
@@ -64,7 +64,7 @@ export async function execCommand(argv: string[]): Promise<number> {
     args: { type: "string" },
     hmp: { type: "string" },
     raw: { type: "boolean" },
-    pretty: { type: "boolean" },
+    pretty: { type: "boolean", short: "p" },
     compact: { type: "boolean" },
     timeout: { type: "string" },
   });

@@ -70,7 +70,7 @@ Blank lines and lines starting with # are skipped.
 
 Options:
   -H, --hmp                 start in HMP mode
-  --log FILE                append every command and its reply to FILE as JSON lines
+  -l, --log FILE            append every command and its reply to FILE as JSON lines
   --keep-going              batch mode: continue after errors
   --echo                    batch mode: print each command (to stderr) before running it
   --events                  batch mode: also print events to stdout, as JSON lines
@@ -78,8 +78,11 @@ Options:
   --history FILE            history file (default $XDG_STATE_HOME/qmpkit/history, else
                             ~/.qmp_history; 1000 entries)
   --no-history              do not read or save history
-  --pretty | --compact      force indented / one-line JSON results
+  -p, --pretty | --compact  force indented / one-line JSON results
   --timeout D               per-command timeout (default: none; Ctrl-C cancels)
+  -v, --verbose             also print each command as the JSON sent (stderr in batch mode)
+qemu's qmp-shell flags -H, -p, -l and -v mean the same here; -N does not exist (qmpkit
+always negotiates).
 
 ${COMMON_HELP}
 
@@ -112,6 +115,8 @@ export interface ShellSessionOptions {
   log?: (record: Record<string, unknown>) => void;
   /** Terminal width for help layout (default 80). */
   width?: () => number;
+  /** Receives each QMP command as the JSON sent (`--verbose`, like qmp-shell -v). */
+  echo?: (json: string) => void;
 }
 
 /**
@@ -305,6 +310,7 @@ export class ShellSession {
       execute: cmd.execute,
       ...(cmd.arguments ? { arguments: cmd.arguments } : {}),
     };
+    this.#opts.echo?.(JSON.stringify(cmd));
     let value: unknown;
     try {
       value = await this.#client.executeRaw(cmd.execute, cmd.arguments, {
@@ -327,6 +333,7 @@ export class ShellSession {
       execute: "human-monitor-command",
       arguments: args,
     };
+    this.#opts.echo?.(JSON.stringify({ execute: record.execute, arguments: args }));
     try {
       const out = hmpText(
         await this.#client.executeRaw("human-monitor-command", args, {
@@ -463,14 +470,14 @@ function stdinIsTty(): boolean {
 export async function shellCommand(argv: string[]): Promise<number> {
   const { values, positionals } = parseCommandLine(argv, {
     hmp: { type: "boolean", short: "H" },
-    log: { type: "string" },
+    log: { type: "string", short: "l" },
     "keep-going": { type: "boolean" },
     echo: { type: "boolean" },
     events: { type: "boolean" },
     "no-events": { type: "boolean" },
     history: { type: "string" },
     "no-history": { type: "boolean" },
-    pretty: { type: "boolean" },
+    pretty: { type: "boolean", short: "p" },
     compact: { type: "boolean" },
     timeout: { type: "string" },
   });
@@ -506,6 +513,7 @@ export async function shellCommand(argv: string[]): Promise<number> {
           timeoutMs,
           log,
           showEvents: !values["no-events"],
+          verbose: Boolean(values.verbose),
           historyPath: values["no-history"]
             ? undefined
             : (values.history as string | undefined) ?? defaultHistoryPath((n) => Deno.env.get(n)),
@@ -519,6 +527,7 @@ export async function shellCommand(argv: string[]): Promise<number> {
         keepGoing: Boolean(values["keep-going"]),
         echo: Boolean(values.echo),
         showEvents: Boolean(values.events),
+        verbose: Boolean(values.verbose),
       });
     });
   } finally {
@@ -532,6 +541,7 @@ interface LoopOptions {
   timeoutMs?: number;
   log?: (record: Record<string, unknown>) => void;
   showEvents: boolean;
+  verbose?: boolean;
 }
 
 /** Batch mode: runs stdin's lines in order. */
@@ -545,7 +555,10 @@ async function batchLoop(
     error: (t) => writeErr(`qmp shell: line ${lineNo}: ${t.replace(/^Error: /, "error: ")}\n`),
     info: (t) => writeOut(t + "\n"),
   };
-  const session = new ShellSession(client, out, opts);
+  const session = new ShellSession(client, out, {
+    ...opts,
+    echo: opts.verbose ? (json) => writeErr(`${json}\n`) : undefined,
+  });
   const events = opts.showEvents
     ? pumpEvents(client, (ev) => writeOut(JSON.stringify(eventToJson(ev)) + "\n"))
     : undefined;
@@ -655,7 +668,11 @@ async function interactiveLoop(
     error: (t) => editor.print(color ? `\x1b[31m${t}\x1b[0m` : t),
     info: (t) => editor.print(t),
   };
-  session = new ShellSession(client, out, { ...opts, width });
+  session = new ShellSession(client, out, {
+    ...opts,
+    width,
+    echo: opts.verbose ? (json) => out.info(json) : undefined,
+  });
 
   if (historyWarning) editor.print(`qmp shell: warning: ${historyWarning}`);
   const v = client.greeting.version.qemu;
