@@ -403,6 +403,29 @@ export function describeCommandError(err: unknown): string {
   return err instanceof Error ? err.message : String(err);
 }
 
+/**
+ * True when HMP output reports a failure. HMP has no error channel: a failed
+ * command prints text in a successful reply. Recognised (QEMU 7.2): `Error: `
+ * (hmp_handle_error), `unknown command: `, the argument parser's
+ * `Try "help CMD" for more information`, and the plain messages of commands
+ * that print their own (`invalid CPU index`, `invalid parameter: `,
+ * `Cannot access memory`, `Device '...' not found`).
+ */
+export function isHmpError(text: string): boolean {
+  const first = text.trimStart().split("\n", 1)[0];
+  return HMP_ERROR_FIRST_LINE.some((re) => re.test(first)) ||
+    /^Try "help [^"]*" for more information$/m.test(text);
+}
+
+const HMP_ERROR_FIRST_LINE = [
+  /^Error: /,
+  /^unknown command: /,
+  /^invalid CPU index/,
+  /^invalid parameter: /,
+  /: Cannot access memory$/,
+  /^Device '.*' not found$/,
+];
+
 /** Converts HMP output (CRLF line ends) to plain text lines. */
 export function hmpText(output: unknown): string {
   return String(output ?? "").replace(/\r\n/g, "\n");

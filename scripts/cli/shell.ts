@@ -24,6 +24,7 @@ import {
   EXIT_FAILURE,
   EXIT_OK,
   hmpText,
+  isHmpError,
   parseCommandLine,
   stdoutIsTty,
   takeAddress,
@@ -342,7 +343,7 @@ export class ShellSession {
         }),
       );
       this.#opts.log?.({ ...record, return: out });
-      if (/^(Error: |unknown command: )/.test(out)) {
+      if (isHmpError(out)) {
         this.#out.error(out.trimEnd());
         return "error";
       }
