@@ -45,9 +45,11 @@ Commands:
   help [COMMAND]            show this help, or a command's help
   version                   print the version (also --version)
 
-ADDRESS is unix:PATH, a path containing "/", tcp:HOST:PORT, HOST:PORT or
-[::1]:PORT. Every command also takes --launch (a throwaway QEMU, -machine none
-by default; --launch-args "..." or --guest tiny) instead of an ADDRESS.
+ADDRESS is unix:PATH, a path (with "/", or a bare name such as qmp.sock: a
+socket in the current directory), tcp:HOST:PORT, HOST:PORT or [::1]:PORT;
+without one, $QMP_SOCKET is used. Every command also takes --launch (a
+throwaway QEMU, -machine none by default; --launch-args "..." or --guest tiny)
+instead of an ADDRESS.
 Options common to all commands (-v/--verbose, --retry, --connect-timeout D,
 --launch ...) may also come before COMMAND: qmp -v exec ADDRESS query-status.
 

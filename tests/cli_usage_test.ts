@@ -7,6 +7,7 @@
 import { deepStrictEqual as assertEquals, ok as assert } from "node:assert/strict";
 import { FAKE_STATUS, fakeMonitor } from "./helpers/fake_monitor.ts";
 import { qmp, show } from "./helpers/cli.ts";
+import { parseAddress } from "../lib/address.ts";
 
 Deno.test("qmp shell batch: input errors are line N errors and obey --keep-going", async () => {
   await using server = await fakeMonitor();
@@ -113,4 +114,54 @@ Deno.test("qmp shell: qmp-shell's -p, -l and -v; -N is explained", async () => {
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
+});
+
+Deno.test("address: a name without ':' is a unix socket path relative to the current directory", () => {
+  assertEquals(parseAddress("qmp.sock"), { transport: "unix", path: "qmp.sock" });
+  assertEquals(parseAddress("sock"), { transport: "unix", path: "sock" });
+  assertEquals(parseAddress("localhost:4444"), {
+    transport: "tcp",
+    hostname: "localhost",
+    port: 4444,
+  });
+});
+
+Deno.test("qmp: a bare relative socket path and $QMP_SOCKET are addresses", async () => {
+  await using server = await fakeMonitor();
+  const dir = server.path.slice(0, server.path.lastIndexOf("/"));
+  const bare = await qmp(["exec", "qmp.sock", "query-status"], { cwd: dir });
+  assertEquals(bare.code, 0, show(bare));
+  assertEquals(JSON.parse(bare.stdout), FAKE_STATUS);
+  const shell = await qmp(["shell", "qmp.sock"], { cwd: dir, stdin: "query-status\n" });
+  assertEquals(shell.code, 0, show(shell));
+
+  const env = { QMP_SOCKET: server.path };
+  const exec = await qmp(["exec", "query-status"], { env });
+  assertEquals(exec.code, 0, show(exec));
+  assertEquals(JSON.parse(exec.stdout), FAKE_STATUS);
+  const viaShell = await qmp(["shell"], { env, stdin: "query-status\n" });
+  assertEquals(viaShell.code, 0, show(viaShell));
+  assertEquals(JSON.parse(viaShell.stdout), FAKE_STATUS);
+  // An ADDRESS on the command line wins over $QMP_SOCKET.
+  const explicit = await qmp(["exec", server.address, "query-status"], {
+    env: { QMP_SOCKET: "/nonexistent/qmp.sock" },
+  });
+  assertEquals(explicit.code, 0, show(explicit));
+  const inCwd = await qmp(["exec", "qmp.sock", "query-status"], {
+    cwd: dir,
+    env: { QMP_SOCKET: "/nonexistent/qmp.sock" },
+  });
+  assertEquals(inCwd.code, 0, show(inCwd));
+
+  // A bare name with no such socket: probably a TCP address without its port.
+  const nope = await qmp(["exec", "localhost", "query-status"], { cwd: dir });
+  assertEquals(nope.code, 2, show(nope));
+  assertEquals(
+    oneLine(nope.stderr),
+    `qmp exec: error: no socket named "localhost" in the current directory (a bare name is ` +
+      `a unix socket path; a TCP address needs a port: HOST:PORT) (see qmp exec --help)`,
+  );
+  const none = await qmp(["exec"], { env: { QMP_SOCKET: "" } });
+  assertEquals(none.code, 2, show(none));
+  assert(oneLine(none.stderr).includes("or set QMP_SOCKET"), show(none));
 });

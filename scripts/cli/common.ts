@@ -96,7 +96,8 @@ export const COMMON_OPTIONS = {
 
 /** Help text for {@link COMMON_OPTIONS}. */
 export const COMMON_HELP = `Target (ADDRESS, or one of the --launch options instead of it):
-  ADDRESS                   unix:PATH, a path containing "/", tcp:HOST:PORT, HOST:PORT, [::1]:PORT
+  ADDRESS                   unix:PATH, a path (with "/", or a bare name such as qmp.sock),
+                            tcp:HOST:PORT, HOST:PORT, [::1]:PORT; default: $QMP_SOCKET
   --launch                  start a throwaway QEMU (-machine none) and use it; killed at exit
   --launch-args "ARGS"      QEMU arguments for --launch (implies --launch), e.g. "-M pc -S"
   --guest tiny              boot the tiny test guest (implies --launch; deno task guest builds it)
@@ -253,10 +254,18 @@ export function wantsLaunch(values: CommonValues): boolean {
 }
 
 /**
- * Takes the ADDRESS positional unless launching. Throws {@link UsageError}
- * when it is missing.
+ * Takes the ADDRESS positional unless launching. Without one, `$QMP_SOCKET`
+ * (as in QEMU's Python tools) is the address. For commands that take more
+ * positionals after ADDRESS (`exec ADDRESS COMMAND`, `takesCommand`), with
+ * `$QMP_SOCKET` set, the first positional is the ADDRESS only when it looks
+ * like one (a ":" or "/", or an existing socket file). Throws
+ * {@link UsageError} when there is no address at all.
  */
-export function takeAddress(values: CommonValues, positionals: string[]): string | undefined {
+export function takeAddress(
+  values: CommonValues,
+  positionals: string[],
+  options: { takesCommand?: boolean; env?: (name: string) => string | undefined } = {},
+): string | undefined {
   if (wantsLaunch(values)) {
     const first = positionals[0];
     if (first !== undefined && looksLikeAddress(first)) {
@@ -272,11 +281,38 @@ export function takeAddress(values: CommonValues, positionals: string[]): string
     }
     return undefined;
   }
+  const fromEnv = (options.env ?? envVar)("QMP_SOCKET") || undefined;
+  const first = positionals[0];
+  if (
+    fromEnv !== undefined &&
+    (first === undefined ||
+      (options.takesCommand && !looksLikeAddress(first) && !isSocketFile(first)))
+  ) {
+    return fromEnv;
+  }
   const address = positionals.shift();
   if (address === undefined) {
-    throw new UsageError("Missing ADDRESS (e.g. unix:/run/vm1/qmp.sock), or use --launch");
+    throw new UsageError(
+      "Missing ADDRESS (e.g. unix:/run/vm1/qmp.sock), or set QMP_SOCKET, or use --launch",
+    );
   }
   return address;
+}
+
+function envVar(name: string): string | undefined {
+  try {
+    return Deno.env.get(name);
+  } catch {
+    return undefined; // no --allow-env
+  }
+}
+
+function isSocketFile(path: string): boolean {
+  try {
+    return Deno.statSync(path).isSocket === true;
+  } catch {
+    return false;
+  }
 }
 
 /**
@@ -345,6 +381,19 @@ export async function openTarget(
         return close();
       },
     };
+  }
+  if (!looksLikeAddress(address) && !values.retry) {
+    // A bare name is a socket in the current directory: say so if there is none.
+    try {
+      Deno.lstatSync(address);
+    } catch (e) {
+      if (e instanceof Deno.errors.NotFound) {
+        throw new UsageError(
+          `no socket named "${address}" in the current directory (a bare name is a unix ` +
+            `socket path; a TCP address needs a port: HOST:PORT)`,
+        );
+      }
+    }
   }
   const client = await connect(address, {
     ...options,

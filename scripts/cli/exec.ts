@@ -74,7 +74,7 @@ export async function execCommand(argv: string[]): Promise<number> {
     writeOut(EXEC_HELP + "\n");
     return EXIT_OK;
   }
-  const address = takeAddress(values, positionals);
+  const address = takeAddress(values, positionals, { takesCommand: true });
   const hmp = values.hmp as string | undefined;
   let command: string;
   let args: Record<string, unknown> | undefined;
