@@ -165,3 +165,19 @@ Deno.test("qmp: a bare relative socket path and $QMP_SOCKET are addresses", asyn
   assertEquals(none.code, 2, show(none));
   assert(oneLine(none.stderr).includes("or set QMP_SOCKET"), show(none));
 });
+
+Deno.test("qmp shell batch: a line over 64 MiB is a line error, and --keep-going goes on", async () => {
+  await using server = await fakeMonitor();
+  const long = `query-status x=${"a".repeat(64 * 1024 * 1024)}\n`;
+  const r = await qmp(["shell", server.address, "--keep-going"], {
+    stdin: long + "query-status\n",
+    timeoutMs: 60_000,
+  });
+  assertEquals(r.code, 1, show(r));
+  assertEquals(
+    r.stderr,
+    `qmp shell: line 1: error: the line is ${long.length - 1} bytes, over the 64 MiB limit ` +
+      `(QEMU's own limit for one command): not run\n`,
+  );
+  assertEquals(JSON.parse(r.stdout), FAKE_STATUS);
+});

@@ -430,6 +430,17 @@ export class ShellParser {
     this.#discarding = false;
   }
 
+  /**
+   * Counts the current line as failed without parsing it (e.g. it was too
+   * long to read): inside a multi-line transaction, the whole transaction is
+   * abandoned and its remaining lines up to `)` are skipped.
+   */
+  failLine(): void {
+    if (this.#actions === undefined) return;
+    this.#actions = undefined;
+    this.#discarding = true;
+  }
+
   /** Parses one line. Throws {@link UsageError} on a syntax error. */
   feed(line: string): ShellParse {
     if (this.#discarding) {

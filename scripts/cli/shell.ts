@@ -39,6 +39,7 @@ import { History, LineEditor } from "./line_editor.ts";
 import { loadHistoryFile, saveHistoryFile } from "./history_file.ts";
 import { columns, type SchemaEntry, SchemaModel } from "./schema_help.ts";
 import { eventToJson } from "./events.ts";
+import { OversizeLine, readBoundedLines } from "./line_reader.ts";
 
 /** `qmp shell --help`. */
 export const SHELL_HELP = `Usage: qmp shell ADDRESS [options]
@@ -67,7 +68,8 @@ When stdin is not a terminal, lines are read and run in order (batch mode):
 results go to stdout (one JSON document per command, compact when piped),
 errors to stderr, and the shell stops at the first error with exit status 1
 unless --keep-going (then it exits 1 at the end if anything failed).
-Blank lines and lines starting with # are skipped.
+Blank lines and lines starting with # are skipped. A line may be up to 64 MiB
+(QEMU's own limit for one command); a longer one is an error.
 
 Options:
   -H, --hmp                 start in HMP mode
@@ -565,8 +567,15 @@ async function batchLoop(
     : undefined;
   let failures = 0;
   try {
-    for await (const line of readLines(Deno.stdin.readable)) {
+    for await (const line of readBoundedLines(Deno.stdin.readable)) {
       lineNo++;
+      if (line instanceof OversizeLine) {
+        session.parser.failLine(); // inside a transaction: the rest of it is not run
+        out.error(`Error: ${line.message}`);
+        failures++;
+        if (!opts.keepGoing) return EXIT_FAILURE;
+        continue;
+      }
       if (opts.echo && line.trim() !== "" && !line.trim().startsWith("#")) {
         writeErr(`${session.prompt()}${line}\n`);
       }
@@ -617,20 +626,15 @@ function pumpEvents(client: QmpClient, sink: (ev: QmpEvent) => void): { stop(): 
   return { stop: () => listener.close() };
 }
 
-/** Splits a byte stream into lines (without line ends). */
+/**
+ * Splits a byte stream into lines (without line ends), in linear time; a line
+ * over 64 MiB (`MAX_LINE_BYTES`, line_reader.ts) throws {@link UsageError}.
+ */
 export async function* readLines(stream: ReadableStream<Uint8Array>): AsyncGenerator<string> {
-  const decoder = new TextDecoder();
-  let buf = "";
-  for await (const chunk of stream) {
-    buf += decoder.decode(chunk, { stream: true });
-    let nl: number;
-    while ((nl = buf.indexOf("\n")) >= 0) {
-      yield buf.slice(0, nl).replace(/\r$/, "");
-      buf = buf.slice(nl + 1);
-    }
+  for await (const line of readBoundedLines(stream)) {
+    if (line instanceof OversizeLine) throw new UsageError(line.message);
+    yield line;
   }
-  buf += decoder.decode();
-  if (buf !== "") yield buf.replace(/\r$/, "");
 }
 
 /** The interactive REPL on a raw-mode terminal. */
