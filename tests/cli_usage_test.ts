@@ -181,3 +181,55 @@ Deno.test("qmp shell batch: a line over 64 MiB is a line error, and --keep-going
   );
   assertEquals(JSON.parse(r.stdout), FAKE_STATUS);
 });
+
+Deno.test("qmp errors: one line (plus hint), no stack unless --verbose, CLI wording", async () => {
+  await using server = await fakeMonitor({
+    "query-big": async (req, conn) => {
+      const big = `{"return": "${"a".repeat(11 << 20)}", "id": ${JSON.stringify(req.id)}}\r\n`;
+      await conn.write(big).catch(() => {/* the client hung up, as it should */});
+    },
+  });
+  const dir = await Deno.makeTempDir({ prefix: "qmpkit-cli-usage-" });
+  try {
+    const cases: { args: string[]; code: number; line: RegExp; not?: RegExp }[] = [
+      {
+        args: ["exec", `${dir}/nope.sock`, "query-status"],
+        code: 1,
+        line: /^qmp exec: error: Cannot connect to .*Use --retry to wait/,
+        not: /retry: true/,
+      },
+      {
+        args: ["shell", server.address, "--log", `${dir}/no/such/dir/log`],
+        code: 1,
+        line: new RegExp(
+          `^qmp shell: error: cannot open ${dir}/no/such/dir/log: No such file or directory$`,
+        ),
+      },
+      {
+        args: ["exec", server.address, "query-status", "--connect-timeout", "99999999999999"],
+        code: 2,
+        line: /^qmp exec: error: --connect-timeout: Invalid duration .* \(see qmp exec --help\)$/,
+      },
+      {
+        args: ["exec", server.address, "query-big"],
+        code: 1,
+        line:
+          /^qmp exec: error: .*larger than the 10485760-byte limit.*qmp accepts messages up to 10 MiB/,
+        not: /maxMessageSize/,
+      },
+    ];
+    for (const c of cases) {
+      const r = await qmp(c.args, { stdin: "" });
+      assertEquals(r.code, c.code, show(r));
+      const line = oneLine(r.stderr);
+      assert(c.line.test(line), show(r));
+      assert(!c.not?.test(line), show(r));
+      assert(!/\n\s+at /.test(r.stderr), show(r));
+    }
+    const verbose = await qmp(["-v", "exec", `${dir}/nope.sock`, "query-status"]);
+    assertEquals(verbose.code, 1, show(verbose));
+    assert(/\n\s+at /.test(verbose.stderr), `--verbose shows the stack: ${show(verbose)}`);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});

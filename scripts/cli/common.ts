@@ -49,9 +49,10 @@ function isParseArgsError(err: unknown): boolean {
  */
 export function formatError(prog: string, err: unknown, verbose = false): string {
   const e = err instanceof Error ? err : new Error(String(err));
-  // The library speaks in API options; say it in CLI flags.
-  const message = e.message.trim().replace("Pass retry: true", "Use --retry");
+  const message = cliWording(e.message.trim());
   if (!verbose) {
+    const file = fileErrorLine(e);
+    if (file) return `${prog}: error: ${file}`;
     let [first, ...rest] = message.split("\n");
     if (e instanceof LaunchError && e.stderr) {
       // QEMU's own complaint is the useful part ("unsupported machine type", ...).
@@ -80,6 +81,36 @@ export function formatError(prog: string, err: unknown, verbose = false): string
     }
   }
   return lines.join("\n");
+}
+
+/** The library speaks in API options; the CLI user has flags (or nothing to change). */
+const CLI_WORDING: [string | RegExp, string][] = [
+  ["Pass retry: true", "Use --retry"],
+  [
+    /Raise maxMessageSize if this peer is trusted and really sends messages this large/,
+    "qmp accepts messages up to 10 MiB",
+  ],
+];
+
+/** Rewrites library advice (API option names) as CLI advice. */
+export function cliWording(message: string): string {
+  for (const [from, to] of CLI_WORDING) message = message.replace(from, to);
+  return message;
+}
+
+/**
+ * A file the user named could not be opened (--log, --history, ...): Deno's
+ * `No such file or directory (os error 2): open '/x'` as
+ * `cannot open /x: No such file or directory`. Undefined for other errors.
+ */
+function fileErrorLine(e: Error): string | undefined {
+  const fsError = e instanceof Deno.errors.NotFound || e instanceof Deno.errors.PermissionDenied ||
+    e instanceof Deno.errors.AlreadyExists || e instanceof Deno.errors.IsADirectory ||
+    e instanceof Deno.errors.NotADirectory || e instanceof Deno.errors.NotCapable;
+  if (!fsError) return undefined;
+  const m = /^(.*?)(?: \(os error \d+\))?: (\w+) '(.*)'$/.exec(e.message);
+  if (!m) return undefined;
+  return `cannot ${m[2]} ${m[3]}: ${m[1]}`;
 }
 
 /** Options every subcommand accepts, for `node:util` `parseArgs`. */
@@ -397,7 +428,9 @@ export async function openTarget(
   }
   const client = await connect(address, {
     ...options,
-    timeout: values["connect-timeout"] ?? "5s",
+    timeout: values["connect-timeout"] === undefined
+      ? "5s"
+      : durationOption("connect-timeout", values["connect-timeout"]),
     retry: Boolean(values.retry),
   });
   return { client, address: client.address, close: () => client.close() };
