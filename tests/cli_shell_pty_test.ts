@@ -8,6 +8,7 @@
 import { deepStrictEqual as assertEquals, ok as assert } from "node:assert/strict";
 import { fakeMonitor } from "./helpers/fake_monitor.ts";
 import { hasTmux, type Pane, Tmux } from "./helpers/pty.ts";
+import { delay } from "./helpers/qemu.ts";
 
 const QMP_TS = new URL("../scripts/qmp.ts", import.meta.url).pathname;
 const PERMS = "--allow-read --allow-write --allow-net --allow-run --allow-env";
@@ -146,6 +147,38 @@ ptyTest(
       assert((await Deno.lstat(`${home}/link`)).isSymlink);
       assert((await Deno.lstat(`${home}/zero`)).isSymlink);
       assert((await Deno.lstat(`${home}/fifo`)).isFifo);
+    } finally {
+      await Deno.remove(home, { recursive: true });
+    }
+  },
+);
+
+ptyTest(
+  "interactive shell: a Tab pressed before the schema arrives completes when it does",
+  async () => {
+    const schema = [
+      { name: "0", "meta-type": "object", members: [] },
+      { name: "query-status", "meta-type": "command", "arg-type": "0", "ret-type": "0" },
+    ];
+    await using server = await fakeMonitor({
+      "query-qmp-schema": async (req, conn) => {
+        await delay(1500);
+        await conn.reply(req, schema);
+      },
+    });
+    await using tmux = new Tmux("late");
+    const home = await Deno.makeTempDir({ prefix: "qmpkit-pty-home-" });
+    try {
+      const pane = await tmux.start(shellCommand(server.address, home, "--no-history"));
+      await pane.waitLast("(QEMU)", 8_000);
+      await pane.type("query-sta");
+      await pane.keys("Tab");
+      await pane.waitLast("(QEMU) query-status", 8_000);
+      await pane.keys("Enter");
+      await pane.waitFor("the result", (s) => s.includes(`"status": "running"`));
+      await pane.keys("C-d");
+      const screen = await pane.waitFor("the exit status", (s) => s.includes("EXIT="));
+      assert(screen.includes("EXIT=0"), screen);
     } finally {
       await Deno.remove(home, { recursive: true });
     }

@@ -655,17 +655,23 @@ async function interactiveLoop(
   };
   const color = !Deno.env.get("NO_COLOR");
   let current: AbortController | undefined;
+  let sourcesReady = false;
+  let tabPendingOn: string | undefined;
   // deno-lint-ignore prefer-const
   let session: ShellSession;
   const editor = new LineEditor({
     write: writeOut,
     columns: width,
     history,
-    complete: (line, cursor) =>
-      complete(
+    complete: (line, cursor) => {
+      const c = complete(
         { line, cursor, mode: session.mode, inTransaction: session.parser.inTransaction },
         session.completionSources,
-      ),
+      );
+      // Tab before the schema arrived: press it again for the user once it has.
+      if (!sourcesReady && c.candidates.length === 0) tabPendingOn = line;
+      return c;
+    },
     onInterrupt: () => current?.abort(),
   });
   const out: ShellOutput = {
@@ -686,12 +692,21 @@ async function interactiveLoop(
       `\nTab completes; "help" lists commands, "help CMD" describes one; Ctrl-D exits.`,
   );
   // The prompt comes at once; completion data arrives when the monitor answers.
-  session.loadSchema().then((schema) => {
-    if (!schema && session.schemaProblem) {
-      editor.print(`qmp shell: note: no Tab completion: ${session.schemaProblem}`);
+  Promise.allSettled([
+    session.loadSchema().then((schema) => {
+      if (!schema && session.schemaProblem) {
+        editor.print(`qmp shell: note: no Tab completion: ${session.schemaProblem}`);
+      }
+    }),
+    opts.hmp ? session.loadHmpNames() : undefined,
+  ]).then(() => {
+    sourcesReady = true;
+    // The line is still the one Tab was pressed on: complete it now.
+    if (tabPendingOn !== undefined && editor.active && editor.text === tabPendingOn) {
+      editor.feed("\t");
     }
-  }, () => {/* the connection closed: the loop reports it */});
-  if (opts.hmp) session.loadHmpNames().catch(() => {});
+    tabPendingOn = undefined;
+  });
 
   Deno.stdin.setRaw(true);
   const input = (async () => {
