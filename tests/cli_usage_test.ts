@@ -233,3 +233,17 @@ Deno.test("qmp errors: one line (plus hint), no stack unless --verbose, CLI word
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("qmp options: an unknown short flag suggests the long one; a bare socket conflicts with --launch", async () => {
+  await using server = await fakeMonitor();
+  const info = await qmp(["info", "-p", server.address]);
+  assertEquals(info.code, 2, show(info));
+  assertEquals(
+    oneLine(info.stderr),
+    "qmp info: error: unknown option -p (did you mean --pretty?) (see qmp info --help)",
+  );
+  const dir = server.path.slice(0, server.path.lastIndexOf("/"));
+  const both = await qmp(["exec", "--launch", "qmp.sock", "query-status"], { cwd: dir });
+  assertEquals(both.code, 2, show(both));
+  assert(oneLine(both.stderr).includes("both an ADDRESS (qmp.sock) and --launch"), show(both));
+});

@@ -223,8 +223,12 @@ function nearestOption(
   options: NonNullable<ParseArgsConfig["options"]>,
 ): string | undefined {
   if (!flag.startsWith("--")) {
-    const long = Object.keys(options).find((k) => k === flag.slice(1));
-    return long ? `--${long}` : undefined;
+    // -p where only --pretty exists: the one long option with that initial.
+    const letter = flag.slice(1);
+    const same = Object.keys(options).filter((k) => k === letter);
+    const initial = Object.keys(options).filter((k) => letter.length === 1 && k[0] === letter);
+    const pick = same.length === 1 ? same : initial.length === 1 ? initial : [];
+    return pick.length === 1 ? `--${pick[0]}` : undefined;
   }
   const name = flag.slice(2);
   let best: string | undefined;
@@ -299,7 +303,7 @@ export function takeAddress(
 ): string | undefined {
   if (wantsLaunch(values)) {
     const first = positionals[0];
-    if (first !== undefined && looksLikeAddress(first)) {
+    if (first !== undefined && (looksLikeAddress(first) || isSocketFile(first))) {
       const flag = values.guest
         ? "--guest"
         : values["launch-args"] !== undefined
