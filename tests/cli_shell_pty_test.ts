@@ -105,6 +105,15 @@ ptyTest(
       await pane.waitFor("the banner", (s) => s.includes("Connected to QEMU 7.2.22"), 8_000);
       await pane.waitLast("(QEMU)", 8_000);
       await runQueryStatus(pane);
+      // help waits for the schema; Ctrl-C stops waiting and keeps the shell.
+      await pane.type("help");
+      await pane.keys("Enter");
+      await delay(300);
+      await pane.keys("C-c");
+      await pane.waitFor(
+        "help interrupted",
+        (s, last) => s.includes("Interrupted (still waiting for the schema") && last === "(QEMU)",
+      );
       await pane.keys("C-d");
       const screen = await pane.waitFor("the exit status", (s) => s.includes("EXIT="));
       assert(screen.includes("EXIT=0"), screen);

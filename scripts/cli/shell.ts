@@ -281,7 +281,7 @@ export class ShellSession {
           break;
         case "help":
         case "?":
-          return await this.#help(words.slice(1));
+          return await this.#help(words.slice(1), signal);
         case "hmp":
           if (words.length === 1) {
             this.mode = "hmp";
@@ -375,8 +375,21 @@ export class ShellSession {
     throw err;
   }
 
-  async #help(words: string[]): Promise<LineStatus> {
-    const schema = await this.loadSchema();
+  async #help(words: string[], signal?: AbortSignal): Promise<LineStatus> {
+    // The schema may still be on its way: Ctrl-C stops waiting for it.
+    let stop: (() => void) | undefined;
+    const aborted = new Promise<"aborted">((resolve) => {
+      stop = () => resolve("aborted");
+      if (signal?.aborted) stop();
+      else signal?.addEventListener("abort", stop, { once: true });
+    });
+    const schema = await Promise.race([this.loadSchema(), aborted]).finally(() => {
+      if (stop) signal?.removeEventListener("abort", stop);
+    });
+    if (schema === "aborted") {
+      this.#out.error("Interrupted (still waiting for the schema: query-qmp-schema)");
+      return "error";
+    }
     const width = this.#opts.width?.() ?? 80;
     if (!schema) {
       this.#out.error(
