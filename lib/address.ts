@@ -2,7 +2,9 @@
  * QMP server addresses: parsing and canonical form.
  *
  * Accepted strings: `unix:/path`, `tcp:HOST:PORT`, `HOST:PORT`, `[IPv6]:PORT`,
- * `tcp:[IPv6]:PORT`, and a bare path containing `/` (taken as a unix socket).
+ * `tcp:[IPv6]:PORT`, and a bare path (taken as a unix socket): one containing
+ * `/`, or a name without `:` such as `qmp.sock` (relative to the current
+ * directory; a TCP address always has `:PORT`, so this is unambiguous).
  *
  * @module
  */
@@ -38,6 +40,7 @@ export type Address = UnixAddress | TcpAddress;
  * import { parseAddress } from "./address.ts";
  * parseAddress("unix:/run/vm1/qmp.sock"); // { transport: "unix", path: "/run/vm1/qmp.sock" }
  * parseAddress("[::1]:4444"); // { transport: "tcp", hostname: "::1", port: 4444 }
+ * parseAddress("qmp.sock"); // { transport: "unix", path: "qmp.sock" }
  * ```
  */
 export function parseAddress(input: string | Address): Address {
@@ -51,7 +54,7 @@ export function parseAddress(input: string | Address): Address {
     return { transport: "unix", path };
   }
   if (s.startsWith("tcp:")) return parseHostPort(input, s.slice(4));
-  if (s.includes("/")) return { transport: "unix", path: s };
+  if (s.includes("/") || !s.includes(":")) return { transport: "unix", path: s };
   return parseHostPort(input, s);
 }
 

@@ -11,11 +11,13 @@
  */
 import denoJson from "../deno.json" with { type: "json" };
 import {
+  COMMON_OPTIONS,
   EXIT_FAILURE,
   EXIT_OK,
   EXIT_USAGE,
   exitCodeFor,
   formatError,
+  UsageError,
   writeErr,
   writeOut,
 } from "./cli/common.ts";
@@ -30,7 +32,7 @@ export const VERSION: string = denoJson.version;
 /** `qmp --help`. */
 export const MAIN_HELP = `qmp ${VERSION}: talk to QEMU over QMP
 
-Usage: qmp COMMAND [ARGS...]    (qmp COMMAND --help for details)
+Usage: qmp [OPTIONS] COMMAND [ARGS...]    (qmp COMMAND --help for details)
 
 Commands:
   shell ADDRESS             interactive QMP shell: key=value syntax, Tab completion from the
@@ -43,9 +45,13 @@ Commands:
   help [COMMAND]            show this help, or a command's help
   version                   print the version (also --version)
 
-ADDRESS is unix:PATH, a path containing "/", tcp:HOST:PORT, HOST:PORT or
-[::1]:PORT. Every command also takes --launch (a throwaway QEMU, -machine none
-by default; --launch-args "..." or --guest tiny) instead of an ADDRESS.
+ADDRESS is unix:PATH, a path (with "/", or a bare name such as qmp.sock: a
+socket in the current directory), tcp:HOST:PORT, HOST:PORT or [::1]:PORT;
+without one, $QMP_SOCKET is used. Every command also takes --launch (a
+throwaway QEMU, -machine none by default; --launch-args "..." or --guest tiny)
+instead of an ADDRESS.
+Options common to all commands (-v/--verbose, --retry, --connect-timeout D,
+--launch ...) may also come before COMMAND: qmp -v exec ADDRESS query-status.
 
 Exit status: 0 ok, 1 QMP/connection error, 2 usage error.`;
 
@@ -66,7 +72,20 @@ const COMMANDS: Record<string, { handler: Handler; help?: () => Promise<string> 
 
 /** Runs the CLI with `argv` (without the program name); returns the exit code. */
 export async function main(argv: string[]): Promise<number> {
-  const [first, ...rest] = argv;
+  let split: { globals: string[]; at: number };
+  try {
+    split = leadingOptions(argv);
+  } catch (err) {
+    writeErr(formatError("qmp", err) + "\n");
+    return EXIT_USAGE;
+  }
+  // Options before the command (qmp -v exec ...) belong to the command.
+  const first = argv[split.at];
+  const rest = [...split.globals, ...argv.slice(split.at + 1)];
+  if (first === undefined && split.globals.length > 0) {
+    writeErr(`qmp: error: missing COMMAND after ${split.globals.join(" ")} (see qmp --help)\n`);
+    return EXIT_USAGE;
+  }
   if (first === undefined) {
     writeErr(MAIN_HELP + "\n");
     return EXIT_USAGE;
@@ -109,6 +128,38 @@ export async function main(argv: string[]): Promise<number> {
     return exitCodeFor(err);
   }
 }
+
+/**
+ * The common options given before the command (`qmp -v exec ...`): they are
+ * passed on to the command. Stops at the first word that is not one, and at
+ * `--help` / `--version` (handled by `main`). An unknown option there is a
+ * {@link UsageError}.
+ */
+function leadingOptions(argv: string[]): { globals: string[]; at: number } {
+  const globals: string[] = [];
+  let i = 0;
+  while (i < argv.length && argv[i].startsWith("-") && !MAIN_FLAGS.has(argv[i])) {
+    const arg = argv[i];
+    const name = arg.startsWith("--") ? arg.slice(2).split("=")[0] : undefined;
+    const spec = name !== undefined
+      ? (COMMON_OPTIONS as Record<string, { type: string }>)[name]
+      : Object.values(COMMON_OPTIONS).find((o) => "short" in o && `-${o.short}` === arg);
+    if (!spec) {
+      throw new UsageError(
+        `unknown option ${arg} before the command (options go after it: qmp COMMAND ${arg} ...)`,
+      );
+    }
+    globals.push(arg);
+    if (spec.type === "string" && !arg.includes("=")) {
+      if (argv[i + 1] === undefined) throw new UsageError(`${arg} needs a value`);
+      globals.push(argv[++i]);
+    }
+    i++;
+  }
+  return { globals, at: i };
+}
+
+const MAIN_FLAGS = new Set(["--help", "-h", "--version", "-V"]);
 
 function isMissingRun(err: unknown): boolean {
   return err instanceof Error && /run\.ts/.test(err.message) &&

@@ -42,4 +42,6 @@ if [ ${#pkgs[@]} -gt 0 ]; then
 fi
 
 say "$(deno --version | head -1); $(qemu-system-x86_64 --version | head -1)"
-deno task --quiet guest --quiet
+# stdout stays clean for scripts: the guest's path is reported on stderr like the rest.
+guest=$(deno task --quiet guest --quiet)
+say "tiny guest: $guest"

@@ -254,13 +254,64 @@ export function parseKeyValues(
     }
     const key = item.slice(0, eq);
     if (key === "") throw new UsageError(`Missing argument name in ${JSON.stringify(item)}`);
+    const raw = item.slice(eq + 1);
+    if (raw[0] === "{" || raw[0] === "[") {
+      // The arguments object, one level per dotted segment, then the value's own nesting.
+      const depth = key.split(".").length + jsonNestingDepth(raw);
+      if (depth > MAX_ARGUMENTS_DEPTH) throw tooDeep(`arguments with ${key}=`, depth);
+    }
     setDotted(out, key, parseValue(item.slice(eq + 1), key));
   }
   return out;
 }
 
-/** Parses `--args` JSON: it must be an object. */
+/**
+ * QEMU's JSON parser refuses a message nested deeper than this
+ * (`MAX_NESTING` in qobject/json-streamer.c): "JSON nesting depth limit
+ * exceeded".
+ */
+export const QEMU_MAX_NESTING = 1024;
+
+/**
+ * The deepest `arguments` object QEMU accepts, counting the object itself as
+ * level 1: the command message around it is one more level of
+ * {@link QEMU_MAX_NESTING}.
+ */
+export const MAX_ARGUMENTS_DEPTH = QEMU_MAX_NESTING - 1;
+
+/**
+ * How deeply `{`/`[` nest in JSON text (strings skipped), in one linear pass,
+ * without parsing: `{}` is 1, `{"a": [1]}` is 2, a scalar is 0.
+ */
+export function jsonNestingDepth(text: string): number {
+  let depth = 0;
+  let max = 0;
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    if (c === 0x22) { // a string: skip to its closing quote
+      for (i++; i < text.length && text.charCodeAt(i) !== 0x22; i++) {
+        if (text.charCodeAt(i) === 0x5c) i++;
+      }
+    } else if (c === 0x7b || c === 0x5b) {
+      if (++depth > max) max = depth;
+    } else if (c === 0x7d || c === 0x5d) {
+      depth--;
+    }
+  }
+  return max;
+}
+
+function tooDeep(what: string, depth: number): UsageError {
+  return new UsageError(
+    `${what}: nested ${depth} levels deep; QEMU accepts at most ${MAX_ARGUMENTS_DEPTH} ` +
+      `(its JSON parser allows ${QEMU_MAX_NESTING} levels per message, and the message is one)`,
+  );
+}
+
+/** Parses `--args` JSON: it must be an object, nested no deeper than QEMU accepts. */
 export function parseArgsJson(text: string): Record<string, unknown> {
+  const depth = jsonNestingDepth(text);
+  if (depth > MAX_ARGUMENTS_DEPTH) throw tooDeep("--args", depth);
   let v: unknown;
   try {
     // Keep integers beyond 2^53 exact (the reviver's context holds the source text).
@@ -292,6 +343,13 @@ export interface ParsedCommand {
  * An `id` member is accepted and ignored (the client assigns ids).
  */
 export function parseJsonCommand(line: string): ParsedCommand {
+  const depth = jsonNestingDepth(line);
+  if (depth > QEMU_MAX_NESTING) {
+    throw new UsageError(
+      `the command: nested ${depth} levels deep; QEMU's JSON parser accepts at most ` +
+        `${QEMU_MAX_NESTING}`,
+    );
+  }
   let msg: unknown;
   try {
     msg = JSON.parse(line);
@@ -370,6 +428,17 @@ export class ShellParser {
   reset(): void {
     this.#actions = undefined;
     this.#discarding = false;
+  }
+
+  /**
+   * Counts the current line as failed without parsing it (e.g. it was too
+   * long to read): inside a multi-line transaction, the whole transaction is
+   * abandoned and its remaining lines up to `)` are skipped.
+   */
+  failLine(): void {
+    if (this.#actions === undefined) return;
+    this.#actions = undefined;
+    this.#discarding = true;
   }
 
   /** Parses one line. Throws {@link UsageError} on a syntax error. */

@@ -50,9 +50,10 @@ function isParseArgsError(err: unknown): boolean {
  */
 export function formatError(prog: string, err: unknown, verbose = false): string {
   const e = err instanceof Error ? err : new Error(String(err));
-  // The library speaks in API options; say it in CLI flags.
-  const message = e.message.trim().replace("Pass retry: true", "Use --retry");
+  const message = cliWording(e.message.trim());
   if (!verbose) {
+    const file = fileErrorLine(e);
+    if (file) return `${prog}: error: ${file}`;
     let [first, ...rest] = message.split("\n");
     if (e instanceof LaunchError && e.stderr) {
       // QEMU's own complaint is the useful part ("unsupported machine type", ...).
@@ -83,6 +84,36 @@ export function formatError(prog: string, err: unknown, verbose = false): string
   return lines.join("\n");
 }
 
+/** The library speaks in API options; the CLI user has flags (or nothing to change). */
+const CLI_WORDING: [string | RegExp, string][] = [
+  ["Pass retry: true", "Use --retry"],
+  [
+    /Raise maxMessageSize if this peer is trusted and really sends messages this large/,
+    "qmp accepts messages up to 10 MiB",
+  ],
+];
+
+/** Rewrites library advice (API option names) as CLI advice. */
+export function cliWording(message: string): string {
+  for (const [from, to] of CLI_WORDING) message = message.replace(from, to);
+  return message;
+}
+
+/**
+ * A file the user named could not be opened (--log, --history, ...): Deno's
+ * `No such file or directory (os error 2): open '/x'` as
+ * `cannot open /x: No such file or directory`. Undefined for other errors.
+ */
+function fileErrorLine(e: Error): string | undefined {
+  const fsError = e instanceof Deno.errors.NotFound || e instanceof Deno.errors.PermissionDenied ||
+    e instanceof Deno.errors.AlreadyExists || e instanceof Deno.errors.IsADirectory ||
+    e instanceof Deno.errors.NotADirectory || e instanceof Deno.errors.NotCapable;
+  if (!fsError) return undefined;
+  const m = /^(.*?)(?: \(os error \d+\))?: (\w+) '(.*)'$/.exec(e.message);
+  if (!m) return undefined;
+  return `cannot ${m[2]} ${m[3]}: ${m[1]}`;
+}
+
 /** Options every subcommand accepts, for `node:util` `parseArgs`. */
 export const COMMON_OPTIONS = {
   help: { type: "boolean", short: "h" },
@@ -97,7 +128,8 @@ export const COMMON_OPTIONS = {
 
 /** Help text for {@link COMMON_OPTIONS}. */
 export const COMMON_HELP = `Target (ADDRESS, or one of the --launch options instead of it):
-  ADDRESS                   unix:PATH, a path containing "/", tcp:HOST:PORT, HOST:PORT, [::1]:PORT
+  ADDRESS                   unix:PATH, a path (with "/", or a bare name such as qmp.sock),
+                            tcp:HOST:PORT, HOST:PORT, [::1]:PORT; default: $QMP_SOCKET
   --launch                  start a throwaway QEMU (-machine none) and use it; killed at exit
   --launch-args "ARGS"      QEMU arguments for --launch (implies --launch), e.g. "-M pc -S"
   --guest tiny              boot the tiny test guest (implies --launch; deno task guest builds it)
@@ -137,13 +169,88 @@ export function parseCommandLine<O extends NonNullable<ParseArgsConfig["options"
   extra: O,
 ): { values: CommonValues & Record<string, unknown>; positionals: string[] } {
   const options = { ...COMMON_OPTIONS, ...extra };
-  const { values, positionals } = parseArgs({
-    args: attachDashValues(argv, options),
-    options,
-    allowPositionals: true,
-    strict: true,
-  });
-  return { values: values as CommonValues & Record<string, unknown>, positionals };
+  let parsed;
+  try {
+    parsed = parseArgs({
+      args: attachDashValues(argv, options),
+      options,
+      allowPositionals: true,
+      strict: true,
+    });
+  } catch (e) {
+    if (!isParseArgsError(e)) throw e;
+    throw new UsageError(describeParseArgsError(e as Error, options));
+  }
+  const values = parsed.values as CommonValues & Record<string, unknown>;
+  if (values.pretty && values.compact) {
+    throw new UsageError("--pretty and --compact conflict: give one of them");
+  }
+  return { values, positionals: parsed.positionals };
+}
+
+/** What qemu's qmp-shell users may type, and what to say when qmpkit has no such flag. */
+const FOREIGN_FLAGS: Record<string, string> = {
+  "-N":
+    "qmpkit always negotiates capabilities (the -N of qemu qmp-shell, for qemu-ga, is not supported)",
+  "--skip-negotiation":
+    "qmpkit always negotiates capabilities (the -N of qemu qmp-shell, for qemu-ga, is not supported)",
+};
+
+/** One line for a `parseArgs` error, naming the option and the nearest one we have. */
+function describeParseArgsError(
+  e: Error,
+  options: NonNullable<ParseArgsConfig["options"]>,
+): string {
+  const code = (e as { code?: string }).code;
+  const quoted = /'([^']+)'/.exec(e.message)?.[1] ?? "";
+  if (code === "ERR_PARSE_ARGS_UNKNOWN_OPTION") {
+    const flag = quoted.split("=")[0];
+    const foreign = FOREIGN_FLAGS[flag];
+    if (foreign) return `unknown option ${flag}: ${foreign}`;
+    const near = nearestOption(flag, options);
+    return `unknown option ${flag}` + (near ? ` (did you mean ${near}?)` : "");
+  }
+  if (code === "ERR_PARSE_ARGS_INVALID_OPTION_VALUE") {
+    const flag = quoted.split(" ")[0];
+    const spec = options[flag.replace(/^-+/, "")] ??
+      Object.values(options).find((o) => `-${o.short}` === flag);
+    return spec?.type === "boolean" ? `${flag} takes no value` : `${flag} needs a value`;
+  }
+  return e.message.replace(/'/g, "");
+}
+
+function nearestOption(
+  flag: string,
+  options: NonNullable<ParseArgsConfig["options"]>,
+): string | undefined {
+  if (!flag.startsWith("--")) {
+    // -p where only --pretty exists: the one long option with that initial.
+    const letter = flag.slice(1);
+    const same = Object.keys(options).filter((k) => k === letter);
+    const initial = Object.keys(options).filter((k) => letter.length === 1 && k[0] === letter);
+    const pick = same.length === 1 ? same : initial.length === 1 ? initial : [];
+    return pick.length === 1 ? `--${pick[0]}` : undefined;
+  }
+  const name = flag.slice(2);
+  let best: string | undefined;
+  let bestDist = 3;
+  for (const k of Object.keys(options)) {
+    const d = k.startsWith(name) && name.length >= 3 ? 1 : editDistance(name, k);
+    if (d < bestDist) [best, bestDist] = [k, d];
+  }
+  return best === undefined ? undefined : `--${best}`;
+}
+
+function editDistance(a: string, b: string): number {
+  let prev = Array.from({ length: b.length + 1 }, (_, j) => j);
+  for (let i = 1; i <= a.length; i++) {
+    const cur = [i];
+    for (let j = 1; j <= b.length; j++) {
+      cur[j] = Math.min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (a[i - 1] === b[j - 1] ? 0 : 1));
+    }
+    prev = cur;
+  }
+  return prev[b.length];
 }
 
 /**
@@ -183,16 +290,73 @@ export function wantsLaunch(values: CommonValues): boolean {
 }
 
 /**
- * Takes the ADDRESS positional unless launching. Throws {@link UsageError}
- * when it is missing.
+ * Takes the ADDRESS positional unless launching. Without one, `$QMP_SOCKET`
+ * (as in QEMU's Python tools) is the address. For commands that take more
+ * positionals after ADDRESS (`exec ADDRESS COMMAND`, `takesCommand`), with
+ * `$QMP_SOCKET` set, the first positional is the ADDRESS only when it looks
+ * like one (a ":" or "/", or an existing socket file). Throws
+ * {@link UsageError} when there is no address at all.
  */
-export function takeAddress(values: CommonValues, positionals: string[]): string | undefined {
-  if (wantsLaunch(values)) return undefined;
+export function takeAddress(
+  values: CommonValues,
+  positionals: string[],
+  options: { takesCommand?: boolean; env?: (name: string) => string | undefined } = {},
+): string | undefined {
+  if (wantsLaunch(values)) {
+    const first = positionals[0];
+    if (first !== undefined && (looksLikeAddress(first) || isSocketFile(first))) {
+      const flag = values.guest
+        ? "--guest"
+        : values["launch-args"] !== undefined
+        ? "--launch-args"
+        : "--launch";
+      throw new UsageError(
+        `both an ADDRESS (${first}) and ${flag} were given: ${flag} starts its own VM, ` +
+          `so drop one of them`,
+      );
+    }
+    return undefined;
+  }
+  const fromEnv = (options.env ?? envVar)("QMP_SOCKET") || undefined;
+  const first = positionals[0];
+  if (
+    fromEnv !== undefined &&
+    (first === undefined ||
+      (options.takesCommand && !looksLikeAddress(first) && !isSocketFile(first)))
+  ) {
+    return fromEnv;
+  }
   const address = positionals.shift();
   if (address === undefined) {
-    throw new UsageError("Missing ADDRESS (e.g. unix:/run/vm1/qmp.sock), or use --launch");
+    throw new UsageError(
+      "Missing ADDRESS (e.g. unix:/run/vm1/qmp.sock), or set QMP_SOCKET, or use --launch",
+    );
   }
   return address;
+}
+
+function envVar(name: string): string | undefined {
+  try {
+    return Deno.env.get(name);
+  } catch {
+    return undefined; // no --allow-env
+  }
+}
+
+function isSocketFile(path: string): boolean {
+  try {
+    return Deno.statSync(path).isSocket === true;
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * True for what can only be an address, never a command name: a `unix:` or
+ * `tcp:` prefix, a "/" or a ":".
+ */
+export function looksLikeAddress(text: string): boolean {
+  return text.includes("/") || text.includes(":");
 }
 
 /** A connected QMP client and how to let it go. */
@@ -291,9 +455,24 @@ export async function openTarget(
       },
     };
   }
+  if (!looksLikeAddress(address) && !values.retry) {
+    // A bare name is a socket in the current directory: say so if there is none.
+    try {
+      Deno.lstatSync(address);
+    } catch (e) {
+      if (e instanceof Deno.errors.NotFound) {
+        throw new UsageError(
+          `no socket named "${address}" in the current directory (a bare name is a unix ` +
+            `socket path; a TCP address needs a port: HOST:PORT)`,
+        );
+      }
+    }
+  }
   const client = await connect(address, {
     ...options,
-    timeout: values["connect-timeout"] ?? "5s",
+    timeout: values["connect-timeout"] === undefined
+      ? "5s"
+      : durationOption("connect-timeout", values["connect-timeout"]),
     retry: Boolean(values.retry),
   });
   return { client, address: client.address, close: () => client.close() };
@@ -347,6 +526,29 @@ export function describeCommandError(err: unknown): string {
   if (err instanceof QmpCommandError) return `${err.desc} (${err.class})`;
   return err instanceof Error ? err.message : String(err);
 }
+
+/**
+ * True when HMP output reports a failure. HMP has no error channel: a failed
+ * command prints text in a successful reply. Recognised (QEMU 7.2): `Error: `
+ * (hmp_handle_error), `unknown command: `, the argument parser's
+ * `Try "help CMD" for more information`, and the plain messages of commands
+ * that print their own (`invalid CPU index`, `invalid parameter: `,
+ * `Cannot access memory`, `Device '...' not found`).
+ */
+export function isHmpError(text: string): boolean {
+  const first = text.trimStart().split("\n", 1)[0];
+  return HMP_ERROR_FIRST_LINE.some((re) => re.test(first)) ||
+    /^Try "help [^"]*" for more information$/m.test(text);
+}
+
+const HMP_ERROR_FIRST_LINE = [
+  /^Error: /,
+  /^unknown command: /,
+  /^invalid CPU index/,
+  /^invalid parameter: /,
+  /: Cannot access memory$/,
+  /^Device '.*' not found$/,
+];
 
 /** Converts HMP output (CRLF line ends) to plain text lines. */
 export function hmpText(output: unknown): string {

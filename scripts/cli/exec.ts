@@ -14,6 +14,7 @@ import {
   formatError,
   hmpText,
   isCommandError,
+  isHmpError,
   parseCommandLine,
   takeAddress,
   toJson,
@@ -40,9 +41,10 @@ Arguments are key=value, as in qmp-shell:
 Options:
   --args JSON               arguments as one JSON object (key=value items are added to it)
   --hmp "LINE"              run a human monitor (HMP) command and print its text output;
-                            exits 1 when the output starts with "Error:" or "unknown command"
+                            exits 1 when the output is an error ("Error: ...", "unknown
+                            command", "invalid CPU index", a usage error, ...)
   --raw                     print the whole reply message ({"return": ...} or {"error": ...})
-  --pretty | --compact      force indented / one-line JSON
+  -p, --pretty | --compact  force indented / one-line JSON
   --timeout D               give up waiting for the reply after D (e.g. 10s)
 
 ${COMMON_HELP}
@@ -64,7 +66,7 @@ export async function execCommand(argv: string[]): Promise<number> {
     args: { type: "string" },
     hmp: { type: "string" },
     raw: { type: "boolean" },
-    pretty: { type: "boolean" },
+    pretty: { type: "boolean", short: "p" },
     compact: { type: "boolean" },
     timeout: { type: "string" },
   });
@@ -72,7 +74,7 @@ export async function execCommand(argv: string[]): Promise<number> {
     writeOut(EXEC_HELP + "\n");
     return EXIT_OK;
   }
-  const address = takeAddress(values, positionals);
+  const address = takeAddress(values, positionals, { takesCommand: true });
   const hmp = values.hmp as string | undefined;
   let command: string;
   let args: Record<string, unknown> | undefined;
@@ -117,7 +119,7 @@ export async function execCommand(argv: string[]): Promise<number> {
       if (values.raw && reply && isCommandError(err)) writeOut(toJson(reply, pretty) + "\n");
       throw err;
     }
-    const hmpFailed = hmp !== undefined && /^(Error: |unknown command: )/.test(hmpText(value));
+    const hmpFailed = hmp !== undefined && isHmpError(hmpText(value));
     if (values.raw) {
       writeOut(toJson(reply ?? { return: value }, pretty) + "\n");
       if (hmpFailed) return EXIT_FAILURE; // HMP reports errors as text in a successful reply

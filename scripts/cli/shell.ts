@@ -15,6 +15,7 @@ import {
   type QmpClient,
   QmpCommandError,
   type QmpEvent,
+  TimeoutError,
 } from "../../mod.ts";
 import { type ParsedCommand, parseKeyValues, ShellParser, tokenize } from "./args.ts";
 import {
@@ -23,6 +24,7 @@ import {
   EXIT_FAILURE,
   EXIT_OK,
   hmpText,
+  isHmpError,
   parseCommandLine,
   stdoutIsTty,
   takeAddress,
@@ -34,8 +36,10 @@ import {
 } from "./common.ts";
 import { complete, type CompletionSources, parseHmpHelp, parseHmpInfo } from "./completion.ts";
 import { History, LineEditor } from "./line_editor.ts";
+import { loadHistoryFile, saveHistoryFile } from "./history_file.ts";
 import { columns, type SchemaEntry, SchemaModel } from "./schema_help.ts";
 import { eventToJson } from "./events.ts";
+import { OversizeLine, readBoundedLines } from "./line_reader.ts";
 
 /** `qmp shell --help`. */
 export const SHELL_HELP = `Usage: qmp shell ADDRESS [options]
@@ -64,11 +68,12 @@ When stdin is not a terminal, lines are read and run in order (batch mode):
 results go to stdout (one JSON document per command, compact when piped),
 errors to stderr, and the shell stops at the first error with exit status 1
 unless --keep-going (then it exits 1 at the end if anything failed).
-Blank lines and lines starting with # are skipped.
+Blank lines and lines starting with # are skipped. A line may be up to 64 MiB
+(QEMU's own limit for one command); a longer one is an error.
 
 Options:
   -H, --hmp                 start in HMP mode
-  --log FILE                append every command and its reply to FILE as JSON lines
+  -l, --log FILE            append every command and its reply to FILE as JSON lines
   --keep-going              batch mode: continue after errors
   --echo                    batch mode: print each command (to stderr) before running it
   --events                  batch mode: also print events to stdout, as JSON lines
@@ -76,8 +81,11 @@ Options:
   --history FILE            history file (default $XDG_STATE_HOME/qmpkit/history, else
                             ~/.qmp_history; 1000 entries)
   --no-history              do not read or save history
-  --pretty | --compact      force indented / one-line JSON results
+  -p, --pretty | --compact  force indented / one-line JSON results
   --timeout D               per-command timeout (default: none; Ctrl-C cancels)
+  -v, --verbose             also print each command as the JSON sent (stderr in batch mode)
+qemu's qmp-shell flags -H, -p, -l and -v mean the same here; -N does not exist (qmpkit
+always negotiates).
 
 ${COMMON_HELP}
 
@@ -110,6 +118,8 @@ export interface ShellSessionOptions {
   log?: (record: Record<string, unknown>) => void;
   /** Terminal width for help layout (default 80). */
   width?: () => number;
+  /** Receives each QMP command as the JSON sent (`--verbose`, like qmp-shell -v). */
+  echo?: (json: string) => void;
 }
 
 /**
@@ -127,6 +137,7 @@ export class ShellSession {
   readonly #opts: ShellSessionOptions;
   #schema: SchemaModel | undefined;
   #schemaLoading: Promise<SchemaModel | undefined> | undefined;
+  #schemaProblem: string | undefined;
   #hmpCommands: string[] | undefined;
   #hmpInfo: string[] | undefined;
 
@@ -159,22 +170,57 @@ export class ShellSession {
   }
 
   /**
+   * Why there is no schema, once loading failed (`query-qmp-schema` answered
+   * something that is not a schema, or did not answer in time): completion
+   * and help work without it, and the interactive shell says so in one line.
+   */
+  get schemaProblem(): string | undefined {
+    return this.#schemaProblem;
+  }
+
+  /**
    * Loads the schema (`query-qmp-schema`, falling back to `query-commands`
-   * names). Errors other than connection loss leave the schema unset.
+   * names). A reply that is not a list of schema entries, or no reply within
+   * {@link SCHEMA_TIMEOUT_MS}, leaves the schema unset and explains why in
+   * {@link ShellSession.schemaProblem} (a later call tries again after a
+   * timeout). Only connection loss rejects.
    */
   loadSchema(): Promise<SchemaModel | undefined> {
     this.#schemaLoading ??= (async () => {
       try {
-        const entries = await this.#client.executeRaw("query-qmp-schema") as SchemaEntry[];
-        this.#schema = SchemaModel.fromSchema(entries);
-      } catch (err) {
-        if (!(err instanceof QmpCommandError)) throw err;
-        try {
-          const cmds = await this.#client.executeRaw("query-commands") as { name: string }[];
-          this.#schema = SchemaModel.fromCommandNames(cmds.map((c) => c.name));
-        } catch (e) {
-          if (!(e instanceof QmpCommandError)) throw e;
+        const entries = await this.#client.executeRaw("query-qmp-schema", undefined, {
+          timeout: SCHEMA_TIMEOUT_MS,
+        });
+        if (!Array.isArray(entries)) {
+          this.#schemaProblem = `query-qmp-schema returned ${kindOf(entries)}, not a list`;
+        } else {
+          this.#schema = SchemaModel.fromSchema(entries.filter(isSchemaEntry));
+          this.#schemaProblem = undefined;
+          return this.#schema;
         }
+      } catch (err) {
+        if (err instanceof TimeoutError) {
+          this.#schemaProblem = `QEMU did not answer query-qmp-schema within ${
+            SCHEMA_TIMEOUT_MS / 1000
+          }s`;
+          this.#schemaLoading = undefined; // "help" asks again
+          return undefined;
+        }
+        if (!(err instanceof QmpCommandError)) throw err;
+        this.#schemaProblem = `query-qmp-schema failed: ${err.desc}`;
+      }
+      try {
+        const cmds = await this.#client.executeRaw("query-commands", undefined, {
+          timeout: SCHEMA_TIMEOUT_MS,
+        });
+        if (Array.isArray(cmds)) {
+          const names = cmds.map((c) => (c as { name?: unknown })?.name).filter((n) =>
+            typeof n === "string"
+          ) as string[];
+          if (names.length > 0) this.#schema = SchemaModel.fromCommandNames(names);
+        }
+      } catch (e) {
+        if (!(e instanceof QmpCommandError) && !(e instanceof TimeoutError)) throw e;
       }
       return this.#schema;
     })();
@@ -200,8 +246,22 @@ export class ShellSession {
     }
   }
 
-  /** Runs one input line. `signal` cancels a running command. */
+  /**
+   * Runs one input line. `signal` cancels a running command. Input errors
+   * (an unclosed quote or bracket, bad JSON, a bad key=value) are reported
+   * through the output as errors, never thrown.
+   */
   async run(line: string, signal?: AbortSignal): Promise<LineStatus> {
+    try {
+      return await this.#run(line, signal);
+    } catch (err) {
+      if (!(err instanceof UsageError)) throw err;
+      this.#out.error(`Error: ${err.message}`);
+      return "error";
+    }
+  }
+
+  async #run(line: string, signal?: AbortSignal): Promise<LineStatus> {
     const trimmed = line.trim();
     if (!this.parser.inTransaction) {
       if (trimmed === "" || trimmed.startsWith("#")) return "ok";
@@ -221,7 +281,7 @@ export class ShellSession {
           break;
         case "help":
         case "?":
-          return await this.#help(words.slice(1));
+          return await this.#help(words.slice(1), signal);
         case "hmp":
           if (words.length === 1) {
             this.mode = "hmp";
@@ -253,6 +313,7 @@ export class ShellSession {
       execute: cmd.execute,
       ...(cmd.arguments ? { arguments: cmd.arguments } : {}),
     };
+    this.#opts.echo?.(JSON.stringify(cmd));
     let value: unknown;
     try {
       value = await this.#client.executeRaw(cmd.execute, cmd.arguments, {
@@ -275,6 +336,7 @@ export class ShellSession {
       execute: "human-monitor-command",
       arguments: args,
     };
+    this.#opts.echo?.(JSON.stringify({ execute: record.execute, arguments: args }));
     try {
       const out = hmpText(
         await this.#client.executeRaw("human-monitor-command", args, {
@@ -283,7 +345,7 @@ export class ShellSession {
         }),
       );
       this.#opts.log?.({ ...record, return: out });
-      if (/^(Error: |unknown command: )/.test(out)) {
+      if (isHmpError(out)) {
         this.#out.error(out.trimEnd());
         return "error";
       }
@@ -313,11 +375,28 @@ export class ShellSession {
     throw err;
   }
 
-  async #help(words: string[]): Promise<LineStatus> {
-    const schema = await this.loadSchema();
+  async #help(words: string[], signal?: AbortSignal): Promise<LineStatus> {
+    // The schema may still be on its way: Ctrl-C stops waiting for it.
+    let stop: (() => void) | undefined;
+    const aborted = new Promise<"aborted">((resolve) => {
+      stop = () => resolve("aborted");
+      if (signal?.aborted) stop();
+      else signal?.addEventListener("abort", stop, { once: true });
+    });
+    const schema = await Promise.race([this.loadSchema(), aborted]).finally(() => {
+      if (stop) signal?.removeEventListener("abort", stop);
+    });
+    if (schema === "aborted") {
+      this.#out.error("Interrupted (still waiting for the schema: query-qmp-schema)");
+      return "error";
+    }
     const width = this.#opts.width?.() ?? 80;
     if (!schema) {
-      this.#out.error("Error: this QEMU offers no command list (query-qmp-schema failed)");
+      this.#out.error(
+        `Error: this QEMU offers no command list (${
+          this.#schemaProblem ?? "query-qmp-schema failed"
+        })`,
+      );
       return "error";
     }
     if (words.length === 0) {
@@ -355,6 +434,21 @@ export class ShellSession {
   }
 }
 
+/** How long the shell waits for `query-qmp-schema` before going on without it. */
+export const SCHEMA_TIMEOUT_MS = 10_000;
+
+function kindOf(v: unknown): string {
+  if (v === null) return "null";
+  if (typeof v === "object") return "an object";
+  return `a ${typeof v}`;
+}
+
+function isSchemaEntry(v: unknown): v is SchemaEntry {
+  return typeof v === "object" && v !== null && !Array.isArray(v) &&
+    typeof (v as { name?: unknown }).name === "string" &&
+    typeof (v as { "meta-type"?: unknown })["meta-type"] === "string";
+}
+
 /** One line describing an event for the interactive shell: `[12:00:01.123] STOP {...}`. */
 export function formatEventLine(ev: QmpEvent): string {
   const t = ev.time;
@@ -380,24 +474,6 @@ export function defaultHistoryPath(env: (name: string) => string | undefined): s
   return home ? `${home}/.qmp_history` : undefined;
 }
 
-async function loadHistory(path: string | undefined): Promise<History> {
-  if (!path) return new History();
-  try {
-    return new History((await Deno.readTextFile(path)).split("\n"));
-  } catch {
-    return new History();
-  }
-}
-
-function saveHistory(path: string | undefined, history: History): void {
-  if (!path) return;
-  try {
-    const dir = path.slice(0, path.lastIndexOf("/"));
-    if (dir) Deno.mkdirSync(dir, { recursive: true });
-    Deno.writeTextFileSync(path, history.entries.join("\n") + "\n", { mode: 0o600 });
-  } catch { /* history is best effort */ }
-}
-
 function stdinIsTty(): boolean {
   try {
     return Deno.stdin.isTerminal();
@@ -410,14 +486,14 @@ function stdinIsTty(): boolean {
 export async function shellCommand(argv: string[]): Promise<number> {
   const { values, positionals } = parseCommandLine(argv, {
     hmp: { type: "boolean", short: "H" },
-    log: { type: "string" },
+    log: { type: "string", short: "l" },
     "keep-going": { type: "boolean" },
     echo: { type: "boolean" },
     events: { type: "boolean" },
     "no-events": { type: "boolean" },
     history: { type: "string" },
     "no-history": { type: "boolean" },
-    pretty: { type: "boolean" },
+    pretty: { type: "boolean", short: "p" },
     compact: { type: "boolean" },
     timeout: { type: "string" },
   });
@@ -453,6 +529,7 @@ export async function shellCommand(argv: string[]): Promise<number> {
           timeoutMs,
           log,
           showEvents: !values["no-events"],
+          verbose: Boolean(values.verbose),
           historyPath: values["no-history"]
             ? undefined
             : (values.history as string | undefined) ?? defaultHistoryPath((n) => Deno.env.get(n)),
@@ -466,6 +543,7 @@ export async function shellCommand(argv: string[]): Promise<number> {
         keepGoing: Boolean(values["keep-going"]),
         echo: Boolean(values.echo),
         showEvents: Boolean(values.events),
+        verbose: Boolean(values.verbose),
       });
     });
   } finally {
@@ -479,6 +557,7 @@ interface LoopOptions {
   timeoutMs?: number;
   log?: (record: Record<string, unknown>) => void;
   showEvents: boolean;
+  verbose?: boolean;
 }
 
 /** Batch mode: runs stdin's lines in order. */
@@ -492,18 +571,35 @@ async function batchLoop(
     error: (t) => writeErr(`qmp shell: line ${lineNo}: ${t.replace(/^Error: /, "error: ")}\n`),
     info: (t) => writeOut(t + "\n"),
   };
-  const session = new ShellSession(client, out, opts);
+  const session = new ShellSession(client, out, {
+    ...opts,
+    echo: opts.verbose ? (json) => writeErr(`${json}\n`) : undefined,
+  });
   const events = opts.showEvents
     ? pumpEvents(client, (ev) => writeOut(JSON.stringify(eventToJson(ev)) + "\n"))
     : undefined;
   let failures = 0;
   try {
-    for await (const line of readLines(Deno.stdin.readable)) {
+    for await (const line of readBoundedLines(Deno.stdin.readable)) {
       lineNo++;
+      if (line instanceof OversizeLine) {
+        session.parser.failLine(); // inside a transaction: the rest of it is not run
+        out.error(`Error: ${line.message}`);
+        failures++;
+        if (!opts.keepGoing) return EXIT_FAILURE;
+        continue;
+      }
       if (opts.echo && line.trim() !== "" && !line.trim().startsWith("#")) {
         writeErr(`${session.prompt()}${line}\n`);
       }
-      const status = await session.run(line);
+      let status: LineStatus;
+      try {
+        status = await session.run(line);
+      } catch (err) {
+        if (client.closeError) throw err;
+        out.error(`Error: ${err instanceof Error ? err.message : String(err)}`);
+        status = "error";
+      }
       if (status === "exit") break;
       if (status === "quit") {
         await waitClosed(client);
@@ -543,20 +639,15 @@ function pumpEvents(client: QmpClient, sink: (ev: QmpEvent) => void): { stop(): 
   return { stop: () => listener.close() };
 }
 
-/** Splits a byte stream into lines (without line ends). */
+/**
+ * Splits a byte stream into lines (without line ends), in linear time; a line
+ * over 64 MiB (`MAX_LINE_BYTES`, line_reader.ts) throws {@link UsageError}.
+ */
 export async function* readLines(stream: ReadableStream<Uint8Array>): AsyncGenerator<string> {
-  const decoder = new TextDecoder();
-  let buf = "";
-  for await (const chunk of stream) {
-    buf += decoder.decode(chunk, { stream: true });
-    let nl: number;
-    while ((nl = buf.indexOf("\n")) >= 0) {
-      yield buf.slice(0, nl).replace(/\r$/, "");
-      buf = buf.slice(nl + 1);
-    }
+  for await (const line of readBoundedLines(stream)) {
+    if (line instanceof OversizeLine) throw new UsageError(line.message);
+    yield line;
   }
-  buf += decoder.decode();
-  if (buf !== "") yield buf.replace(/\r$/, "");
 }
 
 /** The interactive REPL on a raw-mode terminal. */
@@ -564,7 +655,10 @@ async function interactiveLoop(
   client: QmpClient,
   opts: LoopOptions & { historyPath?: string },
 ): Promise<number> {
-  const history = await loadHistory(opts.historyPath);
+  const loaded = opts.historyPath ? await loadHistoryFile(opts.historyPath) : undefined;
+  const history = loaded?.history ?? new History();
+  const historyPath = loaded?.save ? opts.historyPath : undefined;
+  let historyWarning = loaded?.warning;
   const width = () => {
     try {
       return Deno.consoleSize().columns;
@@ -574,17 +668,23 @@ async function interactiveLoop(
   };
   const color = !Deno.env.get("NO_COLOR");
   let current: AbortController | undefined;
+  let sourcesReady = false;
+  let tabPendingOn: string | undefined;
   // deno-lint-ignore prefer-const
   let session: ShellSession;
   const editor = new LineEditor({
     write: writeOut,
     columns: width,
     history,
-    complete: (line, cursor) =>
-      complete(
+    complete: (line, cursor) => {
+      const c = complete(
         { line, cursor, mode: session.mode, inTransaction: session.parser.inTransaction },
         session.completionSources,
-      ),
+      );
+      // Tab before the schema arrived: press it again for the user once it has.
+      if (!sourcesReady && c.candidates.length === 0) tabPendingOn = line;
+      return c;
+    },
     onInterrupt: () => current?.abort(),
   });
   const out: ShellOutput = {
@@ -592,16 +692,34 @@ async function interactiveLoop(
     error: (t) => editor.print(color ? `\x1b[31m${t}\x1b[0m` : t),
     info: (t) => editor.print(t),
   };
-  session = new ShellSession(client, out, { ...opts, width });
+  session = new ShellSession(client, out, {
+    ...opts,
+    width,
+    echo: opts.verbose ? (json) => out.info(json) : undefined,
+  });
 
+  if (historyWarning) editor.print(`qmp shell: warning: ${historyWarning}`);
   const v = client.greeting.version.qemu;
-  const schema = await session.loadSchema();
-  if (opts.hmp) await session.loadHmpNames();
   editor.print(
-    `Connected to QEMU ${v.major}.${v.minor}.${v.micro} at ${client.address}` +
-      (schema ? ` (${schema.commands().length} commands)` : "") +
-      `.\nTab completes; "help" lists commands, "help CMD" describes one; Ctrl-D exits.`,
+    `Connected to QEMU ${v.major}.${v.minor}.${v.micro} at ${client.address}.` +
+      `\nTab completes; "help" lists commands, "help CMD" describes one; Ctrl-D exits.`,
   );
+  // The prompt comes at once; completion data arrives when the monitor answers.
+  Promise.allSettled([
+    session.loadSchema().then((schema) => {
+      if (!schema && session.schemaProblem) {
+        editor.print(`qmp shell: note: no Tab completion: ${session.schemaProblem}`);
+      }
+    }),
+    opts.hmp ? session.loadHmpNames() : undefined,
+  ]).then(() => {
+    sourcesReady = true;
+    // The line is still the one Tab was pressed on: complete it now.
+    if (tabPendingOn !== undefined && editor.active && editor.text === tabPendingOn) {
+      editor.feed("\t");
+    }
+    tabPendingOn = undefined;
+  });
 
   Deno.stdin.setRaw(true);
   const input = (async () => {
@@ -637,10 +755,22 @@ async function interactiveLoop(
         }
         continue;
       }
-      if (history.add(r.line.trimEnd())) saveHistory(opts.historyPath, history);
+      if (history.add(r.line.trimEnd()) && historyPath) {
+        const problem = saveHistoryFile(historyPath, history.entries);
+        if (problem && !historyWarning) out.info(`qmp shell: warning: ${historyWarning = problem}`);
+      }
       current = new AbortController();
-      const status = await session.run(r.line, current.signal);
-      current = undefined;
+      let status: LineStatus;
+      try {
+        status = await session.run(r.line, current.signal);
+      } catch (err) {
+        // Whatever went wrong with this line, the shell stays.
+        if (client.closeError) break;
+        out.error(`Error: ${err instanceof Error ? err.message : String(err)}`);
+        status = "error";
+      } finally {
+        current = undefined;
+      }
       if (status === "exit") break;
       if (status === "quit") await waitClosed(client);
     }
