@@ -13,6 +13,8 @@
  *   deno run -A scripts/gen-qapi.ts --schema tests/fixtures/qmp-schema-7.2.json
  *   deno run -A scripts/gen-qapi.ts --launch [qemu-system-x86_64]
  *   deno run -A scripts/gen-qapi.ts --qmp unix:/path/qmp.sock   (or tcp:host:port)
+ *   deno run -A scripts/gen-qapi.ts --agent [--schema qapi-schema.json[.gz]]  (guest agent types;
+ *                        see scripts/gen-qapi-agent.ts)
  * Options:
  *   --man PATH           qemu-qmp-ref.7[.gz] (default: found under /usr/share/man)
  *   --out FILE           output (default lib/qapi/types.ts)
@@ -31,6 +33,7 @@
  */
 import { connect, type QmpClient } from "../lib/client.ts";
 import { launch } from "../lib/machine.ts";
+import { agentMain } from "./gen-qapi-agent.ts";
 
 // ---------------------------------------------------------------------------------------------
 // Introspection schema (the `query-qmp-schema` return value)
@@ -1209,6 +1212,7 @@ const USAGE =
   [--save-schema FILE] [--save-version FILE] [--lenient] [--quiet]`;
 
 async function main(argv: string[]): Promise<number> {
+  if (argv.includes("--agent")) return await agentMain(argv.filter((a) => a !== "--agent"));
   const opt: Record<string, string | true> = {};
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];

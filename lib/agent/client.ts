@@ -23,14 +23,15 @@ import {
 } from "../errors.ts";
 import { JsonObjectFramer } from "../framing.ts";
 import { openTransport, type Transport } from "../transport.ts";
-import type {
-  AgentCommandArgs,
-  AgentCommandName,
-  AgentCommandReturn,
-  GuestAgentInfo,
-  GuestExecStatus,
-  GuestNetworkInterface,
-  GuestOSInfo,
+import {
+  AGENT_NO_REPLY_COMMANDS,
+  type AgentCommandArgs,
+  type AgentCommandName,
+  type AgentCommandReturn,
+  type GuestAgentInfo,
+  type GuestExecStatus,
+  type GuestNetworkInterface,
+  type GuestOSInfo,
 } from "../qapi/agent_types.ts";
 import {
   AGENT_SILENT_HINT,
@@ -193,6 +194,7 @@ type Item =
   | { kind: "garbage"; error: ProtocolError };
 
 const MAX_QUEUED_ITEMS = 1024;
+const NO_REPLY_WAIT_MS = 1000;
 const SYNC_DELIMITER = 0xff;
 
 /**
@@ -261,8 +263,17 @@ export class AgentClient implements AsyncDisposable {
     return this.executeRaw(command, args, options) as Promise<AgentCommandReturn<K>>;
   }
 
-  /** Runs any command by name, untyped (for names not in the generated schema). */
+  /**
+   * Runs any command by name, untyped (for names not in the generated schema). Commands that send
+   * no reply on success ({@link AGENT_NO_REPLY_COMMANDS}: `guest-shutdown`, `guest-suspend-*`)
+   * resolve to `undefined` once one second passes without an error reply.
+   */
   executeRaw(command: string, args?: unknown, options: AgentCallOptions = {}): Promise<unknown> {
+    if ((AGENT_NO_REPLY_COMMANDS as readonly string[]).includes(command)) {
+      return this.#exclusive(() =>
+        this.#callNoReply(command, args, { ...options, replyWait: NO_REPLY_WAIT_MS })
+      );
+    }
     return this.#exclusive(() => this.#call(command, args, options));
   }
 
@@ -512,15 +523,12 @@ export class AgentClient implements AsyncDisposable {
     event?.catch(() => {});
     return this.#exclusive(async () => {
       try {
-        if (this.#needSync) {
-          await this.#sync({ timeout: this.#commandTimeout, signal: options.signal });
-        }
-        this.#needSync = true; // no reply on success: never trust the stream after this
-        await this.#send(JSON.stringify({ execute: "guest-shutdown", arguments: { mode } }), {
+        await this.#callNoReply("guest-shutdown", { mode }, {
           timeout: this.#commandTimeout,
           signal: options.signal,
+          replyWait,
+          event,
         });
-        await this.#replyOrSilence("guest-shutdown", { mode }, replyWait, event, options.signal);
         if (event) {
           await boundedWait(
             `Waiting for the VM's ${
@@ -573,11 +581,7 @@ export class AgentClient implements AsyncDisposable {
   async #call(command: string, args: unknown, options: AgentCallOptions): Promise<unknown> {
     const timeout = parseDuration(options.timeout ?? this.#commandTimeout);
     if (this.#needSync || this.#items.length > 0) await this.#sync({ ...options, timeout });
-    const request = args === undefined || (typeof args === "object" && args !== null &&
-        Object.keys(args).length === 0)
-      ? { execute: command }
-      : { execute: command, arguments: args };
-    await this.#send(JSON.stringify(request), { timeout, signal: options.signal });
+    await this.#send(JSON.stringify(request(command, args)), { timeout, signal: options.signal });
     let skipNext = false;
     while (true) {
       const item = await this.#next(`guest agent command ${command}`, timeout, options.signal);
@@ -616,6 +620,24 @@ export class AgentClient implements AsyncDisposable {
     throw new ProtocolError(
       `The guest agent at ${this.#where} answered ${command} with neither "return" nor "error"`,
       { received: JSON.stringify(m).slice(0, 200) },
+    );
+  }
+
+  async #callNoReply(
+    command: string,
+    args: unknown,
+    options: AgentCallOptions & { replyWait: number; event?: Promise<unknown> },
+  ): Promise<unknown> {
+    const timeout = parseDuration(options.timeout ?? this.#commandTimeout);
+    if (this.#needSync || this.#items.length > 0) await this.#sync({ ...options, timeout });
+    this.#needSync = true; // no reply on success: resync before the next command
+    await this.#send(JSON.stringify(request(command, args)), { timeout, signal: options.signal });
+    return await this.#replyOrSilence(
+      command,
+      args,
+      options.replyWait,
+      options.event,
+      options.signal,
     );
   }
 
@@ -878,6 +900,13 @@ export async function connectAgent(
     throw err;
   }
   return client;
+}
+
+function request(command: string, args: unknown): Record<string, unknown> {
+  return args === undefined ||
+      (typeof args === "object" && args !== null && Object.keys(args).length === 0)
+    ? { execute: command }
+    : { execute: command, arguments: args };
 }
 
 function isTransport(x: unknown): x is Transport {
