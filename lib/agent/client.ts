@@ -220,6 +220,7 @@ export class AgentClient implements AsyncDisposable {
   #wake: (() => void) | undefined;
   #ended: ConnectionClosedError | undefined;
   #closedByClient = false;
+  #transportClosed = false;
   #needSync = true;
   #lock: Promise<unknown> = Promise.resolve();
   #pendingWrite: Promise<unknown> | undefined;
@@ -556,12 +557,8 @@ export class AgentClient implements AsyncDisposable {
           reason: "client",
         }),
       );
-      try {
-        this.#transport.close();
-      } catch {
-        // already closed
-      }
     }
+    this.#closeTransport();
     await this.#pump;
   }
 
@@ -774,6 +771,16 @@ export class AgentClient implements AsyncDisposable {
     this.#wake?.();
   }
 
+  #closeTransport(): void {
+    if (this.#transportClosed) return;
+    this.#transportClosed = true;
+    try {
+      this.#transport.close();
+    } catch {
+      // already closed
+    }
+  }
+
   async #readLoop(): Promise<void> {
     const buf = new Uint8Array(64 * 1024);
     try {
@@ -799,6 +806,8 @@ export class AgentClient implements AsyncDisposable {
           { address: this.#where, reason: this.#closedByClient ? "client" : "peer", cause: err },
         ),
       );
+    } finally {
+      this.#closeTransport();
     }
   }
 
