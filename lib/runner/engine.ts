@@ -12,6 +12,7 @@ import type { EventName } from "../qapi/types.ts";
 import { type Duration, formatDuration, parseDuration } from "../duration.ts";
 import { AbortError, ConnectionClosedError, QmpCommandError } from "../errors.ts";
 import { launch, type Machine } from "../machine.ts";
+import type { AgentClient } from "../agent/client.ts";
 import {
   ExpectationError,
   InterruptedError,
@@ -576,6 +577,23 @@ class Context implements PlaybookContext {
     return m;
   }
 
+  get agent(): AgentClient {
+    const m = this.#init.machine;
+    if (!m) {
+      throw new PlaybookUsageError(
+        `t.agent is not available: playbook "${this.name}" is attached to an existing VM ` +
+          `(--qmp ${this.#init.attachedTo}); connect to its agent socket with connectAgent()`,
+      );
+    }
+    if (m.agentSocketPath === undefined) {
+      throw new PlaybookUsageError(
+        `t.agent is not available: playbook "${this.name}" launches its VM without an agent; ` +
+          `add agent: true to its vm, e.g. vm: { guest: "tiny", agent: true }`,
+      );
+    }
+    return m.agent;
+  }
+
   get attached(): boolean {
     return this.#init.attachedTo !== undefined;
   }
@@ -1008,6 +1026,9 @@ export async function listPlaybook(
     },
     get vm(): Machine {
       return stop("uses t.vm");
+    },
+    get agent(): AgentClient {
+      return stop("uses t.agent");
     },
     attached: false,
     signal: never,
