@@ -5,7 +5,11 @@
  */
 import assert from "node:assert/strict";
 import { AgentClient, connectAgent } from "../lib/agent/client.ts";
-import { AgentCommandError, AgentExecTimeoutError } from "../lib/agent/errors.ts";
+import {
+  AgentCommandError,
+  AgentExecTimeoutError,
+  AgentPortClosedError,
+} from "../lib/agent/errors.ts";
 import { encodeBase64 } from "../lib/agent/base64.ts";
 import {
   ConnectionClosedError,
@@ -363,4 +367,35 @@ Deno.test("agent: a Transport can be passed instead of an address", async () => 
   await using client = await connectAgent(conn);
   assert.ok(client instanceof AgentClient);
   assert.equal(await client.executeRaw("guest-ping"), "via transport");
+});
+
+Deno.test("agent: portClosed fails the pending call at once; calls resume after portOpened + resync", async () => {
+  let stale = true;
+  await using agent = await startFakeAgent(async (req, conn) => {
+    if (req.execute === "guest-exec-status" && stale) {
+      stale = false;
+      // The agent dies; its restarted successor answers the stale request later.
+      await delay(300);
+      await conn.send({ error: { class: "GenericError", desc: "Invalid parameter 'pid'" } });
+      return "silent";
+    }
+    return ok(req.execute === "guest-exec" ? { pid: 9 } : { exited: true, exitcode: 0 });
+  });
+  await using client = await connectAgent(agent.address);
+  const pending = client.exec("/bin/sh", ["-c", "kill -9 $PPID"]).catch((e) => e);
+  await delay(100);
+  const t0 = Date.now();
+  client.portClosed("qemu-ga closed its port (VSERPORT_CHANGE open=false)");
+  const err = await pending;
+  assert.ok(err instanceof AgentPortClosedError, String(err));
+  assert.ok(Date.now() - t0 < 100, "at once, not after a timeout");
+  assert.match(err.message, /VSERPORT_CHANGE.*waitReady/);
+  assert.equal(client.portClosedReason, err.reason);
+  // While the port is closed, calls fail fast.
+  await assert.rejects(client.ping(), AgentPortClosedError);
+  await delay(400); // the stale error reply is now in the stream
+  client.portOpened();
+  await client.waitReady({ timeout: "2s" });
+  const r = await client.exec("/bin/true");
+  assert.equal(r.exitCode, 0, "the stale 'Invalid parameter' reply was discarded");
 });

@@ -38,6 +38,7 @@ import {
   AgentCommandError,
   AgentError,
   AgentExecTimeoutError,
+  AgentPortClosedError,
 } from "./errors.ts";
 import { decodeBase64, encodeBase64 } from "./base64.ts";
 
@@ -220,6 +221,7 @@ export class AgentClient implements AsyncDisposable {
   #wake: (() => void) | undefined;
   #ended: ConnectionClosedError | undefined;
   #closedByClient = false;
+  #portClosed: string | undefined;
   #transportClosed = false;
   #needSync = true;
   #lock: Promise<unknown> = Promise.resolve();
@@ -305,7 +307,10 @@ export class AgentClient implements AsyncDisposable {
           });
         }
         try {
-          await this.#sync({ timeout: Math.min(attempt, remaining), signal: options.signal });
+          await this.#sync(
+            { timeout: Math.min(attempt, remaining), signal: options.signal },
+            false, // waiting for qemu-ga to (re)open its port is the point
+          );
           return;
         } catch (err) {
           if (!(err instanceof TimeoutError)) throw err;
@@ -547,6 +552,30 @@ export class AgentClient implements AsyncDisposable {
     });
   }
 
+  /**
+   * Tells the client that qemu-ga closed its port in the guest (QEMU's `VSERPORT_CHANGE` with
+   * `open: false`; `launch({ agent: true })` calls this). The host socket stays open in that case,
+   * so only this makes a pending call fail at once (with {@link AgentPortClosedError} carrying
+   * `reason`) instead of timing out. Later calls fail the same way until {@link portOpened};
+   * {@link waitReady} waits for the agent to come back. The stream is resynchronised next time.
+   */
+  portClosed(reason: string): void {
+    this.#portClosed = reason;
+    this.#needSync = true;
+    this.#wake?.();
+  }
+
+  /** Tells the client that qemu-ga (re)opened its port: calls are allowed again (after a resync). */
+  portOpened(): void {
+    this.#portClosed = undefined;
+    this.#needSync = true;
+  }
+
+  /** The reason given to {@link portClosed} while the port is closed, else `undefined`. */
+  get portClosedReason(): string | undefined {
+    return this.#portClosed;
+  }
+
   /** Closes the connection; pending and later calls reject with {@link ConnectionClosedError}. */
   async close(): Promise<void> {
     if (!this.#ended) {
@@ -575,7 +604,13 @@ export class AgentClient implements AsyncDisposable {
     return run;
   }
 
+  #checkPort(what: string): void {
+    if (this.#ended) throw this.#ended;
+    if (this.#portClosed !== undefined) throw new AgentPortClosedError(what, this.#portClosed);
+  }
+
   async #call(command: string, args: unknown, options: AgentCallOptions): Promise<unknown> {
+    this.#checkPort(`guest agent command ${command}`);
     const timeout = parseDuration(options.timeout ?? this.#commandTimeout);
     if (this.#needSync || this.#items.length > 0) await this.#sync({ ...options, timeout });
     await this.#send(JSON.stringify(request(command, args)), { timeout, signal: options.signal });
@@ -625,6 +660,7 @@ export class AgentClient implements AsyncDisposable {
     args: unknown,
     options: AgentCallOptions & { replyWait: number; event?: Promise<unknown> },
   ): Promise<unknown> {
+    this.#checkPort(`guest agent command ${command}`);
     const timeout = parseDuration(options.timeout ?? this.#commandTimeout);
     if (this.#needSync || this.#items.length > 0) await this.#sync({ ...options, timeout });
     this.#needSync = true; // no reply on success: resync before the next command
@@ -668,7 +704,7 @@ export class AgentClient implements AsyncDisposable {
     }
   }
 
-  async #sync(options: AgentCallOptions): Promise<void> {
+  async #sync(options: AgentCallOptions, portSensitive = true): Promise<void> {
     const timeout = parseDuration(options.timeout ?? this.#commandTimeout);
     const id = randomId();
     this.#items.length = 0;
@@ -685,7 +721,13 @@ export class AgentClient implements AsyncDisposable {
     let afterDelimiter = false;
     while (true) {
       const remaining = deadline - Date.now();
-      const item = await this.#next(what, Math.max(0, remaining), options.signal, timeout);
+      const item = await this.#next(
+        what,
+        Math.max(0, remaining),
+        options.signal,
+        timeout,
+        portSensitive,
+      );
       if (item.kind === "delimiter") afterDelimiter = true;
       else if (item.kind === "message") {
         if (afterDelimiter && item.message.return === id) {
@@ -733,7 +775,13 @@ export class AgentClient implements AsyncDisposable {
   }
 
   /** Waits for the next item; on timeout or abort the stream needs a resync. */
-  #next(what: string, timeout: number, signal?: AbortSignal, reported = timeout): Promise<Item> {
+  #next(
+    what: string,
+    timeout: number,
+    signal?: AbortSignal,
+    reported = timeout,
+    portSensitive = true,
+  ): Promise<Item> {
     return boundedWait<Item>(what, { signal }, (resolve, reject) => {
       const timer = setTimeout(() => {
         reject(new TimeoutError(what, reported, { hint: AGENT_SILENT_HINT }));
@@ -742,7 +790,10 @@ export class AgentClient implements AsyncDisposable {
         const item = this.#items.shift();
         if (item) resolve(item);
         else if (this.#ended) reject(this.#ended);
-        else {
+        else if (portSensitive && this.#portClosed !== undefined) {
+          this.#needSync = true;
+          reject(new AgentPortClosedError(what, this.#portClosed));
+        } else {
           this.#wake = check;
           return;
         }

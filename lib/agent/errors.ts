@@ -65,3 +65,22 @@ export class AgentExecTimeoutError extends TimeoutError {
     this.path = path;
   }
 }
+
+/**
+ * qemu-ga closed its port in the guest (it died, was OOM-killed or stopped; QEMU reported
+ * `VSERPORT_CHANGE` with `open: false`): the call cannot be answered. Wait for the agent to come
+ * back with `agent.waitReady()`; the stream is resynchronised before the next command.
+ */
+export class AgentPortClosedError extends AgentError {
+  /** Why the port is known to be closed. */
+  readonly reason: string;
+  /** Creates the error; `what` names the call that failed. */
+  constructor(what: string, reason: string, options?: QmpErrorOptions) {
+    super(
+      `${what} failed: ${reason}. Wait for the agent with agent.waitReady() before the next call`,
+      options,
+    );
+    this.name = "AgentPortClosedError";
+    this.reason = reason;
+  }
+}
