@@ -405,6 +405,7 @@ export function generateAgentTypes(
     const since = e.doc?.sections.get("since");
     const note = e.doc?.sections.get("note");
     const paras = [...(e.doc?.body ?? [])];
+    if (paras.length === 0) paras.push(`QGA ${kindOf(e.expr)} \`${name(e.expr)}\`.`);
     if (note) paras.push(`Note: ${note}`);
     if (since) tags.push(`@since ${since}`);
     return jsdoc("", paras, tags);
@@ -556,6 +557,14 @@ export function generateAgentTypes(
   const blocks = [...rendered, ...extra].sort((a, b) => cmp(declName(a), declName(b)));
   const text = [header.join("\n"), ...blocks.map((b) => b.join("\n"))].join("\n\n") + "\n";
   return { text, stats: { commands: commands.length, types: blocks.length } };
+}
+
+function kindOf(expr: Record<string, QapiValue>): string {
+  return ["struct", "enum", "union", "alternate", "command"].find((k) => k in expr) ?? "type";
+}
+
+function name(expr: Record<string, QapiValue>): string {
+  return String(expr[kindOf(expr)]);
 }
 
 function declName(lines: string[]): string {

@@ -10,7 +10,7 @@ import { QmpCommandError, QmpError, type QmpErrorOptions, TimeoutError } from ".
  * OOM-killed) the host side of its virtio-serial socket stays open and simply goes quiet, so
  * silence is the only symptom the client can see.
  */
-export const AGENT_SILENT_HINT =
+export const AGENT_SILENT_HINT: string =
   "no answer from the guest agent: is qemu-ga started in the guest? " +
   "(when qemu-ga is not running or has died, its host-side socket stays open and goes quiet; " +
   "wait with agent.waitReady() after boot)";

@@ -537,6 +537,7 @@ export interface GuestAgentInfo {
 }
 
 /**
+ * QGA struct `GuestAuthorizedKeys`.
  * Availability: POSIX guests only.
  * @since 5.2
  */
@@ -545,7 +546,10 @@ export interface GuestAuthorizedKeys {
   keys: string[];
 }
 
-/** @since 6.0 */
+/**
+ * QGA struct `GuestCCWAddress`.
+ * @since 6.0
+ */
 export interface GuestCCWAddress {
   /** channel subsystem image id */
   cssid: number;
@@ -589,7 +593,10 @@ export interface GuestDeviceIdBase {
   type: GuestDeviceType;
 }
 
-/** @since 5.2 */
+/**
+ * QGA struct `GuestDeviceIdPCI`.
+ * @since 5.2
+ */
 export interface GuestDeviceIdPCI {
   /** vendor ID */
   "vendor-id": number;
@@ -597,7 +604,10 @@ export interface GuestDeviceIdPCI {
   "device-id": number;
 }
 
-/** @since 5.2 */
+/**
+ * QGA struct `GuestDeviceInfo`.
+ * @since 5.2
+ */
 export interface GuestDeviceInfo {
   /** name of the associated driver */
   "driver-name": string;
@@ -609,10 +619,13 @@ export interface GuestDeviceInfo {
   id?: GuestDeviceId;
 }
 
-/** (undocumented) */
+/** QGA enum `GuestDeviceType`. */
 export type GuestDeviceType = "pci";
 
-/** @since 2.2 */
+/**
+ * QGA struct `GuestDiskAddress`.
+ * @since 2.2
+ */
 export interface GuestDiskAddress {
   /** controller's PCI address (fields are set to -1 if invalid) */
   "pci-controller": GuestPCIAddress;
@@ -678,7 +691,10 @@ export type GuestDiskBusType =
   | "file-backed-virtual"
   | "nvme";
 
-/** @since 5.2 */
+/**
+ * QGA struct `GuestDiskInfo`.
+ * @since 5.2
+ */
 export interface GuestDiskInfo {
   /** device node (Linux) or device UNC (Windows) */
   name: string;
@@ -713,7 +729,10 @@ export interface GuestDiskSmartBase {
   type: GuestDiskBusType;
 }
 
-/** @since 7.1 */
+/**
+ * QGA struct `GuestDiskStats`.
+ * @since 7.1
+ */
 export interface GuestDiskStats {
   /** sectors read */
   "read-sectors"?: number;
@@ -769,7 +788,10 @@ export interface GuestDiskStatsInfo {
   stats: GuestDiskStats;
 }
 
-/** @since 2.5 */
+/**
+ * QGA struct `GuestExec`.
+ * @since 2.5
+ */
 export interface GuestExec {
   /** pid of child process in guest OS */
   pid: number;
@@ -789,7 +811,10 @@ export interface GuestExecArguments {
   "capture-output"?: boolean;
 }
 
-/** @since 2.5 */
+/**
+ * QGA struct `GuestExecStatus`.
+ * @since 2.5
+ */
 export interface GuestExecStatus {
   /** true if process has already terminated. */
   exited: boolean;
@@ -914,7 +939,10 @@ export interface GuestFileWriteArguments {
   count?: number;
 }
 
-/** @since 2.2 */
+/**
+ * QGA struct `GuestFilesystemInfo`.
+ * @since 2.2
+ */
 export interface GuestFilesystemInfo {
   /** disk name */
   name: string;
@@ -933,13 +961,19 @@ export interface GuestFilesystemInfo {
   disk: GuestDiskAddress[];
 }
 
-/** @since 2.4 */
+/**
+ * QGA struct `GuestFilesystemTrimResponse`.
+ * @since 2.4
+ */
 export interface GuestFilesystemTrimResponse {
   /** list of `GuestFilesystemTrimResult` per path that was trimmed */
   paths: GuestFilesystemTrimResult[];
 }
 
-/** @since 2.4 */
+/**
+ * QGA struct `GuestFilesystemTrimResult`.
+ * @since 2.4
+ */
 export interface GuestFilesystemTrimResult {
   /** path that was trimmed */
   path: string;
@@ -980,13 +1014,19 @@ export interface GuestFstrimArguments {
   minimum?: number;
 }
 
-/** @since 2.10 */
+/**
+ * QGA struct `GuestHostName`.
+ * @since 2.10
+ */
 export interface GuestHostName {
   /** Fully qualified domain name of the guest OS */
   "host-name": string;
 }
 
-/** @since 1.1 */
+/**
+ * QGA struct `GuestIpAddress`.
+ * @since 1.1
+ */
 export interface GuestIpAddress {
   /** IP address */
   "ip-address": string;
@@ -1036,7 +1076,10 @@ export interface GuestLinuxCpuStats {
   guestnice?: number;
 }
 
-/** @since 1.5 */
+/**
+ * QGA struct `GuestLogicalProcessor`.
+ * @since 1.5
+ */
 export interface GuestLogicalProcessor {
   /** Arbitrary guest-specific unique identifier of the VCPU. */
   "logical-id": number;
@@ -1049,7 +1092,10 @@ export interface GuestLogicalProcessor {
   "can-offline"?: boolean;
 }
 
-/** @since 2.3 */
+/**
+ * QGA struct `GuestMemoryBlock`.
+ * @since 2.3
+ */
 export interface GuestMemoryBlock {
   /** Arbitrary guest-specific unique identifier of the MEMORY BLOCK. */
   "phys-index": number;
@@ -1063,7 +1109,10 @@ export interface GuestMemoryBlock {
   "can-offline"?: boolean;
 }
 
-/** @since 2.3 */
+/**
+ * QGA struct `GuestMemoryBlockInfo`.
+ * @since 2.3
+ */
 export interface GuestMemoryBlockInfo {
   /**
    * the size (in bytes) of the guest memory blocks, which are the minimal units of memory block
@@ -1072,7 +1121,10 @@ export interface GuestMemoryBlockInfo {
   size: number;
 }
 
-/** @since 2.3 */
+/**
+ * QGA struct `GuestMemoryBlockResponse`.
+ * @since 2.3
+ */
 export interface GuestMemoryBlockResponse {
   /** same with the 'phys-index' member of `GuestMemoryBlock`. */
   "phys-index": number;
@@ -1159,7 +1211,10 @@ export interface GuestNVMeSmart {
   "number-of-error-log-entries-hi": number;
 }
 
-/** @since 1.1 */
+/**
+ * QGA struct `GuestNetworkInterface`.
+ * @since 1.1
+ */
 export interface GuestNetworkInterface {
   /** The name of interface for which info are being delivered */
   name: string;
@@ -1171,7 +1226,10 @@ export interface GuestNetworkInterface {
   statistics?: GuestNetworkInterfaceStat;
 }
 
-/** @since 2.11 */
+/**
+ * QGA struct `GuestNetworkInterfaceStat`.
+ * @since 2.11
+ */
 export interface GuestNetworkInterfaceStat {
   /** total bytes received */
   "rx-bytes": number;
@@ -1192,6 +1250,8 @@ export interface GuestNetworkInterfaceStat {
 }
 
 /**
+ * QGA struct `GuestOSInfo`.
+ *
  * Note: On POSIX systems the fields `id`, `name`, `pretty-name`, `version`, `version-id`, `variant`
  * and `variant-id` follow the definition specified in os-release(5). Refer to the manual page for
  * exact description of the fields. Their values are taken from the os-release file. If the file is
@@ -1232,7 +1292,10 @@ export interface GuestOSInfo {
   "variant-id"?: string;
 }
 
-/** @since 2.2 */
+/**
+ * QGA struct `GuestPCIAddress`.
+ * @since 2.2
+ */
 export interface GuestPCIAddress {
   /** domain id */
   domain: number;
@@ -1323,7 +1386,10 @@ export interface GuestSyncDelimitedArguments {
   id: number;
 }
 
-/** @since 2.10 */
+/**
+ * QGA struct `GuestTimezone`.
+ * @since 2.10
+ */
 export interface GuestTimezone {
   /**
    * Timezone name. These values may differ depending on guest/OS and should only be used for
@@ -1337,7 +1403,10 @@ export interface GuestTimezone {
   offset: number;
 }
 
-/** @since 2.10 */
+/**
+ * QGA struct `GuestUser`.
+ * @since 2.10
+ */
 export interface GuestUser {
   /** Username */
   user: string;
