@@ -100,12 +100,6 @@ class LazyUnixTransport implements Transport {
   }
 }
 
-/** What the client is told about its port (optional until the client implements it). */
-interface PortAware {
-  portClosed?(reason: string): void;
-  portOpened?(): void;
-}
-
 /** The agent side of a {@link Machine}: created by `launch()` when `agent: true`. */
 export class AgentChannel {
   /** Path of the unix socket of the agent's chardev. */
@@ -156,13 +150,13 @@ export class AgentChannel {
       this.#tellClosed();
     } else if (!was && open) {
       this.#lastClose = undefined;
-      (this.#client as PortAware | undefined)?.portOpened?.();
+      this.#client?.portOpened();
     }
   }
 
   #tellClosed(): void {
     if (this.#lastClose === undefined) return;
-    (this.#client as PortAware | undefined)?.portClosed?.(
+    this.#client?.portClosed(
       `qemu-ga closed its port in the guest at ${this.#lastClose} (QEMU reported ` +
         "VSERPORT_CHANGE open=false): it died, was OOM-killed or was stopped",
     );
