@@ -262,6 +262,7 @@ export const AGENT_PREAMBLE_NAMES = [
   "AgentCommandReturn",
   "AgentNoReplyCommand",
   "AGENT_NO_REPLY_COMMANDS",
+  "AGENT_COMMAND_ARGUMENTS",
 ];
 
 function pascal(s: string): string {
@@ -478,6 +479,7 @@ export function generateAgentTypes(
 
   const commandLines: string[] = [];
   const noReply: string[] = [];
+  const argNames: string[] = [];
   for (
     const c of [...commands].sort((a, b) => cmp(a.expr.command as string, b.expr.command as string))
   ) {
@@ -494,6 +496,13 @@ export function generateAgentTypes(
         ...objectType(args, data as Record<string, QapiValue>, c.doc),
       ]);
     }
+    const argData = typeof data === "string"
+      ? types.get(data)!.expr.data as Record<string, QapiValue>
+      : (data as Record<string, QapiValue> | undefined) ?? {};
+    const argList = Object.keys(argData).map((k) => JSON.stringify(k.replace(/^\*/, "")));
+    const entry = `  ${JSON.stringify(name)}: [${argList.join(", ")}],`;
+    if (entry.length <= LINE_WIDTH) argNames.push(entry);
+    else argNames.push(`  ${JSON.stringify(name)}: [`, ...argList.map((a) => `    ${a},`), "  ],");
     const ret = c.expr.returns === undefined ? EMPTY : tsType(c.expr.returns);
     const paras = [...(c.doc?.body ?? [])];
     const returns = c.doc?.sections.get("return");
@@ -553,6 +562,11 @@ export function generateAgentTypes(
     `export const AGENT_NO_REPLY_COMMANDS: readonly AgentNoReplyCommand[] = [`,
     ...noReply.map((n) => `  ${JSON.stringify(n)},`),
     "];",
+    "",
+    "/** The argument names of every agent command (for completion and help). */",
+    "export const AGENT_COMMAND_ARGUMENTS: { readonly [K in AgentCommandName]: readonly string[] } = {",
+    ...argNames,
+    "};",
   ];
   const blocks = [...rendered, ...extra].sort((a, b) => cmp(declName(a), declName(b)));
   const text = [header.join("\n"), ...blocks.map((b) => b.join("\n"))].join("\n\n") + "\n";

@@ -512,6 +512,52 @@ export const AGENT_NO_REPLY_COMMANDS: readonly AgentNoReplyCommand[] = [
   "guest-suspend-ram",
 ];
 
+/** The argument names of every agent command (for completion and help). */
+export const AGENT_COMMAND_ARGUMENTS: { readonly [K in AgentCommandName]: readonly string[] } = {
+  "guest-exec": ["path", "arg", "env", "input-data", "capture-output"],
+  "guest-exec-status": ["pid"],
+  "guest-file-close": ["handle"],
+  "guest-file-flush": ["handle"],
+  "guest-file-open": ["path", "mode"],
+  "guest-file-read": ["handle", "count"],
+  "guest-file-seek": ["handle", "offset", "whence"],
+  "guest-file-write": ["handle", "buf-b64", "count"],
+  "guest-fsfreeze-freeze": [],
+  "guest-fsfreeze-freeze-list": ["mountpoints"],
+  "guest-fsfreeze-status": [],
+  "guest-fsfreeze-thaw": [],
+  "guest-fstrim": ["minimum"],
+  "guest-get-cpustats": [],
+  "guest-get-devices": [],
+  "guest-get-disks": [],
+  "guest-get-diskstats": [],
+  "guest-get-fsinfo": [],
+  "guest-get-host-name": [],
+  "guest-get-memory-block-info": [],
+  "guest-get-memory-blocks": [],
+  "guest-get-osinfo": [],
+  "guest-get-time": [],
+  "guest-get-timezone": [],
+  "guest-get-users": [],
+  "guest-get-vcpus": [],
+  "guest-info": [],
+  "guest-network-get-interfaces": [],
+  "guest-ping": [],
+  "guest-set-memory-blocks": ["mem-blks"],
+  "guest-set-time": ["time"],
+  "guest-set-user-password": ["username", "password", "crypted"],
+  "guest-set-vcpus": ["vcpus"],
+  "guest-shutdown": ["mode"],
+  "guest-ssh-add-authorized-keys": ["username", "keys", "reset"],
+  "guest-ssh-get-authorized-keys": ["username"],
+  "guest-ssh-remove-authorized-keys": ["username", "keys"],
+  "guest-suspend-disk": [],
+  "guest-suspend-hybrid": [],
+  "guest-suspend-ram": [],
+  "guest-sync": ["id"],
+  "guest-sync-delimited": ["id"],
+};
+
 /**
  * Information about guest agent commands.
  * @since 1.1.0

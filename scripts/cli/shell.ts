@@ -78,6 +78,7 @@ Options:
   --no-history              do not read or save history
   --pretty | --compact      force indented / one-line JSON results
   --timeout D               per-command timeout (default: none; Ctrl-C cancels)
+  --agent                   ADDRESS is a guest agent (qemu-ga) socket: see qmp shell --agent --help
 
 ${COMMON_HELP}
 
@@ -408,6 +409,10 @@ function stdinIsTty(): boolean {
 
 /** Runs `qmp shell` with `argv` (after the subcommand name); returns the exit code. */
 export async function shellCommand(argv: string[]): Promise<number> {
+  if (argv.includes("--agent")) {
+    const { agentShellCommand } = await import("./agent_shell.ts");
+    return await agentShellCommand(argv.filter((a) => a !== "--agent"));
+  }
   const { values, positionals } = parseCommandLine(argv, {
     hmp: { type: "boolean", short: "H" },
     log: { type: "string" },
