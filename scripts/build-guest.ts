@@ -532,7 +532,7 @@ const AGENT_STARTER = `
 if grep -qs '^0x0003$' /sys/bus/virtio/devices/*/device; then
   (
     port=
-    for i in $(seq 1 500); do
+    for i in $(seq 1 2000); do # up to ~20 s: the host announces the port after the driver loads
       for p in /sys/class/virtio-ports/*; do
         if [ "$(cat $p/name 2>/dev/null)" = ${AGENT_PORT} ] && [ -c /dev/\${p##*/} ]; then
           port=\${p##*/}
