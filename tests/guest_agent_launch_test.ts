@@ -1,7 +1,8 @@
 /**
  * `launch({ guest: "tiny", agent: true })` against real QEMU and the real qemu-ga inside the
- * tiny guest (`deno task guest` builds it): one boot shared by the steps (guest-info, exec,
- * files, fsfreeze on a real ext2 disk, the agent dying and coming back), then a shutdown through
+ * tiny guest (`deno task guest` builds it): one boot shared by the steps (the socket free until
+ * vm.agent is used, guest-info, exec, files, fsfreeze on a real ext2 disk, the agent dying and
+ * coming back), then a shutdown through
  * the agent. Plus the launcher's errors, which need no boot. The boot test is ignored when the
  * guest is not built, was built without qemu-ga, or QEMU is missing.
  *
@@ -14,6 +15,7 @@ import { findTinyGuest, type TinyGuest } from "../lib/guest.ts";
 import { LaunchError, QmpError } from "../lib/errors.ts";
 import { AgentCommandError, AgentError, AgentPortClosedError } from "../lib/agent/errors.ts";
 import { AGENT_DEFAULT_MEMORY_MIB, agentArgs } from "../lib/agent_channel.ts";
+import { connectAgent } from "../lib/agent/client.ts";
 import { parseLdd } from "../scripts/build-guest.ts";
 
 const guest: TinyGuest | undefined = await findTinyGuest().catch(() => undefined);
@@ -69,8 +71,19 @@ Deno.test({
         assert.ok(line.includes(`-m ${AGENT_DEFAULT_MEMORY_MIB}`), line);
       });
 
+      await t.step("until vm.agent is used, the socket is free for another client", async () => {
+        // e.g. `qmp agent unix:<vm.agentSocketPath> ...` from a shell while the script runs
+        const other = await connectAgent(`unix:${vm.agentSocketPath}`, { sync: false });
+        try {
+          await within(120_000, "waitReady", other.waitReady({ timeout: "90s" }));
+          assert.equal((await other.osInfo()).id, "qmpkit-tiny");
+        } finally {
+          await other.close();
+        }
+      });
+
       await t.step("waitReady, then guest-info answers", async () => {
-        await within(120_000, "waitReady", vm.agent.waitReady({ timeout: "90s" }));
+        await within(60_000, "waitReady", vm.agent.waitReady({ timeout: "30s" }));
         const info = await vm.agent.info();
         assert.match(info.version, /^\d+\.\d+/);
         const exec = info.supported_commands.find((c) => c.name === "guest-exec");
