@@ -399,3 +399,10 @@ Deno.test("agent: portClosed fails the pending call at once; calls resume after 
   const r = await client.exec("/bin/true");
   assert.equal(r.exitCode, 0, "the stale 'Invalid parameter' reply was discarded");
 });
+
+Deno.test("agent: guest-sync-delimited run by hand returns its id (its 0xFF is expected)", async () => {
+  await using agent = await startFakeAgent(() => ok());
+  await using client = await connectAgent(agent.address);
+  assert.equal(await client.execute("guest-sync-delimited", { id: 77 }, { timeout: 1000 }), 77);
+  assert.deepEqual(await client.execute("guest-ping"), {});
+});

@@ -311,6 +311,7 @@ export class AgentClient implements AsyncDisposable {
             { timeout: Math.min(attempt, remaining), signal: options.signal },
             false, // waiting for qemu-ga to (re)open its port is the point
           );
+          this.#portClosed = undefined; // it answered: it is back
           return;
         } catch (err) {
           if (!(err instanceof TimeoutError)) throw err;
@@ -618,7 +619,8 @@ export class AgentClient implements AsyncDisposable {
     while (true) {
       const item = await this.#next(`guest agent command ${command}`, timeout, options.signal);
       if (item.kind === "delimiter") {
-        skipNext = true; // a stale guest-sync-delimited reply follows
+        // Our own guest-sync-delimited's reply follows, or else a stale one: skip that.
+        skipNext = command !== "guest-sync-delimited";
         continue;
       }
       if (item.kind === "garbage") {
