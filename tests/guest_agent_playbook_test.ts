@@ -1,6 +1,7 @@
 /**
  * `t.agent` in playbooks: a playbook whose VM is `{ guest: "tiny", agent: true }` runs a program
- * in the guest through the real qemu-ga (one boot), and `t.agent` without an agent fails the
+ * in the guest through the real qemu-ga, then fails so `--keep-vm` keeps the VM with its agent
+ * socket free for another client (one boot), and `t.agent` without an agent fails the
  * step with a PlaybookUsageError that says what to add (no boot: a `-machine none` VM).
  * The boot test is ignored when the tiny guest is not built or has no agent.
  *
@@ -10,6 +11,7 @@ import assert from "node:assert/strict";
 import { playbook } from "../lib/runner/playbook.ts";
 import { listPlaybook, runPlaybook } from "../lib/runner/engine.ts";
 import { findTinyGuest } from "../lib/guest.ts";
+import { connectAgent } from "../lib/agent/client.ts";
 
 const guest = await findTinyGuest().catch(() => undefined);
 const skip = !guest
@@ -20,7 +22,7 @@ const skip = !guest
 if (skip) console.warn(`tests/guest_agent_playbook_test.ts: ignoring the boot test: ${skip}`);
 
 Deno.test({
-  name: "playbook: t.agent runs a program in the tiny guest",
+  name: "playbook: t.agent runs a program in the tiny guest; --keep-vm frees the agent socket",
   ignore: skip !== "",
   async fn() {
     const release = (guest!.manifest.kernel as { release: string }).release;
@@ -34,13 +36,25 @@ Deno.test({
         const r = await t.agent.exec("/bin/uname", ["-r"]);
         t.expect(r).toMatchObject({ exitCode: 0, stdout: `${release}\n` });
       });
+      await t.step("fails on purpose, so --keep-vm keeps the VM", () => {
+        t.expect(1).toBe(2);
+      });
     });
-    const result = await runPlaybook(pb);
-    assert.equal(result.status, "passed", JSON.stringify(result.failure ?? result.steps, null, 2));
-    assert.deepEqual(result.steps.map((s) => [s.name, s.status]), [
-      ["agent answers", "passed"],
-      ["uname -r", "passed"],
-    ]);
+    const result = await runPlaybook(pb, { keepVm: true });
+    const [kept] = result.kept;
+    try {
+      assert.deepEqual(result.steps.map((s) => [s.name, s.status]), [
+        ["agent answers", "passed"],
+        ["uname -r", "passed"],
+        ["fails on purpose, so --keep-vm keeps the VM", "failed"],
+      ]);
+      // The kept VM's agent is free for someone else (e.g. `qmp agent` from a shell).
+      assert.ok(kept?.agentSocketPath, JSON.stringify(result.kept));
+      await using other = await connectAgent(`unix:${kept.agentSocketPath}`, { timeout: "20s" });
+      assert.equal((await other.exec("/bin/echo", ["still here"])).stdout, "still here\n");
+    } finally {
+      await Promise.all(result.kept.map((k) => k.machine.kill()));
+    }
   },
 });
 

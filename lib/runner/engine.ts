@@ -114,6 +114,8 @@ export interface KeptVm {
   pid: number;
   /** The QMP socket path (nothing is connected to it any more). */
   socketPath: string;
+  /** The guest agent's socket path, when the VM has one (nothing is connected to it either). */
+  agentSocketPath?: string;
   /** The machine, so the runner can stop it later. */
   machine: Machine;
 }
@@ -387,7 +389,15 @@ export async function runPlaybook(
     for (const { label, machine } of machines) {
       if (!machine.running) continue;
       await machine.qmp.close();
-      result.kept.push({ label, pid: machine.pid, socketPath: machine.socketPath, machine });
+      const agentSocketPath = machine.agentSocketPath;
+      if (agentSocketPath) await machine.agent.close(); // free the socket for `qmp agent`
+      result.kept.push({
+        label,
+        pid: machine.pid,
+        socketPath: machine.socketPath,
+        ...(agentSocketPath ? { agentSocketPath } : {}),
+        machine,
+      });
     }
   } else {
     for (const { machine } of [...machines].reverse()) {
