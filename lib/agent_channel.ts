@@ -109,7 +109,6 @@ export class AgentChannel {
   /** Whether qemu-ga has the port open in the guest (`VSERPORT_CHANGE`). */
   #portOpen = false;
   #lastClose: string | undefined;
-  readonly #watch: Promise<void>;
 
   constructor(socketPath: string, qmp: QmpClient) {
     this.socketPath = socketPath;
@@ -118,7 +117,7 @@ export class AgentChannel {
       where: { id: AGENT_DEVICE_ID },
       overflow: "drop-oldest",
     });
-    this.#watch = (async () => {
+    void (async () => {
       try {
         for await (const event of events) this.#portChanged(event.data.open);
       } catch { /* the QMP connection ended: so did the VM */ }
@@ -162,14 +161,9 @@ export class AgentChannel {
     );
   }
 
-  /** Closes the client (pending calls reject) and stops watching events. */
+  /** Closes the client (pending calls reject). The event watch ends with the QMP connection. */
   async close(): Promise<void> {
     this.#closed = true;
     await this.#client?.close();
-  }
-
-  /** Resolves when the event watch has ended (the QMP connection closed). */
-  get watchEnded(): Promise<void> {
-    return this.#watch;
   }
 }
