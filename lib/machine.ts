@@ -370,7 +370,7 @@ export async function launch(options: LaunchOptions = {}): Promise<Machine> {
     kernel ??= guest.kernel;
     initrd ??= guest.initrd;
     append ??= guest.append;
-    if (options.agent && !guest.manifest.agent) {
+    if (options.agent && !guest.agent) {
       throw new LaunchError(
         `The tiny guest (${
           guest.kernel.replace(/\/[^/]*$/, "")

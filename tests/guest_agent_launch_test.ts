@@ -21,7 +21,7 @@ import { parseLdd } from "../scripts/build-guest.ts";
 const guest: TinyGuest | undefined = await findTinyGuest().catch(() => undefined);
 const skip = !guest
   ? "the tiny guest is not built (deno task guest)"
-  : !guest.manifest.agent
+  : !guest.agent
   ? "the tiny guest has no agent (install qemu-guest-agent, then deno task guest)"
   : "";
 if (skip) console.warn(`tests/guest_agent_launch_test.ts: ignoring the boot test: ${skip}`);

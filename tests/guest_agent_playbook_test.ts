@@ -16,7 +16,7 @@ import { connectAgent } from "../lib/agent/client.ts";
 const guest = await findTinyGuest().catch(() => undefined);
 const skip = !guest
   ? "the tiny guest is not built (deno task guest)"
-  : !guest.manifest.agent
+  : !guest.agent
   ? "the tiny guest has no agent (install qemu-guest-agent, then deno task guest)"
   : "";
 if (skip) console.warn(`tests/guest_agent_playbook_test.ts: ignoring the boot test: ${skip}`);
