@@ -18,6 +18,15 @@
  * }
  * ```
  *
+ * @example Reach inside the guest through its agent (qemu-ga)
+ * ```ts ignore
+ * import { connectAgent } from "./mod.ts";
+ *
+ * await using agent = await connectAgent("unix:/run/vm1/qga.sock");
+ * const { exitCode, stdout } = await agent.exec("/bin/uname", ["-r"]);
+ * await agent.writeFile("/tmp/hello", "hi\n");
+ * ```
+ *
  * @example Launch a VM of your own
  * ```ts ignore
  * import { launch } from "./mod.ts";
@@ -103,6 +112,35 @@ export {
   SerialConsole,
 } from "./lib/console.ts";
 export { findTinyGuest, guestCacheDir, GuestNotBuiltError, type TinyGuest } from "./lib/guest.ts";
+export {
+  AGENT_FILE_CHUNK,
+  type AgentCallOptions,
+  AgentClient,
+  type AgentConnectOptions,
+  type AgentExecOptions,
+  type AgentExecResult,
+  type AgentExecuteRest,
+  type AgentFreeze,
+  type AgentFreezeOptions,
+  type AgentReadFileOptions,
+  type AgentShutdownOptions,
+  type AgentWaitReadyOptions,
+  type AgentWriteFileOptions,
+  connectAgent,
+  DEFAULT_AGENT_COMMAND_TIMEOUT,
+  DEFAULT_AGENT_MAX_MESSAGE_SIZE,
+  DEFAULT_EXEC_MAX_OUTPUT,
+  DEFAULT_READ_FILE_MAX_SIZE,
+  type ShutdownEventSource,
+} from "./lib/agent/client.ts";
+export {
+  AGENT_SILENT_HINT,
+  AgentCommandError,
+  AgentError,
+  AgentExecTimeoutError,
+  AgentPortClosedError,
+} from "./lib/agent/errors.ts";
+export type * from "./lib/qapi/agent_types.ts";
 export type * from "./lib/qapi/types.ts";
 export {
   type EventuallyOptions,

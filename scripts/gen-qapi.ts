@@ -13,6 +13,8 @@
  *   deno run -A scripts/gen-qapi.ts --schema tests/fixtures/qmp-schema-7.2.json
  *   deno run -A scripts/gen-qapi.ts --launch [qemu-system-x86_64]
  *   deno run -A scripts/gen-qapi.ts --qmp unix:/path/qmp.sock   (or tcp:host:port)
+ *   deno run -A scripts/gen-qapi.ts --agent [--schema qapi-schema.json[.gz]]  (guest agent types;
+ *                        see scripts/gen-qapi-agent.ts)
  * Options:
  *   --man PATH           qemu-qmp-ref.7[.gz] (default: found under /usr/share/man)
  *   --out FILE           output (default lib/qapi/types.ts)
@@ -36,6 +38,7 @@ import { parseArgs } from "node:util";
 import { connect, type QmpClient } from "../lib/client.ts";
 import { launch } from "../lib/machine.ts";
 import { formatError, UsageError } from "./cli/common.ts";
+import { agentMain } from "./gen-qapi-agent.ts";
 
 // ---------------------------------------------------------------------------------------------
 // Introspection schema (the `query-qmp-schema` return value)
@@ -1268,6 +1271,7 @@ function parseCommandLine(argv: string[]): Record<string, string | true | undefi
 }
 
 async function main(argv: string[]): Promise<number> {
+  if (argv.includes("--agent")) return await agentMain(argv.filter((a) => a !== "--agent"));
   const opt = parseCommandLine(argv);
   if (opt.help) {
     console.log(USAGE);

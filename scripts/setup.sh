@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what qmpkit's tests and demo need, when missing: Deno (from npm),
-# QEMU and the tiny guest's packages (from apt), then builds the tiny guest.
+# QEMU and the tiny guest's packages (busybox-static, qemu-guest-agent; from apt),
+# then builds the tiny guest.
 # Idempotent: a second run only checks.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -26,6 +27,8 @@ command -v qemu-system-x86_64 >/dev/null 2>&1 || pkgs+=(qemu-system-x86)
 command -v qemu-img >/dev/null 2>&1 || pkgs+=(qemu-utils)
 if command -v dpkg >/dev/null 2>&1; then
   dpkg -s busybox-static >/dev/null 2>&1 || pkgs+=(busybox-static)
+  # The tiny guest's agent: the builder copies the host's qemu-ga and its libraries.
+  dpkg -s qemu-guest-agent >/dev/null 2>&1 || pkgs+=(qemu-guest-agent)
 fi
 command -v cpio >/dev/null 2>&1 || pkgs+=(cpio)
 command -v tmux >/dev/null 2>&1 || pkgs+=(tmux)

@@ -717,7 +717,7 @@ Deno.test("--list examples/ lists the steps of every bundled example", async () 
     }
     const text = await play(["examples/", "--list"], { env: { TMPDIR: tmp } });
     assert.doesNotMatch(text.stdout, /listing stopped/);
-    assert.match(text.stdout, /\(examples\/block\.playbook\.ts\)\n.*\n {2}• boots to ready/);
+    assert.match(text.stdout, /\(examples\/block\.playbook\.ts\)\n.*\n {2}• guest agent answers/);
     // The temp dir the listing gave t.tempDir is gone.
     assert.deepEqual([...Deno.readDirSync(tmp)], []);
   } finally {

@@ -12,6 +12,7 @@ import type { EventName } from "../qapi/types.ts";
 import { type Duration, formatDuration, parseDuration } from "../duration.ts";
 import { AbortError, ConnectionClosedError, QmpCommandError } from "../errors.ts";
 import { launch, type Machine } from "../machine.ts";
+import type { AgentClient } from "../agent/client.ts";
 import {
   ExpectationError,
   InterruptedError,
@@ -113,6 +114,8 @@ export interface KeptVm {
   pid: number;
   /** The QMP socket path (nothing is connected to it any more). */
   socketPath: string;
+  /** The guest agent's socket path, when the VM has one (nothing is connected to it either). */
+  agentSocketPath?: string;
   /** The machine, so the runner can stop it later. */
   machine: Machine;
 }
@@ -399,7 +402,15 @@ export async function runPlaybook(
     for (const { label, machine } of machines) {
       if (!machine.running) continue;
       await machine.qmp.close();
-      result.kept.push({ label, pid: machine.pid, socketPath: machine.socketPath, machine });
+      const agentSocketPath = machine.agentSocketPath;
+      if (agentSocketPath) await machine.agent.close(); // free the socket for `qmp agent`
+      result.kept.push({
+        label,
+        pid: machine.pid,
+        socketPath: machine.socketPath,
+        ...(agentSocketPath ? { agentSocketPath } : {}),
+        machine,
+      });
     }
   } else {
     for (const { machine } of [...machines].reverse()) {
@@ -594,6 +605,23 @@ class Context implements PlaybookContext {
       );
     }
     return m;
+  }
+
+  get agent(): AgentClient {
+    const m = this.#init.machine;
+    if (!m) {
+      throw new PlaybookUsageError(
+        `t.agent is not available: playbook "${this.name}" is attached to an existing VM ` +
+          `(--qmp ${this.#init.attachedTo}); connect to its agent socket with connectAgent()`,
+      );
+    }
+    if (m.agentSocketPath === undefined) {
+      throw new PlaybookUsageError(
+        `t.agent is not available: playbook "${this.name}" launches its VM without an agent; ` +
+          `add agent: true to its vm, e.g. vm: { guest: "tiny", agent: true }`,
+      );
+    }
+    return m.agent;
   }
 
   get attached(): boolean {

@@ -4,6 +4,7 @@
  *
  * @module
  */
+import type { AgentClient } from "../agent/client.ts";
 import type { QmpClient } from "../client.ts";
 import type { Machine } from "../machine.ts";
 import type { StepFilter } from "./engine.ts";
@@ -81,6 +82,9 @@ export async function listPlaybook(
     },
     get vm(): Machine {
       return stop("uses t.vm");
+    },
+    get agent(): AgentClient {
+      return stop("uses t.agent");
     },
     attached: false,
     signal: never,

@@ -23,6 +23,7 @@ import type { EventName } from "../qapi/types.ts";
 import type { Duration } from "../duration.ts";
 import type { QmpCommandError } from "../errors.ts";
 import type { LaunchOptions, Machine } from "../machine.ts";
+import type { AgentClient } from "../agent/client.ts";
 import type { DeepPartial, Expectation } from "./expect.ts";
 
 /** How a playbook's VM is launched: {@link LaunchOptions} without the runner-owned members. */
@@ -121,6 +122,19 @@ export interface PlaybookContext {
    * runner attached to an existing VM with `--qmp`: check {@link attached} first.
    */
   readonly vm: Machine;
+  /**
+   * The guest agent of the launched VM, when its `vm` has `agent: true` (e.g.
+   * `vm: { guest: "tiny", agent: true }`): run programs, read and write files inside the
+   * guest. It answers once the guest has booted, so wait for it first, e.g.
+   * `await t.step("agent answers", () => t.agent.waitReady({ timeout: "90s", signal: t.signal }))`.
+   * Throws `PlaybookUsageError` without an agent or when attached with `--qmp`.
+   *
+   * @example
+   * ```ts ignore
+   * t.expect(await t.agent.exec("/bin/uname", ["-r"])).toMatchObject({ exitCode: 0 });
+   * ```
+   */
+  readonly agent: AgentClient;
   /** True when attached to an existing VM (`--qmp`); then {@link vm} is unavailable. */
   readonly attached: boolean;
   /**

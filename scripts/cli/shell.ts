@@ -84,6 +84,7 @@ Options:
   -p, --pretty | --compact  force indented / one-line JSON results
   --timeout D               per-command timeout (default: none; Ctrl-C cancels)
   -v, --verbose             also print each command as the JSON sent (stderr in batch mode)
+  --agent                   ADDRESS is a guest agent (qemu-ga) socket: see qmp shell --agent --help
 qemu's qmp-shell flags -H, -p, -l and -v mean the same here; -N does not exist (qmpkit
 always negotiates).
 
@@ -484,6 +485,10 @@ function stdinIsTty(): boolean {
 
 /** Runs `qmp shell` with `argv` (after the subcommand name); returns the exit code. */
 export async function shellCommand(argv: string[]): Promise<number> {
+  if (argv.includes("--agent")) {
+    const { agentShellCommand } = await import("./agent_shell.ts");
+    return await agentShellCommand(argv.filter((a) => a !== "--agent"));
+  }
   const { values, positionals } = parseCommandLine(argv, {
     hmp: { type: "boolean", short: "H" },
     log: { type: "string", short: "l" },
