@@ -28,7 +28,7 @@ import {
   timestampToDate,
 } from "./protocol.ts";
 import { openTransport, type Transport } from "./transport.ts";
-import { redactMessage, redactReply } from "./redact.ts";
+import { REDACTED, redactMessage, redactReply } from "./redact.ts";
 import { QmpSchema, type SchemaEntry } from "./qapi/schema.ts";
 import type {
   CommandArgs,
@@ -217,8 +217,8 @@ export class QmpClient implements AsyncDisposable {
   #oob = false;
   #nextId = 0;
   #pending = new Map<number, Pending>();
-  /** Ids given up on (timeout/abort) whose reply has not come yet; value: was oob. */
-  #abandoned = new Map<number, boolean>();
+  /** Ids given up on (timeout/abort) whose reply has not come yet (kept to redact the reply). */
+  #abandoned = new Map<number, Pending>();
   #inbandInFlight = 0;
   #inbandQueue: Pending[] = [];
   #outQueue: Uint8Array[] = [];
@@ -633,7 +633,7 @@ export class QmpClient implements AsyncDisposable {
         this.#pending.delete(id);
         entry.cleanup();
         if (entry.sent) {
-          this.#abandoned.set(id, oob);
+          this.#abandoned.set(id, entry);
         } else {
           const i = this.#inbandQueue.indexOf(entry);
           if (i >= 0) this.#inbandQueue.splice(i, 1);
@@ -871,7 +871,9 @@ export class QmpClient implements AsyncDisposable {
   #dispatch(raw: Record<string, unknown>): void {
     if (this.#options.transcript) {
       // Replies are recorded with their request as context, for redaction.
-      const request = typeof raw.id === "number" ? this.#pending.get(raw.id) : undefined;
+      const request = typeof raw.id === "number"
+        ? this.#pending.get(raw.id) ?? this.#abandoned.get(raw.id)
+        : undefined;
       this.#record("recv", raw, request);
     }
     if (!this.#greeting) {
@@ -928,7 +930,7 @@ export class QmpClient implements AsyncDisposable {
     raw: Record<string, unknown>,
   ): void {
     if (typeof msg.id === "number" && this.#abandoned.has(msg.id)) {
-      const wasOob = this.#abandoned.get(msg.id);
+      const wasOob = this.#abandoned.get(msg.id)!.oob;
       this.#abandoned.delete(msg.id);
       if (!wasOob) this.#inbandReplied();
       return; // late reply to a command that timed out or was aborted
@@ -965,11 +967,20 @@ export class QmpClient implements AsyncDisposable {
   ): void {
     const hook = this.#options.transcript;
     if (!hook) return;
-    const redacted = this.#options.redact === false
-      ? message
-      : request
-      ? redactReply(message, request.command, request.args)
-      : redactMessage(message);
+    let redacted: Record<string, unknown>;
+    try {
+      redacted = this.#options.redact === false
+        ? message
+        : request
+        ? redactReply(message, request.command, request.args)
+        : redactMessage(message);
+    } catch (cause) {
+      // Never let a message that cannot be redacted end the connection, nor reach the hook.
+      this.#warn(
+        new QmpError("A message could not be redacted; transcript entry withheld", { cause }),
+      );
+      redacted = { [REDACTED]: "message withheld: it could not be redacted" };
+    }
     try {
       hook({ time: new Date(), direction, message: redacted });
     } catch (cause) {
