@@ -9,6 +9,7 @@ import { SerialConsole } from "./console.ts";
 import { type Duration, formatDuration, parseDuration } from "./duration.ts";
 import { ConnectionClosedError, LaunchError, QmpError } from "./errors.ts";
 import { findTinyGuest } from "./guest.ts";
+import { redactCommandLine, redactText } from "./redact.ts";
 
 /** Accelerator choice: `"auto"` uses KVM when `/dev/kvm` is usable, TCG otherwise. */
 export type Accel = "auto" | "kvm" | "tcg";
@@ -110,7 +111,7 @@ export class Machine implements AsyncDisposable {
   readonly dir: string;
   /** Path of the QMP unix socket. */
   readonly socketPath: string;
-  /** The full QEMU command line. */
+  /** The full QEMU command line, secrets included: print `redactCommandLine(commandLine)`. */
   readonly commandLine: string[];
   /** The accelerator in use. */
   readonly accel: "kvm" | "tcg";
@@ -155,9 +156,9 @@ export class Machine implements AsyncDisposable {
     this.exited = init.exited.then((s) => (this.#status = s));
   }
 
-  /** QEMU's stderr so far (the last 64 KiB). */
+  /** QEMU's stderr so far (the last 64 KiB), secrets redacted. */
   get log(): string {
-    return this.#stderr.text;
+    return redactText(this.#stderr.text);
   }
 
   /** QEMU's exit code, once it exited (`undefined` while running). */
@@ -409,7 +410,7 @@ export async function launch(options: LaunchOptions = {}): Promise<Machine> {
       { cause },
     );
   }
-  log(`${name}: started pid ${child.pid}: ${commandLine.join(" ")}`);
+  log(`${name}: started pid ${child.pid}: ${redactCommandLine(commandLine).join(" ")}`);
 
   // Pumps: stderr into a bounded tail, stdout into the console.
   const stderr = { text: "" };
