@@ -236,7 +236,8 @@ export async function runCommand(argv: string[]): Promise<number> {
   }
   if (opts.record) {
     try {
-      await Deno.mkdir(opts.record, { recursive: true });
+      // Private: 0700 when created here; the files inside are 0600 either way.
+      await Deno.mkdir(opts.record, { recursive: true, mode: 0o700 });
     } catch (e) {
       writeErr(`error: --record ${opts.record}: ${e instanceof Error ? e.message : e}\n`);
       return 2;
