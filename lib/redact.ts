@@ -260,6 +260,10 @@ const HMP_CHANGE_VNC = new RegExp(String.raw`(\bchange\s+vnc\s+password\s+)(${HM
 /** HMP `qom-set [-j] PATH PROPERTY VALUE`: the value is the rest of the line. */
 const HMP_QOM_SET =
   /(\bqom-set\s+(?:-j\s+)?\S+\s+(?:data|password|passwd|passphrase|secret|key|cookie)\s+)(.+)$/i;
+/** The shell's `qom-set path=... property=data value=SECRET` spelling. */
+const KV_SECRET_PROPERTY =
+  /(?:^|\s)property=(?:data|password|passwd|passphrase|secret|key|cookie)(?:\s|$)/i;
+const KV_VALUE = new RegExp(String.raw`((?:^|\s)value=)(${HMP_ARG})`, "g");
 /** The password of a URL's user info: `scheme://user:PW@`, iscsi's `scheme://user%PW@`. */
 const URL_PASSWORD = /(\b[a-z][a-z0-9+.-]*:\/\/[^\s/@:%"'\\]*[:%])([^\s/@"'\\]*)@/gi;
 
@@ -274,7 +278,7 @@ function redactUrls(s: string): string {
 function drop(keepBooleans: boolean) {
   return (match: string, head: string, value: string) => {
     if (keepBooleans && BOOLEAN_WORD.test(value)) return match;
-    if (value === REDACTED || value === "") return match;
+    if (value === "" || value.includes(REDACTED)) return match;
     remember(value);
     return head + REDACTED;
   };
@@ -300,6 +304,7 @@ function redactLine(line: string): string {
   if (s.includes("set_password")) s = s.replace(HMP_SET_PASSWORD, drop(false));
   if (s.includes("change")) s = s.replace(HMP_CHANGE_VNC, drop(false));
   if (s.includes("qom-set")) s = s.replace(HMP_QOM_SET, drop(false));
+  if (KV_SECRET_PROPERTY.test(s)) s = s.replace(KV_VALUE, drop(false));
   return s;
 }
 

@@ -386,6 +386,15 @@ const TEXTS: TextRow[] = [
     secrets: ["t-logqs-51"],
   },
   {
+    form: "qmp shell key=value lines (as --echo prints them)",
+    text: "(QEMU) object-add qom-type=secret id=s0 data=t-kv-55\n" +
+      "(QEMU) set_password protocol=vnc password=t-kv-56\n" +
+      "(QEMU) change-vnc-password password=t-kv-57\n" +
+      "(QEMU) qom-set path=/objects/s0 property=data value=t-kv-58",
+    secrets: ["t-kv-55", "t-kv-56", "t-kv-57", "t-kv-58"],
+    keep: ["set_password protocol=vnc password=", "property=data value="],
+  },
+  {
     form: "HMP lines in text",
     text: "ran: set_password vnc t-txt-52\nthen: change vnc password t-txt-53\n" +
       "then: qom-set /objects/s0 data t-txt-54",

@@ -538,7 +538,7 @@ async function batchLoop(
     for await (const line of readLines(Deno.stdin.readable)) {
       lineNo++;
       if (opts.echo && line.trim() !== "" && !line.trim().startsWith("#")) {
-        writeErr(`${session.prompt()}${line}\n`);
+        writeErr(`${session.prompt()}${redactText(line)}\n`);
       }
       const status = await session.run(line);
       if (status === "exit") break;
