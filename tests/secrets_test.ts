@@ -7,7 +7,7 @@
  */
 import assert from "node:assert/strict";
 import { connect, type TranscriptEntry } from "../lib/client.ts";
-import { LaunchError, QmpCommandError, QmpError } from "../lib/errors.ts";
+import { LaunchError, QmpCommandError, type QmpError } from "../lib/errors.ts";
 import { REDACTED } from "../lib/redact.ts";
 import { runPlaybook } from "../lib/runner/engine.ts";
 import { playbook } from "../lib/runner/playbook.ts";
