@@ -170,28 +170,40 @@ function put(dst: Record<string, unknown> | unknown[], key: string | number, val
 
 type Container = Record<string, unknown> | unknown[];
 
+function emptyLike(v: Container): Container {
+  return Array.isArray(v) ? [] : Object.getPrototypeOf(v) === null ? Object.create(null) : {};
+}
+
+/** Containers copied before shared or cyclic references are tracked (JSON input has none). */
+const UNTRACKED_CONTAINERS = 1000;
+
 function walk(root: unknown, text: boolean): unknown {
-  const leaf = (v: unknown) => (text && typeof v === "string" ? redactText(v) : v);
-  if (!isContainer(root)) return leaf(root);
-  const copies = new Map<object, Container>();
-  // [source, copy, depth, "is the props of a secret object"]: an explicit stack, no recursion.
-  const stack: [Container, Container, number, boolean][] = [];
-  const copyOf = (v: unknown, depth: number, secretProps = false): unknown => {
-    if (!isContainer(v)) return leaf(v);
-    let c = copies.get(v);
-    if (!c) {
-      if (depth > MAX_DEPTH) return TOO_DEEP;
-      c = Array.isArray(v) ? [] : Object.getPrototypeOf(v) === null ? Object.create(null) : {};
-      copies.set(v, c!);
-      stack.push([v, c!, depth, secretProps]);
+  if (!isContainer(root)) return text && typeof root === "string" ? redactText(root) : root;
+  const top = emptyLike(root);
+  // Flat explicit stack of [source, copy, depth, "is the props of a secret object"]: no recursion.
+  const stack: unknown[] = [root, top, 1, false];
+  let copies: Map<object, Container> | undefined;
+  let count = 0;
+  const child = (v: unknown, depth: number, secretProps: boolean): unknown => {
+    if (typeof v !== "object" || v === null) {
+      return text && typeof v === "string" ? redactText(v) : v;
     }
+    if (!isContainer(v)) return v;
+    const seen = copies?.get(v);
+    if (seen) return seen;
+    if (depth > MAX_DEPTH) return TOO_DEEP;
+    const c = emptyLike(v);
+    if (++count > UNTRACKED_CONTAINERS) (copies ??= new Map()).set(v, c);
+    stack.push(v, c, depth, secretProps);
     return c;
   };
-  const top = copyOf(root, 1);
   while (stack.length > 0) {
-    const [src, dst, depth, secretProps] = stack.pop()!;
+    const secretProps = stack.pop() as boolean;
+    const depth = stack.pop() as number;
+    const dst = stack.pop() as Container;
+    const src = stack.pop() as Container;
     if (Array.isArray(src)) {
-      for (let i = 0; i < src.length; i++) put(dst, i, copyOf(src[i], depth + 1));
+      for (let i = 0; i < src.length; i++) (dst as unknown[])[i] = child(src[i], depth + 1, false);
       continue;
     }
     const secretObject = secretProps || SECRET_TYPES.has(src["qom-type"] as string);
@@ -200,20 +212,21 @@ function walk(root: unknown, text: boolean): unknown {
       "value" in src;
     for (const k of Object.keys(src)) {
       const v = src[k];
-      const isSecret = (typeof v === "string" || typeof v === "number") &&
+      let out: unknown;
+      if (
+        (typeof v === "string" || typeof v === "number") &&
         (SECRET_MEMBER.test(k) || (secretObject && k === "data") ||
-          (secretValue && k === "value"));
-      if (isSecret) {
+          (secretValue && k === "value"))
+      ) {
         remember(v);
-        put(dst, k, REDACTED);
-      } else if (k === "command-line" && typeof v === "string") {
-        put(dst, k, redactText(v));
-      } else if (typeof v === "string" && !text && v.includes("://")) {
-        put(dst, k, redactUrls(v));
+        out = REDACTED;
+      } else if (typeof v === "string" && !text && (k === "command-line" || v.includes("://"))) {
+        out = k === "command-line" ? redactText(v) : redactUrls(v);
       } else {
         // Pre-6.0 object-add nested the properties: { "qom-type": "secret", "props": { data } }
-        put(dst, k, copyOf(v, depth + 1, secretObject && k === "props"));
+        out = child(v, depth + 1, secretObject && k === "props");
       }
+      put(dst, k, out);
     }
   }
   return top;
