@@ -85,15 +85,18 @@ export class ConnectionClosedError extends ConnectionError {
   }
 }
 
-/** The server sent something that is not valid QMP (bad greeting, garbage, oversize message). */
+/**
+ * The server sent something that is not valid QMP (bad greeting, garbage, oversize message).
+ * Message and excerpt are redacted: what arrived may be a message holding a secret.
+ */
 export class ProtocolError extends QmpError {
   /** A short, printable excerpt of what arrived, when there is one. */
   readonly received?: string;
   /** Creates a protocol error. */
   constructor(message: string, options?: QmpErrorOptions & { received?: string }) {
-    super(message, options);
+    super(redactText(message), options);
     this.name = "ProtocolError";
-    this.received = options?.received;
+    this.received = options?.received === undefined ? undefined : redactText(options.received);
   }
 }
 

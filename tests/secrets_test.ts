@@ -7,7 +7,7 @@
  */
 import assert from "node:assert/strict";
 import { connect, type TranscriptEntry } from "../lib/client.ts";
-import { LaunchError, QmpCommandError, type QmpError } from "../lib/errors.ts";
+import { LaunchError, ProtocolError, QmpCommandError, type QmpError } from "../lib/errors.ts";
 import { REDACTED } from "../lib/redact.ts";
 import { runPlaybook } from "../lib/runner/engine.ts";
 import { playbook } from "../lib/runner/playbook.ts";
@@ -181,7 +181,7 @@ Deno.test("--record file: mode 0600, created afresh, a planted symlink is not fo
   }
 });
 
-Deno.test("errors never carry secrets: LaunchError (message, stderr, command line), QmpCommandError", () => {
+Deno.test("errors never carry secrets: LaunchError (message, stderr, command line), QmpCommandError, ProtocolError", () => {
   const stderr = "qemu-system-x86_64: -object secret,id=s0,data=t-launch-8,bogus=1: " +
     "Invalid parameter 'bogus'";
   const launchError = new LaunchError(
@@ -205,6 +205,12 @@ Deno.test("errors never carry secrets: LaunchError (message, stderr, command lin
   const printed = Deno.inspect(cmdError, { depth: 5 });
   assert.ok(!printed.includes("t-cmd-9"), printed);
   assert.deepEqual(cmdError.arguments, { "qom-type": "secret", id: "s0", data: REDACTED });
+  // A reply nobody asked for, quoted in a warning.
+  const raw = '{"id": 99, "return": {"password": "t-proto-12"}}';
+  const protocolError = new ProtocolError(`Discarded a reply with an unknown id 99: ${raw}`, {
+    received: raw,
+  });
+  assert.ok(!Deno.inspect(protocolError).includes("t-proto-12"), Deno.inspect(protocolError));
 });
 
 Deno.test("reporters redact logs and failures given raw secrets (pretty, json, junit, tap)", async () => {
