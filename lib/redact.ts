@@ -265,7 +265,7 @@ const OPT_SECRET = new RegExp(
 );
 const OPT_DATA = new RegExp(String.raw`((?:^|[,\s])data=)(${OPT_VALUE})`, "g");
 /** Legacy `rbd:pool/image:id=admin:key=...` file names: values end at a colon. */
-const RBD_KEY = /(rbd:\S*?:key=)((?:[^:\s,\\]|\\.)*)/g;
+const RBD_KEY = /(:key=)((?:[^:\s,\\]|\\.)*)/g;
 /** HMP arguments: a quoted string or a word. */
 const HMP_ARG = String.raw`(?:"(?:[^"\\]|\\.)*"|\S+)`;
 const HMP_SET_PASSWORD = new RegExp(String.raw`(\bset_password\s+\S+\s+)(${HMP_ARG})`, "g");
@@ -278,7 +278,7 @@ const KV_SECRET_PROPERTY =
   /(?:^|\s)property=(?:data|password|passwd|passphrase|secret|key|cookie)(?:\s|$)/i;
 const KV_VALUE = new RegExp(String.raw`((?:^|\s)value=)(${HMP_ARG})`, "g");
 /** The password of a URL's user info: `scheme://user:PW@`, iscsi's `scheme://user%PW@`. */
-const URL_PASSWORD = /(\b[a-z][a-z0-9+.-]*:\/\/[^\s/@:%"'\\]*[:%])([^\s/@"'\\]*)@/gi;
+const URL_PASSWORD = /(\b[a-z][a-z0-9+.-]{0,31}:\/\/[^\s/@:%"'\\]*[:%])([^\s/@"'\\]*)@/gi;
 
 function redactUrls(s: string): string {
   return s.replace(URL_PASSWORD, (_m, head, pw) => {
