@@ -355,6 +355,20 @@ const TEXTS: TextRow[] = [
     keep: ["password=on", "key-secret=k9"],
   },
   {
+    form: "references on the command line (secret file=, secret_keyring serial=, passwordid=)",
+    argv: [
+      "qemu-system-x86_64",
+      "-object",
+      "secret,id=s0,file=/run/pw.txt,format=raw",
+      "-object",
+      "secret_keyring,id=k0,serial=1234567",
+      "-object",
+      "tls-creds-x509,id=tls0,dir=/pki,passwordid=s0,endpoint=server",
+    ],
+    secrets: [],
+    keep: ["file=/run/pw.txt", "serial=1234567", "passwordid=s0"],
+  },
+  {
     form: "QEMU stderr repeating -object secret QemuOpts",
     text: "qemu-system-x86_64: -object secret,id=s0,data=t-stderr-47,bogus=1: " +
       "Invalid parameter 'bogus'",
