@@ -14,6 +14,7 @@ import { fileURLToPath, pathToFileURL } from "node:url";
 import { parseArgs } from "node:util";
 import { parseDuration } from "../../lib/duration.ts";
 import { parseAddress } from "../../lib/address.ts";
+import { redactText } from "../../lib/redact.ts";
 import { displayPath, playbookFromModule, resolvePlaybooks } from "../../lib/runner/discover.ts";
 import {
   describeFailure,
@@ -66,7 +67,7 @@ const PROJECT_ROOT = dirname(dirname(dirname(fileURLToPath(import.meta.url))));
 const encoder = new TextEncoder();
 
 function writeErr(text: string): void {
-  let data = encoder.encode(text);
+  let data = encoder.encode(redactText(text)); // stray errors may quote a secret
   while (data.length > 0) data = data.subarray(Deno.stderr.writeSync(data));
 }
 
