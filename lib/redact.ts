@@ -14,9 +14,10 @@
  * - References to secrets are kept, so transcripts stay readable: members
  *   ending in `-secret` (`key-secret`, `password-secret`, `new-secret`, ...),
  *   `passwordid` and `keyid` hold the *id* of a `secret` object, not its value.
- * - Values already seen as secrets (at least 4 characters) are remembered by
- *   the process and replaced wherever they turn up later in free text, e.g.
- *   when QEMU's stderr or an assertion message repeats them.
+ * - Values already seen as secrets (at least 6 characters, so short words
+ *   are left alone; the last 256) are remembered by the process and replaced
+ *   wherever they turn up later in free text, e.g. when QEMU's stderr or an
+ *   assertion message repeats them. {@link forgetSecrets} drops them.
  *
  * Redaction never recurses: messages are walked with an explicit stack, so
  * deep input cannot overflow the call stack. Copies keep {@link MAX_DEPTH}
@@ -47,7 +48,7 @@ const BOOLEAN_WORD = /^(?:on|off|true|false|yes|no)$/i;
 /** Secret values seen so far, replaced in free text too (bounded; oldest dropped). */
 const known = new Set<string>();
 const KNOWN_MAX = 256;
-const KNOWN_MIN_LENGTH = 4;
+const KNOWN_MIN_LENGTH = 6;
 
 function remember(value: unknown): void {
   if (typeof value !== "string" || value.length < KNOWN_MIN_LENGTH || value === REDACTED) return;
