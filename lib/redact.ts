@@ -70,7 +70,8 @@ export function forgetSecrets(): void {
  * Returns a copy of `message` with secret values replaced by `"<redacted>"`;
  * the input is not modified. Non-secret content is kept as is. Arrays and
  * plain objects are copied; other objects (class instances) are kept by
- * reference. Any depth is fine: the walk is iterative.
+ * reference. Any depth is safe: the walk is iterative, and values nested
+ * deeper than {@link MAX_DEPTH} become {@link TOO_DEEP}.
  *
  * @example
  * ```ts
