@@ -79,6 +79,7 @@ export { DEFAULT_MAX_MESSAGE_SIZE, type FramerOptions, JsonObjectFramer } from "
 export type { Greeting, QemuVersionTriple, QmpEvent, QmpTimestamp } from "./lib/protocol.ts";
 export type { Transport } from "./lib/transport.ts";
 export {
+  forgetSecrets,
   redactCommandLine,
   redactDeep,
   REDACTED,
