@@ -75,8 +75,9 @@ export interface ClientOptions {
   historySize?: number;
   /**
    * Called with every message sent and received, e.g. to record a transcript.
-   * Secrets (passwords, `secret` objects' data, `*-secret` members) are
-   * replaced by `"<redacted>"` unless `redact: false`.
+   * Secrets (passwords, `secret` objects' data, their `qom-get`/`qom-set`,
+   * HMP forms; see `lib/redact.ts`) are replaced by `"<redacted>"` unless
+   * `redact: false`; ids of secret objects (`key-secret`) are kept.
    */
   transcript?: (entry: TranscriptEntry) => void;
   /** Redact secrets in transcript entries (default `true`). */
