@@ -87,7 +87,15 @@ export { type Duration, formatDuration, parseDuration } from "./lib/duration.ts"
 export { DEFAULT_MAX_MESSAGE_SIZE, type FramerOptions, JsonObjectFramer } from "./lib/framing.ts";
 export type { Greeting, QemuVersionTriple, QmpEvent, QmpTimestamp } from "./lib/protocol.ts";
 export type { Transport } from "./lib/transport.ts";
-export { REDACTED, redactMessage, redactReply } from "./lib/redact.ts";
+export {
+  forgetSecrets,
+  redactCommandLine,
+  redactDeep,
+  REDACTED,
+  redactMessage,
+  redactReply,
+  redactText,
+} from "./lib/redact.ts";
 export { QmpSchema, QmpValidationError, type SchemaEntry } from "./lib/qapi/schema.ts";
 export {
   launch,

@@ -13,6 +13,7 @@ import { type Duration, formatDuration, parseDuration } from "../duration.ts";
 import { AbortError, ConnectionClosedError, QmpCommandError } from "../errors.ts";
 import { launch, type Machine } from "../machine.ts";
 import type { AgentClient } from "../agent/client.ts";
+import { redactText } from "../redact.ts";
 import {
   ExpectationError,
   InterruptedError,
@@ -218,7 +219,7 @@ export interface RunPlaybookOptions {
   signal?: AbortSignal;
   /** On failure, leave launched VMs running (QMP disconnected) and skip cleanups. */
   keepVm?: boolean;
-  /** Write every QMP message to this JSONL file. */
+  /** Write every QMP message (secrets redacted) to this JSONL file, created afresh with mode 0600. */
   recordFile?: string;
   /** How many recent QMP messages failure reports show (default 10). */
   ringSize?: number;
@@ -281,7 +282,7 @@ export async function runPlaybook(
   const ring: TranscriptRecord[] = [];
   let record: Deno.FsFile | undefined;
   if (options.recordFile) {
-    record = await Deno.open(options.recordFile, { write: true, create: true, truncate: true });
+    record = await openPrivateFile(options.recordFile);
     result.recording = options.recordFile;
   }
   const transcript = (vm: string) => (entry: TranscriptEntry) => {
@@ -300,7 +301,12 @@ export async function runPlaybook(
     }
   };
   const log = (source: LogEntry["source"], path: string[], message: string) => {
-    const entry: LogEntry = { time: new Date().toISOString(), path, source, message };
+    const entry: LogEntry = {
+      time: new Date().toISOString(),
+      path,
+      source,
+      message: redactText(message),
+    };
     result.logs.push(entry);
     observer.log?.(info, entry);
   };
@@ -443,6 +449,17 @@ export async function runPlaybook(
   }
   observer.playbookEnd?.(info, result);
   return result;
+}
+
+/**
+ * Creates `path` afresh, mode 0600: an old file (or a symlink planted in its
+ * place) is removed first, and the new one is created exclusively.
+ */
+async function openPrivateFile(path: string): Promise<Deno.FsFile> {
+  await Deno.remove(path).catch((e) => {
+    if (!(e instanceof Deno.errors.NotFound)) throw e;
+  });
+  return await Deno.open(path, { write: true, createNew: true, mode: 0o600 });
 }
 
 function failedStep(s: StepResult): boolean {

@@ -6,6 +6,7 @@
  * @module
  */
 import { formatDuration } from "../duration.ts";
+import { redactDeep, redactMessage, redactText } from "../redact.ts";
 import type {
   Failure,
   LogEntry,
@@ -121,7 +122,12 @@ function noColorEnv(): boolean {
 
 /** Creates a built-in reporter by name. */
 export function createReporter(name: ReporterName, options: ReporterOptions = {}): Reporter {
-  const output = options.output ?? defaultOutput();
+  // Every byte a reporter writes goes through the redactor (log lines, failures, stderr tails).
+  const sink = options.output ?? defaultOutput();
+  const output: ReporterOutput = {
+    stdout: (t) => sink.stdout(redactText(t)),
+    stderr: (t) => sink.stderr(redactText(t)),
+  };
   switch (name) {
     case "pretty": {
       const tty = Deno.stderr.isTerminal();
@@ -158,7 +164,7 @@ interface Running {
 export function formatTranscriptLine(rec: TranscriptRecord, max = 200): string {
   const time = rec.time.slice(11, 23);
   const arrow = rec.direction === "send" ? "→" : "←";
-  let text = JSON.stringify(rec.message);
+  let text = JSON.stringify(redactMessage(rec.message)); // redacted before it is cut short
   if (text.length > max) text = text.slice(0, max - 1) + "…";
   return `${time} ${rec.vm} ${arrow} ${text}`;
 }
@@ -455,7 +461,7 @@ function consoleColumns(): number {
 
 /** The JSON document printed by the `json` reporter (kept VMs without their machine object). */
 export function jsonReport(s: RunSummary): Record<string, unknown> {
-  return {
+  return redactDeep({
     version: 1,
     ok: s.ok,
     interrupted: s.interrupted,
@@ -468,7 +474,7 @@ export function jsonReport(s: RunSummary): Record<string, unknown> {
       steps: roundSteps(r.steps),
       kept: r.kept.map(({ machine: _m, ...k }) => k),
     })),
-  };
+  });
 }
 
 function roundSteps(steps: StepResult[]): StepResult[] {
@@ -494,6 +500,7 @@ function seconds(ms: number): string {
 
 /** Plain-text details of a failure (message, step, diff, QMP messages, console). */
 export function failureText(f: Failure): string {
+  f = redactDeep(f);
   const lines = [`${f.name}: ${f.message}`, `at: ${f.step}`];
   if (f.diff) lines.push("", f.diff);
   for (const c of f.causes) lines.push(`caused by: ${c}`);
@@ -517,6 +524,7 @@ export function failureText(f: Failure): string {
 
 /** The JUnit XML document printed by the `junit` reporter: one testsuite per playbook. */
 export function junitReport(s: RunSummary): string {
+  s = redactDeep(s); // before XML escaping hides the forms the redactor knows
   const suites: string[] = [];
   let tests = 0;
   let failures = 0;
@@ -627,6 +635,7 @@ function yamlBlock(f: Failure, durationMs: number | undefined, indent: string): 
 
 /** The TAP version 14 document printed by the `tap` reporter: a subtest per playbook. */
 export function tapReport(s: RunSummary): string {
+  s = redactDeep(s);
   const out = ["TAP version 14"];
   const steps = (list: StepResult[], indent: string) => {
     list.forEach((st, i) => {

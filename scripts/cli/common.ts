@@ -17,6 +17,7 @@ import {
   type QmpClient,
   QmpCommandError,
   QmpError,
+  redactText,
 } from "../../mod.ts";
 import { shellSplit, UsageError } from "./args.ts";
 import { onStopSignals, SIGNAL_EXIT_CODE, type StopSignal } from "./signals.ts";
@@ -65,7 +66,7 @@ export function formatError(prog: string, err: unknown, verbose = false): string
       ? " (--verbose for details)"
       : "";
     const hint = err instanceof UsageError || isParseArgsError(err) ? ` (see ${prog} --help)` : "";
-    return `${prog}: error: ${first}${hint}${more}`;
+    return redactText(`${prog}: error: ${first}${hint}${more}`);
   }
   const lines = [`${prog}: error: ${message}`];
   if (e instanceof LaunchError) lines.push(`  command line: ${e.commandLine.join(" ")}`);
@@ -81,7 +82,7 @@ export function formatError(prog: string, err: unknown, verbose = false): string
       break;
     }
   }
-  return lines.join("\n");
+  return redactText(lines.join("\n"));
 }
 
 /** The library speaks in API options; the CLI user has flags (or nothing to change). */

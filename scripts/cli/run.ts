@@ -14,6 +14,7 @@ import { fileURLToPath, pathToFileURL } from "node:url";
 import { parseArgs } from "node:util";
 import { parseDuration } from "../../lib/duration.ts";
 import { parseAddress } from "../../lib/address.ts";
+import { redactText } from "../../lib/redact.ts";
 import { displayPath, playbookFromModule, resolvePlaybooks } from "../../lib/runner/discover.ts";
 import {
   describeFailure,
@@ -75,7 +76,7 @@ const PROJECT_ROOT = dirname(dirname(dirname(fileURLToPath(import.meta.url))));
 const encoder = new TextEncoder();
 
 function writeErr(text: string): void {
-  let data = encoder.encode(text);
+  let data = encoder.encode(redactText(text)); // stray errors may quote a secret
   while (data.length > 0) data = data.subarray(Deno.stderr.writeSync(data));
 }
 
@@ -254,7 +255,8 @@ export async function runCommand(argv: string[]): Promise<number> {
   }
   if (opts.record) {
     try {
-      await Deno.mkdir(opts.record, { recursive: true });
+      // Private: 0700 when created here; the files inside are 0600 either way.
+      await Deno.mkdir(opts.record, { recursive: true, mode: 0o700 });
     } catch (e) {
       writeErr(`error: --record ${opts.record}: ${e instanceof Error ? e.message : e}\n`);
       return 2;

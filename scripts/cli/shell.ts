@@ -15,6 +15,8 @@ import {
   type QmpClient,
   QmpCommandError,
   type QmpEvent,
+  redactReply,
+  redactText,
   TimeoutError,
 } from "../../mod.ts";
 import { type ParsedCommand, parseKeyValues, ShellParser, tokenize } from "./args.ts";
@@ -73,7 +75,8 @@ Blank lines and lines starting with # are skipped. A line may be up to 64 MiB
 
 Options:
   -H, --hmp                 start in HMP mode
-  -l, --log FILE            append every command and its reply to FILE as JSON lines
+  -l, --log FILE            append every command and its reply to FILE as JSON lines,
+                            secrets redacted (a new FILE is created with mode 0600)
   --keep-going              batch mode: continue after errors
   --echo                    batch mode: print each command (to stderr) before running it
   --events                  batch mode: also print events to stdout, as JSON lines
@@ -483,6 +486,41 @@ function stdinIsTty(): boolean {
   }
 }
 
+/**
+ * Opens the `--log` file for appending: a new file is created exclusively with
+ * mode 0600; an existing one must be a regular file (not a symlink), and is
+ * made 0600 if others could read it.
+ */
+async function openLogFile(path: string): Promise<Deno.FsFile> {
+  try {
+    return await Deno.open(path, { append: true, createNew: true, mode: 0o600 });
+  } catch (e) {
+    if (!(e instanceof Deno.errors.AlreadyExists)) throw e;
+  }
+  const info = await Deno.lstat(path);
+  if (!info.isFile) {
+    throw new UsageError(
+      `--log ${path}: not a regular file (${
+        info.isSymlink ? "a symbolic link" : "a special file"
+      }); ` +
+        `give the path of a new or existing regular file`,
+    );
+  }
+  const file = await Deno.open(path, { append: true });
+  if (info.mode !== null && (info.mode & 0o077) !== 0) await Deno.chmod(path, 0o600);
+  return file;
+}
+
+/** A `--log` record with its secrets redacted: the request, the reply and any error text. */
+export function redactLogRecord(record: Record<string, unknown>): Record<string, unknown> {
+  const out = redactReply(record, record.execute as string, record.arguments);
+  const error = out.error as { class?: unknown; desc?: unknown } | undefined;
+  if (error && typeof error.desc === "string") {
+    return { ...out, error: { ...error, desc: redactText(error.desc) } };
+  }
+  return out;
+}
+
 /** Runs `qmp shell` with `argv` (after the subcommand name); returns the exit code. */
 export async function shellCommand(argv: string[]): Promise<number> {
   if (argv.includes("--agent")) {
@@ -512,14 +550,13 @@ export async function shellCommand(argv: string[]): Promise<number> {
     ? undefined
     : durationOption("timeout", values.timeout as string);
   let logFile: Deno.FsFile | undefined;
-  if (values.log !== undefined) {
-    logFile = await Deno.open(values.log as string, { create: true, append: true, write: true });
-  }
+  if (values.log !== undefined) logFile = await openLogFile(values.log as string);
   const encoder = new TextEncoder();
   const log = logFile
     ? (record: Record<string, unknown>) => {
       try {
-        logFile!.writeSync(encoder.encode(JSON.stringify(record) + "\n"));
+        const safe = redactLogRecord(record);
+        logFile!.writeSync(encoder.encode(JSON.stringify(safe) + "\n"));
       } catch { /* keep going */ }
     }
     : undefined;
@@ -595,7 +632,7 @@ async function batchLoop(
         continue;
       }
       if (opts.echo && line.trim() !== "" && !line.trim().startsWith("#")) {
-        writeErr(`${session.prompt()}${line}\n`);
+        writeErr(`${session.prompt()}${redactText(line)}\n`);
       }
       let status: LineStatus;
       try {
