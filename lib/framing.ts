@@ -6,10 +6,12 @@
  * a message or several. {@link JsonObjectFramer} tracks brace depth and string
  * state byte by byte, so it needs no look-ahead and parses each message once.
  * It is pure and synchronous: testable in memory, with no permissions.
+ * Messages are parsed with exact integers (see `json.ts`).
  *
  * @module
  */
 import { ProtocolError } from "./errors.ts";
+import { parseJson } from "./json.ts";
 
 /** The default per-message size limit: 10 MiB (QEMU 7.2's largest reply, `query-qmp-schema`, is ~200 KB). */
 export const DEFAULT_MAX_MESSAGE_SIZE = 10 * 1024 * 1024;
@@ -207,7 +209,7 @@ export class JsonObjectFramer {
       }
       let msg: Record<string, unknown>;
       try {
-        msg = JSON.parse(text.slice(p, end));
+        msg = parseJson(text.slice(p, end));
       } catch {
         return this.#miss(from + p);
       }
@@ -265,7 +267,7 @@ export class JsonObjectFramer {
       );
     }
     try {
-      return JSON.parse(text);
+      return parseJson(text);
     } catch (cause) {
       throw this.#fail(
         new ProtocolError(`Received invalid JSON: ${excerpt(text)}`, {

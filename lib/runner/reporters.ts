@@ -6,6 +6,7 @@
  * @module
  */
 import { formatDuration } from "../duration.ts";
+import { stringifyJson } from "../json.ts";
 import type {
   Failure,
   LogEntry,
@@ -123,7 +124,7 @@ export function createReporter(name: ReporterName, options: ReporterOptions = {}
       });
     }
     case "json":
-      return { runEnd: (s) => output.stdout(JSON.stringify(jsonReport(s), null, 2) + "\n") };
+      return { runEnd: (s) => output.stdout(stringifyJson(jsonReport(s), 2) + "\n") };
     case "junit":
       return { runEnd: (s) => output.stdout(junitReport(s)) };
     case "tap":
@@ -148,7 +149,7 @@ interface Running {
 export function formatTranscriptLine(rec: TranscriptRecord, max = 200): string {
   const time = rec.time.slice(11, 23);
   const arrow = rec.direction === "send" ? "→" : "←";
-  let text = JSON.stringify(rec.message);
+  let text = stringifyJson(rec.message);
   if (text.length > max) text = text.slice(0, max - 1) + "…";
   return `${time} ${rec.vm} ${arrow} ${text}`;
 }
