@@ -11,6 +11,8 @@ import { JsonObjectFramer } from "../lib/framing.ts";
 import { parseJson, stringifyJson } from "../lib/json.ts";
 import { QmpSchema } from "../lib/qapi/schema.ts";
 import { formatTranscriptLine } from "../lib/runner/reporters.ts";
+import { parseArgsJson, parseJsonCommand, parseValue } from "../scripts/cli/args.ts";
+import { toJson } from "../scripts/cli/common.ts";
 import { memoryPair } from "./helpers/memory_transport.ts";
 
 const enc = new TextEncoder();
@@ -215,4 +217,19 @@ Deno.test("exact integers: schema validation accepts bigints where QAPI says int
   assert.equal(schema.validateArguments("c", { n: 5 }), undefined);
   const bad = schema.validateArguments("c", { n: 1, x: 2n });
   assert.ok(bad, "a QAPI number is a double, not a bigint");
+});
+
+Deno.test("exact integers: the CLI reads and prints integers beyond 2^53 exactly", () => {
+  assert.equal(parseValue("9007199254740993"), 9007199254740993n);
+  assert.equal(parseValue("12"), 12);
+  assert.deepEqual(parseArgsJson('{"a": 18446744073709551615}'), { a: 18446744073709551615n });
+  assert.deepEqual(
+    parseJsonCommand(
+      '{"execute": "migrate-set-parameters", "arguments": {"max-bandwidth": 9007199254740993}}',
+    ),
+    { execute: "migrate-set-parameters", arguments: { "max-bandwidth": 9007199254740993n } },
+  );
+  assert.deepEqual(parseValue('{"a": [9007199254740993]}'), { a: [9007199254740993n] });
+  assert.equal(toJson({ v: 18446744073709551552n }, false), '{"v":18446744073709551552}');
+  assert.equal(toJson({ v: 18446744073709551552n }, true), '{\n  "v": 18446744073709551552\n}');
 });

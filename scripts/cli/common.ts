@@ -18,6 +18,7 @@ import {
   QmpCommandError,
   QmpError,
 } from "../../mod.ts";
+import { stringifyJson } from "../../lib/json.ts";
 import { shellSplit, UsageError } from "./args.ts";
 
 export { UsageError };
@@ -282,9 +283,12 @@ export function stdoutIsTty(): boolean {
   }
 }
 
-/** JSON for output: indented on a terminal (or when `pretty`), compact otherwise. */
+/**
+ * JSON for output: indented on a terminal (or when `pretty`), compact otherwise.
+ * Integers beyond 2^53 (bigints) are printed digit for digit.
+ */
 export function toJson(value: unknown, pretty = stdoutIsTty()): string {
-  return pretty ? JSON.stringify(value, null, 2) : JSON.stringify(value);
+  return stringifyJson(value, pretty ? 2 : undefined);
 }
 
 const encoder = new TextEncoder();

@@ -16,6 +16,7 @@ import {
   QmpCommandError,
   type QmpEvent,
 } from "../../mod.ts";
+import { stringifyJson } from "../../lib/json.ts";
 import { type ParsedCommand, parseKeyValues, ShellParser, tokenize } from "./args.ts";
 import {
   COMMON_HELP,
@@ -363,9 +364,7 @@ export function formatEventLine(ev: QmpEvent): string {
       String(t.getMilliseconds()).padStart(3, "0")
     }`
     : "--:--:--";
-  return `[${stamp}] event ${ev.event}${
-    ev.data === undefined ? "" : " " + JSON.stringify(ev.data)
-  }`;
+  return `[${stamp}] event ${ev.event}${ev.data === undefined ? "" : " " + stringifyJson(ev.data)}`;
 }
 
 function pad(n: number): string {
@@ -438,7 +437,7 @@ export async function shellCommand(argv: string[]): Promise<number> {
   const log = logFile
     ? (record: Record<string, unknown>) => {
       try {
-        logFile!.writeSync(encoder.encode(JSON.stringify(record) + "\n"));
+        logFile!.writeSync(encoder.encode(stringifyJson(record) + "\n"));
       } catch { /* keep going */ }
     }
     : undefined;
@@ -494,7 +493,7 @@ async function batchLoop(
   };
   const session = new ShellSession(client, out, opts);
   const events = opts.showEvents
-    ? pumpEvents(client, (ev) => writeOut(JSON.stringify(eventToJson(ev)) + "\n"))
+    ? pumpEvents(client, (ev) => writeOut(stringifyJson(eventToJson(ev)) + "\n"))
     : undefined;
   let failures = 0;
   try {
