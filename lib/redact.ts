@@ -35,7 +35,7 @@ function redactValue(value: unknown): unknown {
   const out: Record<string, unknown> = {};
   for (const [k, v] of Object.entries(obj)) {
     if (
-      (typeof v === "string" || typeof v === "number") &&
+      (typeof v === "string" || typeof v === "number" || typeof v === "bigint") &&
       (SECRET_KEY.test(k) || (isSecretObject && k === "data"))
     ) {
       out[k] = REDACTED;

@@ -10,6 +10,7 @@ import { QmpClient } from "../lib/client.ts";
 import { JsonObjectFramer } from "../lib/framing.ts";
 import { parseJson, stringifyJson } from "../lib/json.ts";
 import { QmpSchema } from "../lib/qapi/schema.ts";
+import { REDACTED, redactMessage } from "../lib/redact.ts";
 import { formatTranscriptLine } from "../lib/runner/reporters.ts";
 import { parseArgsJson, parseJsonCommand, parseValue } from "../scripts/cli/args.ts";
 import { toJson } from "../scripts/cli/common.ts";
@@ -54,12 +55,20 @@ Deno.test("exact integers: the framer parses integers beyond 2^53 as exact bigin
   for (const out of [frame(WIRE + "\r\n"), frame(WIRE + "\r\n", 7), frame(WIRE)]) {
     assert.equal(out.length, 1);
     assert.deepEqual(out[0].return, EXPECTED);
+    assert.equal(typeof (out[0].return as Record<string, unknown>).small, "number");
     const r = out[0].return as Record<string, unknown>;
     assert.equal(typeof r["lbr-fmt"], "bigint");
     assert.equal(String(r["lbr-fmt"]), "18446744073709551552");
     assert.equal(String(r.min), "-9223372036854775808");
     assert.equal(String(r.bw), "9007199254740993");
   }
+});
+
+Deno.test("exact integers: lines with and without long integers in one read", () => {
+  const out = frame(`{"a": 1}\r\n${WIRE}\r\n{"b": 12345678901234567}\r\n{"c": 2.5}\r\n`);
+  assert.deepEqual(out, [{ a: 1 }, { return: EXPECTED, id: 1 }, { b: 12345678901234567n }, {
+    c: 2.5,
+  }]);
 });
 
 Deno.test("exact integers: small integers and floats stay numbers; the safe range's edges", () => {
@@ -232,4 +241,17 @@ Deno.test("exact integers: the CLI reads and prints integers beyond 2^53 exactly
   assert.deepEqual(parseValue('{"a": [9007199254740993]}'), { a: [9007199254740993n] });
   assert.equal(toJson({ v: 18446744073709551552n }, false), '{"v":18446744073709551552}');
   assert.equal(toJson({ v: 18446744073709551552n }, true), '{\n  "v": 18446744073709551552\n}');
+});
+
+Deno.test("exact integers: a secret that parses as a bigint is still redacted", () => {
+  const msg = parseJson(
+    '{"execute": "object-add", "arguments": {"qom-type": "secret", "id": "s0", ' +
+      '"data": 18446744073709551615, "password": 12345678901234567890}}',
+  );
+  assert.deepEqual(redactMessage(msg).arguments, {
+    "qom-type": "secret",
+    id: "s0",
+    data: REDACTED,
+    password: REDACTED,
+  });
 });
