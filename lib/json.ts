@@ -43,24 +43,49 @@ const LONG_INTEGER = /(?<![\d.eE])\d{16,}(?![\d.eE])/;
 /** The source text of an integer literal. */
 const INTEGER = /^-?\d+$/;
 
+/** True for the code of an ASCII digit (NaN, from reading past either end, is not). */
 function isDigit(c: number): boolean {
-  return c >= 0x30 && c <= 0x39;
+  return (c - 0x30) >>> 0 <= 9;
 }
 
+// How the quick look works: a run of 16 digits covers a multiple of 16, so only those positions
+// are read; a run of 16 around position i also covers i - 8 or i + 8, which rules out most short
+// runs (timestamps) in two more reads; a run that may be long enough is then measured.
+
 /**
- * True when `text` may hold an integer beyond the safe range. A run of 16
- * digits covers a multiple of 16, so only those positions are looked at; a
- * digit there is measured, and a long enough run is checked precisely.
+ * True when `text` may hold an integer beyond the safe range (a run of 16 or
+ * more digits outside a fraction or exponent); false means `JSON.parse` reads
+ * it exactly.
  */
 function mayHoldLongInteger(text: string): boolean {
   const n = text.length;
   for (let i = 0; i < n; i += SAFE_DIGITS) {
     if (!isDigit(text.charCodeAt(i))) continue;
+    if (!isDigit(text.charCodeAt(i - 8)) && !isDigit(text.charCodeAt(i + 8))) continue;
     let a = i;
     while (a > 0 && isDigit(text.charCodeAt(a - 1))) a--;
     let b = i + 1;
     while (b < n && isDigit(text.charCodeAt(b))) b++;
     if (b - a >= SAFE_DIGITS) return LONG_INTEGER.test(text);
+  }
+  return false;
+}
+
+/**
+ * The same quick look on UTF-8 bytes (cheaper than on the decoded string):
+ * false means `JSON.parse` reads the message exactly; true means it holds a
+ * run of 16+ digits, and {@link parseJson} should read it. For the framer.
+ */
+export function bytesMayHoldLongInteger(bytes: Uint8Array): boolean {
+  const n = bytes.length;
+  for (let i = 0; i < n; i += SAFE_DIGITS) {
+    if (!isDigit(bytes[i])) continue;
+    if (!isDigit(bytes[i - 8]) && !isDigit(bytes[i + 8])) continue;
+    let a = i;
+    while (a > 0 && isDigit(bytes[a - 1])) a--;
+    let b = i + 1;
+    while (b < n && isDigit(bytes[b])) b++;
+    if (b - a >= SAFE_DIGITS) return true;
   }
   return false;
 }
