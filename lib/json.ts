@@ -40,6 +40,9 @@ const SAFE_DIGITS = 16;
 /** A run of 16+ digits that is not in a fraction, exponent or longer run: maybe an unsafe integer. */
 const LONG_INTEGER = /(?<![\d.eE])\d{16,}(?![\d.eE])/;
 
+/** A `null` value in `JSON.stringify` output (compact or indented); a string may match too. */
+const NULL_VALUE = /(?:^|[:,[])\s*null/;
+
 /** The source text of an integer literal. */
 const INTEGER = /^-?\d+$/;
 
@@ -145,14 +148,16 @@ function exactReplacer(this: unknown, key: string, value: unknown): unknown {
 export function stringifyJson(value: unknown, space?: number | string): string {
   let text: string | undefined;
   try {
-    text = JSON.stringify(value, null, space);
+    // Without a replacer or indent V8 takes its fast path: keep the call as plain as that.
+    text = space === undefined ? JSON.stringify(value) : JSON.stringify(value, null, space);
   } catch (err) {
     if (!(err instanceof TypeError)) throw err;
     // A bigint (or a cycle, which the exact path reports in turn).
     return JSON.stringify(value, exactReplacer, space);
   }
-  // JSON.stringify writes NaN and ±Infinity as null: take the exact path when a null appears.
-  if (text !== undefined && text.includes("null")) {
+  // JSON.stringify writes NaN and ±Infinity as null: take the exact path when a null value
+  // appears (not merely the word, as in "null-co").
+  if (text !== undefined && text.includes("null") && NULL_VALUE.test(text)) {
     return JSON.stringify(value, exactReplacer, space);
   }
   return text as string;
