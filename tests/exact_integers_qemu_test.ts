@@ -6,7 +6,7 @@
  * is ~0x3f = 18446744073709551552, `max-bandwidth` is a uint64.
  */
 import assert from "node:assert/strict";
-import { connect, stringifyJson } from "../mod.ts";
+import { connect, parseJson, stringifyJson } from "../mod.ts";
 import { startQemu, startQemuForClients, within } from "./helpers/qemu.ts";
 
 const LBR_FMT = 18446744073709551552n;
@@ -127,4 +127,70 @@ Deno.test("exact integers (QEMU): the qmp CLI sends and prints integers beyond 2
   // info --json: a block node's virtual size beyond 2^53.
   const info = await qmp(["info", "--json", a]);
   assert.match(info.stdout, /"virtualSize":1152921504606847488[,}]/);
+});
+
+const PLAYBOOK_URL = new URL("../lib/runner/playbook.ts", import.meta.url).href;
+const PLAY_TS = new URL("../scripts/play.ts", import.meta.url).pathname;
+
+Deno.test("exact integers (QEMU): the runner's --record file and reports keep every digit", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "qmpkit-ints-test-" });
+  try {
+    const file = `${dir}/ints.playbook.ts`;
+    await Deno.writeTextFile(
+      file,
+      `import { playbook } from "${PLAYBOOK_URL}";
+export default playbook({ name: "ints", vm: { machine: "pc", paused: true, memory: 64 } }, async (t) => {
+  await t.step("lbr-fmt", async () => {
+    const v = await t.qmp.execute("qom-get", { path: "${CPU}", property: "lbr-fmt" });
+    t.expect(v).toBe(${LBR_FMT}n);
+  });
+  await t.step("max-bandwidth", async () => {
+    await t.qmp.execute("migrate-set-parameters", { "max-bandwidth": ${BW}n });
+    t.expect((await t.qmp.execute("query-migrate-parameters"))["max-bandwidth"]).toBe(${BW}n);
+  });
+  await t.step("fails, to show the transcript", () => t.expect(1).toBe(2));
+});
+`,
+    );
+    const out = await new Deno.Command(Deno.execPath(), {
+      args: [
+        "run",
+        "--no-check",
+        ...PERMS,
+        PLAY_TS,
+        file,
+        "--record",
+        `${dir}/rec`,
+        "--reporter",
+        "json",
+      ],
+      env: { NO_COLOR: "1" },
+      stdout: "piped",
+      stderr: "piped",
+      signal: AbortSignal.timeout(60_000),
+    }).output();
+    const stdout = new TextDecoder().decode(out.stdout);
+    const stderr = new TextDecoder().decode(out.stderr);
+    assert.equal(out.code, 1, stderr);
+    const report = parseJson(stdout);
+    const steps = report.playbooks[0].steps.map((s: { name: string; status: string }) =>
+      `${s.name}: ${s.status}`
+    );
+    assert.deepEqual(steps, [
+      "lbr-fmt: passed",
+      "max-bandwidth: passed",
+      "fails, to show the transcript: failed",
+    ]);
+    // The JSON report's failure carries the last QMP messages, exact.
+    assert.match(stdout, /"return": 18446744073709551552,?\n/);
+    assert.match(stdout, /"max-bandwidth": 9007199254740993,?\n/);
+    // The record file: one JSON line per message, exact.
+    const rec = await Deno.readTextFile(`${dir}/rec/ints.jsonl`);
+    assert.match(rec, /"message":\{"return":18446744073709551552,"id":\d+\}/);
+    assert.match(rec, /"arguments":\{"max-bandwidth":9007199254740993\}/);
+    const records = rec.trimEnd().split("\n").map((l) => parseJson(l));
+    assert.ok(records.some((r) => r.message.return === LBR_FMT));
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
 });
