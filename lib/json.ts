@@ -46,9 +46,9 @@ const NULL_VALUE = /(?:^|[:,[])\s*null/;
 /** The source text of an integer literal. */
 const INTEGER = /^-?\d+$/;
 
-/** True for the code of an ASCII digit (NaN, from reading past either end, is not). */
+/** True for the code of an ASCII digit. */
 function isDigit(c: number): boolean {
-  return (c - 0x30) >>> 0 <= 9;
+  return c >= 0x30 && c <= 0x39;
 }
 
 // How the quick look works: a run of 16 digits covers a multiple of 16, so only those positions
@@ -64,7 +64,10 @@ function mayHoldLongInteger(text: string): boolean {
   const n = text.length;
   for (let i = 0; i < n; i += SAFE_DIGITS) {
     if (!isDigit(text.charCodeAt(i))) continue;
-    if (!isDigit(text.charCodeAt(i - 8)) && !isDigit(text.charCodeAt(i + 8))) continue;
+    if (
+      !(i >= 8 && isDigit(text.charCodeAt(i - 8))) &&
+      !(i + 8 < n && isDigit(text.charCodeAt(i + 8)))
+    ) continue;
     let a = i;
     while (a > 0 && isDigit(text.charCodeAt(a - 1))) a--;
     let b = i + 1;
@@ -83,7 +86,7 @@ export function bytesMayHoldLongInteger(bytes: Uint8Array): boolean {
   const n = bytes.length;
   for (let i = 0; i < n; i += SAFE_DIGITS) {
     if (!isDigit(bytes[i])) continue;
-    if (!isDigit(bytes[i - 8]) && !isDigit(bytes[i + 8])) continue;
+    if (!(i >= 8 && isDigit(bytes[i - 8])) && !(i + 8 < n && isDigit(bytes[i + 8]))) continue;
     let a = i;
     while (a > 0 && isDigit(bytes[a - 1])) a--;
     let b = i + 1;

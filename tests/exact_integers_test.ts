@@ -8,7 +8,7 @@
 import assert from "node:assert/strict";
 import { QmpClient } from "../lib/client.ts";
 import { JsonObjectFramer } from "../lib/framing.ts";
-import { parseJson, stringifyJson } from "../lib/json.ts";
+import { bytesMayHoldLongInteger, parseJson, stringifyJson } from "../lib/json.ts";
 import { QmpSchema } from "../lib/qapi/schema.ts";
 import { REDACTED, redactMessage } from "../lib/redact.ts";
 import { formatTranscriptLine } from "../lib/runner/reporters.ts";
@@ -254,4 +254,20 @@ Deno.test("exact integers: a secret that parses as a bigint is still redacted", 
     data: REDACTED,
     password: REDACTED,
   });
+});
+
+Deno.test("exact integers: the quick look finds a 16-digit run anywhere, and no shorter one", () => {
+  for (let size = 16; size <= 48; size++) {
+    for (let at = 0; at + 16 <= size; at++) {
+      for (const run of [15, 16, 17]) {
+        if (at + run > size) continue;
+        const text = " ".repeat(at) + "9".repeat(run) + " ".repeat(size - at - run);
+        const found = bytesMayHoldLongInteger(enc.encode(text));
+        assert.equal(found, run >= 16, `run of ${run} at ${at} in ${size}`);
+        const parsed = parseJson(text);
+        assert.equal(typeof parsed, run >= 16 ? "bigint" : "number", `parse: ${run} at ${at}`);
+        assert.equal(String(parsed), "9".repeat(run));
+      }
+    }
+  }
 });
