@@ -18,6 +18,10 @@
  * }
  * ```
  *
+ * Integers beyond ±(2^53-1) (QEMU's uint64/int64 sizes, offsets, counters)
+ * arrive as exact `bigint`s, everything else as `number`; arguments accept
+ * both. {@link stringifyJson} prints such values exactly.
+ *
  * @example Reach inside the guest through its agent (qemu-ga)
  * ```ts ignore
  * import { connectAgent } from "./mod.ts";
@@ -85,6 +89,7 @@ export {
 } from "./lib/address.ts";
 export { type Duration, formatDuration, parseDuration } from "./lib/duration.ts";
 export { DEFAULT_MAX_MESSAGE_SIZE, type FramerOptions, JsonObjectFramer } from "./lib/framing.ts";
+export { parseJson, stringifyJson } from "./lib/json.ts";
 export type { Greeting, QemuVersionTriple, QmpEvent, QmpTimestamp } from "./lib/protocol.ts";
 export type { Transport } from "./lib/transport.ts";
 export {

@@ -19,6 +19,7 @@ import {
 import { EventListener, type EventWhere, type ListenOptions } from "./events.ts";
 import { boundedWait } from "./deadline.ts";
 import { JsonObjectFramer } from "./framing.ts";
+import { stringifyJson } from "./json.ts";
 import {
   classifyMessage,
   commandMessage,
@@ -665,7 +666,7 @@ export class QmpClient implements AsyncDisposable {
   #send(entry: Pending): void {
     let bytes: Uint8Array;
     try {
-      bytes = encoder.encode(JSON.stringify(entry.message));
+      bytes = encoder.encode(stringifyJson(entry.message));
     } catch (cause) {
       this.#pending.delete(entry.id);
       entry.cleanup();
@@ -953,10 +954,10 @@ export class QmpClient implements AsyncDisposable {
     }
     this.#warn(
       new ProtocolError(
-        `Discarded a reply with an unknown id ${JSON.stringify(msg.id)}: ${
-          JSON.stringify(raw).slice(0, 120)
+        `Discarded a reply with an unknown id ${stringifyJson(msg.id)}: ${
+          stringifyJson(raw).slice(0, 120)
         }`,
-        { received: JSON.stringify(raw).slice(0, 120) },
+        { received: stringifyJson(raw).slice(0, 120) },
       ),
     );
   }

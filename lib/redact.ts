@@ -216,7 +216,7 @@ function walk(root: unknown, text: boolean): unknown {
       const v = src[k];
       let out: unknown;
       if (
-        (typeof v === "string" || typeof v === "number") &&
+        (typeof v === "string" || typeof v === "number" || typeof v === "bigint") &&
         (SECRET_MEMBER.test(k) || (secretObject && k === "data") ||
           (secretValue && k === "value"))
       ) {

@@ -22,6 +22,7 @@ import {
   TimeoutError,
 } from "../errors.ts";
 import { JsonObjectFramer } from "../framing.ts";
+import { stringifyJson } from "../json.ts";
 import { openTransport, type Transport } from "../transport.ts";
 import {
   AGENT_NO_REPLY_COMMANDS,
@@ -614,7 +615,7 @@ export class AgentClient implements AsyncDisposable {
     this.#checkPort(`guest agent command ${command}`);
     const timeout = parseDuration(options.timeout ?? this.#commandTimeout);
     if (this.#needSync || this.#items.length > 0) await this.#sync({ ...options, timeout });
-    await this.#send(JSON.stringify(request(command, args)), { timeout, signal: options.signal });
+    await this.#send(stringifyJson(request(command, args)), { timeout, signal: options.signal });
     let skipNext = false;
     while (true) {
       const item = await this.#next(`guest agent command ${command}`, timeout, options.signal);
@@ -653,7 +654,7 @@ export class AgentClient implements AsyncDisposable {
     this.#needSync = true;
     throw new ProtocolError(
       `The guest agent at ${this.#where} answered ${command} with neither "return" nor "error"`,
-      { received: JSON.stringify(m).slice(0, 200) },
+      { received: stringifyJson(m).slice(0, 200) },
     );
   }
 
@@ -666,7 +667,7 @@ export class AgentClient implements AsyncDisposable {
     const timeout = parseDuration(options.timeout ?? this.#commandTimeout);
     if (this.#needSync || this.#items.length > 0) await this.#sync({ ...options, timeout });
     this.#needSync = true; // no reply on success: resync before the next command
-    await this.#send(JSON.stringify(request(command, args)), { timeout, signal: options.signal });
+    await this.#send(stringifyJson(request(command, args)), { timeout, signal: options.signal });
     return await this.#replyOrSilence(
       command,
       args,

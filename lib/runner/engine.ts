@@ -11,6 +11,7 @@ import { connect, type QmpClient, type TranscriptEntry, type TypedEvent } from "
 import type { EventName } from "../qapi/types.ts";
 import { type Duration, formatDuration, parseDuration } from "../duration.ts";
 import { AbortError, ConnectionClosedError, QmpCommandError } from "../errors.ts";
+import { stringifyJson } from "../json.ts";
 import { launch, type Machine } from "../machine.ts";
 import type { AgentClient } from "../agent/client.ts";
 import { redactText } from "../redact.ts";
@@ -296,7 +297,7 @@ export async function runPlaybook(
     if (ring.length > ringSize) ring.shift();
     if (record) {
       try {
-        record.writeSync(encoder.encode(JSON.stringify(rec) + "\n"));
+        record.writeSync(encoder.encode(stringifyJson(rec) + "\n"));
       } catch { /* best effort */ }
     }
   };

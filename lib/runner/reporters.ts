@@ -7,6 +7,7 @@
  */
 import { formatDuration } from "../duration.ts";
 import { redactDeep, redactMessage, redactText } from "../redact.ts";
+import { stringifyJson } from "../json.ts";
 import type {
   Failure,
   LogEntry,
@@ -139,7 +140,7 @@ export function createReporter(name: ReporterName, options: ReporterOptions = {}
       });
     }
     case "json":
-      return { runEnd: (s) => output.stdout(JSON.stringify(jsonReport(s), null, 2) + "\n") };
+      return { runEnd: (s) => output.stdout(stringifyJson(jsonReport(s), 2) + "\n") };
     case "junit":
       return { runEnd: (s) => output.stdout(junitReport(s)) };
     case "tap":
@@ -164,7 +165,7 @@ interface Running {
 export function formatTranscriptLine(rec: TranscriptRecord, max = 200): string {
   const time = rec.time.slice(11, 23);
   const arrow = rec.direction === "send" ? "→" : "←";
-  let text = JSON.stringify(redactMessage(rec.message)); // redacted before it is cut short
+  let text = stringifyJson(redactMessage(rec.message)); // redacted before it is cut short
   if (text.length > max) text = text.slice(0, max - 1) + "…";
   return `${time} ${rec.vm} ${arrow} ${text}`;
 }

@@ -19,6 +19,7 @@ import {
   QmpError,
   redactText,
 } from "../../mod.ts";
+import { stringifyJson } from "../../lib/json.ts";
 import { shellSplit, UsageError } from "./args.ts";
 import { onStopSignals, SIGNAL_EXIT_CODE, type StopSignal } from "./signals.ts";
 
@@ -500,9 +501,12 @@ export function stdoutIsTty(): boolean {
   }
 }
 
-/** JSON for output: indented on a terminal (or when `pretty`), compact otherwise. */
+/**
+ * JSON for output: indented on a terminal (or when `pretty`), compact otherwise.
+ * Integers beyond 2^53 (bigints) are printed digit for digit.
+ */
 export function toJson(value: unknown, pretty = stdoutIsTty()): string {
-  return pretty ? JSON.stringify(value, null, 2) : JSON.stringify(value);
+  return stringifyJson(value, pretty ? 2 : undefined);
 }
 
 const encoder = new TextEncoder();

@@ -19,6 +19,7 @@ import {
   redactText,
   TimeoutError,
 } from "../../mod.ts";
+import { stringifyJson } from "../../lib/json.ts";
 import { type ParsedCommand, parseKeyValues, ShellParser, tokenize } from "./args.ts";
 import {
   COMMON_HELP,
@@ -317,7 +318,7 @@ export class ShellSession {
       execute: cmd.execute,
       ...(cmd.arguments ? { arguments: cmd.arguments } : {}),
     };
-    this.#opts.echo?.(JSON.stringify(cmd));
+    this.#opts.echo?.(stringifyJson(cmd));
     let value: unknown;
     try {
       value = await this.#client.executeRaw(cmd.execute, cmd.arguments, {
@@ -340,7 +341,7 @@ export class ShellSession {
       execute: "human-monitor-command",
       arguments: args,
     };
-    this.#opts.echo?.(JSON.stringify({ execute: record.execute, arguments: args }));
+    this.#opts.echo?.(stringifyJson({ execute: record.execute, arguments: args }));
     try {
       const out = hmpText(
         await this.#client.executeRaw("human-monitor-command", args, {
@@ -461,9 +462,7 @@ export function formatEventLine(ev: QmpEvent): string {
       String(t.getMilliseconds()).padStart(3, "0")
     }`
     : "--:--:--";
-  return `[${stamp}] event ${ev.event}${
-    ev.data === undefined ? "" : " " + JSON.stringify(ev.data)
-  }`;
+  return `[${stamp}] event ${ev.event}${ev.data === undefined ? "" : " " + stringifyJson(ev.data)}`;
 }
 
 function pad(n: number): string {
@@ -556,7 +555,7 @@ export async function shellCommand(argv: string[]): Promise<number> {
     ? (record: Record<string, unknown>) => {
       try {
         const safe = redactLogRecord(record);
-        logFile!.writeSync(encoder.encode(JSON.stringify(safe) + "\n"));
+        logFile!.writeSync(encoder.encode(stringifyJson(safe) + "\n"));
       } catch { /* keep going */ }
     }
     : undefined;
@@ -618,7 +617,7 @@ async function batchLoop(
     echo: opts.verbose ? (json) => writeErr(`${json}\n`) : undefined,
   });
   const events = opts.showEvents
-    ? pumpEvents(client, (ev) => writeOut(JSON.stringify(eventToJson(ev)) + "\n"))
+    ? pumpEvents(client, (ev) => writeOut(stringifyJson(eventToJson(ev)) + "\n"))
     : undefined;
   let failures = 0;
   try {
