@@ -15,6 +15,7 @@ import {
   type QmpClient,
   QmpCommandError,
   type QmpEvent,
+  redactMessage,
   redactReply,
   redactText,
   TimeoutError,
@@ -318,7 +319,7 @@ export class ShellSession {
       execute: cmd.execute,
       ...(cmd.arguments ? { arguments: cmd.arguments } : {}),
     };
-    this.#opts.echo?.(stringifyJson(cmd));
+    this.#opts.echo?.(stringifyJson(redactMessage(cmd)));
     let value: unknown;
     try {
       value = await this.#client.executeRaw(cmd.execute, cmd.arguments, {
@@ -341,7 +342,7 @@ export class ShellSession {
       execute: "human-monitor-command",
       arguments: args,
     };
-    this.#opts.echo?.(stringifyJson({ execute: record.execute, arguments: args }));
+    this.#opts.echo?.(stringifyJson(redactMessage({ execute: record.execute, arguments: args })));
     try {
       const out = hmpText(
         await this.#client.executeRaw("human-monitor-command", args, {
