@@ -126,23 +126,43 @@ export {
   ExpectationError,
   InterruptedError,
   PlaybookLoadError,
+  PlaybookSkip,
   PlaybookTimeoutError,
   PlaybookUsageError,
+  ReportMergeError,
   StepFailedError,
   StepTimeoutError,
 } from "./lib/runner/errors.ts";
 export {
-  type Failure,
-  type KeptVm,
-  type LogEntry,
   parseFilter,
-  type PlaybookInfo,
-  type PlaybookResult,
-  type RunObserver,
   runPlaybook,
   type RunPlaybookOptions,
   type StepFilter,
+} from "./lib/runner/engine.ts";
+export {
+  countResults,
+  type Failure,
+  type KeptVm,
+  type LogEntry,
+  type PlaybookInfo,
+  type PlaybookResult,
+  type PlaybookStatus,
+  type RunCounts,
+  type RunObserver,
+  type RunSummary,
+  type ShardSpec,
   type StepResult,
   type TranscriptRecord,
-} from "./lib/runner/engine.ts";
+} from "./lib/runner/results.ts";
+export {
+  BLOB_FORMAT,
+  BLOB_VERSION,
+  type BlobFile,
+  type BlobReport,
+  mergeBlobs,
+  readBlobs,
+  summaryFromBlob,
+  toBlob,
+} from "./lib/runner/blob.ts";
+export { RUNNER_VERSION } from "./lib/runner/version.ts";
 export { type ListedStep, listPlaybook, type PlaybookListing } from "./lib/runner/listing.ts";

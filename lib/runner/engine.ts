@@ -23,6 +23,15 @@ import {
 import { expect, type Expectation, matchObject } from "./expect.ts";
 import { formatShort, formatValue } from "./format.ts";
 import type {
+  Failure,
+  LogEntry,
+  PlaybookInfo,
+  PlaybookResult,
+  RunObserver,
+  StepResult,
+  TranscriptRecord,
+} from "./results.ts";
+import type {
   EventuallyOptions,
   ExpectedCommandError,
   ExpectedErrorType,
@@ -32,140 +41,6 @@ import type {
   PlaybookLaunchOptions,
   StepOptions,
 } from "./playbook.ts";
-
-/** One QMP message of a playbook, as kept in failure reports and `--record` files. */
-export interface TranscriptRecord {
-  /** When it was sent or received (ISO 8601). */
-  time: string;
-  /** Which VM's connection: `vm` for the playbook's own, `vm2`... for `t.launch()` ones. */
-  vm: string;
-  /** `send` (runner → QEMU) or `recv` (QEMU → runner). */
-  direction: "send" | "recv";
-  /** The message. */
-  message: Record<string, unknown>;
-}
-
-/** A failure, flattened for reports (JSON-safe). */
-export interface Failure {
-  /** The error class name, e.g. `ExpectationError`, `StepTimeoutError`. */
-  name: string;
-  /** The error message. */
-  message: string;
-  /** The step path (`block › backup › job concludes`), `(playbook)` or `cleanup`. */
-  step: string;
-  /** The failing matcher, for assertion failures. */
-  matcher?: string;
-  /** The expected value, formatted, for assertion failures. */
-  expected?: string;
-  /** The actual value, formatted, for assertion failures. */
-  actual?: string;
-  /** A line diff of expected (`-`) against actual (`+`), when available. */
-  diff?: string;
-  /** The stack trace, when the error has one. */
-  stack?: string;
-  /** Messages of the error's `cause` chain. */
-  causes: string[];
-  /** The last QMP messages exchanged before the failure (oldest first). */
-  transcript: TranscriptRecord[];
-  /** The last lines of the launched VM's serial console, when it has one. */
-  consoleTail?: string;
-  /** How QEMU ended (`killed by SIGKILL; stderr: ...`), when it died during the playbook. */
-  qemuExit?: string;
-}
-
-/** The outcome of one step. */
-export interface StepResult {
-  /** The step's name. */
-  name: string;
-  /** Its path, outermost first. */
-  path: string[];
-  /** `passed`, `failed` or `skipped`. */
-  status: "passed" | "failed" | "skipped";
-  /** Why it was skipped. */
-  skipReason?: string;
-  /** How long it ran, in ms. */
-  durationMs: number;
-  /** The step's own failure; absent when only a nested step failed. */
-  failure?: Failure;
-  /** True when the step failed because a nested step failed. */
-  nestedFailure?: boolean;
-  /** Nested steps, in start order. */
-  steps: StepResult[];
-}
-
-/** A line logged by the playbook (`t.log`), a VM lifecycle message or the runner. */
-export interface LogEntry {
-  /** When (ISO 8601). */
-  time: string;
-  /** Step path at the time (empty outside steps). */
-  path: string[];
-  /** Who logged it. */
-  source: "playbook" | "vm" | "runner";
-  /** The text. */
-  message: string;
-}
-
-/** A VM left running by `--keep-vm` after a failure. */
-export interface KeptVm {
-  /** Its label (`vm`, `vm2`, ...). */
-  label: string;
-  /** QEMU's pid. */
-  pid: number;
-  /** The QMP socket path (nothing is connected to it any more). */
-  socketPath: string;
-  /** The machine, so the runner can stop it later. */
-  machine: Machine;
-}
-
-/** The outcome of one playbook. */
-export interface PlaybookResult {
-  /** The playbook's name. */
-  name: string;
-  /** The file it came from, when known. */
-  file?: string;
-  /** `passed`, `failed`, `skipped` (filtered out) or `interrupted` (Ctrl-C). */
-  status: "passed" | "failed" | "skipped" | "interrupted";
-  /** Why it was skipped. */
-  skipReason?: string;
-  /** How long it ran, in ms (VM launch and shutdown included). */
-  durationMs: number;
-  /** Top-level steps, in start order. */
-  steps: StepResult[];
-  /** A failure outside any step: loading, launching, or the body itself. */
-  failure?: Failure;
-  /** Cleanups that failed. */
-  cleanupFailures: Failure[];
-  /** Everything logged, in order. */
-  logs: LogEntry[];
-  /** VMs left running by `--keep-vm`. */
-  kept: KeptVm[];
-  /** The `--record` file, when recording. */
-  recording?: string;
-}
-
-/** Identifies a playbook in observer callbacks. */
-export interface PlaybookInfo {
-  /** Position in the run (0-based). */
-  index: number;
-  /** The playbook's name. */
-  name: string;
-  /** The file it came from, when known. */
-  file?: string;
-}
-
-/** Live notifications of a run, for reporters. All optional. */
-export interface RunObserver {
-  /** A playbook starts. */
-  playbookStart?(playbook: PlaybookInfo): void;
-  /** A step starts. */
-  stepStart?(playbook: PlaybookInfo, step: { name: string; path: string[] }): void;
-  /** A step ended (passed, failed or skipped). */
-  stepEnd?(playbook: PlaybookInfo, step: StepResult): void;
-  /** Something was logged. */
-  log?(playbook: PlaybookInfo, entry: LogEntry): void;
-  /** A playbook ended. */
-  playbookEnd?(playbook: PlaybookInfo, result: PlaybookResult): void;
-}
 
 /** A compiled `--filter`: a substring, or `/regex/flags`. */
 export interface StepFilter {

@@ -113,3 +113,30 @@ export class StepFailedError extends QmpError {
     this.path = path;
   }
 }
+
+/**
+ * Blob reports cannot be read or merged: not a blob, another format or
+ * runner version, a missing or duplicated shard. Says which file or shard.
+ */
+export class ReportMergeError extends QmpError {
+  /** Creates the error; `message` says what is wrong and what to do. */
+  constructor(message: string, options?: QmpErrorOptions) {
+    super(message, options);
+    this.name = "ReportMergeError";
+  }
+}
+
+/**
+ * Thrown by `t.skip(reason)`: the step that calls it, and the rest of the
+ * playbook, are reported as skipped with `reason` (cleanups still run).
+ */
+export class PlaybookSkip extends QmpError {
+  /** Why the playbook was skipped. */
+  readonly reason: string;
+  /** Creates the skip signal with its reason. */
+  constructor(reason: string) {
+    super(`skipped: ${reason}`);
+    this.name = "PlaybookSkip";
+    this.reason = reason;
+  }
+}

@@ -6,39 +6,18 @@
  * @module
  */
 import { formatDuration } from "../duration.ts";
-import type {
-  Failure,
-  LogEntry,
-  PlaybookInfo,
-  PlaybookResult,
-  RunObserver,
-  StepResult,
-  TranscriptRecord,
-} from "./engine.ts";
-
-/** Counts of a run, by playbook and by step. */
-export interface RunCounts {
-  /** Playbooks by status. */
-  playbooks: { passed: number; failed: number; skipped: number; interrupted: number };
-  /** Steps (nested ones included) by status. */
-  steps: { passed: number; failed: number; skipped: number };
-}
-
-/** The end of a run, as given to {@link Reporter.runEnd}. */
-export interface RunSummary {
-  /** Every playbook's result, in run order. */
-  results: PlaybookResult[];
-  /** Wall time of the run, in ms. */
-  durationMs: number;
-  /** True when the run was interrupted (Ctrl-C). */
-  interrupted: boolean;
-  /** What interrupted it, for messages (default `Ctrl-C`; e.g. `SIGTERM`). */
-  interruptedBy?: string;
-  /** Counts by status. */
-  counts: RunCounts;
-  /** True when every playbook passed (or was skipped) and nothing was interrupted. */
-  ok: boolean;
-}
+import {
+  countResults,
+  type Failure,
+  jsonSafeResults,
+  type LogEntry,
+  type PlaybookInfo,
+  type PlaybookResult,
+  type RunObserver,
+  type RunSummary,
+  type StepResult,
+  type TranscriptRecord,
+} from "./results.ts";
 
 /** A run reporter: live callbacks plus a final summary. */
 export interface Reporter extends RunObserver {
@@ -76,25 +55,6 @@ export interface ReporterOptions {
    * already say.
    */
   verbose?: boolean;
-}
-
-/** Counts results by status. */
-export function countResults(results: readonly PlaybookResult[]): RunCounts {
-  const counts: RunCounts = {
-    playbooks: { passed: 0, failed: 0, skipped: 0, interrupted: 0 },
-    steps: { passed: 0, failed: 0, skipped: 0 },
-  };
-  const walk = (steps: readonly StepResult[]) => {
-    for (const s of steps) {
-      counts.steps[s.status]++;
-      walk(s.steps);
-    }
-  };
-  for (const r of results) {
-    counts.playbooks[r.status]++;
-    walk(r.steps);
-  }
-  return counts;
 }
 
 const encoder = new TextEncoder();
@@ -462,21 +422,10 @@ export function jsonReport(s: RunSummary): Record<string, unknown> {
     ...(s.interruptedBy ? { interruptedBy: s.interruptedBy } : {}),
     durationMs: Math.round(s.durationMs),
     counts: s.counts,
-    playbooks: s.results.map((r) => ({
-      ...r,
-      durationMs: Math.round(r.durationMs),
-      steps: roundSteps(r.steps),
-      kept: r.kept.map(({ machine: _m, ...k }) => k),
-    })),
+    ...(s.shard ? { shard: s.shard } : {}),
+    ...(s.shards ? { shards: s.shards } : {}),
+    playbooks: jsonSafeResults(s.results),
   };
-}
-
-function roundSteps(steps: StepResult[]): StepResult[] {
-  return steps.map((s) => ({
-    ...s,
-    durationMs: Math.round(s.durationMs),
-    steps: roundSteps(s.steps),
-  }));
 }
 
 // ------------------------------------------------------------------------------------- junit

@@ -19,23 +19,21 @@ import {
   describeFailure,
   killAllMachines,
   parseFilter,
-  type PlaybookResult,
   recordPath,
   runPlaybook,
   type StepFilter,
-  type StepResult,
   stripAnsi,
 } from "../../lib/runner/engine.ts";
+import {
+  countResults,
+  type PlaybookResult,
+  type RunSummary,
+  type StepResult,
+} from "../../lib/runner/results.ts";
 import { InterruptedError, PlaybookLoadError } from "../../lib/runner/errors.ts";
 import { listPlaybook, type PlaybookListing } from "../../lib/runner/listing.ts";
 import type { Playbook } from "../../lib/runner/playbook.ts";
-import {
-  countResults,
-  createReporter,
-  type Reporter,
-  type ReporterName,
-  type RunSummary,
-} from "../../lib/runner/reporters.ts";
+import { createReporter, type Reporter, type ReporterName } from "../../lib/runner/reporters.ts";
 import { onStopSignals, SIGNAL_EXIT_CODE, type StopSignal } from "./signals.ts";
 
 const USAGE = `Usage: deno task play [options] <playbook|dir|name>...
@@ -406,7 +404,7 @@ export async function runCommand(argv: string[]): Promise<number> {
           "Press Ctrl-C to stop the VM(s) and exit.\n",
       );
       await new Promise<void>((resolve) => (keptWaiter = resolve));
-      await Promise.all(kept.map((k) => k.machine.kill().catch(() => undefined)));
+      await Promise.all(kept.map((k) => k.machine?.kill().catch(() => undefined)));
     }
     if (interrupted) return SIGNAL_EXIT_CODE[signals.received ?? "SIGINT"];
     if (opts.filter && strays === 0 && !final.some(selectedSomething)) {
