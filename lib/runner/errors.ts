@@ -127,6 +127,21 @@ export class ReportMergeError extends QmpError {
 }
 
 /**
+ * A report cannot be written: its output directory (`--output DIR`) cannot
+ * be created or is not writable. Says which directory and why.
+ */
+export class ReportOutputError extends QmpError {
+  /** The output directory. */
+  readonly dir: string;
+  /** Creates the error for `dir`; `message` says what is wrong and what to do. */
+  constructor(dir: string, message: string, options?: QmpErrorOptions) {
+    super(message, options);
+    this.name = "ReportOutputError";
+    this.dir = dir;
+  }
+}
+
+/**
  * Thrown by `t.skip(reason)`: the step that calls it, and the rest of the
  * playbook, are reported as skipped with `reason` (cleanups still run).
  */
