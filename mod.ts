@@ -130,6 +130,7 @@ export {
   PlaybookTimeoutError,
   PlaybookUsageError,
   ReportMergeError,
+  ReportOutputError,
   StepFailedError,
   StepTimeoutError,
 } from "./lib/runner/errors.ts";
