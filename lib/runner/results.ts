@@ -217,6 +217,8 @@ export interface RunSummary {
   shards?: ShardSpec[];
   /** The version of the runner that produced it. */
   runnerVersion?: string;
+  /** Durations by playbook key (see `blob.ts`), for balancing shards next time. */
+  timings?: Record<string, number>;
   /** Options of the run that shape its results. */
   config?: { retries: number; repeatEach: number; tags: string[]; parallel: number };
 }
