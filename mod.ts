@@ -106,6 +106,7 @@ export {
   type Playbook,
   playbook,
   type PlaybookContext,
+  type PlaybookFactory,
   type PlaybookFn,
   type PlaybookLaunchOptions,
   type PlaybookMeta,

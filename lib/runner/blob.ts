@@ -304,6 +304,7 @@ export function mergeBlobs(files: readonly BlobFile[]): RunSummary {
     ok: ordered.every((f) => f.blob.ok) && resultsOk(counts),
     ...(sharded.length > 0 ? { shards: ordered.map((f) => f.blob.shard!) } : {}),
     runnerVersion: ordered[0].blob.runnerVersion,
+    timings: blobTimings(ordered),
     ...(ordered[0].blob.config ? { config: ordered[0].blob.config } : {}),
   };
 }

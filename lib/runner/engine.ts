@@ -15,6 +15,7 @@ import { launch, type Machine } from "../machine.ts";
 import {
   ExpectationError,
   InterruptedError,
+  PlaybookSkip,
   PlaybookTimeoutError,
   PlaybookUsageError,
   StepFailedError,
@@ -140,6 +141,8 @@ export async function runPlaybook(
     name,
     ...(options.file ? { file: options.file } : {}),
     status: "passed",
+    ...(pb.meta.tags?.length ? { tags: [...pb.meta.tags] } : {}),
+    startedAt: new Date().toISOString(),
     durationMs: 0,
     steps: [],
     cleanupFailures: [],
@@ -147,7 +150,14 @@ export async function runPlaybook(
     kept: [],
   };
   const t0 = performance.now();
+  let skipped: string | undefined;
   observer.playbookStart?.(info);
+  if (pb.meta.skip) {
+    result.status = "skipped";
+    result.skipReason = typeof pb.meta.skip === "string" ? pb.meta.skip : "playbook.skip";
+    observer.playbookEnd?.(info, result);
+    return result;
+  }
 
   const ringSize = options.ringSize ?? 10;
   const ring: TranscriptRecord[] = [];
@@ -235,6 +245,7 @@ export async function runPlaybook(
         stepTimeout: options.stepTimeout ?? pb.meta.stepTimeout,
         observer,
         info,
+        t0,
         log,
         ring,
         transcript,
@@ -242,7 +253,8 @@ export async function runPlaybook(
       });
       await ctx.runBody(pb.fn);
     } catch (e) {
-      if (!(e instanceof StepFailedError)) {
+      if (e instanceof PlaybookSkip) skipped = e.reason;
+      else if (!(e instanceof StepFailedError)) {
         result.failure = describeFailure(e, "(playbook)", ring, consoleTail(machines[0]?.machine));
         const exit = await qemuExit(e, machines[0]?.machine);
         if (exit) result.failure.qemuExit = exit;
@@ -298,6 +310,9 @@ export async function runPlaybook(
     result.failure || result.cleanupFailures.length > 0 || result.steps.some(failedStep)
   ) {
     result.status = "failed";
+  } else if (skipped !== undefined) {
+    result.status = "skipped";
+    result.skipReason = skipped;
   } else if (
     options.filter && !playbookMatched && result.steps.length > 0 &&
     result.steps.every((s) => s.status === "skipped")
@@ -430,6 +445,8 @@ interface ContextInit {
   stepTimeout: Duration | undefined;
   observer: RunObserver;
   info: PlaybookInfo;
+  /** `performance.now()` when the playbook started (steps' `startMs` count from it). */
+  t0: number;
   log: (source: LogEntry["source"], path: string[], message: string) => void;
   ring: TranscriptRecord[];
   transcript: (vm: string) => (entry: TranscriptEntry) => void;
@@ -559,6 +576,7 @@ class Context implements PlaybookContext {
     const frame: Frame = { path, signal, children: result.steps, matched };
     observer.stepStart?.(info, { name, path });
     const t0 = performance.now();
+    result.startMs = t0 - this.#init.t0;
     let failed = false;
     let error: unknown;
     try {
@@ -576,6 +594,12 @@ class Context implements PlaybookContext {
     if (!failed) {
       observer.stepEnd?.(info, result);
       return true;
+    }
+    if (error instanceof PlaybookSkip) {
+      result.status = "skipped";
+      result.skipReason = error.reason;
+      observer.stepEnd?.(info, result);
+      throw error;
     }
     result.status = "failed";
     if (error instanceof StepFailedError) result.nestedFailure = true;
@@ -695,7 +719,7 @@ class Context implements PlaybookContext {
     try {
       value = typeof action === "function" ? await action() : await action;
     } catch (e) {
-      if (this.signal.aborted) throw e;
+      if (this.signal.aborted || e instanceof PlaybookSkip) throw e;
       const got = errorText(e);
       if ("type" in expected && expected.type) {
         if (!(e instanceof expected.type)) {
@@ -774,6 +798,7 @@ class Context implements PlaybookContext {
           last = undefined;
         } catch (e) {
           if (outer.aborted) throw outer.reason;
+          if (e instanceof PlaybookSkip) throw e;
           if (deadline.signal.aborted && e === deadline.signal.reason) break;
           if (
             e instanceof PlaybookUsageError ||
@@ -831,6 +856,10 @@ class Context implements PlaybookContext {
 
   sleep(duration: Duration): Promise<void> {
     return sleep(parseDuration(duration), this.signal);
+  }
+
+  skip(reason?: string): never {
+    throw new PlaybookSkip(typeof reason === "string" && reason !== "" ? reason : "t.skip()");
   }
 }
 

@@ -5,7 +5,7 @@
  * @module
  */
 import { failureText } from "./report_text.ts";
-import type { Failure, RunSummary, StepResult } from "./results.ts";
+import type { Failure, PlaybookResult, RunSummary, StepResult } from "./results.ts";
 
 function xml(text: string): string {
   // deno-lint-ignore no-control-regex
@@ -18,7 +18,31 @@ function seconds(ms: number): string {
   return (ms / 1000).toFixed(3);
 }
 
-/** The JUnit XML document printed by the `junit` reporter: one testsuite per playbook. */
+/** Failures of earlier attempts, by step path (`a › b`, `(playbook)`, `cleanup`). */
+function attemptFailures(r: PlaybookResult): Map<string, Failure[]> {
+  const out = new Map<string, Failure[]>();
+  const add = (key: string, f: Failure) => out.set(key, [...(out.get(key) ?? []), f]);
+  for (const a of r.attempts ?? []) {
+    const walk = (steps: StepResult[]) => {
+      for (const st of steps) {
+        if (st.failure) add(st.path.join(" › "), st.failure);
+        walk(st.steps);
+      }
+    };
+    walk(a.steps);
+    if (a.failure) add("(playbook)", a.failure);
+    for (const f of a.cleanupFailures) add("cleanup", f);
+  }
+  return out;
+}
+
+/**
+ * The JUnit XML document printed by the `junit` reporter: one testsuite per
+ * playbook, a testcase per step. A flaky playbook (passed on a retry) is a
+ * passing suite with the property `qmpkit.flaky`, and each earlier failure
+ * is a `<flakyFailure>` inside the passing testcase of its step, as Maven
+ * Surefire writes reruns (Jenkins and others show them as flaky).
+ */
 export function junitReport(s: RunSummary): string {
   const suites: string[] = [];
   let tests = 0;
@@ -27,6 +51,15 @@ export function junitReport(s: RunSummary): string {
   let skipped = 0;
   for (const r of s.results) {
     const cases: string[] = [];
+    const flaky = r.status === "flaky" ? attemptFailures(r) : new Map<string, Failure[]>();
+    const flakyTags = (key: string) => {
+      const list = flaky.get(key) ?? [];
+      flaky.delete(key);
+      return list.map((f) =>
+        `<flakyFailure message="${xml(f.message.split("\n")[0])}" type="${xml(f.name)}">` +
+        `<stackTrace>${xml(failureText(f))}</stackTrace></flakyFailure>`
+      ).join("");
+    };
     let sf = 0;
     let se = 0;
     let ss = 0;
@@ -52,7 +85,7 @@ export function junitReport(s: RunSummary): string {
             sf++;
             body = `<failure message="a nested step failed" type="StepFailedError"/>`;
           }
-        }
+        } else body = flakyTags(st.path.join(" › "));
         cases.push(body ? `    <testcase ${attrs}>${body}</testcase>` : `    <testcase ${attrs}/>`);
         walk(st.steps);
       }
@@ -80,19 +113,41 @@ export function junitReport(s: RunSummary): string {
         }"/></testcase>`,
       );
     }
+    if (flaky.size > 0) {
+      // Earlier failures in steps the passing attempt did not have.
+      const rest = [...flaky.keys()].map(flakyTags).join("");
+      cases.push(
+        `    <testcase name="(earlier attempts)" classname="${
+          xml(r.name)
+        }" time="0">${rest}</testcase>`,
+      );
+    }
     const logs = r.logs.map((l) =>
       `${l.time} [${l.source}]${l.path.length ? ` ${l.path.join(" › ")}:` : ""} ${l.message}`
     );
+    if (r.status === "flaky") {
+      logs.unshift(
+        `flaky: failed ${r.attempts?.length ?? 0} time(s), then passed on retry ${r.retry ?? 0}`,
+      );
+    } else if (r.attempts?.length) {
+      logs.unshift(`failed on every attempt (${r.attempts.length + 1})`);
+    }
+    const props = r.attempts?.length
+      ? `    <properties>${
+        r.status === "flaky" ? `<property name="qmpkit.flaky" value="true"/>` : ""
+      }<property name="qmpkit.retries" value="${r.attempts.length}"/></properties>\n`
+      : "";
+    const suiteName = r.repeat !== undefined ? `${r.name} (repeat ${r.repeat + 1})` : r.name;
     tests += cases.length;
     failures += sf;
     errors += se;
     skipped += ss;
     suites.push(
-      `  <testsuite name="${xml(r.name)}"${
+      `  <testsuite name="${xml(suiteName)}"${
         r.file ? ` file="${xml(r.file)}"` : ""
       } tests="${cases.length}" ` +
         `failures="${sf}" errors="${se}" skipped="${ss}" time="${seconds(r.durationMs)}">\n` +
-        cases.join("\n") + (cases.length ? "\n" : "") +
+        props + cases.join("\n") + (cases.length ? "\n" : "") +
         (logs.length ? `    <system-out>${xml(logs.join("\n"))}</system-out>\n` : "") +
         `  </testsuite>`,
     );

@@ -39,6 +39,7 @@ export class PrettyReporter implements Reporter {
   readonly #live: boolean;
   readonly #grouped: boolean;
   readonly #verbose: boolean;
+  readonly #progressLines: boolean;
   readonly #running = new Map<number, Running>();
   readonly #progress = new Progress();
   readonly #retrying = new Map<number, number>();
@@ -48,13 +49,20 @@ export class PrettyReporter implements Reporter {
 
   constructor(
     out: ReporterOutput,
-    opts: { color: boolean; live: boolean; parallel: number; verbose: boolean },
+    opts: {
+      color: boolean;
+      live: boolean;
+      parallel: number;
+      verbose: boolean;
+      progressLines: boolean;
+    },
   ) {
     this.#out = out;
     this.#color = opts.color;
     this.#live = opts.live;
     this.#grouped = opts.parallel > 1;
     this.#verbose = opts.verbose;
+    this.#progressLines = opts.progressLines;
   }
 
   #c(code: number, text: string): string {
@@ -210,12 +218,12 @@ export class PrettyReporter implements Reporter {
       }steps: ${stepText}`;
     const label = `${result.name}${
       result.repeat !== undefined ? ` (repeat ${result.repeat + 1})` : ""
-    }${result.retry ? ` (retry ${result.retry})` : ""}`;
+    }${result.retry && result.status !== "flaky" ? ` (retry ${result.retry})` : ""}`;
     lines.push(`${mark} ${this.#bold(label)}  ${status}  ${time}`);
     if (retry !== undefined) {
       lines.push(this.#yellow(`↻ retrying ${result.name} on a fresh VM (retry ${retry})`));
     }
-    if (!this.#live && this.#progress.total > 1) {
+    if (!this.#live && this.#progressLines && this.#progress.total > 1) {
       lines.push(this.#dim(`[${this.#progress.text()}]`));
     }
     lines.push("");

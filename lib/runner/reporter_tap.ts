@@ -29,7 +29,10 @@ function yamlBlock(f: Failure, durationMs: number | undefined, indent: string): 
   return lines;
 }
 
-/** The TAP version 14 document printed by the `tap` reporter: a subtest per playbook. */
+/**
+ * The TAP version 14 document printed by the `tap` reporter: a subtest per
+ * playbook. A flaky playbook is `ok`, followed by a `# flaky: ...` comment.
+ */
 export function tapReport(s: RunSummary): string {
   const out = ["TAP version 14"];
   const steps = (list: StepResult[], indent: string) => {
@@ -50,8 +53,9 @@ export function tapReport(s: RunSummary): string {
     });
   };
   s.results.forEach((r, i) => {
+    const label = r.repeat !== undefined ? `${r.name} (repeat ${r.repeat + 1})` : r.name;
     const indent = "    ";
-    out.push(`# Subtest: ${tapName(r.name)}`);
+    out.push(`# Subtest: ${tapName(label)}`);
     steps(r.steps, indent);
     let count = r.steps.length;
     if (r.failure) {
@@ -65,10 +69,16 @@ export function tapReport(s: RunSummary): string {
     out.push(`${indent}1..${count}`);
     const n = i + 1;
     if (r.status === "skipped") {
-      out.push(`ok ${n} - ${tapName(r.name)} # SKIP ${tapName(r.skipReason ?? "")}`);
-    } else if (r.status === "passed") out.push(`ok ${n} - ${tapName(r.name)}`);
-    else {out.push(
-        `not ok ${n} - ${tapName(r.name)}${r.status === "interrupted" ? " # interrupted" : ""}`,
+      out.push(`ok ${n} - ${tapName(label)} # SKIP ${tapName(r.skipReason ?? "")}`);
+    } else if (r.status === "passed") out.push(`ok ${n} - ${tapName(label)}`);
+    else if (r.status === "flaky") {
+      out.push(`ok ${n} - ${tapName(label)}`);
+      out.push(
+        `# flaky: ${tapName(r.name)} failed ${r.attempts?.length ?? 0} time(s), ` +
+          `then passed on retry ${r.retry ?? 0}`,
+      );
+    } else {out.push(
+        `not ok ${n} - ${tapName(label)}${r.status === "interrupted" ? " # interrupted" : ""}`,
       );}
   });
   out.push(`1..${s.results.length}`);

@@ -1,8 +1,9 @@
 /**
  * Reporters for playbook runs, and {@link createReporter}, which makes them
  * by name: `pretty` (live progress on stderr), `json`, `junit` and `tap`
- * (one document on stdout at the end, so it can be redirected), and `blob`
- * (a file in `outputDir` that `merge-reports` merges). Each reporter lives in
+ * (one document on stdout at the end, so it can be redirected), `blob`
+ * (a file in `outputDir` that `merge-reports` merges) and `html`
+ * (`outputDir/index.html`, a self-contained page for people). Each reporter lives in
  * its own `reporter_*.ts` file and is driven by {@link RunSummary} alone at
  * the end of a run, so `merge-reports` can replay merged shards into it.
  *
@@ -10,6 +11,7 @@
  */
 import { toBlob, writeBlob } from "./blob.ts";
 import { ProgressReporter } from "./progress.ts";
+import { writeHtmlReport } from "./reporter_html.ts";
 import { jsonReport } from "./reporter_json.ts";
 import { junitReport } from "./reporter_junit.ts";
 import { PrettyReporter } from "./reporter_pretty.ts";
@@ -38,16 +40,23 @@ export interface ReporterOutput {
 }
 
 /** Names of the built-in reporters. */
-export type ReporterName = "pretty" | "json" | "junit" | "tap" | "blob";
+export type ReporterName = "pretty" | "json" | "junit" | "tap" | "blob" | "html";
 
 /** Every built-in reporter's name. */
-export const REPORTER_NAMES: readonly ReporterName[] = ["pretty", "json", "junit", "tap", "blob"];
+export const REPORTER_NAMES: readonly ReporterName[] = [
+  "pretty",
+  "json",
+  "junit",
+  "tap",
+  "blob",
+  "html",
+];
 
 /** Reporters that write their document to stdout (at most one per run). */
 export const STDOUT_REPORTERS: readonly ReporterName[] = ["json", "junit", "tap"];
 
 /** Reporters that write files into {@link ReporterOptions.outputDir}. */
-export const FILE_REPORTERS: readonly ReporterName[] = ["blob"];
+export const FILE_REPORTERS: readonly ReporterName[] = ["blob", "html"];
 
 /** Options of {@link createReporter}. */
 export interface ReporterOptions {
@@ -69,7 +78,12 @@ export interface ReporterOptions {
    * already say.
    */
   verbose?: boolean;
-  /** The directory file reporters (`blob`) write into (default `qmpkit-report`). */
+  /**
+   * Off a live terminal, print a plain progress line after each playbook
+   * (pretty only; default true; `merge-reports` turns it off).
+   */
+  progressLines?: boolean;
+  /** The directory file reporters (`blob`, `html`) write into (default `qmpkit-report`). */
   outputDir?: string;
 }
 
@@ -110,6 +124,7 @@ export function createReporter(name: ReporterName, options: ReporterOptions = {}
         live: options.live ?? liveStderr(),
         parallel: options.parallel ?? 1,
         verbose: options.verbose ?? false,
+        progressLines: options.progressLines ?? true,
       });
     case "json":
       return { runEnd: (s) => output.stdout(JSON.stringify(jsonReport(s), null, 2) + "\n") };
@@ -123,6 +138,15 @@ export function createReporter(name: ReporterName, options: ReporterOptions = {}
         runEnd: async (s) => {
           const path = await writeBlob(dir, toBlob(s, s.timings));
           output.stderr(`blob report: ${path}\n`);
+        },
+      };
+    }
+    case "html": {
+      const dir = options.outputDir ?? "qmpkit-report";
+      return {
+        runEnd: async (s) => {
+          const path = await writeHtmlReport(dir, s);
+          output.stderr(`html report: ${path}\n`);
         },
       };
     }
