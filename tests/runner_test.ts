@@ -513,7 +513,7 @@ Deno.test("--reporter json: counts, steps, failure details", async () => {
     assert.equal(report.version, 1);
     assert.equal(report.ok, false);
     assert.deepEqual(report.counts, {
-      playbooks: { passed: 0, failed: 1, skipped: 0, interrupted: 0 },
+      playbooks: { passed: 0, failed: 1, skipped: 0, interrupted: 0, flaky: 0 },
       steps: { passed: 1, failed: 2, skipped: 1 },
     });
     const pb = report.playbooks[0];

@@ -131,7 +131,9 @@ function count(flag: string, value: string | undefined, min: number, fallback: n
   if (value === undefined) return fallback;
   const n = Number(value);
   if (!/^\s*\d+\s*$/.test(value) || !Number.isSafeInteger(n) || n < min) {
-    throw new UsageError(`${flag} must be a whole number ≥ ${min}, got "${value}"`);
+    throw new UsageError(
+      `${flag} must be a ${min === 0 ? "non-negative" : "positive"} integer, got "${value}"`,
+    );
   }
   return n;
 }
