@@ -7,9 +7,9 @@
  */
 import { fileURLToPath } from "node:url";
 
-export const ROOT = fileURLToPath(new URL("..", import.meta.url));
-const PLAY = fileURLToPath(new URL("../scripts/play.ts", import.meta.url));
-export const PLAYBOOK_URL = new URL("../lib/runner/playbook.ts", import.meta.url).href;
+export const ROOT = fileURLToPath(new URL("../..", import.meta.url));
+const PLAY = fileURLToPath(new URL("../../scripts/play.ts", import.meta.url));
+export const PLAYBOOK_URL = new URL("../../lib/runner/playbook.ts", import.meta.url).href;
 const PERMS = ["--allow-read", "--allow-write", "--allow-net", "--allow-run", "--allow-env"];
 
 /** A running `play.ts` subprocess with its output captured as it arrives. */
@@ -20,10 +20,13 @@ export class Play {
   readonly done: Promise<{ code: number; stdout: string; stderr: string }>;
   #listeners: (() => void)[] = [];
 
-  constructor(args: string[], options: { env?: Record<string, string>; timeoutMs?: number } = {}) {
+  constructor(
+    args: string[],
+    options: { env?: Record<string, string>; timeoutMs?: number; cwd?: string } = {},
+  ) {
     const child = new Deno.Command(Deno.execPath(), {
       args: ["run", "--no-check", ...PERMS, PLAY, ...args],
-      cwd: ROOT,
+      cwd: options.cwd ?? ROOT,
       env: { NO_COLOR: "1", ...options.env },
       stdin: "null",
       stdout: "piped",
@@ -83,7 +86,7 @@ export class Play {
 
 export function play(
   args: string[],
-  options?: { env?: Record<string, string>; timeoutMs?: number },
+  options?: { env?: Record<string, string>; timeoutMs?: number; cwd?: string },
 ) {
   return new Play(args, options).done;
 }
