@@ -233,3 +233,44 @@ Deno.test("html: createReporter('html') writes the file at runEnd and says where
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+const PLAY = new URL("../scripts/play.ts", import.meta.url).pathname;
+
+async function play(args: string[]): Promise<{ code: number; stderr: string }> {
+  const child = new Deno.Command(Deno.execPath(), {
+    args: ["run", "--no-check", "-R", "-W", "-N", "--allow-run", "-E", PLAY, ...args],
+    env: { NO_COLOR: "1" },
+    stdin: "null",
+    stdout: "null",
+    stderr: "piped",
+  }).spawn();
+  const timer = setTimeout(() => child.kill("SIGKILL"), 60_000);
+  const out = await child.output();
+  clearTimeout(timer);
+  return { code: out.code, stderr: new TextDecoder().decode(out.stderr) };
+}
+
+Deno.test("html CLI: an --output that is not a writable directory: one error line, exit 2", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "qmpkit-html-test-" });
+  try {
+    const file = `${dir}/not-a-dir`;
+    await Deno.writeTextFile(file, "x");
+    await Deno.mkdir(`${dir}/blobs`);
+    await Deno.writeTextFile(`${dir}/blobs/blob.json`, JSON.stringify(toBlob(sampleSummary())));
+    await Deno.writeTextFile(`${dir}/x.playbook.ts`, "export default 1;\n");
+    for (
+      const args of [
+        [`${dir}/x.playbook.ts`, "--reporter", "html", "--output", `${file}/report`],
+        ["merge-reports", `${dir}/blobs`, "--reporter", "html", "--output", file],
+      ]
+    ) {
+      const r = await play(args);
+      assert.equal(r.code, 2, `${args.join(" ")}: ${r.stderr}`);
+      assert.match(r.stderr, /^error: .*not-a-dir/, r.stderr);
+      assert.doesNotMatch(r.stderr, /^\s+at /m, "no stack");
+    }
+    assert.equal(await Deno.readTextFile(file), "x");
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});

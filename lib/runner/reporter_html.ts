@@ -526,7 +526,7 @@ summary{cursor:pointer}
 ol.steps{list-style:none;margin:0;padding-left:20px}ol.steps.top{padding-left:0}
 .step>.row,.step>details>summary{padding:2px 0}
 .dur{margin-left:8px;font-size:12.5px}
-.em{color:var(--failed);margin-left:10px;font-family:var(--mono);font-size:12.5px}
+.em{display:block;color:var(--failed);margin-left:30px;font-family:var(--mono);font-size:12.5px;white-space:nowrap;overflow:hidden;text-overflow:ellipsis}.fail[open]>summary .em{display:none}
 .fail>summary{list-style:none}.fail>summary::-webkit-details-marker{display:none}
 .fail>summary::before{content:"▸";display:inline-block;width:14px;color:var(--mut)}.fail[open]>summary::before{content:"▾"}
 .step>.row{padding-left:14px}
