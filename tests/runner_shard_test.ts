@@ -244,3 +244,17 @@ Deno.test("bad --shard, --output, --timings and merge input: one clear error, ex
     assert.match(badReporter.stderr, /json and tap both write to stdout/);
   });
 });
+
+Deno.test("the bundled examples: 4 shards of --list partition the whole list", async () => {
+  const list = async (args: string[]) => {
+    const r = await play(["examples/", "--list", "--reporter", "json", ...args]);
+    assert.equal(r.code, 0, r.stderr);
+    return JSON.parse(r.stdout).playbooks.map((p: { file: string }) => p.file) as string[];
+  };
+  const whole = await list([]);
+  const parts = [];
+  for (const i of [1, 2, 3, 4]) parts.push(await list(["--shard", `${i}/4`]));
+  assert.deepEqual(parts.flat().sort(), [...whole].sort());
+  assert.equal(new Set(parts.flat()).size, whole.length, "no playbook in two shards");
+  assert.ok(parts.every((p) => p.length >= 1), `${whole.length} examples over 4 shards by count`);
+});
