@@ -135,12 +135,26 @@ export {
   StepFailedError,
   StepTimeoutError,
 } from "./lib/runner/errors.ts";
+export { runPlaybook, type RunPlaybookOptions } from "./lib/runner/engine.ts";
+export { parseFilter, type StepFilter } from "./lib/runner/filter.ts";
 export {
-  parseFilter,
-  runPlaybook,
-  type RunPlaybookOptions,
-  type StepFilter,
-} from "./lib/runner/engine.ts";
+  runPlaybooks,
+  type RunPlaybooksOptions,
+  type RunUnit,
+  type ScheduleOutcome,
+} from "./lib/runner/scheduler.ts";
+export { assignShards, parseShard } from "./lib/runner/shard.ts";
+export {
+  combineReporters,
+  createReporter,
+  createReporters,
+  type Reporter,
+  type ReporterName,
+  type ReporterOptions,
+  type ReporterOutput,
+} from "./lib/runner/reporters.ts";
+export { replay } from "./lib/runner/replay.ts";
+export { parseTags, type TagFilter } from "./lib/runner/tags.ts";
 export {
   countResults,
   type Failure,

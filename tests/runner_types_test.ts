@@ -8,7 +8,8 @@ import type { JobInfo, StatusInfo } from "../lib/qapi/types.ts";
 import { ExpectationError } from "../lib/runner/errors.ts";
 import { equals, expect, matchObject } from "../lib/runner/expect.ts";
 import { diffValues, formatValue } from "../lib/runner/format.ts";
-import { parseFilter, recordPath } from "../lib/runner/engine.ts";
+import { recordPath } from "../lib/runner/engine.ts";
+import { parseFilter } from "../lib/runner/filter.ts";
 import { isPlaybook, playbook, type PlaybookContext } from "../lib/runner/playbook.ts";
 
 const paused: StatusInfo = { running: false, singlestep: false, status: "paused" };

@@ -6,7 +6,7 @@
  */
 import type { QmpClient } from "../client.ts";
 import type { Machine } from "../machine.ts";
-import type { StepFilter } from "./engine.ts";
+import type { StepFilter } from "./filter.ts";
 import { PlaybookSkip } from "./errors.ts";
 import { expect } from "./expect.ts";
 import type { Playbook, PlaybookContext, StepOptions } from "./playbook.ts";

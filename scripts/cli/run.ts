@@ -11,13 +11,10 @@
  *
  * @module
  */
-import {
-  describeFailure,
-  killAllMachines,
-  recordPath,
-  type StepFilter,
-} from "../../lib/runner/engine.ts";
-import { InterruptedError } from "../../lib/runner/errors.ts";
+import { killAllMachines, recordPath } from "../../lib/runner/engine.ts";
+import { describeFailure } from "../../lib/runner/failure.ts";
+import type { StepFilter } from "../../lib/runner/filter.ts";
+import { InterruptedError, ReportOutputError } from "../../lib/runner/errors.ts";
 import { listPlaybook } from "../../lib/runner/listing.ts";
 import { createReporters, type Reporter } from "../../lib/runner/reporters.ts";
 import {
@@ -287,7 +284,13 @@ export async function runCommand(argv: string[]): Promise<number> {
         parallel,
       },
     };
-    await reporter.runEnd(summary);
+    try {
+      await reporter.runEnd(summary);
+    } catch (e) {
+      if (!(e instanceof ReportOutputError)) throw e;
+      writeErr(`error: ${e.message}\n`);
+      return 2;
+    }
     if (strays > 0) writeErr(`${strays} unhandled error(s) outside steps: the run fails\n`);
     if (opts.saveTimings) {
       try {

@@ -12,7 +12,7 @@ import {
   playbookKey,
   resolvePlaybooks,
 } from "../../lib/runner/discover.ts";
-import { stripAnsi } from "../../lib/runner/engine.ts";
+import { stripAnsi } from "../../lib/runner/failure.ts";
 import { PlaybookLoadError } from "../../lib/runner/errors.ts";
 import type { Playbook } from "../../lib/runner/playbook.ts";
 

@@ -7,7 +7,7 @@
 import { parseArgs } from "node:util";
 import { parseAddress } from "../../lib/address.ts";
 import { parseDuration } from "../../lib/duration.ts";
-import { parseFilter, type StepFilter } from "../../lib/runner/engine.ts";
+import { parseFilter, type StepFilter } from "../../lib/runner/filter.ts";
 import {
   FILE_REPORTERS,
   REPORTER_NAMES,
@@ -53,7 +53,8 @@ Options:
                        socket and pid, and wait for Ctrl-C
   --record DIR         write every QMP message of each playbook to DIR/<name>.jsonl
   --reporter NAMES     pretty (default, on stderr) | json | junit | tap (on stdout) |
-                       blob (a file in --output); several with commas: pretty,blob
+                       blob (a file in --output) | html (DIR/index.html in --output);
+                       several with commas: pretty,blob
   --output DIR         where file reporters write (default qmpkit-report): blob writes
                        DIR/blob.json, or DIR/blob-I-of-N.json with --shard
   --list               list playbooks (tags, skips, shard) and their top-level steps
@@ -223,7 +224,7 @@ export function parseOptions(argv: string[]): Options | "help" {
   }
   if (v.output !== undefined && !writesFiles(reporters)) {
     throw new UsageError(
-      `--output is where file reporters write: add --reporter blob (got --reporter ${v.reporter})`,
+      `--output is where file reporters write: add --reporter blob or html (got --reporter ${v.reporter})`,
     );
   }
   if (v.retry && v.qmp === undefined) {
