@@ -198,6 +198,23 @@ Deno.test("bad --shard, --output, --timings and merge input: one clear error, ex
     assert.equal(out.code, 2);
     assert.match(out.stderr, /^error: --output .*\/file\/report: not a writable directory \(/m);
     assert.doesNotMatch(out.stderr, /Usage:/);
+    // The output directory replaced by a file during the run: the blob cannot be written.
+    const gone = `${dir}/gone`;
+    const saboteur = await writePlaybook(
+      dir,
+      "saboteur",
+      `export default playbook({ name: "saboteur", vm: { machine: "none" } }, async (t) => {
+  await t.step("replaces the output dir", async () => {
+    await Deno.remove(${JSON.stringify(gone)}, { recursive: true });
+    await Deno.writeTextFile(${JSON.stringify(gone)}, "");
+  });
+});`,
+    );
+    const late = await play([saboteur, "--reporter", "pretty,blob", "--output", gone]);
+    assert.equal(late.code, 2, late.stderr);
+    assert.match(late.stderr, /^ok \| 1 passed/m, "the other reporters still report");
+    assert.match(late.stderr, /^error: the blob report cannot be written to .*\/gone: /m);
+    await Deno.remove(saboteur);
     const timings = await play([dir, "--shard", "1/2", "--timings", `${dir}/file`]);
     assert.equal(timings.code, 2);
     assert.match(timings.stderr, /--timings .*file: invalid JSON/);

@@ -10,6 +10,7 @@
  * @module
  */
 import { toBlob, writeBlob } from "./blob.ts";
+import { ReportOutputError } from "./errors.ts";
 import { ProgressReporter } from "./progress.ts";
 import { writeHtmlReport } from "./reporter_html.ts";
 import { jsonReport } from "./reporter_json.ts";
@@ -136,7 +137,16 @@ export function createReporter(name: ReporterName, options: ReporterOptions = {}
       const dir = options.outputDir ?? "qmpkit-report";
       return {
         runEnd: async (s) => {
-          const path = await writeBlob(dir, toBlob(s, s.timings));
+          let path: string;
+          try {
+            path = await writeBlob(dir, toBlob(s, s.timings));
+          } catch (e) {
+            throw new ReportOutputError(
+              dir,
+              `the blob report cannot be written to ${dir}: ${e instanceof Error ? e.message : e}`,
+              { cause: e },
+            );
+          }
           output.stderr(`blob report: ${path}\n`);
         },
       };
@@ -181,7 +191,16 @@ export function combineReporters(reporters: readonly Reporter[]): Reporter {
     log: (p, e) => reporters.forEach((r) => r.log?.(p, e)),
     playbookEnd: (p, res) => reporters.forEach((r) => r.playbookEnd?.(p, res)),
     runEnd: async (s) => {
-      for (const r of reporters) await r.runEnd(s);
+      // Every reporter gets the summary even when one fails; the first error is rethrown.
+      let error: { e: unknown } | undefined;
+      for (const r of reporters) {
+        try {
+          await r.runEnd(s);
+        } catch (e) {
+          error ??= { e };
+        }
+      }
+      if (error) throw error.e;
     },
   };
 }

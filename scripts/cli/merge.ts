@@ -7,7 +7,7 @@
  */
 import { parseArgs } from "node:util";
 import { mergeBlobs, readBlobs } from "../../lib/runner/blob.ts";
-import { ReportMergeError } from "../../lib/runner/errors.ts";
+import { ReportMergeError, ReportOutputError } from "../../lib/runner/errors.ts";
 import { replay } from "../../lib/runner/replay.ts";
 import { createReporters, REPORTER_NAMES } from "../../lib/runner/reporters.ts";
 import { writeTimings } from "../../lib/runner/timings.ts";
@@ -23,7 +23,8 @@ qmpkit version.
 
 Options:
   --reporter NAMES     pretty (default, on stderr) | json | junit | tap (on stdout) |
-                       blob (one merged blob in --output); several with commas
+                       blob (one merged blob in --output) | html (DIR/index.html in
+                       --output); several with commas
   --output DIR         where file reporters write (default qmpkit-report)
   --save-timings FILE  write the playbooks' durations to FILE, for --timings next time
   -v, --verbose        show whole stack traces and cause chains of failures
@@ -64,7 +65,7 @@ export async function mergeCommand(argv: string[]): Promise<number> {
     }
     if (values.output !== undefined && !writesFiles(names)) {
       throw new UsageError(
-        `--output is where file reporters write: add e.g. --reporter blob (got ${values.reporter})`,
+        `--output is where file reporters write: add --reporter blob or html (got ${values.reporter})`,
       );
     }
   } catch (e) {
@@ -85,15 +86,21 @@ export async function mergeCommand(argv: string[]): Promise<number> {
   }
   // The merged report is not a shard (its blob is the whole run).
   const { shard: _shard, ...merged } = summary;
-  await replay(
-    merged,
-    createReporters(names, {
-      verbose: values.verbose,
-      outputDir: output,
-      live: false,
-      progressLines: false,
-    }),
-  );
+  try {
+    await replay(
+      merged,
+      createReporters(names, {
+        verbose: values.verbose,
+        outputDir: output,
+        live: false,
+        progressLines: false,
+      }),
+    );
+  } catch (e) {
+    if (!(e instanceof ReportOutputError)) throw e;
+    writeErr(`error: merge-reports: ${e.message}\n`);
+    return 2;
+  }
   if (values["save-timings"]) {
     try {
       await writeTimings(values["save-timings"], merged.timings ?? {});
