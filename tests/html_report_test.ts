@@ -91,6 +91,7 @@ Deno.test("html: statuses, steps, durations, tags, shards and the failure's deta
   // Console tail without ANSI codes, and how QEMU died.
   assert.match(html, /<pre class="console">\[ {4}0\.000000\] boot line 0\n/);
   assert.match(html, /boot line 3 red\n/);
+  assert.match(html, /boot line 11<\/pre>/, "no trailing blank line");
   assert.ok(!html.includes("\x1b"), "no escape characters");
   assert.match(html, /How QEMU died<\/h4><pre>QEMU killed by SIGKILL; stderr:\nqemu-system-x86_64/);
   // Each failure has an anchor that the timeline links to.
@@ -110,9 +111,23 @@ Deno.test("html: the failure details are closed (one click away), failed playboo
 
 Deno.test("html: timeline lanes are placed by start times (run-wide) and step startMs", () => {
   const html = htmlReport(sampleSummary());
-  const lanes = html.match(/<div class="lane">/g)!;
-  // 6 results (the skipped one never ran) + 1 earlier attempt.
-  assert.equal(lanes.length, 6);
+  const lanes = html.match(/<div class="lane">.*?<\/div><\/div>/g)!;
+  // A lane per playbook that ran (the skipped one did not).
+  assert.equal(lanes.length, 5);
+  // The flaky playbook's lane holds both attempts' VMs; the earlier one dimmed, its failed
+  // step linking to its failure.
+  const flaky = lanes.find((l) =>
+    l.includes('title="hotplug (examples/hotplug.playbook.ts): 2 attempts"')
+  )!;
+  assert.match(
+    flaky,
+    /<i class="vm prior" style="left:34\.48%;width:15\.52%" title="attempt 1 of 2: 900ms/,
+  );
+  assert.match(
+    flaky,
+    /<a class="s failed prior" href="#f3"[^>]* title="attempt 1 of 2: plug · failed · 700ms"/,
+  );
+  assert.match(flaky, /<i class="vm" style="left:51\.72%;width:17\.24%" title="attempt 2: 1\.00s/);
   // The run spans 0..5800 ms (lifecycle starts at 4300 and runs 1500).
   // lifecycle's "resume" step: 4300 + 460 = 4760 ms → 82.07%, 900 ms → 15.52%.
   assert.match(
@@ -121,7 +136,14 @@ Deno.test("html: timeline lanes are placed by start times (run-wide) and step st
   );
   // A nested step is drawn inside its parent, thinner.
   assert.match(html, /top:8px;height:11px" title="backup › starts · passed · 600ms"/);
-  assert.match(html, /<span style="left:100\.00%">5\.80s<\/span>/);
+  // Axis ticks at round steps: 0s, 2s, 4s of 5.8 s.
+  const ticks = [
+    ...html.matchAll(/<span(?: class="\w+")? style="left:([\d.]+)%">([^<]+)<\/span>/g),
+  ];
+  assert.deepEqual(ticks.map((m) => [m[1], m[2]]), [["0.00", "0s"], ["34.48", "2s"], [
+    "68.97",
+    "4s",
+  ]]);
 });
 
 Deno.test("html: results without start times (older blobs) are laid out in sequence, no NaN", () => {
@@ -139,7 +161,7 @@ Deno.test("html: results without start times (older blobs) are laid out in seque
   delete s.startedAt;
   const html = htmlReport(s);
   assert.doesNotMatch(html, /NaN|undefined|Infinity/);
-  assert.equal(html.match(/<div class="lane">/g)!.length, 6);
+  assert.equal(html.match(/<div class="lane">/g)!.length, 5);
 });
 
 Deno.test("html: merged shard blobs render the same page as the run they came from", () => {

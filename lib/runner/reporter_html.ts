@@ -232,12 +232,14 @@ function diffBlock(f: Failure): Html {
 }
 
 function consoleBlock(text: string): Html {
-  const lines = stripAnsi(text).replace(/\r/g, "").split("\n");
+  const lines = stripAnsi(text).replace(/\r/g, "").replace(/\n+$/, "").split("\n");
   const shown = lines.slice(-LIMITS.consoleLines);
   const cut = lines.length - shown.length;
-  return h`<h4>Serial console <small>(last ${shown.length} lines${
-    cut > 0 ? `; ${cut} earlier not shown` : ""
-  })</small></h4><pre class="console">${tailText(shown.join("\n"), LIMITS.consoleChars)}</pre>`;
+  return h`<h4>Serial console <small>(${
+    shown.length === 1 ? "last line" : `last ${shown.length} lines`
+  }${cut > 0 ? `; ${cut} earlier not shown` : ""})</small></h4><pre class="console">${
+    tailText(shown.join("\n"), LIMITS.consoleChars)
+  }</pre>`;
 }
 
 function stackBlock(stack: string | undefined): Html {
@@ -398,21 +400,26 @@ function playbookBlock(r: PlaybookResult, index: number, ids: Map<unknown, strin
 
 // ------------------------------------------------------------------------------- timeline
 
+/** A bar of the timeline: one VM's life (an attempt) or one step. */
+interface Bar {
+  title: string;
+  status: Status;
+  start: number;
+  ms: number;
+  /** -1 for an attempt's VM span, else the step's nesting depth. */
+  depth: number;
+  /** An earlier (failed) attempt of a retried playbook: drawn dimmed. */
+  prior: boolean;
+  /** The failure anchor a failed step links to. */
+  id?: string;
+}
+
+/** One timeline lane: a playbook, with every attempt's VM and steps. */
 interface Lane {
   label: string;
   title: string;
   status: Status;
-  start: number;
-  durationMs: number;
-  steps: {
-    name: string;
-    path: string;
-    status: Status;
-    start: number;
-    ms: number;
-    depth: number;
-    id?: string;
-  }[];
+  bars: Bar[];
   href: string;
 }
 
@@ -426,26 +433,35 @@ function timeline(
   const starts = results.flatMap((r) => [r, ...(r.attempts ?? [])])
     .map((r) => Date.parse(r.startedAt ?? "")).filter(Number.isFinite);
   const t0 = starts.length ? Math.min(...starts) : 0;
-  const add = (r: PlaybookResult, index: number, label: string) => {
-    if (r.status === "skipped" && r.durationMs === 0) return;
+  const attemptBars = (r: PlaybookResult, prior: boolean, label: string): Bar[] => {
+    if (r.status === "skipped" && r.durationMs === 0) return [];
     const w = r.worker ?? 0;
     const abs = Date.parse(r.startedAt ?? "");
     const start = Number.isFinite(abs) ? abs - t0 : cursor.get(w) ?? 0;
     cursor.set(w, start + r.durationMs);
-    const steps: Lane["steps"] = [];
+    const bars: Bar[] = [{
+      title: `${label}: ${formatDuration(r.durationMs)} (VM launch to shutdown)`,
+      status: status(r.status),
+      start,
+      ms: r.durationMs,
+      depth: -1,
+      prior,
+    }];
     const walk = (list: readonly StepResult[], from: number, depth: number) => {
       let at = from;
       for (const s of list) {
         const sStart = s.startMs !== undefined ? start + s.startMs : at;
         at = sStart + s.durationMs;
         if (s.status !== "skipped") {
-          steps.push({
-            name: s.name,
-            path: s.path.join(" › "),
+          bars.push({
+            title: `${prior ? `${label}: ` : ""}${s.path.join(" › ")} · ${s.status} · ${
+              formatDuration(s.durationMs)
+            }`,
             status: status(s.status),
             start: sStart,
             ms: s.durationMs,
             depth,
+            prior,
             id: s.failure ? ids.get(s.failure) : undefined,
           });
         }
@@ -453,44 +469,72 @@ function timeline(
       }
     };
     walk(r.steps, start, 0);
-    lanes.push({
-      label,
-      title: `${r.name}${r.file ? ` (${r.file})` : ""}`,
-      status: status(r.status),
-      start,
-      durationMs: r.durationMs,
-      steps,
-      href: `#pb${index + 1}`,
-    });
+    return bars;
   };
   results.forEach((r, i) => {
-    (r.attempts ?? []).forEach((a, j) => add(a, i, `${r.name} (attempt ${(a.retry ?? j) + 1})`));
-    add(r, i, r.name);
+    const attempts = r.attempts ?? [];
+    const bars = [
+      ...attempts.flatMap((a, j) =>
+        attemptBars(a, true, `attempt ${(a.retry ?? j) + 1} of ${attempts.length + 1}`)
+      ),
+      ...attemptBars(r, false, attempts.length ? `attempt ${attempts.length + 1}` : r.name),
+    ];
+    if (bars.length === 0) return;
+    lanes.push({
+      label: r.name,
+      title: `${r.name}${r.file ? ` (${r.file})` : ""}${
+        attempts.length ? `: ${attempts.length + 1} attempts` : ""
+      }`,
+      status: status(r.status),
+      bars,
+      href: `#pb${i + 1}`,
+    });
   });
   if (lanes.length === 0) return h``;
-  const span = Math.max(1, ...lanes.map((l) => l.start + l.durationMs));
+  const span = Math.max(1, ...lanes.flatMap((l) => l.bars.map((b) => b.start + b.ms)));
   const pct = (ms: number) => (Math.max(0, ms) / span * 100).toFixed(2);
-  const ticks = [0, 1, 2, 3, 4].map((i) =>
-    h`<span style="left:${pct(span * i / 4)}%">${formatDuration(span * i / 4)}</span>`
-  );
+  const step = niceStep(span / 5);
+  const ticks: Html[] = [];
+  for (let ms = 0; ms <= span + 1e-9; ms += step) {
+    const edge = ms === 0 ? "first" : ms / span > 0.94 ? "last" : "";
+    ticks.push(
+      h`<span${edge ? h` class="${edge}"` : ""} style="left:${pct(ms)}%">${tickLabel(ms)}</span>`,
+    );
+  }
+  const bar = (b: Bar) => {
+    const pos = `left:${pct(b.start)}%;width:${pct(b.ms)}%`;
+    if (b.depth < 0) {
+      return h`<i class="vm${b.prior ? " prior" : ""}" style="${pos}" title="${b.title}"></i>`;
+    }
+    const style = `${pos};top:${3 + b.depth * 5}px;height:${Math.max(4, 16 - b.depth * 5)}px`;
+    const cls = `s ${b.status}${b.prior ? " prior" : ""}`;
+    return b.id
+      ? h`<a class="${cls}" href="#${b.id}" style="${style}" title="${b.title}"></a>`
+      : h`<i class="${cls}" style="${style}" title="${b.title}"></i>`;
+  };
   const rows = lanes.map((l) =>
     h`<div class="lane"><a class="lbl" href="${l.href}" title="${l.title}"><span class="ic ${l.status}">${
       ICON[l.status]
-    }</span> ${l.label}</a><div class="track"><i class="vm" style="left:${pct(l.start)}%;width:${
-      pct(l.durationMs)
-    }%" title="${l.label}: ${formatDuration(l.durationMs)} (VM launch to shutdown)"></i>${
-      l.steps.map((s) => {
-        const style = `left:${pct(s.start)}%;width:${pct(s.ms)}%;top:${3 + s.depth * 5}px;height:${
-          Math.max(4, 16 - s.depth * 5)
-        }px`;
-        const title = `${s.path} · ${s.status} · ${formatDuration(s.ms)}`;
-        return s.id
-          ? h`<a class="s ${s.status}" href="#${s.id}" style="${style}" title="${title}"></a>`
-          : h`<i class="s ${s.status}" style="${style}" title="${title}"></i>`;
-      })
-    }</div></div>`
+    }</span> ${l.label}</a><div class="track">${l.bars.map(bar)}</div></div>`
   );
   return h`<section id="timeline"><h2>Timeline <small>(one lane per playbook and its VM; steps by start time; hover for names, click a red bar for its failure)</small></h2><div class="axis"><span class="lblsp"></span><div class="ticks">${ticks}</div></div>${rows}</section>`;
+}
+
+/** A round axis step (1, 2 or 5 × 10^n ms) near `rough`. */
+function niceStep(rough: number): number {
+  const pow = 10 ** Math.floor(Math.log10(Math.max(rough, 1)));
+  const n = rough / pow;
+  return (n <= 1 ? 1 : n <= 2 ? 2 : n <= 5 ? 5 : 10) * pow;
+}
+
+/** An axis label: `0s`, `250ms`, `1.5s`, `20s`, `2m30s`. */
+function tickLabel(ms: number): string {
+  if (ms === 0) return "0s";
+  if (ms < 1000) return `${Math.round(ms)}ms`;
+  if (ms < 60_000) return `${Number((ms / 1000).toFixed(2))}s`;
+  const m = Math.floor(ms / 60_000);
+  const sec = Math.round((ms % 60_000) / 1000);
+  return sec ? `${m}m${String(sec).padStart(2, "0")}s` : `${m}m`;
 }
 
 // ---------------------------------------------------------------------------------- page
@@ -552,9 +596,9 @@ pre.console{background:#161b22;color:#e6edf3;border-color:#30363d;max-height:420
 #timeline .lbl,#timeline .lblsp{flex:0 0 240px;overflow:hidden;text-overflow:ellipsis;white-space:nowrap;padding-right:8px;font-size:13px;text-decoration:none}
 #timeline .track,#timeline .ticks{position:relative;flex:1;height:22px}
 #timeline .track{background:var(--bg2);border-radius:3px}
-#timeline .ticks span{position:absolute;top:3px;font-size:11px;color:var(--mut);transform:translateX(-50%)}#timeline .ticks span:first-child{transform:none}#timeline .ticks span:last-child{transform:translateX(-100%)}
+#timeline .ticks span{position:absolute;top:3px;font-size:11px;color:var(--mut);transform:translateX(-50%)}#timeline .ticks span.first{transform:none}#timeline .ticks span.last{transform:translateX(-100%)}
 #timeline .vm{position:absolute;top:1px;bottom:1px;background:var(--bd);border-radius:3px;min-width:2px}
-#timeline .s{position:absolute;border-radius:2px;min-width:2px;opacity:.9;border:1px solid var(--bg)}
+#timeline .s{position:absolute;border-radius:2px;min-width:2px;opacity:.9;border:1px solid var(--bg)}#timeline .prior{opacity:.45}
 .s.passed{background:var(--passed)}.s.failed{background:var(--failed)}.s.flaky{background:var(--flaky)}.s.interrupted{background:var(--interrupted)}
 .tools{float:right}.tools button{font:inherit;font-size:12px;margin-left:6px;padding:2px 8px;border:1px solid var(--bd);border-radius:6px;background:var(--bg2);color:var(--fg);cursor:pointer}
 footer{margin-top:24px;color:var(--mut);font-size:12px}

@@ -105,7 +105,7 @@ export function sampleSummary(options: { big?: boolean } = {}): RunSummary {
                 "ExpectationError: x\n    at file:///work/a.ts:1:2\n    at file:///work/b.ts:3:4",
               causes: [],
               transcript,
-              consoleTail: consoleLines.join("\n"),
+              consoleTail: consoleLines.join("\n") + "\n",
             },
           },
         ],
