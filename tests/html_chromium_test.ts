@@ -202,6 +202,7 @@ Deno.test({
     "console tail and how QEMU died",
   ignore: SKIP,
   async fn() {
+    const bin = chromium(); // under CI without chromium: fail here, with the reason
     const dir = await Deno.makeTempDir({ prefix: "qmpkit-html-chromium-" });
     try {
       await Deno.mkdir(`${dir}/pb`);
@@ -216,7 +217,7 @@ Deno.test({
       assert.match(r.stderr, new RegExp(`html report: ${file}`));
       assert.equal(r.stdout, "");
 
-      await using browser = await Chromium.launch(chromium(), dir);
+      await using browser = await Chromium.launch(bin, dir);
       const page = await browser.newPage();
       await load(page, file);
 
@@ -275,6 +276,7 @@ Deno.test({
   name: "html in Chromium: merge-reports of two shards' blobs renders one report",
   ignore: SKIP,
   async fn() {
+    const bin = chromium(); // under CI without chromium: fail here, with the reason
     const dir = await Deno.makeTempDir({ prefix: "qmpkit-html-chromium-" });
     try {
       await Deno.mkdir(`${dir}/pb`);
@@ -294,7 +296,7 @@ Deno.test({
       const file = `${dir}/report/index.html`;
       assert.match(m.stderr, new RegExp(`html report: ${file}`));
 
-      await using browser = await Chromium.launch(chromium(), dir);
+      await using browser = await Chromium.launch(bin, dir);
       const page = await browser.newPage();
       await load(page, file);
       const text = await page.eval<string>("document.body.innerText");
