@@ -258,6 +258,31 @@ Deno.test({
       await page.screenshot(`${dir}/crash.png`, `#${crash}`);
       await assertPng(`${dir}/crash.png`);
 
+      // A red bar of the timeline opens its failure; the status filter hides the rest.
+      const linked = await browser.newPage();
+      await load(linked, file);
+      await linked.click(`#timeline a.s.failed[href="#${id}"]`);
+      // The fragment navigation's hashchange handler runs a moment after the click.
+      let opened = false;
+      for (let i = 0; i < 50 && !opened; i++) {
+        opened = (await boxes(linked, id, [".diff"]))[".diff"]!.visible;
+        if (!opened) await new Promise((r) => setTimeout(r, 100));
+      }
+      assert.ok(
+        opened,
+        `a click on the red bar opens failure ${id}: ${await linked.eval("location.hash")}`,
+      );
+      const shownPlaybooks = () =>
+        linked.eval<string[]>(
+          "[...document.querySelectorAll('details.pb')].filter((d) => d.checkVisibility())" +
+            ".map((d) => d.querySelector('.name').textContent).sort()",
+        );
+      assert.deepEqual(await shownPlaybooks(), ["crash", "failing", "passing"]);
+      await linked.click("label:has(#f-failed)");
+      assert.deepEqual(await shownPlaybooks(), ["crash", "failing"]);
+      await linked.click("label:has(#f-passed)");
+      assert.deepEqual(await shownPlaybooks(), ["passing"]);
+
       // Without JavaScript the same click works (<details>).
       const noJs = await browser.newPage({ javaScript: false });
       await load(noJs, file);

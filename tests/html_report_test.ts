@@ -101,6 +101,16 @@ Deno.test("html: statuses, steps, durations, tags, shards and the failure's deta
   }
 });
 
+Deno.test("html: an interrupted run says by what; a green run says passed", () => {
+  const s = sampleSummary();
+  const html = htmlReport({ ...s, interrupted: true, interruptedBy: "SIGTERM" });
+  assert.match(html, /<span class="badge interrupted">■ interrupted by SIGTERM<\/span>/);
+  const green = htmlReport({ ...s, results: [s.results[3]], ok: true, shards: undefined });
+  assert.match(green, /<title>qmpkit report — passed: 0 failed, 1 passed<\/title>/);
+  assert.match(green, /<span class="badge passed">✓ passed<\/span>/);
+  assert.doesNotMatch(green, /class="fail"|interrupted by/);
+});
+
 Deno.test("html: the failure details are closed (one click away), failed playbooks open", () => {
   const html = htmlReport(sampleSummary());
   assert.match(html, /<details class="pb failed" id="pb1" open>/);
