@@ -111,6 +111,18 @@ Deno.test("html: an interrupted run says by what; a green run says passed", () =
   assert.doesNotMatch(green, /class="fail"|interrupted by/);
 });
 
+Deno.test("html: --repeat-each: each repetition has its own lane and block, numbered", () => {
+  const s = sampleSummary();
+  const base = s.results[3];
+  const html = htmlReport({ ...s, results: [0, 1, 2].map((repeat) => ({ ...base, repeat })) });
+  assert.equal(html.match(/<div class="lane">/g)!.length, 3);
+  assert.match(
+    html,
+    /<\/span> lifecycle<\/a>.*<\/span> lifecycle #2<\/a>.*<\/span> lifecycle #3<\/a>/s,
+  );
+  assert.match(html, /id="pb3".*<span class="why">repeat 3<\/span>/s);
+});
+
 Deno.test("html: the failure details are closed (one click away), failed playbooks open", () => {
   const html = htmlReport(sampleSummary());
   assert.match(html, /<details class="pb failed" id="pb1" open>/);

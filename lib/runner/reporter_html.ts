@@ -481,7 +481,7 @@ function timeline(
     ];
     if (bars.length === 0) return;
     lanes.push({
-      label: r.name,
+      label: r.repeat ? `${r.name} #${r.repeat + 1}` : r.name,
       title: `${r.name}${r.file ? ` (${r.file})` : ""}${
         attempts.length ? `: ${attempts.length + 1} attempts` : ""
       }`,
