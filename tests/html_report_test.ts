@@ -318,3 +318,32 @@ Deno.test("html CLI: an --output that is not a writable directory: one error lin
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("html CLI: an --output replaced by a file during the run: one error line, exit 2", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "qmpkit-html-test-" });
+  try {
+    const out = `${dir}/report`;
+    await Deno.writeTextFile(
+      `${dir}/swap.playbook.ts`,
+      `import { playbook } from "${new URL("../lib/runner/playbook.ts", import.meta.url).href}";
+export default playbook({ name: "swap", vm: { machine: "none" } }, async (t) => {
+  await t.step("replace --output by a file", () => {
+    Deno.removeSync(${JSON.stringify(out)}, { recursive: true });
+    Deno.writeTextFileSync(${JSON.stringify(out)}, "x");
+  });
+});\n`,
+    );
+    const r = await play([`${dir}/swap.playbook.ts`, "--reporter", "html", "--output", out]);
+    assert.equal(r.code, 2, r.stderr);
+    assert.match(
+      r.stderr,
+      new RegExp(
+        `^error: Cannot write the report into ${out}: it exists and is not a directory`,
+        "m",
+      ),
+    );
+    assert.doesNotMatch(r.stderr, /^\s+at /m, "no stack");
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
