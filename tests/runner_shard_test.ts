@@ -5,7 +5,12 @@
  * clear message. Playbooks use `-machine none` VMs (fast, no guest).
  */
 import assert from "node:assert/strict";
+import { findTinyGuest } from "../lib/guest.ts";
 import { play, withDir, writePlaybook } from "./helpers/play.ts";
+
+const guest = await findTinyGuest().catch(() => undefined);
+/** The examples boot the tiny guest under TCG (about a minute per run): opt in. */
+const slow = (Deno.env.get("QMPKIT_SLOW_TESTS") ?? "") !== "";
 
 /** Six fast playbooks: passes, a failure, a playbook.skip and a t.skip. */
 async function writeSet(dir: string): Promise<void> {
@@ -274,4 +279,32 @@ Deno.test("the bundled examples: 4 shards of --list partition the whole list", a
   assert.deepEqual(parts.flat().sort(), [...whole].sort());
   assert.equal(new Set(parts.flat()).size, whole.length, "no playbook in two shards");
   assert.ok(parts.every((p) => p.length >= 1), `${whole.length} examples over 4 shards by count`);
+});
+
+Deno.test({
+  name:
+    "the bundled examples: 4 shards + merge-reports equal one unsharded run (QMPKIT_SLOW_TESTS=1)",
+  ignore: guest === undefined || !slow,
+  async fn() {
+    await withDir(async (dir) => {
+      const whole = await play(["examples/", "--reporter", "json"], { timeoutMs: 300_000 });
+      assert.equal(whole.code, 0, whole.stderr);
+      for (const pair of [[1, 2], [3, 4]]) {
+        const runs = await Promise.all(
+          pair.map((i) =>
+            play(["examples/", "--shard", `${i}/4`, "--reporter", "blob", "--output", dir], {
+              timeoutMs: 300_000,
+            })
+          ),
+        );
+        for (const r of runs) assert.equal(r.code, 0, r.stderr);
+      }
+      const merged = await play(["merge-reports", dir, "--reporter", "json"]);
+      assert.equal(merged.code, 0, merged.stderr);
+      const a = JSON.parse(whole.stdout);
+      const b = JSON.parse(merged.stdout);
+      assert.deepEqual(b.counts, a.counts);
+      assert.deepEqual(names(b), names(a));
+    });
+  },
 });

@@ -218,9 +218,8 @@ export async function runCommand(argv: string[]): Promise<number> {
   inShard.forEach((item, i) => {
     for (let r = 0; r < opts.repeatEach; r++) {
       const repeat = opts.repeatEach > 1 ? r : undefined;
-      const recordFile = opts.record
-        ? recordPath(opts.record, repeat === undefined ? item.file : `${item.file}-${r + 1}`, taken)
-        : undefined;
+      // Repeats get NAME-2.jsonl, NAME-3.jsonl... (names are unique within the run).
+      const recordFile = opts.record ? recordPath(opts.record, item.file, taken) : undefined;
       units.push({
         file: item.display,
         playbook: item.playbook,
