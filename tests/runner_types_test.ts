@@ -229,3 +229,25 @@ Deno.test("playbook() validates its arguments", () => {
   assert.ok(Object.isFrozen(pb));
   assert.ok(!isPlaybook({ kind: "qmpkit.playbook" }));
 });
+
+Deno.test("playbook tags are validated; playbook.skip and playbook.only set meta", () => {
+  assert.deepEqual(playbook({ name: "t", tags: ["block", "slow"] }, () => {}).meta.tags, [
+    "block",
+    "slow",
+  ]);
+  for (const bad of ["", "a b", "a,b", "!x"]) {
+    assert.throws(
+      () => playbook({ name: "t", tags: [bad] }, () => {}),
+      /tag .* must be a non-empty word without spaces or commas, not starting with !/,
+    );
+  }
+  // @ts-expect-error tags is an array
+  assert.throws(() => playbook({ name: "t", tags: "block" }, () => {}), /must be an array/);
+  assert.equal(playbook.skip("s", () => {}).meta.skip, "playbook.skip");
+  assert.equal(
+    playbook.skip({ name: "s", skip: "flaky on TCG" }, () => {}).meta.skip,
+    "flaky on TCG",
+  );
+  assert.equal(playbook.only("o", () => {}).meta.only, true);
+  assert.equal(playbook("p", () => {}).meta.only, undefined);
+});

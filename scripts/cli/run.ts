@@ -171,6 +171,9 @@ export async function runCommand(argv: string[]): Promise<number> {
     );
     parallel = 1;
   }
+  if (opts.qmp && opts.retries > 0) {
+    writeErr(`note: with --qmp, a retry runs against the same attached VM, not a fresh one\n`);
+  }
   const reporter = cliWording(
     createReporters(opts.reporters, { parallel, verbose: opts.verbose, outputDir: opts.output }),
     opts,
