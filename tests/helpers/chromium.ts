@@ -156,10 +156,24 @@ export class Chromium implements AsyncDisposable {
     if (url === "timeout") return await fail(`Chromium offered no DevTools within ${timeoutMs} ms`);
     const ws = new WebSocket(url);
     const opened = await new Promise<boolean>((resolve) => {
-      ws.onopen = () => resolve(true);
-      ws.onerror = () => resolve(false);
+      const t = setTimeout(() => resolve(false), 10_000);
+      ws.onopen = () => {
+        clearTimeout(t);
+        resolve(true);
+      };
+      ws.onerror = () => {
+        clearTimeout(t);
+        resolve(false);
+      };
     });
-    if (!opened) return await fail(`cannot connect to Chromium's DevTools at ${url}`);
+    if (!opened) {
+      if (ws.readyState !== WebSocket.CLOSED) {
+        const closed = new Promise((r) => ws.addEventListener("close", r, { once: true }));
+        ws.close();
+        await closed;
+      }
+      return await fail(`cannot connect to Chromium's DevTools at ${url} within 10 s`);
+    }
     return new Chromium(child, ws, userDataDir, stderrDone, stderr);
   }
 
