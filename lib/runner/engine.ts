@@ -1,7 +1,8 @@
 /**
- * The playbook engine: launches (or attaches to) the VM, runs the body with
- * nested, timed steps, keeps a ring of recent QMP messages for failure
- * reports, records transcripts, runs cleanups and stops every VM it started.
+ * The playbook engine: runs ONE playbook. Launches (or attaches to) the VM,
+ * runs the body with its `t` (context.ts), keeps a ring of recent QMP messages
+ * for failure reports, records transcripts, runs cleanups and stops every VM
+ * it started. Running many (parallel, retries, bail) is scheduler.ts.
  *
  * @module
  */
