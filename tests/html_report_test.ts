@@ -64,7 +64,7 @@ Deno.test("html: statuses, steps, durations, tags, shards and the failure's deta
   }
   assert.match(
     html,
-    /<title>qmpkit report — FAILED: 2 failed, 1 passed, 1 flaky, 1 skipped<\/title>/,
+    /<title>qmpkit report — FAILED: 2 failed, 1 passed, 1 flaky, 1 interrupted, 1 skipped<\/title>/,
   );
   assert.match(html, /merged from 2 shards/);
   assert.match(html, /<span class="tag">block<\/span> <span class="tag">slow<\/span>/);
@@ -105,6 +105,16 @@ Deno.test("html: an interrupted run says by what; a green run says passed", () =
   const s = sampleSummary();
   const html = htmlReport({ ...s, interrupted: true, interruptedBy: "SIGTERM" });
   assert.match(html, /<span class="badge interrupted">■ interrupted by SIGTERM<\/span>/);
+  // Interrupted with nothing failed: the verdict is "interrupted", not "FAILED".
+  const stopped = htmlReport({
+    ...s,
+    results: [s.results[5]],
+    counts: countResults([s.results[5]]),
+    interrupted: true,
+  });
+  assert.match(stopped, /<title>qmpkit report — interrupted: 0 failed, 0 passed, 1 interrupted</);
+  assert.doesNotMatch(stopped, /class="badge failed"/);
+  assert.match(stopped, /interrupted by Ctrl-C/);
   const green = htmlReport({ ...s, results: [s.results[3]], ok: true, shards: undefined });
   assert.match(green, /<title>qmpkit report — passed: 0 failed, 1 passed<\/title>/);
   assert.match(green, /<span class="badge passed">✓ passed<\/span>/);

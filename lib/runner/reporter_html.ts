@@ -676,8 +676,12 @@ export function htmlReport(summary: RunSummary): string {
 
   const ok = summary.ok;
   const p = s.counts.playbooks;
-  const title = `${ok ? "passed" : "FAILED"}: ${p.failed} failed, ${p.passed} passed` +
-    (p.flaky ? `, ${p.flaky} flaky` : "") + (p.skipped ? `, ${p.skipped} skipped` : "");
+  const onlyInterrupted = !ok && summary.interrupted && p.failed === 0;
+  const verdict = ok ? "passed" : onlyInterrupted ? "interrupted" : "FAILED";
+  const title = `${verdict}: ${p.failed} failed, ${p.passed} passed` +
+    (p.flaky ? `, ${p.flaky} flaky` : "") +
+    (p.interrupted ? `, ${p.interrupted} interrupted` : "") +
+    (p.skipped ? `, ${p.skipped} skipped` : "");
   const interrupted = summary.interrupted
     ? h` <span class="badge interrupted">■ interrupted by ${
       summary.interruptedBy ?? "Ctrl-C"
@@ -691,7 +695,7 @@ export function htmlReport(summary: RunSummary): string {
     }</label>`
   );
   const body = h`<header><h1>qmpkit playbook report</h1>${
-    badge(ok ? "passed" : "failed")
+    onlyInterrupted ? "" : badge(ok ? "passed" : "failed")
   }${interrupted}<p class="meta">${metaLine(s)}</p>${countsList(s)}</header>${
     timeline(results, ids)
   }<section id="playbooks"><h2>Playbooks <span class="tools" id="tools" hidden><button type="button" data-a="failures">open failures</button><button type="button" data-a="expand">expand all</button><button type="button" data-a="collapse">collapse all</button></span></h2><div class="filter"><span class="why">show:</span>${filters}</div>${
