@@ -308,3 +308,26 @@ Deno.test({
     });
   },
 });
+
+Deno.test("merge-reports and sharding usage: --help, no blobs, --timings without --shard, --output without a file reporter", async () => {
+  const help = await play(["merge-reports", "--help"]);
+  assert.equal(help.code, 0);
+  assert.match(help.stdout, /^Usage: deno task play merge-reports/);
+  for (
+    const [args, message] of [
+      [["merge-reports"], /no blob reports given/],
+      [["merge-reports", "x", "--nope"], /Unknown option '--nope'/],
+      [["merge-reports", "x", "--output", "y"], /--output is where file reporters write/],
+      [["examples/", "--timings", "t.json"], /--timings balances shards: use it with --shard I\/N/],
+      [
+        ["examples/", "--output", "y"],
+        /--output is where file reporters write: add --reporter blob/,
+      ],
+      [["examples/", "--reporter", "json,junit"], /json and junit both write to stdout; pick one/],
+    ] as const
+  ) {
+    const r = await play([...args]);
+    assert.equal(r.code, 2, `${args.join(" ")}: ${r.stderr}`);
+    assert.match(r.stderr, message);
+  }
+});
