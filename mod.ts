@@ -153,6 +153,7 @@ export {
   type ReporterOptions,
   type ReporterOutput,
 } from "./lib/runner/reporters.ts";
+export { HTML_REPORT_FILE, htmlReport, writeHtmlReport } from "./lib/runner/reporter_html.ts";
 export { replay } from "./lib/runner/replay.ts";
 export { parseTags, type TagFilter } from "./lib/runner/tags.ts";
 export {
