@@ -164,6 +164,7 @@ export {
   type Playbook,
   playbook,
   type PlaybookContext,
+  type PlaybookFactory,
   type PlaybookFn,
   type PlaybookLaunchOptions,
   type PlaybookMeta,
@@ -184,23 +185,59 @@ export {
   ExpectationError,
   InterruptedError,
   PlaybookLoadError,
+  PlaybookSkip,
   PlaybookTimeoutError,
   PlaybookUsageError,
+  ReportMergeError,
+  ReportOutputError,
   StepFailedError,
   StepTimeoutError,
 } from "./lib/runner/errors.ts";
+export { runPlaybook, type RunPlaybookOptions } from "./lib/runner/engine.ts";
+export { parseFilter, type StepFilter } from "./lib/runner/filter.ts";
 export {
+  runPlaybooks,
+  type RunPlaybooksOptions,
+  type RunUnit,
+  type ScheduleOutcome,
+} from "./lib/runner/scheduler.ts";
+export { assignShards, parseShard } from "./lib/runner/shard.ts";
+export {
+  combineReporters,
+  createReporter,
+  createReporters,
+  type Reporter,
+  type ReporterName,
+  type ReporterOptions,
+  type ReporterOutput,
+} from "./lib/runner/reporters.ts";
+export { HTML_REPORT_FILE, htmlReport, writeHtmlReport } from "./lib/runner/reporter_html.ts";
+export { replay } from "./lib/runner/replay.ts";
+export { parseTags, type TagFilter } from "./lib/runner/tags.ts";
+export {
+  countResults,
   type Failure,
   type KeptVm,
   type LogEntry,
-  parseFilter,
   type PlaybookInfo,
   type PlaybookResult,
+  type PlaybookStatus,
+  type RunCounts,
   type RunObserver,
-  runPlaybook,
-  type RunPlaybookOptions,
-  type StepFilter,
+  type RunSummary,
+  type ShardSpec,
   type StepResult,
   type TranscriptRecord,
-} from "./lib/runner/engine.ts";
+} from "./lib/runner/results.ts";
+export {
+  BLOB_FORMAT,
+  BLOB_VERSION,
+  type BlobFile,
+  type BlobReport,
+  mergeBlobs,
+  readBlobs,
+  summaryFromBlob,
+  toBlob,
+} from "./lib/runner/blob.ts";
+export { RUNNER_VERSION } from "./lib/runner/version.ts";
 export { type ListedStep, listPlaybook, type PlaybookListing } from "./lib/runner/listing.ts";

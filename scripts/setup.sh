@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what qmpkit's tests and demo need, when missing: Deno (from npm),
-# QEMU and the tiny guest's packages (busybox-static, qemu-guest-agent; from apt),
-# then builds the tiny guest.
+# QEMU, the tiny guest's packages (busybox-static, qemu-guest-agent) and Chromium for
+# the HTML report's test (from apt), then builds the tiny guest.
 # Idempotent: a second run only checks.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -32,6 +32,8 @@ if command -v dpkg >/dev/null 2>&1; then
 fi
 command -v cpio >/dev/null 2>&1 || pkgs+=(cpio)
 command -v tmux >/dev/null 2>&1 || pkgs+=(tmux)
+# The HTML report is tested in a headless Chromium (tests/html_chromium_test.ts).
+command -v chromium >/dev/null 2>&1 || pkgs+=(chromium)
 if [ ${#pkgs[@]} -gt 0 ]; then
   if [ "$(id -u)" != 0 ] && [ -z "$SUDO" ]; then
     say "missing packages: ${pkgs[*]}"

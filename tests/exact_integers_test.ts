@@ -11,7 +11,7 @@ import { JsonObjectFramer } from "../lib/framing.ts";
 import { bytesMayHoldLongInteger, parseJson, stringifyJson } from "../lib/json.ts";
 import { QmpSchema } from "../lib/qapi/schema.ts";
 import { REDACTED, redactMessage } from "../lib/redact.ts";
-import { formatTranscriptLine } from "../lib/runner/reporters.ts";
+import { formatTranscriptLine } from "../lib/runner/report_text.ts";
 import { parseArgsJson, parseJsonCommand, parseValue } from "../scripts/cli/args.ts";
 import { toJson } from "../scripts/cli/common.ts";
 import { memoryPair } from "./helpers/memory_transport.ts";

@@ -27,16 +27,18 @@ import {
   redactText,
   TOO_DEEP,
 } from "../lib/redact.ts";
-import type { Failure, PlaybookResult, TranscriptRecord } from "../lib/runner/engine.ts";
-import {
-  createReporter,
-  failureText,
-  formatTranscriptLine,
-  jsonReport,
-  junitReport,
-  type RunSummary,
-  tapReport,
-} from "../lib/runner/reporters.ts";
+import type {
+  Failure,
+  PlaybookResult,
+  RunSummary,
+  TranscriptRecord,
+} from "../lib/runner/results.ts";
+import { createReporter } from "../lib/runner/reporters.ts";
+import { failureText, formatTranscriptLine } from "../lib/runner/report_text.ts";
+import { stringifyJson } from "../lib/json.ts";
+import { jsonReport } from "../lib/runner/reporter_json.ts";
+import { junitReport } from "../lib/runner/reporter_junit.ts";
+import { tapReport } from "../lib/runner/reporter_tap.ts";
 import { formatError } from "../scripts/cli/common.ts";
 import { redactLogRecord } from "../scripts/cli/shell.ts";
 import { memoryPair } from "./helpers/memory_transport.ts";
@@ -463,7 +465,7 @@ function summaryWith(records: TranscriptRecord[], text: string): RunSummary {
     durationMs: 1,
     interrupted: false,
     counts: {
-      playbooks: { passed: 0, failed: 1, skipped: 0, interrupted: 0 },
+      playbooks: { passed: 0, failed: 1, skipped: 0, interrupted: 0, flaky: 0 },
       steps: { passed: 0, failed: 1, skipped: 0 },
     },
     ok: false,
@@ -473,7 +475,7 @@ function summaryWith(records: TranscriptRecord[], text: string): RunSummary {
 /** Every reporter's output for `summary`, live callbacks included. */
 async function reports(summary: RunSummary): Promise<Record<string, string>> {
   const out: Record<string, string> = {
-    json: JSON.stringify(jsonReport(summary)),
+    json: stringifyJson(jsonReport(summary)),
     junit: junitReport(summary),
     tap: tapReport(summary),
     failureText: failureText(summary.results[0].failure!),

@@ -11,7 +11,8 @@ import { LaunchError, ProtocolError, QmpCommandError, type QmpError } from "../l
 import { REDACTED } from "../lib/redact.ts";
 import { runPlaybook } from "../lib/runner/engine.ts";
 import { playbook } from "../lib/runner/playbook.ts";
-import { createReporter, type RunSummary } from "../lib/runner/reporters.ts";
+import { createReporter } from "../lib/runner/reporters.ts";
+import type { RunSummary } from "../lib/runner/results.ts";
 import { startFakeServer } from "./helpers/fake_server.ts";
 
 const octal = (mode: number) => (mode & 0o777).toString(8).padStart(4, "0");
@@ -243,7 +244,7 @@ Deno.test("reporters redact logs and failures given raw secrets (pretty, json, j
     durationMs: 1,
     interrupted: false,
     counts: {
-      playbooks: { passed: 0, failed: 1, skipped: 0, interrupted: 0 },
+      playbooks: { passed: 0, failed: 1, skipped: 0, interrupted: 0, flaky: 0 },
       steps: { passed: 0, failed: 0, skipped: 0 },
     },
     ok: false,

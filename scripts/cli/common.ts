@@ -518,7 +518,7 @@ export function writeOut(text: string): void {
 
 /** Writes text to stderr completely. */
 export function writeErr(text: string): void {
-  writeAll(Deno.stderr, text);
+  writeAll(Deno.stderr, redactText(text)); // errors and warnings may quote a secret
 }
 
 function writeAll(file: { writeSync(p: Uint8Array): number }, text: string): void {
