@@ -372,13 +372,15 @@ export class AgentClient implements AsyncDisposable {
       timeout: Math.max(1, Math.min(this.#commandTimeout, deadline - Date.now())),
       signal: options.signal,
     });
-    const { pid } = await this.execute("guest-exec", {
-      path,
-      arg: args,
-      ...(env ? { env } : {}),
-      ...(input !== undefined ? { "input-data": input } : {}),
-      "capture-output": options.captureOutput ?? true,
-    }, callBound());
+    const pid = Number(
+      (await this.execute("guest-exec", {
+        path,
+        arg: args,
+        ...(env ? { env } : {}),
+        ...(input !== undefined ? { "input-data": input } : {}),
+        "capture-output": options.captureOutput ?? true,
+      }, callBound())).pid,
+    ); // a guest pid: small, never a bigint
     let delay = 5;
     let status: GuestExecStatus;
     while (true) {
@@ -401,8 +403,8 @@ export class AgentClient implements AsyncDisposable {
     const text = new TextDecoder();
     return {
       pid,
-      exitCode: status.exitcode ?? null,
-      ...(status.signal !== undefined ? { signal: status.signal } : {}),
+      exitCode: status.exitcode === undefined ? null : Number(status.exitcode),
+      ...(status.signal !== undefined ? { signal: Number(status.signal) } : {}),
       stdout: text.decode(out.bytes),
       stderr: text.decode(err.bytes),
       stdoutBytes: out.bytes,
@@ -468,7 +470,7 @@ export class AgentClient implements AsyncDisposable {
         if (!(r.count > 0)) {
           throw new AgentError(`guest-file-write wrote nothing to ${path} at offset ${offset}`);
         }
-        offset += r.count;
+        offset += Number(r.count);
       }
     });
   }
@@ -486,14 +488,16 @@ export class AgentClient implements AsyncDisposable {
    * ```
    */
   async freeze(options: AgentFreezeOptions = {}): Promise<AgentFreeze> {
-    const count = options.mountpoints
-      ? await this.execute("guest-fsfreeze-freeze-list", {
-        mountpoints: options.mountpoints,
-      }, options)
-      : await this.execute("guest-fsfreeze-freeze", undefined, options);
+    const count = Number(
+      options.mountpoints
+        ? await this.execute("guest-fsfreeze-freeze-list", {
+          mountpoints: options.mountpoints,
+        }, options)
+        : await this.execute("guest-fsfreeze-freeze", undefined, options),
+    );
     let thawed: Promise<number> | undefined;
     const thaw = (o?: AgentCallOptions) =>
-      thawed ??= this.execute("guest-fsfreeze-thaw", undefined, o);
+      thawed ??= this.execute("guest-fsfreeze-thaw", undefined, o).then(Number);
     return {
       count,
       thaw,
@@ -903,7 +907,7 @@ export class AgentClient implements AsyncDisposable {
     options: AgentCallOptions,
     body: (handle: number) => Promise<T>,
   ): Promise<T> {
-    const handle = await this.execute("guest-file-open", { path, mode }, options);
+    const handle = Number(await this.execute("guest-file-open", { path, mode }, options));
     let result: T;
     try {
       result = await body(handle);
