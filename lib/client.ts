@@ -16,7 +16,9 @@ import {
   ServerParseError,
   TimeoutError,
 } from "./errors.ts";
-import { EventListener, type EventWhere, type ListenOptions } from "./events.ts";
+import { EventListener, eventPredicate, type EventWhere, type ListenOptions } from "./events.ts";
+import { ListenerRegistry } from "./listener_registry.ts";
+import { waitForEvent } from "./event_wait.ts";
 import { boundedWait } from "./deadline.ts";
 import { JsonObjectFramer } from "./framing.ts";
 import {
@@ -223,7 +225,7 @@ export class QmpClient implements AsyncDisposable {
   #inbandQueue: Pending[] = [];
   #outQueue: Uint8Array[] = [];
   #flushing: Promise<void> | undefined;
-  #listeners: EventListener[] = [];
+  readonly #listeners = new ListenerRegistry();
   #history: QmpEvent[] = [];
   #seq = 0;
   #quitSent = false;
@@ -431,14 +433,15 @@ export class QmpClient implements AsyncDisposable {
   /** Registers a listener for all events (or those `where` accepts). */
   listen(options?: ListenOptions<TypedEvent>): EventListener<TypedEvent>;
   listen(options: ListenOptions<QmpEvent> = {}): EventListener<QmpEvent> {
-    const listener: EventListener<QmpEvent> = new EventListener(options, () => {
-      this.#listeners = this.#listeners.filter((l) => l !== listener);
-    });
+    const listener: EventListener<QmpEvent> = new EventListener(
+      options,
+      () => this.#listeners.delete(listener),
+    );
     if (this.#state === "closed") {
       const reason = this.#closeError?.reason;
       listener.end(this.#closeError, reason === "client" || reason === "quit");
     } else if (!listener.ended) {
-      this.#listeners = [...this.#listeners, listener];
+      this.#listeners.add(listener, options.names, this.#seq);
     }
     return listener;
   }
@@ -489,23 +492,15 @@ export class QmpClient implements AsyncDisposable {
     name: N,
     options: WaitEventOptions<TypedEvent<N>> = {},
   ): Promise<TypedEvent<N>> {
-    const listener = this.listen<N>({
-      names: [name],
-      where: options.where,
-      bufferSize: 1,
-      overflow: "drop-newest",
-    });
     if (options.since !== undefined) {
       const since = options.since;
-      const hit = this.#history.find((e) => e.seq > since && listener.accepts(e));
-      if (hit) {
-        listener.close();
-        return Promise.resolve(hit as TypedEvent<N>);
-      }
+      const accepts = eventPredicate([name], options.where);
+      const hit = this.#history.find((e) => e.seq > since && accepts(e));
+      if (hit) return Promise.resolve(hit as TypedEvent<N>);
     }
-    const p = listener.get({ timeout: options.timeout, signal: options.signal }).finally(() =>
-      listener.close()
-    );
+    const p = this.#state === "closed"
+      ? Promise.reject(this.#closeError)
+      : waitForEvent<TypedEvent<N>>(this.#listeners, name, options.where, options, this.#seq);
     p.catch(() => {});
     return p;
   }
@@ -743,15 +738,15 @@ export class QmpClient implements AsyncDisposable {
     while (left > 0) {
       for (let i = 0; i < CATCH_UP_TICKS; i++) await null;
       const now = this.#buffered();
-      if (now >= left) return;
+      if (now >= left) break;
       left = now;
     }
+    this.#listeners.clearBehind();
   }
 
+  /** Events buffered in the listeners that were more than half full (only those: O(1) typically). */
   #buffered(): number {
-    let n = 0;
-    for (const l of this.#listeners) n += l.size;
-    return n;
+    return this.#listeners.behind();
   }
 
   /** A method, so TypeScript does not narrow the state across awaits. */
@@ -902,9 +897,7 @@ export class QmpClient implements AsyncDisposable {
         if (this.#history.length >= this.#historySize) this.#history.shift();
         this.#history.push(event);
       }
-      for (const l of this.#listeners) {
-        if (l.deliver(event) && l.size * 2 > l.capacity) this.#letListenersCatchUp = true;
-      }
+      if (this.#listeners.deliver(event)) this.#letListenersCatchUp = true;
       return;
     }
     const id = msg.id;
@@ -1055,9 +1048,7 @@ export class QmpClient implements AsyncDisposable {
     } catch { /* already closed */ }
     const graceful = reason === "client" || reason === "quit";
     this.#failPending(reason, cause, text);
-    const listeners = this.#listeners;
-    this.#listeners = [];
-    for (const l of listeners) l.end(closeError, graceful);
+    for (const l of this.#listeners.clear()) l.end(closeError, graceful);
     const w = this.#greetingWaiter;
     this.#greetingWaiter = undefined;
     w?.reject(
