@@ -20,7 +20,7 @@ import { EventListener, eventPredicate, type EventWhere, type ListenOptions } fr
 import { ListenerRegistry } from "./listener_registry.ts";
 import { waitForEvent } from "./event_wait.ts";
 import { boundedWait } from "./deadline.ts";
-import { JsonObjectFramer } from "./framing.ts";
+import { excerpt, JsonObjectFramer } from "./framing.ts";
 import {
   classifyMessage,
   commandMessage,
@@ -31,7 +31,7 @@ import {
 } from "./protocol.ts";
 import { openTransport, type Transport } from "./transport.ts";
 import { redactMessage, redactReply } from "./redact.ts";
-import { QmpSchema, type SchemaEntry } from "./qapi/schema.ts";
+import { QmpSchema, QmpValidationError, type SchemaEntry } from "./qapi/schema.ts";
 import type {
   CommandArgs,
   CommandName,
@@ -299,6 +299,11 @@ export class QmpClient implements AsyncDisposable {
   /**
    * Waits for the greeting and, unless `negotiate: false`, negotiates. Called
    * by {@link connect}; call it yourself after `new QmpClient(transport)`.
+   *
+   * Events that arrive before the greeting (some servers send them) are kept
+   * like any other event: listeners registered before the handshake receive
+   * them, and they stay in the recent-event history, so
+   * `waitEvent(name, { since: 0 })` finds them after `connect()`.
    */
   handshake(options: { timeout?: Duration; signal?: AbortSignal } = {}): Promise<Greeting> {
     return this.#handshake(options, () => this.#shutdown("error", undefined));
@@ -591,11 +596,24 @@ export class QmpClient implements AsyncDisposable {
       );
     }
     if (typeof command !== "string" || command === "") {
-      return Promise.reject(new TypeError(`Command name must be a non-empty string`));
+      return Promise.reject(
+        new QmpValidationError(
+          "",
+          "",
+          `the command name must be a non-empty string; got ${preview(command)}; nothing was sent`,
+        ),
+      );
     }
     if (args !== undefined && (typeof args !== "object" || args === null || Array.isArray(args))) {
+      // QEMU would answer GenericError "QMP input member 'arguments' must be an object".
       return Promise.reject(
-        new TypeError(`Arguments of ${command} must be an object, got ${JSON.stringify(args)}`),
+        new QmpValidationError(
+          command,
+          "",
+          `the arguments must be a JSON object (QEMU refuses anything else), got ${
+            preview(args)
+          }; nothing was sent`,
+        ),
       );
     }
     const timeoutMs = options?.timeout === undefined
@@ -869,7 +887,7 @@ export class QmpClient implements AsyncDisposable {
       const request = typeof raw.id === "number" ? this.#pending.get(raw.id) : undefined;
       this.#record("recv", raw, request);
     }
-    if (!this.#greeting) {
+    if (!this.#greeting && !isEarlyEvent(raw)) {
       const greeting = parseGreeting(raw); // throws ProtocolError: ends the connection
       this.#greeting = greeting;
       if (this.#state === "connecting") this.#state = "open";
@@ -1130,6 +1148,23 @@ export async function connect(
     throw err;
   }
   return client;
+}
+
+/** A short printable form of a bad value, for messages; never throws. */
+function preview(value: unknown): string {
+  let text: string;
+  try {
+    text = JSON.stringify(value) ?? String(value);
+  } catch {
+    text = Array.isArray(value) ? "an array" : String(value);
+  }
+  return excerpt(text, 60);
+}
+
+/** An event (not a greeting) that arrived before the greeting: tolerated, and kept. */
+function isEarlyEvent(raw: Record<string, unknown>): boolean {
+  return typeof raw.event === "string" && !("QMP" in raw) && !("return" in raw) &&
+    !("error" in raw);
 }
 
 function concat(chunks: Uint8Array[]): Uint8Array {
