@@ -50,6 +50,7 @@ export {
   ConnectionError,
   EventOverflowError,
   LaunchError,
+  MonitorBusyError,
   NegotiationError,
   ProtocolError,
   QmpCommandError,

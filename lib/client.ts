@@ -5,7 +5,7 @@
  * @module
  */
 import { type Address, formatAddress, isLoopback, parseAddress } from "./address.ts";
-import { type Duration, parseDuration } from "./duration.ts";
+import { type Duration, formatDuration, parseDuration } from "./duration.ts";
 import {
   AbortError,
   ConnectionClosedError,
@@ -322,8 +322,8 @@ export class QmpClient implements AsyncDisposable {
       (resolve, reject) => void this.#greetingPromise().then(resolve, reject),
       {
         hint: () =>
-          "QEMU sends it at once, unless another client is already connected to this monitor " +
-          "(QMP serves one client at a time) or this is not a QMP socket",
+          "QEMU sends it at once unless the monitor is busy: another client is connected " +
+          "(QMP serves one client at a time). Or this is not a QMP socket",
         onGiveUp: giveUp,
       },
     );
@@ -1132,6 +1132,7 @@ export async function connect(
       signal,
     });
   const client = new QmpClient(conn, { ...opts, address: where }, dial);
+  const connected = Date.now();
   try {
     await client.handshake({
       timeout: Math.max(1, deadline - Date.now()),
@@ -1142,12 +1143,31 @@ export async function connect(
     if (err instanceof TimeoutError) {
       throw new TimeoutError(`Connecting to ${where}`, timeoutMs, {
         cause: err,
-        hint: err.message,
+        hint: handshakeTimeoutHint(client, connected - (deadline - timeoutMs), err),
       });
     }
     throw err;
   }
   return client;
+}
+
+/**
+ * Why a connect that reached the server timed out: no greeting (the monitor
+ * is busy, or not QMP), or no reply to `qmp_capabilities`. `connectMs` is
+ * how long the connection itself took.
+ */
+function handshakeTimeoutHint(client: QmpClient, connectMs: number, err: TimeoutError): string {
+  let greeted = true;
+  try {
+    client.greeting;
+  } catch {
+    greeted = false;
+  }
+  if (greeted) return `the greeting came, but ${err.message}`;
+  const after = connectMs >= 100 ? ` after ${formatDuration(connectMs)}` : "";
+  return `connected${after}, but no QMP greeting came in ${formatDuration(err.timeoutMs)}: ` +
+    `the monitor is busy (another client is connected, and QMP serves one client at a time), ` +
+    `or this is not a QMP socket`;
 }
 
 /** A short printable form of a bad value, for messages; never throws. */
