@@ -1164,8 +1164,15 @@ function handshakeTimeoutHint(client: QmpClient, connectMs: number, err: Timeout
     greeted = false;
   }
   if (greeted) return `the greeting came, but ${err.message}`;
+  const left = formatDuration(err.timeoutMs);
+  if (connectMs > err.timeoutMs) {
+    // The connection itself ate the budget: blaming the greeting would be wrong.
+    return `the connection timed out: it took ${formatDuration(connectMs)} to be accepted, ` +
+      `leaving ${left} for the QMP greeting. The server is slow to accept connections (its ` +
+      `queue is full, as when a QMP monitor is busy with another client): allow a longer timeout`;
+  }
   const after = connectMs >= 100 ? ` after ${formatDuration(connectMs)}` : "";
-  return `connected${after}, but no QMP greeting came in ${formatDuration(err.timeoutMs)}: ` +
+  return `connected${after}, but no QMP greeting came in ${left}: ` +
     `the monitor is busy (another client is connected, and QMP serves one client at a time), ` +
     `or this is not a QMP socket`;
 }

@@ -106,23 +106,29 @@ Deno.test("not a socket: a regular file or a directory says what it is", async (
  * A TCP listener on 127.0.0.1 with backlog 1 that never accepts (python3),
  * and connections filling its accept queue until a connect hangs.
  */
-async function fullTcpListener(): Promise<{ port: number } & AsyncDisposable> {
+async function fullTcpListener(): Promise<
+  { port: number; acceptOne(): Promise<void> } & AsyncDisposable
+> {
   const child = new Deno.Command("python3", {
     args: [
       "-c",
       "import socket, sys\n" +
       "s = socket.socket(); s.bind(('127.0.0.1', 0)); s.listen(1)\n" +
       "print(s.getsockname()[1], flush=True)\n" +
-      "sys.stdin.read()  # never accepts; exits when stdin closes\n",
+      "kept = []\n" +
+      "for line in sys.stdin:  # accepts only when told to; exits when stdin closes\n" +
+      "    kept.append(s.accept()[0])\n",
     ],
     stdin: "piped",
     stdout: "piped",
     stderr: "inherit",
   }).spawn();
   const fillers: Deno.Conn[] = [];
+  const stdin = child.stdin.getWriter();
+  const acceptOne = () => stdin.write(new TextEncoder().encode("accept\n"));
   const dispose = async () => {
     for (const c of fillers) c.close();
-    await child.stdin.close().catch(() => {});
+    await stdin.close().catch(() => {});
     const timer = setTimeout(() => child.kill("SIGKILL"), 5000);
     await child.status;
     clearTimeout(timer);
@@ -144,7 +150,7 @@ async function fullTcpListener(): Promise<{ port: number } & AsyncDisposable> {
           await Deno.connect({ hostname: "127.0.0.1", port, signal: AbortSignal.timeout(300) }),
         );
       } catch {
-        return { port, [Symbol.asyncDispose]: dispose }; // this one hung: the queue is full
+        return { port, acceptOne, [Symbol.asyncDispose]: dispose }; // this one hung: queue full
       }
     }
     throw new Error("the listener's queue never filled up");
@@ -177,4 +183,25 @@ Deno.test("a TCP connection nobody accepts says the connection timed out, not th
     /^qmp exec: error: Connecting to tcp:.* within 1s; the connection timed out/,
   );
   assert.doesNotMatch(r.stderr, /greeting/);
+});
+
+Deno.test("a TCP connection accepted too late to greet blames the connection, not the greeting", async () => {
+  await using listener = await fullTcpListener();
+  // Free one slot of the queue shortly: the kernel's SYN retry (after ~1 s) then gets through,
+  // leaving the greeting almost no time.
+  const timer = setTimeout(() => void listener.acceptOne(), 300);
+  try {
+    await assert.rejects(connect(`127.0.0.1:${listener.port}`, { timeout: 1300 }), (e: unknown) => {
+      assert.ok(e instanceof TimeoutError, String(e));
+      assert.match(e.message, /^Connecting to tcp:127\.0\.0\.1:\d+ did not complete within 1300ms/);
+      assert.match(
+        e.message,
+        /the connection timed out: it took [\d.]+m?s to be accepted, leaving/,
+      );
+      assert.doesNotMatch(e.message, /monitor is busy \(another client|not a QMP socket/);
+      return true;
+    });
+  } finally {
+    clearTimeout(timer);
+  }
 });
