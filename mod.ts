@@ -2,6 +2,9 @@
  * qmpkit: automate QEMU virtual machines over the QEMU Monitor Protocol (QMP).
  *
  * Zero dependencies: import it from a URL in an ad-hoc script, no config needed.
+ * The generated QAPI types of every command, event and argument (`StatusInfo`,
+ * `BlockdevOptions`, ...) have their own entry: `./qapi.ts`
+ * (`@qmpkit/qmpkit/qapi`).
  *
  * @example Connect, run commands, wait for events
  * ```ts ignore
