@@ -65,6 +65,7 @@ class EventWait<E extends QmpEvent> implements Subscriber, TimeoutTarget, AbortT
   }
 
   deliver(event: QmpEvent): boolean {
+    if (this.#settled) return false;
     const where = this.#where;
     if (where !== undefined) {
       const ok = typeof where === "function"

@@ -114,6 +114,8 @@ export function eventPredicate<E extends QmpEvent>(
 interface Waiter<E> {
   resolve(r: IteratorResult<E, undefined>): void;
   reject(e: unknown): void;
+  /** Set once it is out of the queue's hands: settled, or its read gave up (then swept lazily). */
+  gone?: boolean;
 }
 
 /**
@@ -139,8 +141,12 @@ export class EventListener<E extends QmpEvent = QmpEvent>
   #buf: (E | undefined)[];
   #head = 0;
   #count = 0;
-  /** Pending reads, oldest first (a Set: a read that gives up leaves in O(1)). */
-  #waiters = new Set<Waiter<E>>();
+  /**
+   * Pending reads, oldest first. A read that gives up is only marked
+   * (O(1)); marked ones are skipped, and swept once they are the majority.
+   */
+  #waiters: Waiter<E>[] = [];
+  #cancelledWaiters = 0;
   #ended = false;
   #endError: unknown;
   #closeReason: unknown;
@@ -205,9 +211,8 @@ export class EventListener<E extends QmpEvent = QmpEvent>
   /** Offers an event; it is queued if accepted. Returns true when accepted. Used by the client. */
   deliver(event: QmpEvent): boolean {
     if (this.#ended || this.#overflowed || !this.#accept(event)) return false;
-    if (this.#waiters.size > 0) {
-      const waiter: Waiter<E> = this.#waiters.values().next().value!;
-      this.#waiters.delete(waiter);
+    const waiter = this.#nextWaiter();
+    if (waiter) {
       waiter.resolve({ value: event as E, done: false });
       return true;
     }
@@ -238,7 +243,7 @@ export class EventListener<E extends QmpEvent = QmpEvent>
       if (this.#endError !== undefined) return Promise.reject(this.#endError);
       return Promise.resolve({ value: undefined, done: true });
     }
-    return new Promise((resolve, reject) => this.#waiters.add({ resolve, reject }));
+    return new Promise((resolve, reject) => this.#waiters.push({ resolve, reject }));
   }
 
   /**
@@ -255,8 +260,8 @@ export class EventListener<E extends QmpEvent = QmpEvent>
         resolve: (r) => r.done ? reject(this.#endedError(what())) : resolve(r.value),
         reject,
       };
-      this.#waiters.add(waiter);
-      return () => this.#waiters.delete(waiter);
+      this.#waiters.push(waiter);
+      return () => this.#cancelWaiter(waiter);
     });
   }
 
@@ -334,10 +339,36 @@ export class EventListener<E extends QmpEvent = QmpEvent>
     detach?.();
     // Buffered events are still readable; waiters exist only when the buffer is empty.
     const waiters = this.#waiters;
-    this.#waiters = new Set();
+    this.#waiters = [];
+    this.#cancelledWaiters = 0;
     for (const w of waiters) {
+      if (w.gone) continue;
+      w.gone = true;
       if (this.#endError !== undefined) w.reject(this.#endError);
       else w.resolve({ value: undefined, done: true });
+    }
+  }
+
+  /** Takes the oldest pending read that has not given up. */
+  #nextWaiter(): Waiter<E> | undefined {
+    while (this.#waiters.length > 0) {
+      const w = this.#waiters.shift()!;
+      if (!w.gone) {
+        w.gone = true;
+        return w;
+      }
+      this.#cancelledWaiters--;
+    }
+    return undefined;
+  }
+
+  #cancelWaiter(waiter: Waiter<E>): void {
+    if (waiter.gone) return; // settled by an event or the end: not queued any more
+    waiter.gone = true;
+    // Still queued: sweep when the ones that gave up are the majority.
+    if (++this.#cancelledWaiters > 32 && this.#cancelledWaiters * 2 > this.#waiters.length) {
+      this.#waiters = this.#waiters.filter((w) => !w.gone);
+      this.#cancelledWaiters = 0;
     }
   }
 

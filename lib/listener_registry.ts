@@ -24,8 +24,55 @@ export interface Subscriber {
   end(error?: unknown, graceful?: boolean): void;
 }
 
-/** A group of subscribers: subscriber → the sequence number of the last event before it registered. */
-type Group = Map<Subscriber, number>;
+/**
+ * The subscribers of one name (or of every event). A map for O(1) add and
+ * delete, plus an array snapshot for delivery, rebuilt on the first delivery
+ * after a change: rebuilding costs no more than the delivery loop it serves,
+ * and the event flood path iterates a plain array.
+ */
+class Group {
+  /** Subscriber → the sequence number of the last event before it registered. */
+  readonly #members = new Map<Subscriber, number>();
+  #list: Subscriber[] | undefined;
+  #since: number[] = [];
+
+  get size(): number {
+    return this.#members.size;
+  }
+
+  add(subscriber: Subscriber, seq: number): void {
+    this.#members.set(subscriber, seq);
+    this.#list = undefined;
+  }
+
+  delete(subscriber: Subscriber): void {
+    if (this.#members.delete(subscriber)) this.#list = undefined;
+  }
+
+  /**
+   * Offers `event` to the members registered before it; adds those now more
+   * than half full to `behind`. A member removed meanwhile may still be offered
+   * the event (it declines: it has ended); one added meanwhile is not.
+   */
+  offer(event: QmpEvent, behind: Set<Subscriber>): boolean {
+    let list = this.#list;
+    if (list === undefined) {
+      list = this.#list = [...this.#members.keys()];
+      this.#since = [...this.#members.values()];
+    }
+    const since = this.#since;
+    let any = false;
+    for (let i = 0; i < list.length; i++) {
+      if (since[i] >= event.seq) continue; // registered while this event was being delivered
+      const s = list[i];
+      if (s.deliver(event) && s.size * 2 > s.capacity) {
+        behind.add(s);
+        any = true;
+      }
+    }
+    return any;
+  }
+}
 
 /**
  * Listeners registered with a connection. An event is delivered only to
@@ -34,7 +81,7 @@ type Group = Map<Subscriber, number>;
  */
 export class ListenerRegistry {
   /** Listeners of every event (no `names`). */
-  readonly #any: Group = new Map();
+  #any = new Group();
   /** Listeners by the event names they asked for. */
   readonly #byName = new Map<string, Group>();
   /** Every listener, with the names it was indexed under (undefined: all). */
@@ -61,13 +108,13 @@ export class ListenerRegistry {
       : [...new Set(names)];
     this.#all.set(listener, keys);
     if (keys === undefined) {
-      this.#any.set(listener, seq);
+      this.#any.add(listener, seq);
       return;
     }
     for (const name of keys) {
       let group = this.#byName.get(name);
-      if (group === undefined) this.#byName.set(name, group = new Map());
-      group.set(listener, seq);
+      if (group === undefined) this.#byName.set(name, group = new Group());
+      group.add(listener, seq);
     }
   }
 
@@ -96,22 +143,10 @@ export class ListenerRegistry {
    */
   deliver(event: QmpEvent): boolean {
     let behind = false;
-    if (this.#any.size > 0 && this.#offer(this.#any, event)) behind = true;
+    if (this.#any.size > 0 && this.#any.offer(event, this.#behind)) behind = true;
     if (this.#byName.size > 0) {
       const group = this.#byName.get(event.event);
-      if (group !== undefined && this.#offer(group, event)) behind = true;
-    }
-    return behind;
-  }
-
-  #offer(group: Group, event: QmpEvent): boolean {
-    let behind = false;
-    for (const [listener, since] of group) {
-      if (since >= event.seq) continue; // registered while this event was being delivered
-      if (listener.deliver(event) && listener.size * 2 > listener.capacity) {
-        this.#behind.add(listener);
-        behind = true;
-      }
+      if (group !== undefined && group.offer(event, this.#behind)) behind = true;
     }
     return behind;
   }
@@ -132,7 +167,7 @@ export class ListenerRegistry {
   clear(): Subscriber[] {
     const all = [...this.#all.keys()];
     this.#all.clear();
-    this.#any.clear();
+    this.#any = new Group();
     this.#byName.clear();
     this.#behind.clear();
     return all;
