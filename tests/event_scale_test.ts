@@ -208,3 +208,30 @@ Deno.test("waitEvent: a timeout names the event and the filter", async () => {
     await client.close();
   }
 });
+
+Deno.test("scale: 30,000 reads of one listener that give up leave in O(1); the next read still works", async () => {
+  const { client, peer } = await open();
+  try {
+    using listener = client.listen({ names: ["STOP"] });
+    const abort = new AbortController();
+    const reads: Promise<unknown>[] = new Array(N);
+    timedLoop("arming listener.get()", N, BOUND_MS, (i) => {
+      reads[i] = listener.get({ signal: abort.signal }).catch((e) => e);
+    });
+    abort.abort();
+    const errors = await within(Promise.all(reads), BOUND_MS, "30,000 aborted reads");
+    assert.ok(errors.every((e) => (e as Error).name === "AbortError"));
+    // Half of them again, with a timeout, and one that an event satisfies.
+    const timedOut = Array.from(
+      { length: N / 2 },
+      () => listener.get({ timeout: 50 }).catch((e) => e),
+    );
+    const next = listener.get({ timeout: "5s" });
+    await within(Promise.all(timedOut), BOUND_MS + 50, "15,000 timed-out reads");
+    peer.event("STOP", { n: 1 });
+    assert.deepEqual((await next).data, { n: 1 });
+    assert.equal(listener.size, 0);
+  } finally {
+    await client.close();
+  }
+});
