@@ -110,7 +110,10 @@ export interface ConnectOptions extends ClientOptions {
   timeout?: Duration;
   /** Cancels connecting. */
   signal?: AbortSignal;
-  /** Retry while the socket does not exist yet or refuses connections, until `timeout`. */
+  /**
+   * Retry while the socket does not exist yet or refuses connections, until `timeout`. A path
+   * that is not a socket, or a busy monitor (`MonitorBusyError`), still fails at once.
+   */
   retry?: boolean;
 }
 
