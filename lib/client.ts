@@ -506,11 +506,13 @@ export class QmpClient implements AsyncDisposable {
       const hit = this.#history.find((e) => e.seq > since && accepts(e));
       if (hit) return Promise.resolve(hit as TypedEvent<N>);
     }
-    const p = this.#state === "closed"
-      ? Promise.reject(this.#closeError)
-      : waitForEvent<TypedEvent<N>>(this.#listeners, name, options.where, options, this.#seq);
-    p.catch(() => {});
-    return p;
+    if (this.#state === "closed") {
+      const p = Promise.reject(this.#closeError);
+      p.catch(() => {});
+      return p;
+    }
+    // Marked handled by waitForEvent.
+    return waitForEvent<TypedEvent<N>>(this.#listeners, name, options.where, options, this.#seq);
   }
 
   /**

@@ -23,8 +23,6 @@ export interface EventWaitBounds {
 }
 
 class EventWait<E extends QmpEvent> implements Subscriber, TimeoutTarget, AbortTarget {
-  readonly size = 0;
-  readonly capacity = 1;
   readonly #registry: ListenerRegistry;
   readonly #name: string;
   readonly #where: EventWhere<E> | undefined;
@@ -61,7 +59,16 @@ class EventWait<E extends QmpEvent> implements Subscriber, TimeoutTarget, AbortT
       this.#timer = scheduleTimeout(this.#ms, this);
     }
     if (bounds.signal) watchAbort(bounds.signal, this);
-    registry.add(this, [name], seq);
+    registry.add(this, name, seq);
+  }
+
+  /** Never buffers: an accepted event settles it. */
+  get size(): number {
+    return 0;
+  }
+
+  get capacity(): number {
+    return 1;
   }
 
   deliver(event: QmpEvent): boolean {
@@ -112,7 +119,7 @@ class EventWait<E extends QmpEvent> implements Subscriber, TimeoutTarget, AbortT
 
 /**
  * Registers a one-shot subscriber for the next event named `name` that
- * `where` accepts, and resolves with it. Rejects with `TimeoutError` /
+ * `where` accepts, and resolves with it. The promise is marked handled. Rejects with `TimeoutError` /
  * `AbortError` per `bounds` (naming the event and the filter), or with the
  * error the connection closed with. `seq` is the client's last event
  * sequence number (see {@link ListenerRegistry.add}).
@@ -124,5 +131,9 @@ export function waitForEvent<E extends QmpEvent>(
   bounds: EventWaitBounds,
   seq: number,
 ): Promise<E> {
-  return new EventWait<E>(registry, name, where, bounds, seq).promise;
+  const promise = new EventWait<E>(registry, name, where, bounds, seq).promise;
+  promise.catch(ignore); // an unawaited wait that times out must not crash the process
+  return promise;
 }
+
+function ignore(): void {}

@@ -84,8 +84,8 @@ export class ListenerRegistry {
   #any = new Group();
   /** Listeners by the event names they asked for. */
   readonly #byName = new Map<string, Group>();
-  /** Every listener, with the names it was indexed under (undefined: all). */
-  readonly #all = new Map<Subscriber, readonly string[] | undefined>();
+  /** Every listener, with the name(s) it was indexed under (undefined: all). */
+  readonly #all = new Map<Subscriber, string | readonly string[] | undefined>();
   /** Listeners found more than half full by {@link deliver}, until {@link clearBehind}. */
   readonly #behind = new Set<Subscriber>();
 
@@ -95,27 +95,30 @@ export class ListenerRegistry {
   }
 
   /**
-   * Registers `listener` for `names` (all events when undefined or empty).
+   * Registers `listener` for `names` (one name, a list, or all events when
+   * undefined or empty).
    * `seq` is the sequence number of the last event received: an event being
    * delivered right now (from inside a `where` predicate) does not reach it.
    */
-  add(listener: Subscriber, names: readonly string[] | undefined, seq: number): void {
+  add(listener: Subscriber, names: string | readonly string[] | undefined, seq: number): void {
     if (this.#all.has(listener)) return;
     const keys = names === undefined || names.length === 0
       ? undefined
-      : names.length === 1
+      : typeof names === "string"
       ? names
+      : names.length === 1
+      ? names[0]
       : [...new Set(names)];
     this.#all.set(listener, keys);
-    if (keys === undefined) {
-      this.#any.add(listener, seq);
-      return;
-    }
-    for (const name of keys) {
-      let group = this.#byName.get(name);
-      if (group === undefined) this.#byName.set(name, group = new Group());
-      group.add(listener, seq);
-    }
+    if (keys === undefined) this.#any.add(listener, seq);
+    else if (typeof keys === "string") this.#groupOf(keys).add(listener, seq);
+    else for (const name of keys) this.#groupOf(name).add(listener, seq);
+  }
+
+  #groupOf(name: string): Group {
+    let group = this.#byName.get(name);
+    if (group === undefined) this.#byName.set(name, group = new Group());
+    return group;
   }
 
   /** Removes `listener`; a no-op when it is not registered. */
@@ -124,16 +127,16 @@ export class ListenerRegistry {
     if (keys === undefined && !this.#all.has(listener)) return;
     this.#all.delete(listener);
     this.#behind.delete(listener);
-    if (keys === undefined) {
-      this.#any.delete(listener);
-      return;
-    }
-    for (const name of keys) {
-      const group = this.#byName.get(name);
-      if (group === undefined) continue;
-      group.delete(listener);
-      if (group.size === 0) this.#byName.delete(name);
-    }
+    if (keys === undefined) this.#any.delete(listener);
+    else if (typeof keys === "string") this.#leave(keys, listener);
+    else for (const name of keys) this.#leave(name, listener);
+  }
+
+  #leave(name: string, listener: Subscriber): void {
+    const group = this.#byName.get(name);
+    if (group === undefined) return;
+    group.delete(listener);
+    if (group.size === 0) this.#byName.delete(name);
   }
 
   /**
