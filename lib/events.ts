@@ -115,7 +115,7 @@ interface Waiter<E> {
   resolve(r: IteratorResult<E, undefined>): void;
   reject(e: unknown): void;
   /** Set once it is out of the queue's hands: settled, or its read gave up (then swept lazily). */
-  gone?: boolean;
+  gone: boolean;
 }
 
 /**
@@ -243,7 +243,7 @@ export class EventListener<E extends QmpEvent = QmpEvent>
       if (this.#endError !== undefined) return Promise.reject(this.#endError);
       return Promise.resolve({ value: undefined, done: true });
     }
-    return new Promise((resolve, reject) => this.#waiters.push({ resolve, reject }));
+    return new Promise((resolve, reject) => this.#waiters.push({ resolve, reject, gone: false }));
   }
 
   /**
@@ -259,6 +259,7 @@ export class EventListener<E extends QmpEvent = QmpEvent>
       const waiter: Waiter<E> = {
         resolve: (r) => r.done ? reject(this.#endedError(what())) : resolve(r.value),
         reject,
+        gone: false,
       };
       this.#waiters.push(waiter);
       return () => this.#cancelWaiter(waiter);

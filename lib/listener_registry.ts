@@ -24,6 +24,35 @@ export interface Subscriber {
   end(error?: unknown, graceful?: boolean): void;
 }
 
+/** Subscribers found more than half full; adding the same one again is a pointer compare. */
+class BehindSet {
+  #last: Subscriber | undefined;
+  readonly #set = new Set<Subscriber>();
+
+  add(s: Subscriber): void {
+    if (s === this.#last) return;
+    this.#last = s;
+    this.#set.add(s);
+  }
+
+  delete(s: Subscriber): void {
+    if (this.#last === s) this.#last = undefined;
+    this.#set.delete(s);
+  }
+
+  clear(): void {
+    this.#last = undefined;
+    this.#set.clear();
+  }
+
+  /** Events buffered in them. */
+  buffered(): number {
+    let n = 0;
+    for (const s of this.#set) n += s.size;
+    return n;
+  }
+}
+
 /**
  * The subscribers of one name (or of every event). A map for O(1) add and
  * delete, plus an array snapshot for delivery, rebuilt on the first delivery
@@ -54,7 +83,7 @@ class Group {
    * than half full to `behind`. A member removed meanwhile may still be offered
    * the event (it declines: it has ended); one added meanwhile is not.
    */
-  offer(event: QmpEvent, behind: Set<Subscriber>): boolean {
+  offer(event: QmpEvent, behind: BehindSet): boolean {
     let list = this.#list;
     if (list === undefined) {
       list = this.#list = [...this.#members.keys()];
@@ -87,7 +116,7 @@ export class ListenerRegistry {
   /** Every listener, with the name(s) it was indexed under (undefined: all). */
   readonly #all = new Map<Subscriber, string | readonly string[] | undefined>();
   /** Listeners found more than half full by {@link deliver}, until {@link clearBehind}. */
-  readonly #behind = new Set<Subscriber>();
+  readonly #behind = new BehindSet();
 
   /** Number of registered listeners. */
   get size(): number {
@@ -156,9 +185,7 @@ export class ListenerRegistry {
 
   /** Events buffered in the listeners found more than half full since {@link clearBehind}. */
   behind(): number {
-    let n = 0;
-    for (const l of this.#behind) n += l.size;
-    return n;
+    return this.#behind.buffered();
   }
 
   /** Forgets which listeners were behind (their consumers caught up, or will not). */
