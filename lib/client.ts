@@ -5,7 +5,7 @@
  * @module
  */
 import { type Address, formatAddress, isLoopback, parseAddress } from "./address.ts";
-import { type Duration, parseDuration } from "./duration.ts";
+import { type Duration, formatDuration, parseDuration } from "./duration.ts";
 import {
   AbortError,
   ConnectionClosedError,
@@ -16,9 +16,11 @@ import {
   ServerParseError,
   TimeoutError,
 } from "./errors.ts";
-import { EventListener, type EventWhere, type ListenOptions } from "./events.ts";
+import { EventListener, eventPredicate, type EventWhere, type ListenOptions } from "./events.ts";
+import { ListenerRegistry } from "./listener_registry.ts";
+import { waitForEvent } from "./event_wait.ts";
 import { boundedWait } from "./deadline.ts";
-import { JsonObjectFramer } from "./framing.ts";
+import { excerpt, JsonObjectFramer } from "./framing.ts";
 import { stringifyJson } from "./json.ts";
 import {
   classifyMessage,
@@ -30,7 +32,7 @@ import {
 } from "./protocol.ts";
 import { openTransport, type Transport } from "./transport.ts";
 import { REDACTED, redactMessage, redactReply } from "./redact.ts";
-import { QmpSchema, type SchemaEntry } from "./qapi/schema.ts";
+import { QmpSchema, QmpValidationError, type SchemaEntry } from "./qapi/schema.ts";
 import type {
   CommandArgs,
   CommandName,
@@ -110,7 +112,10 @@ export interface ConnectOptions extends ClientOptions {
   timeout?: Duration;
   /** Cancels connecting. */
   signal?: AbortSignal;
-  /** Retry while the socket does not exist yet or refuses connections, until `timeout`. */
+  /**
+   * Retry while the socket does not exist yet or refuses connections, until `timeout`. A path
+   * that is not a socket, or a busy monitor (`MonitorBusyError`), still fails at once.
+   */
   retry?: boolean;
 }
 
@@ -225,7 +230,7 @@ export class QmpClient implements AsyncDisposable {
   #inbandQueue: Pending[] = [];
   #outQueue: Uint8Array[] = [];
   #flushing: Promise<void> | undefined;
-  #listeners: EventListener[] = [];
+  readonly #listeners = new ListenerRegistry();
   #history: QmpEvent[] = [];
   #seq = 0;
   #quitSent = false;
@@ -299,6 +304,11 @@ export class QmpClient implements AsyncDisposable {
   /**
    * Waits for the greeting and, unless `negotiate: false`, negotiates. Called
    * by {@link connect}; call it yourself after `new QmpClient(transport)`.
+   *
+   * Events that arrive before the greeting (some servers send them) are kept
+   * like any other event: listeners registered before the handshake receive
+   * them, and they stay in the recent-event history, so
+   * `waitEvent(name, { since: 0 })` finds them after `connect()`.
    */
   handshake(options: { timeout?: Duration; signal?: AbortSignal } = {}): Promise<Greeting> {
     return this.#handshake(options, () => this.#shutdown("error", undefined));
@@ -317,8 +327,8 @@ export class QmpClient implements AsyncDisposable {
       (resolve, reject) => void this.#greetingPromise().then(resolve, reject),
       {
         hint: () =>
-          "QEMU sends it at once, unless another client is already connected to this monitor " +
-          "(QMP serves one client at a time) or this is not a QMP socket",
+          "QEMU sends it at once unless the monitor is busy: another client is connected " +
+          "(QMP serves one client at a time). Or this is not a QMP socket",
         onGiveUp: giveUp,
       },
     );
@@ -433,14 +443,15 @@ export class QmpClient implements AsyncDisposable {
   /** Registers a listener for all events (or those `where` accepts). */
   listen(options?: ListenOptions<TypedEvent>): EventListener<TypedEvent>;
   listen(options: ListenOptions<QmpEvent> = {}): EventListener<QmpEvent> {
-    const listener: EventListener<QmpEvent> = new EventListener(options, () => {
-      this.#listeners = this.#listeners.filter((l) => l !== listener);
-    });
+    const listener: EventListener<QmpEvent> = new EventListener(
+      options,
+      () => this.#listeners.delete(listener),
+    );
     if (this.#state === "closed") {
       const reason = this.#closeError?.reason;
       listener.end(this.#closeError, reason === "client" || reason === "quit");
     } else if (!listener.ended) {
-      this.#listeners = [...this.#listeners, listener];
+      this.#listeners.add(listener, options.names, this.#seq);
     }
     return listener;
   }
@@ -491,25 +502,19 @@ export class QmpClient implements AsyncDisposable {
     name: N,
     options: WaitEventOptions<TypedEvent<N>> = {},
   ): Promise<TypedEvent<N>> {
-    const listener = this.listen<N>({
-      names: [name],
-      where: options.where,
-      bufferSize: 1,
-      overflow: "drop-newest",
-    });
     if (options.since !== undefined) {
       const since = options.since;
-      const hit = this.#history.find((e) => e.seq > since && listener.accepts(e));
-      if (hit) {
-        listener.close();
-        return Promise.resolve(hit as TypedEvent<N>);
-      }
+      const accepts = eventPredicate([name], options.where);
+      const hit = this.#history.find((e) => e.seq > since && accepts(e));
+      if (hit) return Promise.resolve(hit as TypedEvent<N>);
     }
-    const p = listener.get({ timeout: options.timeout, signal: options.signal }).finally(() =>
-      listener.close()
-    );
-    p.catch(() => {});
-    return p;
+    if (this.#state === "closed") {
+      const p = Promise.reject(this.#closeError);
+      p.catch(() => {});
+      return p;
+    }
+    // Marked handled by waitForEvent.
+    return waitForEvent<TypedEvent<N>>(this.#listeners, name, options.where, options, this.#seq);
   }
 
   /**
@@ -598,11 +603,24 @@ export class QmpClient implements AsyncDisposable {
       );
     }
     if (typeof command !== "string" || command === "") {
-      return Promise.reject(new TypeError(`Command name must be a non-empty string`));
+      return Promise.reject(
+        new QmpValidationError(
+          "",
+          "",
+          `the command name must be a non-empty string; got ${preview(command)}; nothing was sent`,
+        ),
+      );
     }
     if (args !== undefined && (typeof args !== "object" || args === null || Array.isArray(args))) {
+      // QEMU would answer GenericError "QMP input member 'arguments' must be an object".
       return Promise.reject(
-        new TypeError(`Arguments of ${command} must be an object, got ${JSON.stringify(args)}`),
+        new QmpValidationError(
+          command,
+          "",
+          `the arguments must be a JSON object (QEMU refuses anything else), got ${
+            preview(args)
+          }; nothing was sent`,
+        ),
       );
     }
     const timeoutMs = options?.timeout === undefined
@@ -745,15 +763,15 @@ export class QmpClient implements AsyncDisposable {
     while (left > 0) {
       for (let i = 0; i < CATCH_UP_TICKS; i++) await null;
       const now = this.#buffered();
-      if (now >= left) return;
+      if (now >= left) break;
       left = now;
     }
+    this.#listeners.clearBehind();
   }
 
+  /** Events buffered in the listeners that were more than half full (only those: O(1) typically). */
   #buffered(): number {
-    let n = 0;
-    for (const l of this.#listeners) n += l.size;
-    return n;
+    return this.#listeners.behind();
   }
 
   /** A method, so TypeScript does not narrow the state across awaits. */
@@ -878,7 +896,7 @@ export class QmpClient implements AsyncDisposable {
         : undefined;
       this.#record("recv", raw, request);
     }
-    if (!this.#greeting) {
+    if (!this.#greeting && !isEarlyEvent(raw)) {
       const greeting = parseGreeting(raw); // throws ProtocolError: ends the connection
       this.#greeting = greeting;
       if (this.#state === "connecting") this.#state = "open";
@@ -906,9 +924,7 @@ export class QmpClient implements AsyncDisposable {
         if (this.#history.length >= this.#historySize) this.#history.shift();
         this.#history.push(event);
       }
-      for (const l of this.#listeners) {
-        if (l.deliver(event) && l.size * 2 > l.capacity) this.#letListenersCatchUp = true;
-      }
+      if (this.#listeners.deliver(event)) this.#letListenersCatchUp = true;
       return;
     }
     const id = msg.id;
@@ -1068,9 +1084,7 @@ export class QmpClient implements AsyncDisposable {
     } catch { /* already closed */ }
     const graceful = reason === "client" || reason === "quit";
     this.#failPending(reason, cause, text);
-    const listeners = this.#listeners;
-    this.#listeners = [];
-    for (const l of listeners) l.end(closeError, graceful);
+    for (const l of this.#listeners.clear()) l.end(closeError, graceful);
     const w = this.#greetingWaiter;
     this.#greetingWaiter = undefined;
     w?.reject(
@@ -1136,6 +1150,7 @@ export async function connect(
       signal,
     });
   const client = new QmpClient(conn, { ...opts, address: where }, dial);
+  const connected = Date.now();
   try {
     await client.handshake({
       timeout: Math.max(1, deadline - Date.now()),
@@ -1146,12 +1161,55 @@ export async function connect(
     if (err instanceof TimeoutError) {
       throw new TimeoutError(`Connecting to ${where}`, timeoutMs, {
         cause: err,
-        hint: err.message,
+        hint: handshakeTimeoutHint(client, connected - (deadline - timeoutMs), err),
       });
     }
     throw err;
   }
   return client;
+}
+
+/**
+ * Why a connect that reached the server timed out: no greeting (the monitor
+ * is busy, or not QMP), or no reply to `qmp_capabilities`. `connectMs` is
+ * how long the connection itself took.
+ */
+function handshakeTimeoutHint(client: QmpClient, connectMs: number, err: TimeoutError): string {
+  let greeted = true;
+  try {
+    client.greeting;
+  } catch {
+    greeted = false;
+  }
+  if (greeted) return `the greeting came, but ${err.message}`;
+  const left = formatDuration(err.timeoutMs);
+  if (connectMs > err.timeoutMs) {
+    // The connection itself ate the budget: blaming the greeting would be wrong.
+    return `the connection timed out: it took ${formatDuration(connectMs)} to be accepted, ` +
+      `leaving ${left} for the QMP greeting. The server is slow to accept connections (its ` +
+      `queue is full, as when a QMP monitor is busy with another client): allow a longer timeout`;
+  }
+  const after = connectMs >= 100 ? ` after ${formatDuration(connectMs)}` : "";
+  return `connected${after}, but no QMP greeting came in ${left}: ` +
+    `the monitor is busy (another client is connected, and QMP serves one client at a time), ` +
+    `or this is not a QMP socket`;
+}
+
+/** A short printable form of a bad value, for messages; never throws. */
+function preview(value: unknown): string {
+  let text: string;
+  try {
+    text = JSON.stringify(value) ?? String(value);
+  } catch {
+    text = Array.isArray(value) ? "an array" : String(value);
+  }
+  return excerpt(text, 60);
+}
+
+/** An event (not a greeting) that arrived before the greeting: tolerated, and kept. */
+function isEarlyEvent(raw: Record<string, unknown>): boolean {
+  return typeof raw.event === "string" && !("QMP" in raw) && !("return" in raw) &&
+    !("error" in raw);
 }
 
 function concat(chunks: Uint8Array[]): Uint8Array {

@@ -61,6 +61,35 @@ export class ConnectionError extends QmpError {
 }
 
 /**
+ * The QMP monitor is serving another client. QMP serves one client at a time,
+ * and QEMU accepts no connection while one is attached: the first few
+ * connects wait in the socket's queue (and `connect()` times out waiting for
+ * the greeting, with a `TimeoutError` that says the monitor is busy), later
+ * ones find the queue full and fail at once with this error.
+ *
+ * @example
+ * ```ts ignore
+ * try {
+ *   await connect("unix:/run/vm1/qmp.sock");
+ * } catch (e) {
+ *   if (e instanceof MonitorBusyError) console.error("another client is attached; try later");
+ * }
+ * ```
+ */
+export class MonitorBusyError extends ConnectionError {
+  /** Creates a busy-monitor error for `address` (canonical form). */
+  constructor(address: string, options?: QmpErrorOptions) {
+    super(
+      `The QMP monitor at ${address} is busy: another client is connected (QMP serves one client ` +
+        `at a time) and the monitor's connection queue is full. Disconnect the other client or ` +
+        `wait for it to finish, then retry.`,
+      { ...options, address },
+    );
+    this.name = "MonitorBusyError";
+  }
+}
+
+/**
  * The connection is closed, or closed while a command or wait was pending.
  * `reason` tells who closed it.
  */

@@ -35,7 +35,9 @@ export interface SchemaEntry {
 }
 
 /**
- * Arguments failed validation against the live schema. Nothing was sent.
+ * A request was refused before sending: its arguments failed validation
+ * against the live schema (`validate: true`), or are not a JSON object, or
+ * the command name is empty. Nothing was sent.
  *
  * @example
  * ```ts ignore
@@ -48,9 +50,13 @@ export class QmpValidationError extends QmpError {
   readonly command: string;
   /** Dotted path of the bad member, e.g. `file.filename` (empty for the arguments object). */
   readonly path: string;
-  /** Creates a validation error. */
+  /** Creates a validation error (an empty `command`: the name itself is the problem). */
   constructor(command: string, path: string, problem: string) {
-    super(`Invalid arguments for ${command}: ${path ? `'${path}' ` : ""}${problem}`);
+    super(
+      command === ""
+        ? `Invalid command: ${problem}`
+        : `Invalid arguments for ${command}: ${path ? `'${path}' ` : ""}${problem}`,
+    );
     this.name = "QmpValidationError";
     this.command = command;
     this.path = path;
