@@ -39,7 +39,8 @@ export class AddressError extends QmpError {
   constructor(address: unknown, reason: string, options?: QmpErrorOptions) {
     super(
       `Invalid QMP address ${JSON.stringify(address)}: ${reason}. ` +
-        `Use "unix:/path/to/qmp.sock", "tcp:HOST:PORT", "HOST:PORT" or "[::1]:PORT".`,
+        `Use "unix:/path/to/qmp.sock", "tcp:HOST:PORT", "HOST:PORT", "[::1]:PORT" ` +
+        `or "tls://HOST:PORT".`,
       options,
     );
     this.name = "AddressError";
