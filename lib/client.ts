@@ -8,6 +8,7 @@ import { type Address, formatAddress, isLoopback, parseAddress } from "./address
 import { type Duration, parseDuration } from "./duration.ts";
 import {
   AbortError,
+  AddressError,
   ConnectionClosedError,
   NegotiationError,
   ProtocolError,
@@ -28,6 +29,7 @@ import {
   timestampToDate,
 } from "./protocol.ts";
 import { openTransport, type Transport } from "./transport.ts";
+import type { TlsOptions } from "./tls_transport.ts";
 import { redactMessage, redactReply } from "./redact.ts";
 import { QmpSchema, type SchemaEntry } from "./qapi/schema.ts";
 import type {
@@ -110,6 +112,12 @@ export interface ConnectOptions extends ClientOptions {
   signal?: AbortSignal;
   /** Retry while the socket does not exist yet or refuses connections, until `timeout`. */
   retry?: boolean;
+  /**
+   * Certificates for a `tls://HOST:PORT` address (QEMU's `tls-creds-x509`):
+   * the CA, a client certificate and key when the monitor has
+   * `verify-peer=on`. Only valid with a `tls://` address.
+   */
+  tls?: TlsOptions;
 }
 
 /** Per-command options. */
@@ -1074,14 +1082,19 @@ export class QmpClient implements AsyncDisposable {
  * Connects to a QMP server, reads the greeting and negotiates capabilities.
  *
  * Addresses: `"unix:/path"`, `"tcp:HOST:PORT"`, `"HOST:PORT"`, `"[::1]:PORT"`,
- * or an object (`{ transport: "unix", path }`). A bad address throws
- * `AddressError` before any I/O.
+ * `"tls://HOST:PORT"` (with `tls` options), or an object
+ * (`{ transport: "unix", path }`). A bad address throws `AddressError` before
+ * any I/O; a TLS failure is a `TlsError` saying what to fix.
  *
  * @example
  * ```ts ignore
  * await using qmp = await connect("unix:/run/vm1/qmp.sock", { timeout: "5s", retry: true });
  * console.log(qmp.greeting.version.qemu); // { major: 7, minor: 2, micro: 22 }
  * const { status } = await qmp.execute("query-status");
+ *
+ * await using remote = await connect("tls://vm1.example:4444", {
+ *   tls: { caFile: "ca-cert.pem", certFile: "client-cert.pem", keyFile: "client-key.pem" },
+ * });
  * ```
  */
 export async function connect(
@@ -1100,7 +1113,10 @@ export async function connect(
   const parsed = parseAddress(addr);
   const where = formatAddress(parsed);
   const timeoutMs = parseDuration(opts.timeout ?? "10s");
-  if (!isLoopback(parsed)) {
+  if (opts.tls !== undefined && parsed.transport !== "tls") {
+    throw new AddressError(addr, "TLS options were given for an address that is not tls://");
+  }
+  if (parsed.transport === "tcp" && !isLoopback(parsed)) {
     const warning = new QmpError(
       `${where} is not a loopback address; QMP has no authentication or encryption, ` +
         `so anyone who can reach it controls the VM`,
@@ -1114,6 +1130,7 @@ export async function connect(
     timeoutMs,
     signal: opts.signal,
     retry: opts.retry,
+    tls: opts.tls,
   });
   const dial = (signal: AbortSignal) =>
     openTransport(parsed, {
@@ -1121,6 +1138,7 @@ export async function connect(
       timeoutMs,
       retry: false,
       signal,
+      tls: opts.tls,
     });
   const client = new QmpClient(conn, { ...opts, address: where }, dial);
   try {
@@ -1133,7 +1151,10 @@ export async function connect(
     if (err instanceof TimeoutError) {
       throw new TimeoutError(`Connecting to ${where}`, timeoutMs, {
         cause: err,
-        hint: err.message,
+        hint: err.message +
+          (parsed.transport === "tcp"
+            ? `; a TLS monitor (tls-creds=...) says nothing to a plain client: use tls://`
+            : ""),
       });
     }
     throw err;

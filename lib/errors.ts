@@ -61,6 +61,44 @@ export class ConnectionError extends QmpError {
 }
 
 /**
+ * What went wrong in a {@link TlsError}: `credentials` (a certificate or key
+ * file unreadable or not PEM, checked before any I/O), `untrusted` (the
+ * server's certificate is not signed by the given CA), `name-mismatch` (it does
+ * not carry the name connected to), `expired` (it has expired or is not yet
+ * valid), `client-certificate-required` (the server closed the connection
+ * after the handshake and no client certificate was given),
+ * `client-certificate-rejected` (it closed it although one was given),
+ * `not-tls` (the server answered in plain text), `handshake` (anything else).
+ */
+export type TlsFailure =
+  | "credentials"
+  | "untrusted"
+  | "name-mismatch"
+  | "expired"
+  | "client-certificate-required"
+  | "client-certificate-rejected"
+  | "not-tls"
+  | "handshake";
+
+/**
+ * A TLS connection could not be set up. `kind` says why; the message says
+ * what to do. Messages name certificate files by path, never their contents.
+ */
+export class TlsError extends ConnectionError {
+  /** Why: see {@link TlsFailure}. */
+  readonly kind: TlsFailure;
+  /** Creates a TLS error. */
+  constructor(
+    message: string,
+    options: QmpErrorOptions & { address?: string; kind: TlsFailure },
+  ) {
+    super(message, options);
+    this.name = "TlsError";
+    this.kind = options.kind;
+  }
+}
+
+/**
  * The connection is closed, or closed while a command or wait was pending.
  * `reason` tells who closed it.
  */
