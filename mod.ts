@@ -7,7 +7,7 @@
  * ```ts ignore
  * import { connect } from "./mod.ts";
  *
- * await using qmp = await connect("unix:/run/vm1/qmp.sock"); // or "tcp:127.0.0.1:4444"
+ * await using qmp = await connect("unix:/run/vm1/qmp.sock"); // or "tcp:127.0.0.1:4444", "tls://..."
  * console.log(qmp.greeting.version.qemu);
  * const { status } = await qmp.execute("query-status");
  * const stopped = qmp.waitEvent("STOP", { timeout: "5s" }); // arm before acting
@@ -57,6 +57,8 @@ export {
   type QmpErrorOptions,
   ServerParseError,
   TimeoutError,
+  TlsError,
+  type TlsFailure,
 } from "./lib/errors.ts";
 export {
   type DataPattern,
@@ -72,17 +74,20 @@ export {
   formatAddress,
   parseAddress,
   type TcpAddress,
+  type TlsAddress,
   type UnixAddress,
 } from "./lib/address.ts";
 export { type Duration, formatDuration, parseDuration } from "./lib/duration.ts";
 export { DEFAULT_MAX_MESSAGE_SIZE, type FramerOptions, JsonObjectFramer } from "./lib/framing.ts";
 export type { Greeting, QemuVersionTriple, QmpEvent, QmpTimestamp } from "./lib/protocol.ts";
 export type { Transport } from "./lib/transport.ts";
+export type { TlsOptions } from "./lib/tls_transport.ts";
 export { REDACTED, redactMessage, redactReply } from "./lib/redact.ts";
 export { QmpSchema, QmpValidationError, type SchemaEntry } from "./lib/qapi/schema.ts";
 export {
   launch,
   type LaunchOptions,
+  type LaunchTlsOptions,
   Machine,
   type ShutdownOptions,
   type ShutdownStep,
