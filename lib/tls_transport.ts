@@ -85,26 +85,38 @@ export async function openTlsTransport(
   const step = <T>(what: string, pending: Promise<T>, late?: (value: T) => void) =>
     bounded(where, what, pending, options, () => conn?.close(), late);
   try {
-    if (name === undefined) {
+    if (creds.cert !== undefined) {
+      // Only Deno.connectTls presents a client certificate; it takes no signal, so a
+      // connect that completes after the deadline is closed then.
       conn = await step(
         "connect",
         Deno.connectTls({
           hostname: address.hostname,
           port: address.port,
           caCerts: creds.caCerts,
-          ...(creds.cert !== undefined ? { cert: creds.cert, key: creds.key! } : {}),
+          cert: creds.cert,
+          key: creds.key!,
         }),
         (c) => c.close(),
       );
     } else {
+      // A cancellable TCP connect, then TLS on it (which can check another name).
+      const deadline = AbortSignal.timeout(Math.max(1, options.deadline - Date.now()));
       const tcp = await step(
         "connect",
-        Deno.connect({ hostname: address.hostname, port: address.port }),
+        Deno.connect({
+          hostname: address.hostname,
+          port: address.port,
+          signal: options.signal ? AbortSignal.any([options.signal, deadline]) : deadline,
+        }).catch((err) => {
+          if (deadline.aborted || options.signal?.aborted) return new Promise<never>(() => {});
+          throw err;
+        }),
         (c) => c.close(),
       );
       conn = await step(
         "connect",
-        Deno.startTls(tcp, { hostname: name, caCerts: creds.caCerts }),
+        Deno.startTls(tcp, { hostname: checked, caCerts: creds.caCerts }),
         (c) => c.close(),
       );
     }
@@ -250,7 +262,7 @@ async function loadCredentials(tls: TlsOptions, where: string): Promise<Credenti
   if (tls.key !== undefined && tls.keyFile !== undefined) {
     throw bad("Give tls.key or tls.keyFile, not both");
   }
-  const read = async (path: string, what: string, marker: RegExp) => {
+  const read = async (path: string, what: string, marker: RegExp, holds: string) => {
     let text: string;
     try {
       text = await Deno.readTextFile(path);
@@ -260,14 +272,15 @@ async function loadCredentials(tls: TlsOptions, where: string): Promise<Credenti
         : String(cause);
       throw bad(`Cannot read the TLS ${what} file ${path}: ${why}`, cause);
     }
-    if (!marker.test(text)) throw bad(`The TLS ${what} file ${path} is not in PEM format`);
+    if (!marker.test(text)) throw bad(`The TLS ${what} file ${path} holds no PEM ${holds}`);
     return text;
   };
   const CERT = /-----BEGIN CERTIFICATE-----/;
   const KEY = /-----BEGIN [A-Z ]*PRIVATE KEY-----/;
   let caCerts: string[] = [];
-  if (tls.caFile !== undefined) caCerts = [await read(tls.caFile, "CA certificate", CERT)];
-  else if (tls.caCerts !== undefined) {
+  if (tls.caFile !== undefined) {
+    caCerts = [await read(tls.caFile, "CA certificate", CERT, "certificate")];
+  } else if (tls.caCerts !== undefined) {
     if (!Array.isArray(tls.caCerts)) throw bad("tls.caCerts must be an array of PEM strings");
     tls.caCerts.forEach((c, i) => {
       if (typeof c !== "string" || !CERT.test(c)) {
@@ -277,9 +290,11 @@ async function loadCredentials(tls: TlsOptions, where: string): Promise<Credenti
     caCerts = tls.caCerts;
   }
   const cert = tls.certFile !== undefined
-    ? await read(tls.certFile, "client certificate", CERT)
+    ? await read(tls.certFile, "client certificate", CERT, "certificate")
     : tls.cert;
-  const key = tls.keyFile !== undefined ? await read(tls.keyFile, "client key", KEY) : tls.key;
+  const key = tls.keyFile !== undefined
+    ? await read(tls.keyFile, "client key", KEY, "private key")
+    : tls.key;
   if (tls.cert !== undefined && (typeof cert !== "string" || !CERT.test(cert))) {
     throw bad("tls.cert is not a PEM certificate (for a path, use tls.certFile)");
   }
