@@ -12,6 +12,8 @@ import type { EventName } from "../qapi/types.ts";
 import { type Duration, formatDuration, parseDuration } from "../duration.ts";
 import { AbortError, ConnectionClosedError, QmpCommandError } from "../errors.ts";
 import { launch, type Machine } from "../machine.ts";
+import type { TlsOptions } from "../tls_transport.ts";
+import { formatAddress, parseAddress } from "../address.ts";
 import {
   ExpectationError,
   InterruptedError,
@@ -39,6 +41,8 @@ export interface TranscriptRecord {
   time: string;
   /** Which VM's connection: `vm` for the playbook's own, `vm2`... for `t.launch()` ones. */
   vm: string;
+  /** The QMP address attached to with `--qmp` (`unix:/x`, `tls://host:port`, ...), if any. */
+  address?: string;
   /** `send` (runner → QEMU) or `recv` (QEMU → runner). */
   direction: "send" | "recv";
   /** The message. */
@@ -205,6 +209,8 @@ export interface RunPlaybookOptions {
   qmp?: string;
   /** With `qmp`: keep retrying while the socket does not exist yet (within the 10 s deadline). */
   retry?: boolean;
+  /** With a `tls://` `qmp` address: its certificates (see `connect()`'s `tls`). */
+  tls?: TlsOptions;
   /** Playbook timeout; overrides `meta.timeout` (default `"5m"`). */
   timeout?: Duration;
   /** Default step timeout; overrides `meta.stepTimeout`. */
@@ -281,10 +287,11 @@ export async function runPlaybook(
     record = await Deno.open(options.recordFile, { write: true, create: true, truncate: true });
     result.recording = options.recordFile;
   }
-  const transcript = (vm: string) => (entry: TranscriptEntry) => {
+  const transcript = (vm: string, address?: string) => (entry: TranscriptEntry) => {
     const rec: TranscriptRecord = {
       time: entry.time.toISOString(),
       vm,
+      ...(address !== undefined ? { address } : {}),
       direction: entry.direction,
       message: entry.message,
     };
@@ -329,7 +336,8 @@ export async function runPlaybook(
           timeout: "10s",
           retry: options.retry === true,
           signal,
-          transcript: transcript("vm"),
+          transcript: transcript("vm", formatAddress(parseAddress(options.qmp))),
+          ...(options.tls ? { tls: options.tls } : {}),
         });
         log("runner", [], `attached to ${client.address}`);
       } else if (pb.meta.vm) {

@@ -4,7 +4,7 @@
  *
  * Permissions: `--allow-read --allow-write --allow-net --allow-run --allow-env`
  * (read: playbook imports, the guest cache, PATH lookups; write: temp dirs,
- * `--record`, QMP unix sockets, /dev/kvm; net: `--qmp tcp:` addresses; run:
+ * `--record`, QMP unix sockets, /dev/kvm; net: `--qmp tcp:`/`tls://` addresses; run:
  * QEMU, qemu-img, setpriv; env: HOME / QMPKIT_* / NO_COLOR).
  *
  * @module
@@ -14,6 +14,7 @@ import { fileURLToPath, pathToFileURL } from "node:url";
 import { parseArgs } from "node:util";
 import { parseDuration } from "../../lib/duration.ts";
 import { parseAddress } from "../../lib/address.ts";
+import type { TlsOptions } from "../../lib/tls_transport.ts";
 import { displayPath, playbookFromModule, resolvePlaybooks } from "../../lib/runner/discover.ts";
 import {
   describeFailure,
@@ -46,9 +47,14 @@ file, a directory (every *.playbook.ts below it) or a name (lifecycle →
 examples/lifecycle.playbook.ts). Each playbook gets its own VM (meta.vm) unless --qmp.
 
 Options:
-  --qmp ADDRESS        attach to an existing VM (unix:/path or tcp:host:port) instead of
-                       launching one; playbooks then run one at a time and t.vm is unavailable
+  --qmp ADDRESS        attach to an existing VM (unix:/path, tcp:host:port or tls://host:port)
+                       instead of launching one; playbooks then run one at a time and t.vm is
+                       unavailable
   --retry              with --qmp: keep retrying while the socket does not exist yet (up to 10s)
+  --tls-ca FILE        with --qmp tls://: the CA that signed QEMU's certificate (its ca-cert.pem)
+  --tls-cert FILE      with --qmp tls://: client certificate (monitor with verify-peer=on)
+  --tls-key FILE       with --qmp tls://: the client certificate's private key
+  --tls-hostname NAME  with --qmp tls://: the name QEMU's certificate must carry, if not HOST
   --filter TEXT        only playbooks/steps whose name or path ("block › backup") contains
                        TEXT; /regex/flags for a regular expression
   --timeout DURATION   limit per playbook, e.g. 90s, 5m (overrides meta.timeout; default 5m)
@@ -89,6 +95,7 @@ class UsageError extends Error {}
 interface Options {
   files: string[];
   qmp?: string;
+  tls?: TlsOptions;
   filter?: StepFilter;
   timeout?: string;
   stepTimeout?: string;
@@ -112,6 +119,10 @@ function parseOptions(argv: string[]): Options | "help" {
       options: {
         qmp: { type: "string" },
         retry: { type: "boolean", default: false },
+        "tls-ca": { type: "string" },
+        "tls-cert": { type: "string" },
+        "tls-key": { type: "string" },
+        "tls-hostname": { type: "string" },
         filter: { type: "string" },
         timeout: { type: "string" },
         "step-timeout": { type: "string" },
@@ -164,6 +175,12 @@ function parseOptions(argv: string[]): Options | "help" {
       throw new UsageError(`--filter: ${e instanceof Error ? e.message : e}`);
     }
   }
+  const tlsFlags = (["tls-ca", "tls-cert", "tls-key", "tls-hostname"] as const)
+    .filter((k) => v[k] !== undefined);
+  const isTls = v.qmp !== undefined && /^tls:\/\//i.test(v.qmp.trim());
+  if (tlsFlags.length > 0 && !isTls) {
+    throw new UsageError(`--${tlsFlags[0]} applies to --qmp tls://HOST:PORT`);
+  }
   if (v.retry && v.qmp === undefined) {
     throw new UsageError("--retry applies to --qmp (each playbook launches its own VM otherwise)");
   }
@@ -173,6 +190,14 @@ function parseOptions(argv: string[]): Options | "help" {
   return {
     files: parsed.positionals,
     qmp: v.qmp,
+    tls: isTls
+      ? {
+        caFile: v["tls-ca"],
+        certFile: v["tls-cert"],
+        keyFile: v["tls-key"],
+        hostname: v["tls-hostname"],
+      }
+      : undefined,
     filter,
     timeout: v.timeout,
     stepTimeout: v["step-timeout"],
@@ -358,6 +383,7 @@ export async function runCommand(argv: string[]): Promise<number> {
             file: item.display,
             index: i,
             qmp: opts.qmp,
+            tls: opts.tls,
             retry: opts.retry,
             timeout: opts.timeout,
             stepTimeout: opts.stepTimeout,
