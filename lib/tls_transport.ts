@@ -41,8 +41,7 @@ export interface TlsOptions {
   keyFile?: string;
   /**
    * The name the server's certificate must carry, when it is not the address's
-   * host (e.g. connect to an IP, check `vm1.example`). Deno cannot combine it
-   * with a client certificate (`Deno.startTls` takes none).
+   * host (e.g. connect to an IP, check `vm1.example`).
    */
   hostname?: string;
 }
@@ -72,54 +71,50 @@ export async function openTlsTransport(
   const where = formatAddress(address);
   const creds = await loadCredentials(tls, where);
   const name = tls.hostname && tls.hostname !== address.hostname ? tls.hostname : undefined;
-  if (name !== undefined && creds.cert !== undefined) {
-    throw new TlsError(
-      `Cannot check the name ${JSON.stringify(name)} and present a client certificate at once ` +
-        `(Deno.startTls takes no client certificate): connect to tls://${name}:${address.port} ` +
-        `(make the name resolve, e.g. in /etc/hosts) and drop tls.hostname`,
-      { kind: "credentials", address: where },
-    );
+  const checked = name ?? address.hostname;
+  if (creds.cert !== undefined) {
+    // Deno.startTls presents no client certificate, and the TlsConn of Deno.connectTls has no
+    // setNoDelay: node:tls on a node:net socket has both.
+    return await openNodeTls(address, creds, name, options, where);
   }
+  return await openDenoTls(address, creds, name, options, where);
+}
+
+/** The path without a client certificate: a cancellable TCP connect, then Deno.startTls. */
+async function openDenoTls(
+  address: TlsAddress,
+  creds: Credentials,
+  name: string | undefined,
+  options: OpenOptions,
+  where: string,
+): Promise<Transport> {
   const checked = name ?? address.hostname;
   let conn: Deno.TlsConn | undefined;
   const step = <T>(what: string, pending: Promise<T>, late?: (value: T) => void) =>
-    bounded(where, what, pending, options, () => conn?.close(), late);
+    bounded(where, () => what, pending, options, () => conn?.close(), late);
   try {
-    if (creds.cert !== undefined) {
-      // Only Deno.connectTls presents a client certificate; it takes no signal, so a
-      // connect that completes after the deadline is closed then.
-      conn = await step(
-        "connect",
-        Deno.connectTls({
-          hostname: address.hostname,
-          port: address.port,
-          caCerts: creds.caCerts,
-          cert: creds.cert,
-          key: creds.key!,
-        }),
-        (c) => c.close(),
-      );
-    } else {
-      // A cancellable TCP connect, then TLS on it (which can check another name).
-      const deadline = AbortSignal.timeout(Math.max(1, options.deadline - Date.now()));
-      const tcp = await step(
-        "connect",
-        Deno.connect({
-          hostname: address.hostname,
-          port: address.port,
-          signal: options.signal ? AbortSignal.any([options.signal, deadline]) : deadline,
-        }).catch((err) => {
-          if (deadline.aborted || options.signal?.aborted) return new Promise<never>(() => {});
-          throw err;
-        }),
-        (c) => c.close(),
-      );
-      conn = await step(
-        "connect",
-        Deno.startTls(tcp, { hostname: checked, caCerts: creds.caCerts }),
-        (c) => c.close(),
-      );
-    }
+    // A cancellable TCP connect, then TLS on it (which can check another name).
+    const deadline = AbortSignal.timeout(Math.max(1, options.deadline - Date.now()));
+    const tcp = await step(
+      "connect",
+      Deno.connect({
+        hostname: address.hostname,
+        port: address.port,
+        signal: options.signal ? AbortSignal.any([options.signal, deadline]) : deadline,
+      }).catch((err) => {
+        if (deadline.aborted || options.signal?.aborted) return new Promise<never>(() => {});
+        throw err;
+      }),
+      (c) => c.close(),
+    );
+    // Each write is two TLS records (see TlsTransport.write): with Nagle's algorithm the
+    // 1-byte one waits for the ACK of the first, which QEMU delays (~40 ms per command).
+    tcp.setNoDelay(true);
+    conn = await step(
+      "connect",
+      Deno.startTls(tcp, { hostname: checked, caCerts: creds.caCerts }),
+      (c) => c.close(),
+    );
   } catch (err) {
     throw tlsFailure(err, where, checked, "connect", creds.cert !== undefined);
   }
@@ -210,10 +205,227 @@ class TlsTransport implements Transport {
   }
 }
 
+type Phase = "connect" | "handshake" | "greeting";
+
+/**
+ * The client-certificate path: node:tls on a node:net socket with TCP_NODELAY
+ * (see the Deno path for why), same checks, same first-bytes wait.
+ */
+async function openNodeTls(
+  address: TlsAddress,
+  creds: Credentials,
+  name: string | undefined,
+  options: OpenOptions,
+  where: string,
+): Promise<Transport> {
+  const [net, tls] = await Promise.all([import("node:net"), import("node:tls")]);
+  let phase: Phase = "connect";
+  const socket = net.connect({ host: address.hostname, port: address.port });
+  socket.setNoDelay(true);
+  // TLS on a connected socket: on one still connecting, Deno's node:tls starts its handshake
+  // later, and crashes (uncaught) when the socket was destroyed meanwhile.
+  try {
+    await bounded(
+      where,
+      () => phase,
+      new Promise<void>((resolve, reject) => {
+        socket.once("connect", resolve);
+        socket.once("error", reject);
+      }),
+      options,
+      () => socket.destroy(),
+    );
+  } catch (err) {
+    socket.destroy();
+    throw tlsFailure(nodeError(err), where, name ?? address.hostname, phase, true);
+  }
+  socket.removeAllListeners("error");
+  phase = "handshake";
+  const secure = tls.connect({
+    socket,
+    host: address.hostname,
+    // node:tls checks an IP address given as `host`; `servername` must be a DNS name.
+    ...(name !== undefined || net.isIP(address.hostname) === 0
+      ? { servername: name ?? address.hostname }
+      : {}),
+    ca: creds.caCerts.length > 0 ? creds.caCerts : undefined,
+    cert: creds.cert,
+    key: creds.key,
+  });
+  secure.once("secureConnect", () => (phase = "greeting"));
+  const transport = new NodeTlsTransport(secure, socket);
+  try {
+    await bounded(where, () => phase, transport.firstData(), options, () => transport.close());
+    return transport;
+  } catch (err) {
+    transport.close();
+    const failure = tlsFailure(nodeError(err), where, name ?? address.hostname, phase, true);
+    if (failure instanceof TlsError && failure.kind === "untrusted") {
+      // Deno's node:tls reports every failed check of the server's certificate as
+      // UNABLE_TO_VERIFY_LEAF_SIGNATURE: let rustls say which (expired, wrong name, ...).
+      throw await diagnose(address, creds, name, options, where) ?? failure;
+    }
+    throw failure;
+  }
+}
+
+/**
+ * Checks the server's certificate again on the Deno path (no client
+ * certificate), for a precise reason; `undefined` when that says nothing more.
+ */
+async function diagnose(
+  address: TlsAddress,
+  creds: Credentials,
+  name: string | undefined,
+  options: OpenOptions,
+  where: string,
+): Promise<TlsError | undefined> {
+  if (options.deadline - Date.now() < 50) return undefined;
+  try {
+    const probe = await openDenoTls(address, { caCerts: creds.caCerts }, name, options, where);
+    probe.close();
+  } catch (err) {
+    if (
+      err instanceof TlsError && ["untrusted", "name-mismatch", "expired"].includes(err.kind)
+    ) {
+      return err;
+    }
+  }
+  return undefined;
+}
+
+/** Node's errors for what Deno's are named: the retry and the checks go by name. */
+function nodeError(err: unknown): unknown {
+  const code = (err as { code?: unknown })?.code;
+  const message = err instanceof Error ? err.message : String(err);
+  switch (code) {
+    case "ECONNREFUSED":
+      return new Deno.errors.ConnectionRefused(message, { cause: err });
+    case "ECONNRESET":
+      return new Deno.errors.ConnectionReset(message, { cause: err });
+    case "EPIPE":
+      return new Deno.errors.BrokenPipe(message, { cause: err });
+    case "UNABLE_TO_VERIFY_LEAF_SIGNATURE":
+    case "UNABLE_TO_GET_ISSUER_CERT":
+    case "UNABLE_TO_GET_ISSUER_CERT_LOCALLY":
+    case "SELF_SIGNED_CERT_IN_CHAIN":
+    case "DEPTH_ZERO_SELF_SIGNED_CERT":
+    case "CERT_SIGNATURE_FAILURE":
+      return new Deno.errors.InvalidData(`UnknownIssuer: ${message}`, { cause: err });
+    case "ERR_TLS_CERT_ALTNAME_INVALID":
+      return new Deno.errors.InvalidData(`certificate not valid for name: ${message}`, {
+        cause: err,
+      });
+    case "CERT_HAS_EXPIRED":
+    case "CERT_NOT_YET_VALID":
+      return new Deno.errors.InvalidData(`certificate expired: ${message}`, { cause: err });
+  }
+  return err;
+}
+
+/** A node:tls socket as a {@link Transport}, with the same write rule as {@link TlsTransport}. */
+class NodeTlsTransport implements Transport {
+  #secure: import("node:tls").TLSSocket;
+  #raw: import("node:net").Socket;
+  #chunks: Uint8Array[] = [];
+  #queued = 0;
+  #ended = false;
+  #error: unknown;
+  #wake: (() => void) | undefined;
+
+  constructor(secure: import("node:tls").TLSSocket, raw: import("node:net").Socket) {
+    this.#secure = secure;
+    this.#raw = raw;
+    const wake = () => {
+      const w = this.#wake;
+      this.#wake = undefined;
+      w?.();
+    };
+    secure.on("data", (b: Uint8Array) => {
+      this.#chunks.push(new Uint8Array(b.buffer, b.byteOffset, b.byteLength));
+      this.#queued += b.byteLength;
+      if (this.#queued > READ_HIGH_WATER) secure.pause();
+      wake();
+    });
+    const end = () => {
+      this.#ended = true;
+      wake();
+    };
+    secure.on("end", end);
+    secure.on("close", end);
+    secure.on("error", (e: unknown) => {
+      this.#error ??= e;
+      wake();
+    });
+    raw.on("error", (e: unknown) => {
+      this.#error ??= e;
+      wake();
+    });
+  }
+
+  /** Resolves once bytes arrived; rejects when the connection failed or ended first. */
+  async firstData(): Promise<void> {
+    while (this.#chunks.length === 0) {
+      if (this.#error !== undefined) throw this.#error;
+      if (this.#ended) throw new Deno.errors.UnexpectedEof("closed before any data");
+      await new Promise<void>((resolve) => (this.#wake = resolve));
+    }
+  }
+
+  async read(p: Uint8Array): Promise<number | null> {
+    while (this.#chunks.length === 0) {
+      if (this.#error !== undefined) {
+        const e = nodeError(this.#error);
+        // As on the Deno path: an end without close_notify is an end.
+        if (e instanceof Deno.errors.ConnectionReset && this.#ended) return null;
+        throw e;
+      }
+      if (this.#ended) return null;
+      await new Promise<void>((resolve) => (this.#wake = resolve));
+    }
+    const head = this.#chunks[0];
+    const n = Math.min(p.length, head.length);
+    p.set(head.subarray(0, n));
+    if (n < head.length) this.#chunks[0] = head.subarray(n);
+    else this.#chunks.shift();
+    this.#queued -= n;
+    if (this.#queued <= READ_HIGH_WATER / 2 && this.#secure.isPaused()) this.#secure.resume();
+    return n;
+  }
+
+  /** Writes all of `p`, its last byte in a TLS record of its own (see {@link TlsTransport.write}). */
+  async write(p: Uint8Array): Promise<number> {
+    if (p.length === 0) return 0;
+    // One after the other: node would join writes queued together into one record.
+    if (p.length > 1) await this.#write(p.subarray(0, p.length - 1));
+    await this.#write(p.subarray(p.length - 1));
+    return p.length;
+  }
+
+  #write(chunk: Uint8Array): Promise<void> {
+    return new Promise((resolve, reject) => {
+      if (this.#error !== undefined) return reject(nodeError(this.#error));
+      this.#secure.write(chunk, (err?: Error | null) => err ? reject(nodeError(err)) : resolve());
+    });
+  }
+
+  close(): void {
+    this.#ended = true;
+    this.#secure.destroy();
+    this.#raw.destroy();
+    const w = this.#wake;
+    this.#wake = undefined;
+    w?.();
+  }
+}
+
+/** Bytes queued from a node:tls socket before it is paused. */
+const READ_HIGH_WATER = 1024 * 1024;
+
 /** Awaits one step of the connection within the deadline; `late` disposes of a value that comes too late. */
 async function bounded<T>(
   where: string,
-  what: string,
+  phase: () => string,
   pending: Promise<T>,
   options: OpenOptions,
   giveUp: () => void,
@@ -233,6 +445,7 @@ async function bounded<T>(
     }, { onGiveUp: giveUp });
   } catch (err) {
     settled = true;
+    const what = phase();
     if (err instanceof TimeoutError) {
       throw new TimeoutError(`Connecting to ${where}`, options.timeoutMs, {
         cause: err,
@@ -316,7 +529,7 @@ function tlsFailure(
   err: unknown,
   where: string,
   name: string,
-  phase: "connect" | "handshake" | "greeting",
+  phase: Phase,
   gaveCert: boolean,
 ): unknown {
   if (err instanceof TimeoutError || err instanceof AbortError || err instanceof TlsError) {

@@ -8,6 +8,7 @@ import assert from "node:assert/strict";
 import { connect } from "../lib/client.ts";
 import { AddressError, TimeoutError, TlsError } from "../lib/errors.ts";
 import { makePki } from "./helpers/tls_pki.ts";
+import type { TlsOptions } from "../lib/tls_transport.ts";
 
 const T = { sanitizeOps: true, sanitizeResources: true };
 
@@ -63,6 +64,15 @@ Deno.test({
   ...T,
   async fn() {
     await using pki = await makePki();
+    const client = await pki.leaf("client", { usage: "client" });
+    for (const extra of [{}, { certFile: client.cert, keyFile: client.key }]) {
+      await closesMidHandshake(pki.caFile, extra);
+    }
+  },
+});
+
+async function closesMidHandshake(caFile: string, extra: TlsOptions): Promise<void> {
+  {
     const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
     const served = (async () => {
       const conn = await listener.accept();
@@ -72,7 +82,7 @@ Deno.test({
     try {
       const port = (listener.addr as Deno.NetAddr).port;
       await assert.rejects(
-        connect(`tls://127.0.0.1:${port}`, { tls: { caFile: pki.caFile }, timeout: "5s" }),
+        connect(`tls://127.0.0.1:${port}`, { tls: { caFile, ...extra }, timeout: "5s" }),
         (e: unknown) => {
           assert.ok(e instanceof TlsError, String(e));
           assert.equal(e.kind, "handshake");
@@ -85,8 +95,8 @@ Deno.test({
       listener.close();
       await served;
     }
-  },
-});
+  }
+}
 
 Deno.test({
   name: "tls bad input: a handshake nobody answers times out within the connect timeout",
@@ -137,17 +147,23 @@ Deno.test({
         fillers.push(c);
       }
       assert.ok(fillers.length < 8, "the accept queue never filled");
-      const t0 = Date.now();
-      await assert.rejects(
-        connect(`tls://127.0.0.1:${port}`, { tls: { caFile: pki.caFile }, timeout: "500ms" }),
-        (e: unknown) => {
-          assert.ok(e instanceof TimeoutError, String(e));
-          assert.match(e.message, /within 500ms; no TCP connection/);
-          oneLine(e);
-          return true;
-        },
-      );
-      assert.ok(Date.now() - t0 < 2000);
+      const client = await pki.leaf("client", { usage: "client" });
+      for (const extra of [{}, { certFile: client.cert, keyFile: client.key }]) {
+        const t0 = Date.now();
+        await assert.rejects(
+          connect(`tls://127.0.0.1:${port}`, {
+            tls: { caFile: pki.caFile, ...extra },
+            timeout: "500ms",
+          }),
+          (e: unknown) => {
+            assert.ok(e instanceof TimeoutError, String(e));
+            assert.match(e.message, /within 500ms; no TCP connection/);
+            oneLine(e);
+            return true;
+          },
+        );
+        assert.ok(Date.now() - t0 < 2000);
+      }
     } finally {
       listener.close();
       for (const c of fillers) c.close();

@@ -60,6 +60,12 @@ Deno.test({
     await qmp.execute("cont", undefined, { timeout: "5s" });
     await resumed;
 
+    // Sequential round trips are not held by Nagle + delayed ACK (~40 ms each).
+    const t0 = performance.now();
+    for (let i = 0; i < 50; i++) await qmp.execute("query-status", undefined, { timeout: "5s" });
+    const ms = (performance.now() - t0) / 50;
+    assert.ok(ms < 20, `${ms.toFixed(1)} ms per round trip`);
+
     // 200 commands in flight: the client writes its queue in one go.
     const many = await Promise.all(
       Array.from({ length: 200 }, () => qmp.execute("query-status", undefined, { timeout: "20s" })),
@@ -82,7 +88,7 @@ Deno.test({
 });
 
 Deno.test({
-  name: "tls: the oob window (8 in-band in flight) with exec-oob interleaved",
+  name: "tls: the oob window (8 in-band in flight) with exec-oob, and 1 MB, on both TLS paths",
   ...T,
   async fn() {
     await using pki = await makePki();
@@ -93,24 +99,40 @@ Deno.test({
         san: LOCAL_SAN,
       }),
     );
+    const client = await pki.leaf("client", { usage: "client" });
     await using vm = await launch({ tls: { dir }, timeout: "30s" });
-    await using qmp = await connect(vm.tlsAddress!, {
-      tls: { caFile: pki.caFile },
-      oob: true,
-      timeout: "10s",
-    });
-    assert.ok(qmp.oob);
-    const inband = Array.from(
-      { length: 200 },
-      () => qmp.execute("query-status", undefined, { timeout: "20s" }),
-    );
-    const oob = Array.from(
-      { length: 20 },
-      () => qmp.executeOob("query-yank", undefined, { timeout: "20s" }),
-    );
-    const [a, b] = await Promise.all([Promise.all(inband), Promise.all(oob)]);
-    assert.equal(a.length, 200);
-    assert.equal(b.length, 20);
+    // Both paths: Deno.startTls (no client certificate) and node:tls (with one).
+    for (const extra of [{}, { certFile: client.cert, keyFile: client.key }]) {
+      await using qmp = await connect(vm.tlsAddress!, {
+        tls: { caFile: pki.caFile, ...extra },
+        oob: true,
+        timeout: "10s",
+      });
+      assert.ok(qmp.oob);
+      const inband = Array.from(
+        { length: 200 },
+        () => qmp.execute("query-status", undefined, { timeout: "20s" }),
+      );
+      const oob = Array.from(
+        { length: 20 },
+        () => qmp.executeOob("query-yank", undefined, { timeout: "20s" }),
+      );
+      const [a, b] = await Promise.all([Promise.all(inband), Promise.all(oob)]);
+      assert.equal(a.length, 200);
+      assert.equal(b.length, 20);
+      // A 1 MB command amid others.
+      const data = "y".repeat(1024 * 1024);
+      await Promise.all([
+        qmp.execute("query-status", undefined, { timeout: "20s" }),
+        qmp.execute("object-add", { "qom-type": "secret", id: "big1", data, format: "raw" }, {
+          timeout: "20s",
+        }),
+        qmp.execute("query-status", undefined, { timeout: "20s" }),
+      ]);
+      await qmp.execute("object-del", { id: "big1" }, { timeout: "5s" });
+      await qmp.close();
+      await new Promise((r) => setTimeout(r, 200)); // QMP serves one client at a time
+    }
   },
 });
 
@@ -174,31 +196,38 @@ Deno.test({
     );
     await using vm = await launch({ tls: { dir }, timeout: "30s" });
     const at = vm.tlsAddress!;
-    const t0 = Date.now();
-    await rejects(
-      connect(at, { tls: { caFile: pki.otherCaFile }, timeout: "5s" }),
-      "untrusted",
-      /is not signed by a CA given .*--tls-ca FILE/,
-    );
-    await rejects(connect(at, { tls: {}, timeout: "5s" }), "untrusted", /ca-cert\.pem/);
-    await rejects(
-      connect(at, { tls: { caFile: pki.caFile }, timeout: "5s" }),
-      "name-mismatch",
-      /not valid for "127\.0\.0\.1" .*vm1\.example.*--tls-hostname NAME/,
-    );
-    assert.ok(Date.now() - t0 < 5000, "failures are immediate, not timeouts");
-    // The name the certificate carries, checked while connecting to the IP.
-    await using qmp = await connect(at, {
-      tls: { caFile: pki.caFile, hostname: "vm1.example" },
-      timeout: "5s",
-    });
-    await qmp.execute("query-status", undefined, { timeout: "5s" });
-    await qmp.close();
-    await rejects(
-      connect(at, { tls: { caFile: pki.caFile, hostname: "vm2.example" }, timeout: "5s" }),
-      "name-mismatch",
-      /not valid for "vm2\.example"/,
-    );
+    const client = await pki.leaf("client", { usage: "client" });
+    // Both paths: Deno.startTls (no client certificate) and node:tls (with one).
+    for (const extra of [{}, { certFile: client.cert, keyFile: client.key }]) {
+      const t0 = Date.now();
+      await rejects(
+        connect(at, { tls: { caFile: pki.otherCaFile, ...extra }, timeout: "5s" }),
+        "untrusted",
+        /is not signed by a CA given .*--tls-ca FILE/,
+      );
+      await rejects(connect(at, { tls: { ...extra }, timeout: "5s" }), "untrusted", /ca-cert\.pem/);
+      await rejects(
+        connect(at, { tls: { caFile: pki.caFile, ...extra }, timeout: "5s" }),
+        "name-mismatch",
+        /not valid for "127\.0\.0\.1" .*--tls-hostname NAME/,
+      );
+      assert.ok(Date.now() - t0 < 5000, "failures are immediate, not timeouts");
+      // The name the certificate carries, checked while connecting to the IP.
+      await using qmp = await connect(at, {
+        tls: { caFile: pki.caFile, hostname: "vm1.example", ...extra },
+        timeout: "5s",
+      });
+      await qmp.execute("query-status", undefined, { timeout: "5s" });
+      await qmp.close();
+      await rejects(
+        connect(at, {
+          tls: { caFile: pki.caFile, hostname: "vm2.example", ...extra },
+          timeout: "5s",
+        }),
+        "name-mismatch",
+        /not valid for "vm2\.example"/,
+      );
+    }
   },
 });
 
@@ -252,12 +281,20 @@ Deno.test({
     await using qmp = await connect(at, { tls: { caFile, cert, key }, timeout: "5s" });
     await qmp.execute("query-status", undefined, { timeout: "5s" });
     await qmp.close();
-    // tls.hostname needs Deno.startTls, which takes no client certificate: said up front.
-    await rejects(
-      connect(at, { tls: { caFile, cert, key, hostname: "localhost" }, timeout: "5s" }),
-      "credentials",
-      /Cannot check the name "localhost" and present a client certificate/,
-    );
+    // With a client certificate (the node:tls path), another name can be checked too.
+    await using named = await connect(at, {
+      tls: { caFile, cert, key, hostname: "localhost" },
+      timeout: "5s",
+    });
+    await named.execute("query-status", undefined, { timeout: "5s" });
+    await named.close();
+    await pause();
+    // Sequential round trips are not held by Nagle + delayed ACK (~40 ms each).
+    await using fast = await connect(at, { tls: { caFile, cert, key }, timeout: "5s" });
+    const t0 = performance.now();
+    for (let i = 0; i < 50; i++) await fast.execute("query-status", undefined, { timeout: "5s" });
+    const ms = (performance.now() - t0) / 50;
+    assert.ok(ms < 20, `${ms.toFixed(1)} ms per round trip with a client certificate`);
   },
 });
 
@@ -276,13 +313,16 @@ Deno.test({
         notAfter,
       }),
     );
+    const client = await pki.leaf("client", { usage: "client" });
     await using vm = await launch({ tls: { dir }, timeout: "3s" });
     await new Promise((r) => setTimeout(r, Math.max(0, notAfter.getTime() - Date.now() + 1200)));
-    await rejects(
-      connect(vm.tlsAddress!, { tls: { caFile: pki.caFile }, timeout: "5s" }),
-      "expired",
-      /is out of its validity period \(certificate expired.*renew QEMU's server-cert\.pem/,
-    );
+    for (const extra of [{}, { certFile: client.cert, keyFile: client.key }]) {
+      await rejects(
+        connect(vm.tlsAddress!, { tls: { caFile: pki.caFile, ...extra }, timeout: "5s" }),
+        "expired",
+        /is out of its validity period \(certificate expired.*renew QEMU's server-cert\.pem/,
+      );
+    }
   },
 });
 
@@ -310,11 +350,15 @@ Deno.test({
 
     await using plain = await startQemu({ machine: "none", tcp: true });
     const tls = plain.address.replace("tcp:", "tls://");
-    await rejects(
-      connect(tls, { tls: { caFile: pki.caFile }, timeout: "5s" }),
-      "not-tls",
-      /does not speak TLS .*connect with tcp:HOST:PORT/,
-    );
+    const client = await pki.leaf("client", { usage: "client" });
+    for (const extra of [{}, { certFile: client.cert, keyFile: client.key }]) {
+      await rejects(
+        connect(tls, { tls: { caFile: pki.caFile, ...extra }, timeout: "5s" }),
+        "not-tls",
+        /does not speak TLS .*connect with tcp:HOST:PORT/,
+      );
+      await new Promise((r) => setTimeout(r, 200)); // QMP serves one client at a time
+    }
   },
 });
 
