@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what qmpkit's tests and demo need, when missing: Deno (from npm),
-# QEMU and the tiny guest's packages (from apt), then builds the tiny guest.
+# QEMU, openssl and the tiny guest's packages (from apt), then builds the tiny guest.
 # Idempotent: a second run only checks.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -29,6 +29,8 @@ if command -v dpkg >/dev/null 2>&1; then
 fi
 command -v cpio >/dev/null 2>&1 || pkgs+=(cpio)
 command -v tmux >/dev/null 2>&1 || pkgs+=(tmux)
+# The TLS tests make their certificates with openssl.
+command -v openssl >/dev/null 2>&1 || pkgs+=(openssl)
 if [ ${#pkgs[@]} -gt 0 ]; then
   if [ "$(id -u)" != 0 ] && [ -z "$SUDO" ]; then
     say "missing packages: ${pkgs[*]}"
