@@ -71,7 +71,6 @@ export async function openTlsTransport(
   const where = formatAddress(address);
   const creds = await loadCredentials(tls, where);
   const name = tls.hostname && tls.hostname !== address.hostname ? tls.hostname : undefined;
-  const checked = name ?? address.hostname;
   if (creds.cert !== undefined) {
     // Deno.startTls presents no client certificate, and the TlsConn of Deno.connectTls has no
     // setNoDelay: node:tls on a node:net socket has both.
