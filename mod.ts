@@ -10,7 +10,7 @@
  * ```ts ignore
  * import { connect } from "./mod.ts";
  *
- * await using qmp = await connect("unix:/run/vm1/qmp.sock"); // or "tcp:127.0.0.1:4444"
+ * await using qmp = await connect("unix:/run/vm1/qmp.sock"); // or "tcp:127.0.0.1:4444", "tls://..."
  * console.log(qmp.greeting.version.qemu);
  * const { status } = await qmp.execute("query-status");
  * const stopped = qmp.waitEvent("STOP", { timeout: "5s" }); // arm before acting
@@ -74,6 +74,8 @@ export {
   type QmpErrorOptions,
   ServerParseError,
   TimeoutError,
+  TlsError,
+  type TlsFailure,
 } from "./lib/errors.ts";
 export {
   type DataPattern,
@@ -89,6 +91,7 @@ export {
   formatAddress,
   parseAddress,
   type TcpAddress,
+  type TlsAddress,
   type UnixAddress,
 } from "./lib/address.ts";
 export { type Duration, formatDuration, parseDuration } from "./lib/duration.ts";
@@ -96,6 +99,7 @@ export { DEFAULT_MAX_MESSAGE_SIZE, type FramerOptions, JsonObjectFramer } from "
 export { parseJson, stringifyJson } from "./lib/json.ts";
 export type { Greeting, QemuVersionTriple, QmpEvent, QmpTimestamp } from "./lib/protocol.ts";
 export type { Transport } from "./lib/transport.ts";
+export type { TlsOptions } from "./lib/tls_transport.ts";
 export {
   forgetSecrets,
   redactCommandLine,
@@ -109,6 +113,7 @@ export { QmpSchema, QmpValidationError, type SchemaEntry } from "./lib/qapi/sche
 export {
   launch,
   type LaunchOptions,
+  type LaunchTlsOptions,
   Machine,
   type ShutdownOptions,
   type ShutdownStep,

@@ -2,9 +2,10 @@
  * QMP server addresses: parsing and canonical form.
  *
  * Accepted strings: `unix:/path`, `tcp:HOST:PORT`, `HOST:PORT`, `[IPv6]:PORT`,
- * `tcp:[IPv6]:PORT`, and a bare path (taken as a unix socket): one containing
- * `/`, or a name without `:` such as `qmp.sock` (relative to the current
- * directory; a TCP address always has `:PORT`, so this is unambiguous).
+ * `tcp:[IPv6]:PORT`, `tls://HOST:PORT` (QEMU's TLS monitor), and a bare path
+ * (taken as a unix socket): one containing `/`, or a name without `:` such as
+ * `qmp.sock` (relative to the current directory; a TCP address always has
+ * `:PORT`, so this is unambiguous). Any other `SCHEME://` is refused.
  *
  * @module
  */
@@ -28,8 +29,32 @@ export interface TcpAddress {
   port: number;
 }
 
+/** A TCP address whose stream is TLS (a QEMU chardev with `tls-creds`). */
+export interface TlsAddress {
+  /** Discriminator. */
+  transport: "tls";
+  /** Host name or IP address (IPv6 without brackets); also the name the certificate must carry. */
+  hostname: string;
+  /** Port number, 1-65535. */
+  port: number;
+}
+
 /** A parsed QMP address. */
-export type Address = UnixAddress | TcpAddress;
+export type Address = UnixAddress | TcpAddress | TlsAddress;
+
+/**
+ * The `SCHEME://` forms and how each is parsed (the rest after `://`). A new
+ * remote transport adds its scheme here.
+ */
+const URL_SCHEMES: Record<string, (original: string, rest: string) => Address> = {
+  tls: (original, rest) => {
+    if (rest.includes("/")) {
+      throw new AddressError(original, "a tls:// address takes no path, only HOST:PORT");
+    }
+    const { hostname, port } = parseHostPort(original, rest);
+    return { transport: "tls", hostname, port };
+  },
+};
 
 /**
  * Parses an address string or validates an address object. Throws
@@ -53,19 +78,39 @@ export function parseAddress(input: string | Address): Address {
     if (path === "") throw new AddressError(input, "the unix socket path is empty");
     return { transport: "unix", path };
   }
+  const scheme = /^([a-z][a-z0-9+.-]*):\/\//i.exec(s);
+  if (scheme) {
+    const name = scheme[1].toLowerCase();
+    const parse = URL_SCHEMES[name];
+    if (!parse) {
+      throw new AddressError(
+        input,
+        `unknown scheme "${name}" (known: ${Object.keys(URL_SCHEMES).map((k) => `${k}://`)})`,
+      );
+    }
+    return parse(input, s.slice(scheme[0].length));
+  }
+  if (/^tls:/i.test(s)) {
+    throw new AddressError(input, 'TLS addresses are written "tls://HOST:PORT"');
+  }
   if (s.startsWith("tcp:")) return parseHostPort(input, s.slice(4));
   if (s.includes("/") || !s.includes(":")) return { transport: "unix", path: s };
   return parseHostPort(input, s);
 }
 
-/** Formats an address canonically: `unix:/path` or `tcp:host:port` (`tcp:[::1]:port` for IPv6). */
+/**
+ * Formats an address canonically: `unix:/path`, `tcp:host:port` or
+ * `tls://host:port` (IPv6 hosts in brackets).
+ */
 export function formatAddress(address: Address): string {
   if (address.transport === "unix") return `unix:${address.path}`;
   const host = address.hostname.includes(":") ? `[${address.hostname}]` : address.hostname;
-  return `tcp:${host}:${address.port}`;
+  return address.transport === "tls"
+    ? `tls://${host}:${address.port}`
+    : `tcp:${host}:${address.port}`;
 }
 
-/** True when a TCP host is a loopback address (`localhost`, `127.x.x.x`, `::1`). */
+/** True when a TCP or TLS host is a loopback address (`localhost`, `127.x.x.x`, `::1`). */
 export function isLoopback(address: Address): boolean {
   if (address.transport === "unix") return true;
   const h = address.hostname.toLowerCase();
@@ -115,11 +160,15 @@ function validateObject(input: Address): Address {
     }
     return { transport: "unix", path: input.path };
   }
-  if (input.transport === "tcp") {
+  if (input.transport === "tcp" || input.transport === "tls") {
     if (typeof input.hostname !== "string" || input.hostname === "") {
-      throw new AddressError(input, "a tcp address needs a hostname");
+      throw new AddressError(input, `a ${input.transport} address needs a hostname`);
     }
-    return { transport: "tcp", hostname: input.hostname, port: parsePort(input, input.port) };
+    return {
+      transport: input.transport,
+      hostname: input.hostname,
+      port: parsePort(input, input.port),
+    };
   }
-  throw new AddressError(input, 'transport must be "unix" or "tcp"');
+  throw new AddressError(input, 'transport must be "unix", "tcp" or "tls"');
 }

@@ -8,6 +8,7 @@ import { type Address, formatAddress, isLoopback, parseAddress } from "./address
 import { type Duration, formatDuration, parseDuration } from "./duration.ts";
 import {
   AbortError,
+  AddressError,
   ConnectionClosedError,
   NegotiationError,
   ProtocolError,
@@ -33,6 +34,7 @@ import {
 import { openTransport, type Transport } from "./transport.ts";
 import { REDACTED, redactMessage, redactReply } from "./redact.ts";
 import { QmpSchema, QmpValidationError, type SchemaEntry } from "./qapi/schema.ts";
+import type { TlsOptions } from "./tls_transport.ts";
 import type {
   CommandArgs,
   CommandName,
@@ -117,6 +119,12 @@ export interface ConnectOptions extends ClientOptions {
    * that is not a socket, or a busy monitor (`MonitorBusyError`), still fails at once.
    */
   retry?: boolean;
+  /**
+   * Certificates for a `tls://HOST:PORT` address (QEMU's `tls-creds-x509`):
+   * the CA, a client certificate and key when the monitor has
+   * `verify-peer=on`. Only valid with a `tls://` address.
+   */
+  tls?: TlsOptions;
 }
 
 /** Per-command options. */
@@ -1101,14 +1109,19 @@ export class QmpClient implements AsyncDisposable {
  * Connects to a QMP server, reads the greeting and negotiates capabilities.
  *
  * Addresses: `"unix:/path"`, `"tcp:HOST:PORT"`, `"HOST:PORT"`, `"[::1]:PORT"`,
- * or an object (`{ transport: "unix", path }`). A bad address throws
- * `AddressError` before any I/O.
+ * `"tls://HOST:PORT"` (with `tls` options), or an object
+ * (`{ transport: "unix", path }`). A bad address throws `AddressError` before
+ * any I/O; a TLS failure is a `TlsError` saying what to fix.
  *
  * @example
  * ```ts ignore
  * await using qmp = await connect("unix:/run/vm1/qmp.sock", { timeout: "5s", retry: true });
  * console.log(qmp.greeting.version.qemu); // { major: 7, minor: 2, micro: 22 }
  * const { status } = await qmp.execute("query-status");
+ *
+ * await using remote = await connect("tls://vm1.example:4444", {
+ *   tls: { caFile: "ca-cert.pem", certFile: "client-cert.pem", keyFile: "client-key.pem" },
+ * });
  * ```
  */
 export async function connect(
@@ -1127,7 +1140,10 @@ export async function connect(
   const parsed = parseAddress(addr);
   const where = formatAddress(parsed);
   const timeoutMs = parseDuration(opts.timeout ?? "10s");
-  if (!isLoopback(parsed)) {
+  if (opts.tls !== undefined && parsed.transport !== "tls") {
+    throw new AddressError(addr, "TLS options were given for an address that is not tls://");
+  }
+  if (parsed.transport === "tcp" && !isLoopback(parsed)) {
     const warning = new QmpError(
       `${where} is not a loopback address; QMP has no authentication or encryption, ` +
         `so anyone who can reach it controls the VM`,
@@ -1141,6 +1157,7 @@ export async function connect(
     timeoutMs,
     signal: opts.signal,
     retry: opts.retry,
+    tls: opts.tls,
   });
   const dial = (signal: AbortSignal) =>
     openTransport(parsed, {
@@ -1148,6 +1165,7 @@ export async function connect(
       timeoutMs,
       retry: false,
       signal,
+      tls: opts.tls,
     });
   const client = new QmpClient(conn, { ...opts, address: where }, dial);
   const connected = Date.now();
@@ -1161,7 +1179,10 @@ export async function connect(
     if (err instanceof TimeoutError) {
       throw new TimeoutError(`Connecting to ${where}`, timeoutMs, {
         cause: err,
-        hint: handshakeTimeoutHint(client, connected - (deadline - timeoutMs), err),
+        hint: handshakeTimeoutHint(client, connected - (deadline - timeoutMs), err) +
+          (parsed.transport === "tcp"
+            ? `; a TLS monitor (tls-creds=...) says nothing to a plain client: use tls://`
+            : ""),
       });
     }
     throw err;

@@ -40,7 +40,8 @@ export class AddressError extends QmpError {
   constructor(address: unknown, reason: string, options?: QmpErrorOptions) {
     super(
       `Invalid QMP address ${JSON.stringify(address)}: ${reason}. ` +
-        `Use "unix:/path/to/qmp.sock", "tcp:HOST:PORT", "HOST:PORT" or "[::1]:PORT".`,
+        `Use "unix:/path/to/qmp.sock", "tcp:HOST:PORT", "HOST:PORT", "[::1]:PORT" ` +
+        `or "tls://HOST:PORT".`,
       options,
     );
     this.name = "AddressError";
@@ -86,6 +87,44 @@ export class MonitorBusyError extends ConnectionError {
       { ...options, address },
     );
     this.name = "MonitorBusyError";
+  }
+}
+
+/**
+ * What went wrong in a {@link TlsError}: `credentials` (a certificate or key
+ * file unreadable or not PEM, checked before any I/O), `untrusted` (the
+ * server's certificate is not signed by the given CA), `name-mismatch` (it does
+ * not carry the name connected to), `expired` (it has expired or is not yet
+ * valid), `client-certificate-required` (the server closed the connection
+ * after the handshake and no client certificate was given),
+ * `client-certificate-rejected` (it closed it although one was given),
+ * `not-tls` (the server answered in plain text), `handshake` (anything else).
+ */
+export type TlsFailure =
+  | "credentials"
+  | "untrusted"
+  | "name-mismatch"
+  | "expired"
+  | "client-certificate-required"
+  | "client-certificate-rejected"
+  | "not-tls"
+  | "handshake";
+
+/**
+ * A TLS connection could not be set up. `kind` says why; the message says
+ * what to do. Messages name certificate files by path, never their contents.
+ */
+export class TlsError extends ConnectionError {
+  /** Why: see {@link TlsFailure}. */
+  readonly kind: TlsFailure;
+  /** Creates a TLS error. */
+  constructor(
+    message: string,
+    options: QmpErrorOptions & { address?: string; kind: TlsFailure },
+  ) {
+    super(message, options);
+    this.name = "TlsError";
+    this.kind = options.kind;
   }
 }
 

@@ -85,8 +85,24 @@ export interface LaunchOptions {
   signal?: AbortSignal;
   /** Options for the QMP client (`oob`, `transcript`, `commandTimeout`, ...). */
   qmp?: ClientOptions;
+  /**
+   * Also serve a QMP monitor over TLS on 127.0.0.1 (a free port), for tests of
+   * remote access: `dir` is a `tls-creds-x509` directory (`ca-cert.pem`,
+   * `server-cert.pem`, `server-key.pem`, and `dh-params.pem`, without which
+   * QEMU spends minutes generating DH parameters). Its address is
+   * {@link Machine.tlsAddress}; {@link Machine.qmp} stays on the private unix socket.
+   */
+  tls?: LaunchTlsOptions;
   /** Receives one line per lifecycle step (launch, each shutdown step), e.g. `console.error`. */
   log?: (message: string) => void;
+}
+
+/** The TLS monitor of {@link LaunchOptions.tls}. */
+export interface LaunchTlsOptions {
+  /** The credentials directory (QEMU's `tls-creds-x509` `dir=`). */
+  dir: string;
+  /** Require a client certificate signed by the directory's CA (`verify-peer=on`; default false). */
+  verifyPeer?: boolean;
 }
 
 /** Options of {@link Machine.shutdown}. */
@@ -141,6 +157,8 @@ export class Machine implements AsyncDisposable {
   readonly dir: string;
   /** Path of the QMP unix socket. */
   readonly socketPath: string;
+  /** `tls://127.0.0.1:PORT` of the TLS monitor, when launched with `tls`. */
+  readonly tlsAddress?: string;
   /** The full QEMU command line, secrets included: print `redactCommandLine(commandLine)`. */
   readonly commandLine: string[];
   /** The accelerator in use. */
@@ -172,6 +190,7 @@ export class Machine implements AsyncDisposable {
     child: Deno.ChildProcess;
     dir: string;
     socketPath: string;
+    tlsAddress?: string;
     commandLine: string[];
     accel: "kvm" | "tcg";
     accelReason: string;
@@ -189,6 +208,7 @@ export class Machine implements AsyncDisposable {
     this.pid = init.child.pid;
     this.dir = init.dir;
     this.socketPath = init.socketPath;
+    this.tlsAddress = init.tlsAddress;
     this.commandLine = init.commandLine;
     this.accel = init.accel;
     this.accelReason = init.accelReason;
@@ -441,6 +461,7 @@ export async function launch(options: LaunchOptions = {}): Promise<Machine> {
     );
   const wantConsole = options.console ?? !machineName?.startsWith("none");
 
+  const tlsArgs = options.tls ? await tlsMonitorArgs(options.tls, binary) : [];
   const dir = await Deno.makeTempDir({ prefix: "qmpkit-vm-" });
   await Deno.chmod(dir, 0o700);
   const socketPath = `${dir}/qmp.sock`;
@@ -457,6 +478,7 @@ export async function launch(options: LaunchOptions = {}): Promise<Machine> {
     "none",
     "-qmp",
     `unix:${socketPath},server=on,wait=off`,
+    ...tlsArgs,
     ...(wantConsole && !has("-serial") ? ["-serial", "stdio"] : []),
     ...(memory !== undefined && !has("-m") ? ["-m", String(memory)] : []),
     ...(agentSocketPath ? agentArgs(agentSocketPath) : []),
@@ -614,6 +636,24 @@ export async function launch(options: LaunchOptions = {}): Promise<Machine> {
       commandLine,
     }, { cause });
   }
+  let tlsAddress: string | undefined;
+  if (options.tls) {
+    try {
+      tlsAddress = await tlsMonitorAddress(qmp);
+    } catch (cause) {
+      await qmp.close();
+      try {
+        child.kill("SIGKILL");
+      } catch { /* gone */ }
+      await exited;
+      throw new LaunchError(
+        `Cannot find the port of ${name}'s TLS monitor: ` +
+          `${cause instanceof Error ? cause.message : String(cause)}; QEMU was killed`,
+        { stderr: stderr.text.slice(-4000), commandLine },
+        { cause },
+      );
+    }
+  }
   const vm = new Machine({
     qmp,
     console: serial,
@@ -621,6 +661,7 @@ export async function launch(options: LaunchOptions = {}): Promise<Machine> {
     child,
     dir,
     socketPath,
+    tlsAddress,
     commandLine,
     accel,
     accelReason,
@@ -635,6 +676,49 @@ export async function launch(options: LaunchOptions = {}): Promise<Machine> {
   hookProcessExit();
   log(`${name}: QMP ready (QEMU ${versionString(qmp)}, ${accel}: ${accelReason})`);
   return vm;
+}
+
+const TLS_MONITOR = "qmpkit-tls-mon";
+
+/** QEMU arguments of the TLS monitor; checks the credentials directory first. */
+async function tlsMonitorArgs(tls: LaunchTlsOptions, binary: string): Promise<string[]> {
+  const dir = tls.dir;
+  const args = [
+    "-object",
+    `tls-creds-x509,id=qmpkit-tls,dir=${dir.replaceAll(",", ",,")},endpoint=server,` +
+    `verify-peer=${tls.verifyPeer ? "on" : "off"}`,
+    "-chardev",
+    `socket,id=${TLS_MONITOR},host=127.0.0.1,port=0,server=on,wait=off,tls-creds=qmpkit-tls`,
+    "-mon",
+    `chardev=${TLS_MONITOR},mode=control`,
+  ];
+  for (const file of ["ca-cert.pem", "server-cert.pem", "server-key.pem", "dh-params.pem"]) {
+    try {
+      await Deno.stat(`${dir}/${file}`);
+    } catch (cause) {
+      throw new LaunchError(
+        `The TLS credentials directory ${dir} has no ${file}` +
+          (file === "dh-params.pem"
+            ? " (without it QEMU spends minutes generating DH parameters; write one with " +
+              `openssl genpkey -genparam -algorithm DH -pkeyopt group:ffdhe2048 -out ${dir}/dh-params.pem)`
+            : ""),
+        { commandLine: [binary, ...args] },
+        { cause },
+      );
+    }
+  }
+  return args;
+}
+
+/** The TLS monitor listens on port 0: ask QEMU which port it got. */
+async function tlsMonitorAddress(qmp: QmpClient): Promise<string> {
+  const chardevs = await qmp.execute("query-chardev", undefined, { timeout: "5s" });
+  const filename = chardevs.find((c) => c.label === TLS_MONITOR)?.filename ?? "";
+  const port = /:(\d+)(,|$)/.exec(filename.replace(/^disconnected:/, ""))?.[1];
+  if (port === undefined) {
+    throw new QmpError(`unexpected chardev filename ${JSON.stringify(filename)}`);
+  }
+  return `tls://127.0.0.1:${port}`;
 }
 
 /**

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what qmpkit's tests and demo need, when missing: Deno (from npm),
-# QEMU, the tiny guest's packages (busybox-static, qemu-guest-agent) and Chromium for
-# the HTML report's test (from apt), then builds the tiny guest.
+# QEMU, openssl, the tiny guest's packages (busybox-static, qemu-guest-agent) and Chromium
+# for the HTML report's test (from apt), then builds the tiny guest.
 # Idempotent: a second run only checks.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -34,6 +34,8 @@ command -v cpio >/dev/null 2>&1 || pkgs+=(cpio)
 command -v tmux >/dev/null 2>&1 || pkgs+=(tmux)
 # The HTML report is tested in a headless Chromium (tests/html_chromium_test.ts).
 command -v chromium >/dev/null 2>&1 || pkgs+=(chromium)
+# The TLS tests make their certificates with openssl.
+command -v openssl >/dev/null 2>&1 || pkgs+=(openssl)
 if [ ${#pkgs[@]} -gt 0 ]; then
   if [ "$(id -u)" != 0 ] && [ -z "$SUDO" ]; then
     say "missing packages: ${pkgs[*]}"

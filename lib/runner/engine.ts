@@ -12,6 +12,8 @@ import { join } from "node:path";
 import { connect, type QmpClient, type TranscriptEntry } from "../client.ts";
 import { type Duration, parseDuration } from "../duration.ts";
 import { launch, type Machine } from "../machine.ts";
+import type { TlsOptions } from "../tls_transport.ts";
+import { formatAddress, parseAddress } from "../address.ts";
 import { Context } from "./context.ts";
 import {
   PlaybookSkip,
@@ -41,6 +43,8 @@ export interface RunPlaybookOptions {
   qmp?: string;
   /** With `qmp`: keep retrying while the socket does not exist yet (within the 10 s deadline). */
   retry?: boolean;
+  /** With a `tls://` `qmp` address: its certificates (see `connect()`'s `tls`). */
+  tls?: TlsOptions;
   /** Playbook timeout; overrides `meta.timeout` (default `"5m"`). */
   timeout?: Duration;
   /** Default step timeout; overrides `meta.stepTimeout`. */
@@ -119,10 +123,11 @@ export async function runPlaybook(
     record = await openPrivateFile(options.recordFile);
     result.recording = options.recordFile;
   }
-  const transcript = (vm: string) => (entry: TranscriptEntry) => {
+  const transcript = (vm: string, address?: string) => (entry: TranscriptEntry) => {
     const rec: TranscriptRecord = {
       time: entry.time.toISOString(),
       vm,
+      ...(address !== undefined ? { address } : {}),
       direction: entry.direction,
       message: entry.message,
     };
@@ -172,7 +177,8 @@ export async function runPlaybook(
           timeout: "10s",
           retry: options.retry === true,
           signal,
-          transcript: transcript("vm"),
+          transcript: transcript("vm", formatAddress(parseAddress(options.qmp))),
+          ...(options.tls ? { tls: options.tls } : {}),
         });
         log("runner", [], `attached to ${client.address}`);
       } else if (pb.meta.vm) {

@@ -18,6 +18,8 @@ import {
   QmpCommandError,
   QmpError,
   redactText,
+  TlsError,
+  type TlsOptions,
 } from "../../mod.ts";
 import { stringifyJson } from "../../lib/json.ts";
 import { shellSplit, UsageError } from "./args.ts";
@@ -37,6 +39,8 @@ export function exitCodeFor(err: unknown): number {
   if (err instanceof UsageError || err instanceof AddressError || isParseArgsError(err)) {
     return EXIT_USAGE;
   }
+  // A --tls-ca/--tls-cert/--tls-key file that cannot be read or is not PEM.
+  if (err instanceof TlsError && err.kind === "credentials") return EXIT_USAGE;
   if (err instanceof RangeError && /duration/i.test(err.message)) return EXIT_USAGE;
   return EXIT_FAILURE;
 }
@@ -126,18 +130,27 @@ export const COMMON_OPTIONS = {
   memory: { type: "string" },
   "connect-timeout": { type: "string" },
   retry: { type: "boolean" },
+  "tls-ca": { type: "string" },
+  "tls-cert": { type: "string" },
+  "tls-key": { type: "string" },
+  "tls-hostname": { type: "string" },
 } as const satisfies ParseArgsConfig["options"];
 
 /** Help text for {@link COMMON_OPTIONS}. */
 export const COMMON_HELP = `Target (ADDRESS, or one of the --launch options instead of it):
   ADDRESS                   unix:PATH, a path (with "/", or a bare name such as qmp.sock),
-                            tcp:HOST:PORT, HOST:PORT, [::1]:PORT; default: $QMP_SOCKET
+                            tcp:HOST:PORT, HOST:PORT, [::1]:PORT, tls://HOST:PORT (QEMU's TLS
+                            monitor, see --tls-*); default: $QMP_SOCKET
   --launch                  start a throwaway QEMU (-machine none) and use it; killed at exit
   --launch-args "ARGS"      QEMU arguments for --launch (implies --launch), e.g. "-M pc -S"
   --guest tiny              boot the tiny test guest (implies --launch; deno task guest builds it)
   --memory SIZE             guest memory for --launch (e.g. 256, 1G)
   --connect-timeout D       connect + greeting deadline (default 5s; e.g. 500ms, 2s, 1m)
   --retry                   keep retrying while the socket does not exist yet (until the deadline)
+  --tls-ca FILE             with tls://: the CA that signed QEMU's certificate (its ca-cert.pem)
+  --tls-cert FILE           with tls://: client certificate, for a monitor with verify-peer=on
+  --tls-key FILE            with tls://: the client certificate's private key
+  --tls-hostname NAME       with tls://: the name QEMU's certificate must carry, if not HOST
 Common:
   -v, --verbose             show details of errors (stack, causes) and launch steps
   -h, --help                show this help`;
@@ -160,6 +173,41 @@ export interface CommonValues {
   "connect-timeout"?: string;
   /** `--retry`. */
   retry?: boolean;
+  /** `--tls-ca`. */
+  "tls-ca"?: string;
+  /** `--tls-cert`. */
+  "tls-cert"?: string;
+  /** `--tls-key`. */
+  "tls-key"?: string;
+  /** `--tls-hostname`. */
+  "tls-hostname"?: string;
+}
+
+/**
+ * The `--tls-*` options as {@link TlsOptions} (file paths, read by the
+ * library), or `undefined` when none is given. Throws {@link UsageError} when
+ * they are given without a `tls://` address.
+ */
+export function tlsOptions(
+  values: CommonValues,
+  address: string | undefined,
+): TlsOptions | undefined {
+  const given = (["tls-ca", "tls-cert", "tls-key", "tls-hostname"] as const)
+    .filter((k) => values[k] !== undefined);
+  const isTls = address !== undefined && /^tls:\/\//i.test(address.trim());
+  if (given.length > 0 && !isTls) {
+    throw new UsageError(
+      `--${given[0]} applies to a tls://HOST:PORT address` +
+        (address === undefined ? " (not to --launch)" : `, not ${address}`),
+    );
+  }
+  if (!isTls) return undefined;
+  return {
+    caFile: values["tls-ca"],
+    certFile: values["tls-cert"],
+    keyFile: values["tls-key"],
+    hostname: values["tls-hostname"],
+  };
 }
 
 /**
@@ -397,6 +445,7 @@ export async function openTarget(
   const verbose = Boolean(values.verbose);
   const onWarning = (w: QmpError) => console.error(`qmp: warning: ${w.message}`);
   const options: ClientOptions = { onWarning, ...clientOptions };
+  const tls = tlsOptions(values, address);
   if (address === undefined) {
     if (values.guest !== undefined && values.guest !== "tiny") {
       throw new UsageError(`--guest must be "tiny", got ${JSON.stringify(values.guest)}`);
@@ -476,6 +525,7 @@ export async function openTarget(
       ? "5s"
       : durationOption("connect-timeout", values["connect-timeout"]),
     retry: Boolean(values.retry),
+    ...(tls ? { tls } : {}),
   });
   return { client, address: client.address, close: () => client.close() };
 }

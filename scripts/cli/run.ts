@@ -6,7 +6,7 @@
  *
  * Permissions: `--allow-read --allow-write --allow-net --allow-run --allow-env`
  * (read: playbook imports, the guest cache, PATH lookups; write: temp dirs,
- * `--record`, `--output`, QMP unix sockets, /dev/kvm; net: `--qmp tcp:`
+ * `--record`, `--output`, QMP unix sockets, /dev/kvm; net: `--qmp tcp:`/`tls://`
  * addresses; run: QEMU, qemu-img, setpriv; env: HOME / QMPKIT_* / NO_COLOR / CI).
  *
  * @module
@@ -245,6 +245,7 @@ export async function runCommand(argv: string[]): Promise<number> {
     const outcome = await runPlaybooks(units, {
       qmp: opts.qmp,
       retry: opts.retry,
+      tls: opts.tls,
       timeout: opts.timeout,
       stepTimeout: opts.stepTimeout,
       filter: opts.filter,
