@@ -91,6 +91,7 @@ export {
   type TcpAddress,
   type UnixAddress,
 } from "./lib/address.ts";
+export { type AcceptOptions, listen, QmpServer, type ServerOptions } from "./lib/server.ts";
 export { type Duration, formatDuration, parseDuration } from "./lib/duration.ts";
 export { DEFAULT_MAX_MESSAGE_SIZE, type FramerOptions, JsonObjectFramer } from "./lib/framing.ts";
 export { parseJson, stringifyJson } from "./lib/json.ts";
