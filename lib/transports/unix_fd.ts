@@ -47,11 +47,21 @@ export class UnixFdTransport implements FdTransport {
   #closed = false;
   #fdClosed = false;
   #inFlight = 0;
+  /**
+   * `struct pollfd` of the reader and of the writer. Fields, not locals: the kernel writes
+   * `revents` from another thread, so the memory must live as long as the transport.
+   */
+  readonly #pollIn = new DataView(new ArrayBuffer(8));
+  readonly #pollOut = new DataView(new ArrayBuffer(8));
 
   /** @internal Use {@link openUnixFdTransport}. */
   constructor(fd: number, libc: LibcRef) {
     this.#fd = fd;
     this.#libc = libc;
+    for (const [pfd, events] of [[this.#pollIn, C.POLLIN], [this.#pollOut, C.POLLOUT]] as const) {
+      pfd.setInt32(0, fd, true); // struct pollfd { int fd; short events, revents; }
+      pfd.setInt16(4, events, true);
+    }
   }
 
   /** Reads into `p`; `null` at end of stream or once closed. */
@@ -67,7 +77,7 @@ export class UnixFdTransport implements FdTransport {
         const errno = this.#libc.errno();
         if (errno === C.EINTR) continue;
         if (errno !== C.EAGAIN) throw osError(this.#libc, errno, "recv on the QMP socket");
-        await this.#poll(C.POLLIN);
+        await this.#libc.sym.poll(this.#pollIn, 1n, -1);
       }
     } finally {
       this.#inFlight--;
@@ -112,7 +122,7 @@ export class UnixFdTransport implements FdTransport {
         const errno = this.#libc.errno();
         if (errno === C.EINTR) continue;
         if (errno === C.EAGAIN) {
-          await this.#poll(C.POLLOUT);
+          await this.#libc.sym.poll(this.#pollOut, 1n, -1);
           continue;
         }
         if (errno === 9 /* EBADF: a descriptor in fds */ && fds.length > 0) {
@@ -125,7 +135,7 @@ export class UnixFdTransport implements FdTransport {
     } finally {
       this.#inFlight--;
       this.#release();
-      // Keep the buffers alive until sendmsg has run (the pointers are raw).
+      // msg holds raw pointers to these: keep them alive across the waits above.
       void iov, control;
     }
   }
@@ -136,14 +146,6 @@ export class UnixFdTransport implements FdTransport {
     this.#closed = true;
     this.#libc.sym.shutdown(this.#fd, C.SHUT_RDWR); // wakes a pending poll()
     this.#release();
-  }
-
-  /** Waits (off the event loop) until the socket is ready for `events`, or hung up. */
-  async #poll(events: number): Promise<void> {
-    const pfd = new DataView(new ArrayBuffer(8)); // struct pollfd { int fd; short events, revents; }
-    pfd.setInt32(0, this.#fd, true);
-    pfd.setInt16(4, events, true);
-    await this.#libc.sym.poll(pfd, 1n, -1);
   }
 
   /** Closes the descriptor once closed and no call uses it any more. */
