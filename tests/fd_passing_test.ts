@@ -268,3 +268,20 @@ Deno.test("fd passing: a missing socket is a ConnectionError; retry waits for it
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("fd passing: a command larger than the socket buffer (partial writes, POLLOUT waits) keeps its fd", async () => {
+  await using vm = await launch({ timeout: "20s" });
+  await using qmp = await connect(vm.socketPath, { fdPassing: true, timeout: "5s" });
+  using devnull = openFd("/dev/null");
+  // ~400 KB: sendmsg writes part of it (the fd goes with the first part), then EAGAIN, poll, rest.
+  const opaque = "x".repeat(400_000);
+  const added = await within(
+    qmp.execute("add-fd", { "fdset-id": 7, opaque }, { fds: [devnull] }),
+    20_000,
+    "big add-fd",
+  );
+  assert.equal(added["fdset-id"], 7);
+  const [set] = await qmp.execute("query-fdsets");
+  assert.equal(set.fds[0].opaque?.length, 400_000);
+  assert.equal((await qmp.execute("query-status")).status, "running");
+});
