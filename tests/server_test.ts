@@ -144,3 +144,27 @@ Deno.test("server: bad addresses are refused before binding", async () => {
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("server: a peer that is not QMP fails that accept() only; the next QEMU is accepted", async () => {
+  const dir = await tempDir();
+  try {
+    await using server = await listen(`unix:${dir}/p.sock`);
+    const waiting = server.accept({ timeout: "5s" });
+    waiting.catch(() => {}); // asserted below
+    const intruder = await Deno.connect({ transport: "unix", path: server.path! });
+    await intruder.write(new TextEncoder().encode("SSH-2.0-not-qmp\r\n"));
+    await assert.rejects(within(waiting, 8000, "accept of a non-QMP peer"), (e: unknown) => {
+      assert.ok(
+        e instanceof Error && /greeting|Protocol|JSON/i.test(`${e.name} ${e.message}`),
+        String(e),
+      );
+      return true;
+    });
+    intruder.close();
+    await using _qemu = spawnQemu(["-qmp", server.qemuArg]);
+    await using qmp = await within(server.accept({ timeout: "15s" }), 20_000, "accept");
+    assert.equal(qmp.negotiated, true);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
