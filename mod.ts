@@ -65,6 +65,7 @@ export {
   ConnectionClosedError,
   ConnectionError,
   EventOverflowError,
+  FdPassingError,
   LaunchError,
   MonitorBusyError,
   NegotiationError,
@@ -94,6 +95,14 @@ export {
   type TlsAddress,
   type UnixAddress,
 } from "./lib/address.ts";
+export { type AcceptOptions, listen, QmpServer, type ServerOptions } from "./lib/server.ts";
+export {
+  type FdSource,
+  FileDescriptor,
+  MAX_FDS_PER_COMMAND,
+  openFd,
+  type OpenFdOptions,
+} from "./lib/fd_passing.ts";
 export { type Duration, formatDuration, parseDuration } from "./lib/duration.ts";
 export { DEFAULT_MAX_MESSAGE_SIZE, type FramerOptions, JsonObjectFramer } from "./lib/framing.ts";
 export { parseJson, stringifyJson } from "./lib/json.ts";

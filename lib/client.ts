@@ -10,6 +10,7 @@ import {
   AbortError,
   AddressError,
   ConnectionClosedError,
+  FdPassingError,
   NegotiationError,
   ProtocolError,
   QmpCommandError,
@@ -32,6 +33,8 @@ import {
   timestampToDate,
 } from "./protocol.ts";
 import { openTransport, type Transport } from "./transport.ts";
+import { type FdSource, rawFds } from "./fd_passing.ts";
+import { isFdTransport, openUnixFdTransport } from "./transports/unix_fd.ts";
 import { REDACTED, redactMessage, redactReply } from "./redact.ts";
 import { QmpSchema, QmpValidationError, type SchemaEntry } from "./qapi/schema.ts";
 import type { TlsOptions } from "./tls_transport.ts";
@@ -125,6 +128,11 @@ export interface ConnectOptions extends ClientOptions {
    * `verify-peer=on`. Only valid with a `tls://` address.
    */
   tls?: TlsOptions;
+  /**
+   * Open the unix socket through libc (FFI) so commands can pass file descriptors
+   * (`execute(cmd, args, { fds })`). Needs `--allow-ffi`; unix sockets only.
+   */
+  fdPassing?: boolean;
 }
 
 /** Per-command options. */
@@ -133,6 +141,14 @@ export interface ExecuteOptions {
   timeout?: Duration;
   /** Reject with {@link AbortError} when aborted. The command may still run in QEMU. */
   signal?: AbortSignal;
+  /**
+   * File descriptors sent with the command (`SCM_RIGHTS`), for `getfd` and `add-fd`
+   * (QEMU takes the first one). Needs a client made by `connect(addr, { fdPassing: true })`;
+   * otherwise the command fails with `FdPassingError` and nothing is sent. Commands with
+   * fds go one at a time (each waits for the previous one's reply), so QEMU cannot pair a
+   * command with another one's descriptor. QEMU gets copies: close yours when convenient.
+   */
+  fds?: readonly FdSource[];
 }
 
 /** Options of {@link QmpClient.waitEvent}. */
@@ -188,6 +204,7 @@ interface Pending {
   args: unknown;
   oob: boolean;
   message: Record<string, unknown>;
+  fds?: number[];
   sent: boolean;
   resolve(value: unknown): void;
   reject(error: unknown): void;
@@ -237,6 +254,10 @@ export class QmpClient implements AsyncDisposable {
   #inbandInFlight = 0;
   #inbandQueue: Pending[] = [];
   #outQueue: Uint8Array[] = [];
+  /** Descriptors to attach to a queued message's first byte. */
+  #outFds = new WeakMap<Uint8Array, number[]>();
+  /** The last command carrying fds: the next one waits for its reply. */
+  #fdTurn: Promise<unknown> = Promise.resolve();
   #flushing: Promise<void> | undefined;
   readonly #listeners = new ListenerRegistry();
   #history: QmpEvent[] = [];
@@ -583,15 +604,44 @@ export class QmpClient implements AsyncDisposable {
     args: unknown,
     oob: boolean,
     options: ExecuteOptions | undefined,
+    fds?: number[],
   ): Promise<unknown> {
+    if (options?.fds !== undefined && fds === undefined) {
+      return this.#runWithFds(command, args, oob, options);
+    }
     if (!this.#options.validate || this.#state === "closed") {
-      return this.#submit(command, args, oob, options);
+      return this.#submit(command, args, oob, options, fds);
     }
     return this.schema().then((schema) => {
       const problem = schema.validateArguments(command, args);
       if (problem) throw problem;
-      return this.#submit(command, args, oob, options);
+      return this.#submit(command, args, oob, options, fds);
     });
+  }
+
+  /** Checks the fds now; sends the command once the previous fd-carrying one is answered. */
+  #runWithFds(
+    command: string,
+    args: unknown,
+    oob: boolean,
+    options: ExecuteOptions,
+  ): Promise<unknown> {
+    let fds: number[];
+    try {
+      if (!isFdTransport(this.#transport)) {
+        throw new FdPassingError(
+          `Cannot pass file descriptors with ${command}: ${this.address} is not a unix socket ` +
+            `opened for fd passing. Connect with connect("unix:/path", { fdPassing: true }) ` +
+            `(and --allow-ffi); TCP cannot carry descriptors.`,
+        );
+      }
+      fds = rawFds(command, options.fds!);
+    } catch (err) {
+      return Promise.reject(err);
+    }
+    const turn = this.#fdTurn.then(() => this.#run(command, args, oob, options, fds));
+    this.#fdTurn = turn.catch(() => {});
+    return turn;
   }
 
   #submit(
@@ -599,6 +649,7 @@ export class QmpClient implements AsyncDisposable {
     args: unknown,
     oob: boolean,
     options: ExecuteOptions | undefined,
+    fds?: number[],
   ): Promise<unknown> {
     if (this.#state === "closed") return Promise.reject(this.#closedError(command));
     if (this.#state === "reconnecting" && command !== "qmp_capabilities") {
@@ -648,6 +699,7 @@ export class QmpClient implements AsyncDisposable {
         args,
         oob,
         message: commandMessage(command, args, id, oob),
+        ...(fds?.length ? { fds } : {}),
         sent: false,
         resolve,
         reject,
@@ -705,6 +757,7 @@ export class QmpClient implements AsyncDisposable {
     if (!entry.oob) this.#inbandInFlight++;
     if (entry.command === "quit") this.#quitSent = true;
     this.#record("send", entry.message);
+    if (entry.fds) this.#outFds.set(bytes, entry.fds);
     this.#outQueue.push(bytes);
     this.#flushing ??= this.#flush();
   }
@@ -714,9 +767,17 @@ export class QmpClient implements AsyncDisposable {
       while (this.#outQueue.length > 0 && this.#state !== "closed") {
         const chunks = this.#outQueue;
         this.#outQueue = [];
-        const data = chunks.length === 1 ? chunks[0] : concat(chunks);
-        let off = 0;
-        while (off < data.length) off += await this.#transport.write(data.subarray(off));
+        // A message with fds starts its own write, so they ride on its first byte.
+        for (let i = 0, j = 1; i < chunks.length; i = j, j = i + 1) {
+          while (j < chunks.length && !this.#outFds.has(chunks[j])) j++;
+          const data = j - i === 1 ? chunks[i] : concat(chunks.slice(i, j));
+          const fds = this.#outFds.get(chunks[i]);
+          let off = 0;
+          if (fds && isFdTransport(this.#transport)) {
+            off = await this.#transport.writeWithFds(data, fds);
+          }
+          while (off < data.length) off += await this.#transport.write(data.subarray(off));
+        }
       }
     } catch (err) {
       if (this.#state !== "closed") this.#onReadOrWriteError(err);
@@ -1152,7 +1213,17 @@ export async function connect(
     else console.warn(`qmpkit: warning: ${warning.message}`);
   }
   const deadline = Date.now() + timeoutMs;
-  const conn = await openTransport(parsed, {
+  if (opts.fdPassing && parsed.transport !== "unix") {
+    throw new FdPassingError(
+      `fdPassing needs a unix socket: ${where} is ${parsed.transport === "tls" ? "TLS" : "TCP"}, ` +
+        `which cannot carry file descriptors. ` +
+        `Give QEMU a unix socket monitor (-qmp unix:/path,server=on,wait=off).`,
+    );
+  }
+  const open = opts.fdPassing && parsed.transport === "unix"
+    ? (o: Parameters<typeof openTransport>[1]) => openUnixFdTransport(parsed, o)
+    : (o: Parameters<typeof openTransport>[1]) => openTransport(parsed, o);
+  const conn = await open({
     deadline,
     timeoutMs,
     signal: opts.signal,
@@ -1160,13 +1231,7 @@ export async function connect(
     tls: opts.tls,
   });
   const dial = (signal: AbortSignal) =>
-    openTransport(parsed, {
-      deadline: Date.now() + timeoutMs,
-      timeoutMs,
-      retry: false,
-      signal,
-      tls: opts.tls,
-    });
+    open({ deadline: Date.now() + timeoutMs, timeoutMs, retry: false, signal, tls: opts.tls });
   const client = new QmpClient(conn, { ...opts, address: where }, dial);
   const connected = Date.now();
   try {

@@ -284,6 +284,19 @@ export class EventOverflowError extends QmpError {
   }
 }
 
+/**
+ * File descriptors cannot be passed: the connection is not a unix socket opened
+ * with `{ fdPassing: true }`, Deno lacks `--allow-ffi`, the platform is not Linux,
+ * or a descriptor is closed or invalid. Nothing was sent.
+ */
+export class FdPassingError extends QmpError {
+  /** Creates an fd passing error. */
+  constructor(message: string, options?: QmpErrorOptions) {
+    super(message, options);
+    this.name = "FdPassingError";
+  }
+}
+
 function formatMs(ms: number): string {
   return ms >= 1000 && ms % 1000 === 0 ? `${ms / 1000}s` : `${ms}ms`;
 }

@@ -4,7 +4,8 @@
  *
  * @module
  */
-import { type ClientOptions, connect, type QmpClient } from "./client.ts";
+import type { ClientOptions, QmpClient } from "./client.ts";
+import { listen, type QmpServer } from "./server.ts";
 import { SerialConsole } from "./console.ts";
 import { type Duration, formatDuration, parseDuration } from "./duration.ts";
 import { type Accel, resolveAccel } from "./accel.ts";
@@ -83,8 +84,12 @@ export interface LaunchOptions {
   timeout?: Duration;
   /** Cancels the launch: QEMU is killed and an {@link AbortError} is thrown. */
   signal?: AbortSignal;
-  /** Options for the QMP client (`oob`, `transcript`, `commandTimeout`, ...). */
-  qmp?: ClientOptions;
+  /**
+   * Options for the QMP client (`oob`, `transcript`, `commandTimeout`, ...). Not `reconnect`:
+   * QEMU dials this connection itself (accept mode) and cannot dial again; a second client
+   * uses {@link Machine.socketPath}.
+   */
+  qmp?: Omit<ClientOptions, "reconnect">;
   /**
    * Also serve a QMP monitor over TLS on 127.0.0.1 (a free port), for tests of
    * remote access: `dir` is a `tls-creds-x509` directory (`ca-cert.pem`,
@@ -153,9 +158,13 @@ export class Machine implements AsyncDisposable {
   readonly name: string;
   /** QEMU's process id. */
   readonly pid: number;
-  /** The private directory holding the QMP socket (mode 0700; removed at exit). */
+  /** The private directory holding the QMP sockets (mode 0700; removed at exit). */
   readonly dir: string;
-  /** Path of the QMP unix socket. */
+  /**
+   * Path of a second QMP monitor, in server mode and free for another client (the CLI,
+   * `--keep-vm`, `socat`, `connect(vm.socketPath, { fdPassing: true })`). {@link Machine.qmp}
+   * is not on it: QEMU dialed {@link launch} on a socket of its own (accept mode).
+   */
   readonly socketPath: string;
   /** `tls://127.0.0.1:PORT` of the TLS monitor, when launched with `tls`. */
   readonly tlsAddress?: string;
@@ -419,6 +428,13 @@ export async function launch(options: LaunchOptions = {}): Promise<Machine> {
   const name = options.name ?? `qmpkit-${Deno.pid}-${++counter}`;
   const log = options.log ?? (() => {});
   refuseEscapes(binary, options.args ?? []);
+  if ((options.qmp as ClientOptions | undefined)?.reconnect) {
+    throw new LaunchError(
+      "launch() has no qmp.reconnect: QEMU dials the launcher's monitor itself and cannot dial " +
+        "again. For a client that reconnects, use connect(vm.socketPath, { reconnect: true }).",
+      { commandLine: [] },
+    );
+  }
   let { kernel, initrd, append } = options;
   if (options.guest === "tiny") {
     const guest = await findTinyGuest();
@@ -465,6 +481,19 @@ export async function launch(options: LaunchOptions = {}): Promise<Machine> {
   const dir = await Deno.makeTempDir({ prefix: "qmpkit-vm-" });
   await Deno.chmod(dir, 0o700);
   const socketPath = `${dir}/qmp.sock`;
+  // Accept mode: QEMU dials this socket while it starts, so nothing polls for a socket file,
+  // and QEMU's exit racing accept() makes a QEMU that dies early fail the launch at once.
+  let server: QmpServer;
+  try {
+    server = await listen(`unix:${dir}/qmp-launch.sock`, options.qmp);
+  } catch (cause) {
+    await Deno.remove(dir, { recursive: true }).catch(() => {});
+    throw new LaunchError(
+      `Cannot listen for ${name}'s QMP monitor: ${cause instanceof Error ? cause.message : cause}`,
+      { commandLine: [] },
+      { cause },
+    );
+  }
   const agentSocketPath = options.agent ? `${dir}/qga.sock` : undefined;
   const memory = options.memory ?? (options.agent ? AGENT_DEFAULT_MEMORY_MIB : undefined);
   const qemuArgs = [
@@ -476,6 +505,8 @@ export async function launch(options: LaunchOptions = {}): Promise<Machine> {
     "none",
     "-monitor",
     "none",
+    "-qmp",
+    server.qemuArg,
     "-qmp",
     `unix:${socketPath},server=on,wait=off`,
     ...tlsArgs,
@@ -490,6 +521,7 @@ export async function launch(options: LaunchOptions = {}): Promise<Machine> {
   ];
   const resolved = findOnPath(binary);
   if (resolved === null) {
+    await server.close();
     await Deno.remove(dir, { recursive: true }).catch(() => {});
     throw new LaunchError(
       `Cannot start ${binary}: ${binary.includes("/") ? "no such file" : "not found on PATH"}. ` +
@@ -503,6 +535,7 @@ export async function launch(options: LaunchOptions = {}): Promise<Machine> {
     try {
       consoleFile = await Deno.open(options.consoleLog, { create: true, append: true });
     } catch (cause) {
+      await server.close();
       await Deno.remove(dir, { recursive: true }).catch(() => {});
       throw new LaunchError(
         `Cannot open the console log ${options.consoleLog}: ` +
@@ -527,6 +560,7 @@ export async function launch(options: LaunchOptions = {}): Promise<Machine> {
     }).spawn();
   } catch (cause) {
     consoleFile?.close();
+    await server.close();
     await Deno.remove(dir, { recursive: true }).catch(() => {});
     const notFound = cause instanceof Deno.errors.NotFound;
     throw new LaunchError(
@@ -589,8 +623,8 @@ export async function launch(options: LaunchOptions = {}): Promise<Machine> {
     return status;
   })();
 
-  // Connect, racing QEMU's early exit (the process itself: its pipes may outlive it)
-  // and the deadline (counted from the start of launch()).
+  // Accept QEMU's connection, racing its early exit (the process itself: its pipes may
+  // outlive it) and the deadline (counted from the start of launch()).
   const exitAbort = new AbortController();
   let early: Deno.CommandStatus | undefined;
   child.status.then((s) => {
@@ -600,9 +634,7 @@ export async function launch(options: LaunchOptions = {}): Promise<Machine> {
   const signals = [exitAbort.signal, ...(options.signal ? [options.signal] : [])];
   let qmp: QmpClient;
   try {
-    qmp = await connect(`unix:${socketPath}`, {
-      ...options.qmp,
-      retry: true,
+    qmp = await server.accept({
       timeout: Math.max(1, timeoutMs - (performance.now() - startedAt)),
       signal: AbortSignal.any(signals),
     });
@@ -625,8 +657,8 @@ export async function launch(options: LaunchOptions = {}): Promise<Machine> {
       ? `${binary} exited before its QMP monitor was ready (` +
         (status.signal ? `signal ${status.signal}` : `exit code ${status.code}`) + ")"
       : timedOut
-      ? `${name} did not answer on its QMP socket within ${formatDuration(timeoutMs)}; ${killed}`
-      : `Cannot use ${name}'s QMP socket: ` +
+      ? `${name} did not connect to its QMP monitor within ${formatDuration(timeoutMs)}; ${killed}`
+      : `Cannot use ${name}'s QMP monitor: ` +
         `${cause instanceof Error ? cause.message : String(cause)}; ${killed}`;
     throw new LaunchError(message, {
       exitCode: exitedEarly ? status.code : undefined,
@@ -635,6 +667,8 @@ export async function launch(options: LaunchOptions = {}): Promise<Machine> {
       stderr: stderr.text.slice(-4000),
       commandLine,
     }, { cause });
+  } finally {
+    await server.close(); // one QEMU per launch: stop listening, remove the socket file
   }
   let tlsAddress: string | undefined;
   if (options.tls) {
