@@ -56,6 +56,8 @@ export {
   QmpError,
   type QmpErrorOptions,
   ServerParseError,
+  SshError,
+  type SshFailure,
   TimeoutError,
 } from "./lib/errors.ts";
 export {
@@ -71,6 +73,7 @@ export {
   type Address,
   formatAddress,
   parseAddress,
+  type SshAddress,
   type TcpAddress,
   type UnixAddress,
 } from "./lib/address.ts";
@@ -78,6 +81,7 @@ export { type Duration, formatDuration, parseDuration } from "./lib/duration.ts"
 export { DEFAULT_MAX_MESSAGE_SIZE, type FramerOptions, JsonObjectFramer } from "./lib/framing.ts";
 export type { Greeting, QemuVersionTriple, QmpEvent, QmpTimestamp } from "./lib/protocol.ts";
 export type { Transport } from "./lib/transport.ts";
+export type { SshOptions } from "./lib/ssh_transport.ts";
 export { REDACTED, redactMessage, redactReply } from "./lib/redact.ts";
 export { QmpSchema, QmpValidationError, type SchemaEntry } from "./lib/qapi/schema.ts";
 export {

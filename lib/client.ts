@@ -28,6 +28,7 @@ import {
   timestampToDate,
 } from "./protocol.ts";
 import { openTransport, type Transport } from "./transport.ts";
+import type { SshOptions } from "./ssh_transport.ts";
 import { redactMessage, redactReply } from "./redact.ts";
 import { QmpSchema, type SchemaEntry } from "./qapi/schema.ts";
 import type {
@@ -110,6 +111,11 @@ export interface ConnectOptions extends ClientOptions {
   signal?: AbortSignal;
   /** Retry while the socket does not exist yet or refuses connections, until `timeout`. */
   retry?: boolean;
+  /**
+   * How to run the system `ssh` for `ssh://` addresses: a config file, a key,
+   * more options, the program (see {@link SshOptions}).
+   */
+  ssh?: SshOptions;
 }
 
 /** Per-command options. */
@@ -1074,8 +1080,9 @@ export class QmpClient implements AsyncDisposable {
  * Connects to a QMP server, reads the greeting and negotiates capabilities.
  *
  * Addresses: `"unix:/path"`, `"tcp:HOST:PORT"`, `"HOST:PORT"`, `"[::1]:PORT"`,
- * or an object (`{ transport: "unix", path }`). A bad address throws
- * `AddressError` before any I/O.
+ * `"ssh://[USER@]HOST[:PORT]/PATH"` (a socket on another host, through the
+ * system ssh client: see `ssh`), or an object (`{ transport: "unix", path }`).
+ * A bad address throws `AddressError` before any I/O.
  *
  * @example
  * ```ts ignore
@@ -1114,6 +1121,7 @@ export async function connect(
     timeoutMs,
     signal: opts.signal,
     retry: opts.retry,
+    ssh: opts.ssh,
   });
   const dial = (signal: AbortSignal) =>
     openTransport(parsed, {
@@ -1121,6 +1129,7 @@ export async function connect(
       timeoutMs,
       retry: false,
       signal,
+      ssh: opts.ssh,
     });
   const client = new QmpClient(conn, { ...opts, address: where }, dial);
   try {
