@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what qmpkit's tests and demo need, when missing: Deno (from npm),
-# QEMU and the tiny guest's packages (from apt), then builds the tiny guest.
+# QEMU, the tiny guest's packages and OpenSSH (client for ssh:// addresses,
+# server for the tests' throwaway sshd; from apt), then builds the tiny guest.
 # Idempotent: a second run only checks.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -29,6 +30,9 @@ if command -v dpkg >/dev/null 2>&1; then
 fi
 command -v cpio >/dev/null 2>&1 || pkgs+=(cpio)
 command -v tmux >/dev/null 2>&1 || pkgs+=(tmux)
+command -v ssh >/dev/null 2>&1 || pkgs+=(openssh-client)
+# The tests run their own sshd on 127.0.0.1; the package's system service is not needed.
+[ -x /usr/sbin/sshd ] || pkgs+=(openssh-server)
 if [ ${#pkgs[@]} -gt 0 ]; then
   if [ "$(id -u)" != 0 ] && [ -z "$SUDO" ]; then
     say "missing packages: ${pkgs[*]}"
