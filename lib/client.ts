@@ -9,6 +9,7 @@ import { type Duration, parseDuration } from "./duration.ts";
 import {
   AbortError,
   ConnectionClosedError,
+  ConnectionError,
   NegotiationError,
   ProtocolError,
   QmpCommandError,
@@ -1011,6 +1012,10 @@ export class QmpClient implements AsyncDisposable {
       case "client":
         return `the connection to ${this.address} was closed by the client`;
       case "peer":
+        // A transport that knows why it broke (an ssh tunnel that died) says so itself.
+        if (cause instanceof ConnectionError && !(cause instanceof ConnectionClosedError)) {
+          return `the connection to ${this.address} was lost: ${cause.message}`;
+        }
         return `QEMU closed the connection to ${this.address} (it exited or was killed)` +
           (cause instanceof Error ? `: ${cause.message}` : "");
       case "quit":

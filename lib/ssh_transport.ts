@@ -362,7 +362,8 @@ class Tunnel {
           `ssh reached ${this.#host()} but could not open the remote socket ` +
             `${this.address.path} (${line}): check that QEMU runs there with ` +
             `-qmp unix:${this.address.path},server=on,wait=off, that the ssh user may open ` +
-            `the socket, and that sshd allows AllowStreamLocalForwarding`,
+            `it, and that sshd allows forwarding to it (AllowStreamLocalForwarding; ` +
+            `OpenSSH 9.2 also needs AllowTcpForwarding)`,
           "remote-socket",
           { address: this.where, sshMessage: line },
         )
@@ -472,10 +473,12 @@ class Tunnel {
     if (this.#exited === undefined) {
       await this.#race(this.#changed(EXPLAIN_MS), { deadline: Infinity }).catch(() => {});
     }
-    if (this.#exited === undefined || this.#exited.code === 0) return err;
+    const status = this.#exited;
+    if (status === undefined || status.code === 0) return err;
     const said = lastLine(this.#stderr);
     return new SshError(
-      `The ssh tunnel to ${this.#host()} ended (ssh exited with status ${this.#exited.code}` +
+      `the ssh tunnel to ${this.#host()} ended (` +
+        (status.signal ? `ssh was killed by ${status.signal}` : `ssh exited with ${status.code}`) +
         (said ? `: ${said}` : "") + ")",
       "exited",
       { address: this.where, sshMessage: said, cause: err },
@@ -681,7 +684,9 @@ function classify(
     const keyTrouble = find(/^no such identity: |^Load key .*:|bad permissions/);
     return make(
       "auth",
-      `ssh authentication to ${host} was refused (${denied.replace(/^\S+@\S+: /, "")}). ` +
+      `ssh authentication to ${host} was refused (${
+        denied.replace(/^\S+@\S+: /, "").replace(/\.$/, "")
+      }). ` +
         `ssh runs with BatchMode=yes (no password or passphrase prompts): use a key the ` +
         `remote user authorizes, from ssh-agent, your ssh config or the ssh options' ` +
         `identityFile` + (keyTrouble ? ` (ssh: ${keyTrouble})` : ""),

@@ -307,6 +307,35 @@ Deno.test({
 });
 
 Deno.test({
+  name: "ssh: an ssh that dies mid-session is named as the cause, not QEMU",
+  ...T,
+  async fn() {
+    await using sshd = await startSshd();
+    await using qemu = await startQemuForClients({ machine: "none" });
+    const qmp = await connect(sshd.url(qemu.socketPath), {
+      ssh: { configFile: sshd.configFile },
+      timeout: "10s",
+    });
+    try {
+      await qmp.execute("query-status");
+      const [ssh] = await sshProcesses(sshd);
+      Deno.kill(ssh.pid, "SIGKILL");
+      await within(qmp.closed, 5000, "the client sees the tunnel go");
+      const err = qmp.closeError!;
+      assert.equal(err.reason, "peer");
+      assert.match(
+        err.message,
+        /^The connection to ssh:\/\/.* was lost: the ssh tunnel to .*127\.0\.0\.1:\d+ ended \(ssh was killed by SIGKILL\)$/,
+      );
+      assert.ok(err.cause instanceof SshError && err.cause.failure === "exited");
+      await assert.rejects(qmp.execute("query-status"), ConnectionClosedError);
+    } finally {
+      await qmp.close();
+    }
+  },
+});
+
+Deno.test({
   name: "ssh: retry waits through one ssh for a remote socket that appears later",
   ...T,
   async fn() {
