@@ -8,6 +8,7 @@
 import { AsyncLocalStorage } from "node:async_hooks";
 import { join } from "node:path";
 import { connect, type QmpClient, type TranscriptEntry, type TypedEvent } from "../client.ts";
+import type { SshOptions } from "../ssh_transport.ts";
 import type { EventName } from "../qapi/types.ts";
 import { type Duration, formatDuration, parseDuration } from "../duration.ts";
 import { AbortError, ConnectionClosedError, QmpCommandError } from "../errors.ts";
@@ -205,6 +206,8 @@ export interface RunPlaybookOptions {
   qmp?: string;
   /** With `qmp`: keep retrying while the socket does not exist yet (within the 10 s deadline). */
   retry?: boolean;
+  /** With an `ssh://` `qmp` address: how to run ssh (config file, options). */
+  ssh?: SshOptions;
   /** Playbook timeout; overrides `meta.timeout` (default `"5m"`). */
   timeout?: Duration;
   /** Default step timeout; overrides `meta.stepTimeout`. */
@@ -328,6 +331,7 @@ export async function runPlaybook(
         client = await connect(options.qmp, {
           timeout: "10s",
           retry: options.retry === true,
+          ssh: options.ssh,
           signal,
           transcript: transcript("vm"),
         });

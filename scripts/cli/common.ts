@@ -20,6 +20,7 @@ import {
 } from "../../mod.ts";
 import { shellSplit, UsageError } from "./args.ts";
 import { onStopSignals, SIGNAL_EXIT_CODE, type StopSignal } from "./signals.ts";
+import { SSH_HELP, sshFlags } from "./ssh_flags.ts";
 
 export { UsageError };
 
@@ -91,6 +92,9 @@ const CLI_WORDING: [string | RegExp, string][] = [
     /Raise maxMessageSize if this peer is trusted and really sends messages this large/,
     "qmp accepts messages up to 10 MiB",
   ],
+  ["the ssh option -o ", "--ssh-option "],
+  ["the ssh options' identityFile", "--ssh-option IdentityFile=PATH"],
+  ["or name it in the ssh options' binary", "or put it on PATH"],
 ];
 
 /** Rewrites library advice (API option names) as CLI advice. */
@@ -124,18 +128,22 @@ export const COMMON_OPTIONS = {
   memory: { type: "string" },
   "connect-timeout": { type: "string" },
   retry: { type: "boolean" },
+  "ssh-config": { type: "string" },
+  "ssh-option": { type: "string", multiple: true },
 } as const satisfies ParseArgsConfig["options"];
 
 /** Help text for {@link COMMON_OPTIONS}. */
 export const COMMON_HELP = `Target (ADDRESS, or one of the --launch options instead of it):
   ADDRESS                   unix:PATH, a path (with "/", or a bare name such as qmp.sock),
-                            tcp:HOST:PORT, HOST:PORT, [::1]:PORT; default: $QMP_SOCKET
+                            tcp:HOST:PORT, HOST:PORT, [::1]:PORT, or a socket on another host
+                            through ssh: ssh://[USER@]HOST[:PORT]/PATH; default: $QMP_SOCKET
   --launch                  start a throwaway QEMU (-machine none) and use it; killed at exit
   --launch-args "ARGS"      QEMU arguments for --launch (implies --launch), e.g. "-M pc -S"
   --guest tiny              boot the tiny test guest (implies --launch; deno task guest builds it)
   --memory SIZE             guest memory for --launch (e.g. 256, 1G)
   --connect-timeout D       connect + greeting deadline (default 5s; e.g. 500ms, 2s, 1m)
   --retry                   keep retrying while the socket does not exist yet (until the deadline)
+${SSH_HELP}
 Common:
   -v, --verbose             show details of errors (stack, causes) and launch steps
   -h, --help                show this help`;
@@ -158,6 +166,10 @@ export interface CommonValues {
   "connect-timeout"?: string;
   /** `--retry`. */
   retry?: boolean;
+  /** `--ssh-config`. */
+  "ssh-config"?: string;
+  /** `--ssh-option` (repeatable). */
+  "ssh-option"?: string[];
 }
 
 /**
@@ -393,6 +405,7 @@ export async function openTarget(
   targetOptions: TargetOptions = {},
 ): Promise<Target> {
   const verbose = Boolean(values.verbose);
+  const ssh = sshFlags(address, values["ssh-config"], values["ssh-option"]);
   const onWarning = (w: QmpError) => console.error(`qmp: warning: ${w.message}`);
   const options: ClientOptions = { onWarning, ...clientOptions };
   if (address === undefined) {
@@ -474,6 +487,7 @@ export async function openTarget(
       ? "5s"
       : durationOption("connect-timeout", values["connect-timeout"]),
     retry: Boolean(values.retry),
+    ...(ssh ? { ssh } : {}),
   });
   return { client, address: client.address, close: () => client.close() };
 }

@@ -14,6 +14,8 @@ import { fileURLToPath, pathToFileURL } from "node:url";
 import { parseArgs } from "node:util";
 import { parseDuration } from "../../lib/duration.ts";
 import { parseAddress } from "../../lib/address.ts";
+import type { SshOptions } from "../../lib/ssh_transport.ts";
+import { sshFlags } from "./ssh_flags.ts";
 import { displayPath, playbookFromModule, resolvePlaybooks } from "../../lib/runner/discover.ts";
 import {
   describeFailure,
@@ -46,9 +48,13 @@ file, a directory (every *.playbook.ts below it) or a name (lifecycle →
 examples/lifecycle.playbook.ts). Each playbook gets its own VM (meta.vm) unless --qmp.
 
 Options:
-  --qmp ADDRESS        attach to an existing VM (unix:/path or tcp:host:port) instead of
-                       launching one; playbooks then run one at a time and t.vm is unavailable
+  --qmp ADDRESS        attach to an existing VM (unix:/path, tcp:host:port, or
+                       ssh://[user@]host[:port]/path for a remote one) instead of launching
+                       one; playbooks then run one at a time and t.vm is unavailable
   --retry              with --qmp: keep retrying while the socket does not exist yet (up to 10s)
+  --ssh-config FILE    with --qmp ssh://: the ssh client config file (ssh -F FILE)
+  --ssh-option OPT     with --qmp ssh://: an ssh option (ssh -o OPT, e.g.
+                       StrictHostKeyChecking=accept-new); repeatable
   --filter TEXT        only playbooks/steps whose name or path ("block › backup") contains
                        TEXT; /regex/flags for a regular expression
   --timeout DURATION   limit per playbook, e.g. 90s, 5m (overrides meta.timeout; default 5m)
@@ -100,6 +106,7 @@ interface Options {
   list: boolean;
   verbose: boolean;
   retry: boolean;
+  ssh?: SshOptions;
 }
 
 function parseOptions(argv: string[]): Options | "help" {
@@ -112,6 +119,8 @@ function parseOptions(argv: string[]): Options | "help" {
       options: {
         qmp: { type: "string" },
         retry: { type: "boolean", default: false },
+        "ssh-config": { type: "string" },
+        "ssh-option": { type: "string", multiple: true },
         filter: { type: "string" },
         timeout: { type: "string" },
         "step-timeout": { type: "string" },
@@ -164,6 +173,12 @@ function parseOptions(argv: string[]): Options | "help" {
       throw new UsageError(`--filter: ${e instanceof Error ? e.message : e}`);
     }
   }
+  let ssh: SshOptions | undefined;
+  try {
+    ssh = sshFlags(v.qmp, v["ssh-config"], v["ssh-option"]);
+  } catch (e) {
+    throw new UsageError(e instanceof Error ? e.message : String(e));
+  }
   if (v.retry && v.qmp === undefined) {
     throw new UsageError("--retry applies to --qmp (each playbook launches its own VM otherwise)");
   }
@@ -184,6 +199,7 @@ function parseOptions(argv: string[]): Options | "help" {
     list: v.list,
     verbose: v.verbose,
     retry: v.retry,
+    ssh,
   };
 }
 
@@ -359,6 +375,7 @@ export async function runCommand(argv: string[]): Promise<number> {
             index: i,
             qmp: opts.qmp,
             retry: opts.retry,
+            ssh: opts.ssh,
             timeout: opts.timeout,
             stepTimeout: opts.stepTimeout,
             filter: opts.filter,
@@ -486,7 +503,9 @@ function cliWording(reporter: Reporter, opts: Options): Reporter {
       r.failure.message = r.failure.message.replace(
         "Pass retry: true to wait",
         "Use --retry to wait",
-      );
+      ).replace("the ssh option -o ", "--ssh-option ")
+        .replace("the ssh options' identityFile", "--ssh-option IdentityFile=PATH")
+        .replace("or name it in the ssh options' binary", "or put it on PATH");
     }
   };
   return {
