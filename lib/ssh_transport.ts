@@ -318,7 +318,7 @@ class Tunnel {
         break;
       } catch { /* not yet */ }
       await this.#wait(Math.min(pause, Math.max(1, deadline - Date.now())), signal);
-      pause = Math.min(pause * 2, 50);
+      pause = Math.min(pause * 2, 20);
     }
     let delay = 20;
     while (true) {
