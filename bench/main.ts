@@ -5,7 +5,7 @@
  * met?. Timing ratios come from the same run, ours and the baseline
  * interleaved (A B A B ...), medians. Prints only; never asserts.
  *
- *   deno run -A bench/main.ts [--quick] [--only=pipelined,schema,events,cli_startup,fleet]
+ *   deno run -A bench/main.ts [--quick] [--only=pipelined,schema,events,cli_startup,fleet,ssh]
  *                             [--compare=LIBDIR]   (also measure a patched copy of lib/)
  *
  * Also the shared helpers of the bench scripts (imported by them; this module
@@ -197,6 +197,7 @@ const SUITE: { name: string; script: string; timeoutMs: number }[] = [
   { name: "events", script: "events.ts", timeoutMs: 240_000 },
   { name: "cli_startup", script: "cli_startup.ts", timeoutMs: 240_000 },
   { name: "fleet", script: "fleet.ts", timeoutMs: 300_000 },
+  { name: "ssh", script: "ssh.ts", timeoutMs: 180_000 },
 ];
 
 async function main(): Promise<void> {
