@@ -62,8 +62,10 @@ const REFUSED_FLAGS: Record<string, string> = {
   q: "-q hides ssh's errors",
   V: "-V only prints the version",
 };
-/** How long an EOF waits for ssh's own explanation (a dead tunnel, a failed channel). */
+/** How long an EOF before any byte waits for ssh's "channel N: open failed" line. */
 const EXPLAIN_MS = 300;
+/** How long an EOF on a working tunnel waits to see whether ssh died (then it says why). */
+const LOSS_MS = 100;
 const STDERR_KEEP = 16 * 1024;
 
 /**
@@ -471,7 +473,7 @@ class Tunnel {
    */
   async explainLoss(err: unknown): Promise<unknown> {
     if (this.#exited === undefined) {
-      await this.#race(this.#changed(EXPLAIN_MS), { deadline: Infinity }).catch(() => {});
+      await this.#race(this.#changed(LOSS_MS), { deadline: Infinity }).catch(() => {});
     }
     const status = this.#exited;
     if (status === undefined || status.code === 0) return err;

@@ -336,6 +336,38 @@ Deno.test({
 });
 
 Deno.test({
+  name:
+    "ssh: quit over ssh closes as 'quit' and ends ssh; a server that forbids forwarding is named",
+  ...T,
+  async fn() {
+    await using sshd = await startSshd();
+    await using qemu = await startQemuForClients({ machine: "none" });
+    const qmp = await connect(sshd.url(qemu.socketPath), {
+      ssh: { configFile: sshd.configFile },
+      timeout: "10s",
+    });
+    await qmp.execute("quit");
+    await within(qmp.closed, 5000, "closed after quit");
+    assert.equal(qmp.closeError?.reason, "quit");
+    await qmp.close();
+    assert.deepEqual(await sshProcesses(sshd), []);
+    assert.equal((await within(qemu.status, 5000, "QEMU exit")).success, true);
+
+    await using strict = await startSshd({ allowStreamLocalForwarding: false });
+    await using fake = await startFakeServer(async (c) => {
+      await c.handshake();
+      await c.eof;
+    });
+    await expectSshError(
+      connect(strict.url(fake.path), { ssh: { configFile: strict.configFile }, timeout: "5s" }),
+      "remote-socket",
+      /could not open the remote socket .*AllowStreamLocalForwarding/,
+    );
+    assert.match(strict.log(), /refused streamlocal port forward/);
+  },
+});
+
+Deno.test({
   name: "ssh: retry waits through one ssh for a remote socket that appears later",
   ...T,
   async fn() {
