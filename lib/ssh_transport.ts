@@ -535,12 +535,12 @@ class Tunnel {
 
   /** Synchronous last resort at process exit. */
   killNow(): void {
-    const pid = this.#child?.pid;
-    if (pid && this.#exited === undefined) {
+    const child = this.#child;
+    if (child && this.#exited === undefined) {
       try {
-        Deno.kill(pid, "SIGKILL");
+        child.kill("SIGKILL"); // a child of ours: needs no --allow-run for Deno.kill
       } catch { /* gone */ }
-      killProcessGroup(pid);
+      killProcessGroup(child.pid);
     }
     try {
       Deno.removeSync(this.dir, { recursive: true });

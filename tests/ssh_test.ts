@@ -512,3 +512,35 @@ for (
     },
   });
 }
+
+Deno.test({
+  name: "ssh: without setpriv, an owner's Deno.exit() (no close) still ends ssh (exit hook)",
+  ...T,
+  async fn() {
+    await using sshd = await startSshd();
+    await using qemu = await startQemuForClients({ machine: "none" });
+    const script = `
+      import { connect } from ${JSON.stringify(new URL("../lib/client.ts", import.meta.url).href)};
+      const qmp = await connect(${JSON.stringify(sshd.url(qemu.socketPath))},
+        { ssh: { configFile: ${JSON.stringify(sshd.configFile)} }, timeout: "10s" });
+      await qmp.execute("query-status");
+      Deno.exit(0);
+    `;
+    const out = await new Deno.Command(Deno.execPath(), {
+      args: ["run", ...OWNER_FLAGS, "--allow-run=ssh", "-"],
+      stdin: "piped",
+      stdout: "piped",
+      stderr: "piped",
+    }).spawn();
+    const w = out.stdin.getWriter();
+    await w.write(new TextEncoder().encode(script));
+    await w.close();
+    const done = await within(out.output(), 30_000, "owner exits");
+    try {
+      assert.equal(done.code, 0, new TextDecoder().decode(done.stderr));
+      assert.deepEqual(await waitGone(() => sshProcesses(sshd), 2000), [], "ssh ended at exit");
+    } finally {
+      for (const p of await sshProcesses(sshd)) Deno.kill(p.pid, "SIGKILL");
+    }
+  },
+});
