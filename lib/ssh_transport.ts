@@ -130,23 +130,20 @@ export class SshTransport implements Transport {
       return n;
     }
     let n: number | null;
+    let failure: unknown;
     try {
       n = await this.#conn.read(p);
+      if (n !== null) return n;
     } catch (err) {
-      if (this.#closed) {
-        await this.#tunnel.dispose();
-        return null;
-      }
-      throw await this.#tunnel.explainLoss(err);
+      failure = err;
     }
-    if (n !== null) return n;
-    if (this.#closed) {
-      await this.#tunnel.dispose();
-      return null;
-    }
-    // The remote end closed (QEMU exited), or ssh died (network gone, keep-alives unanswered).
-    const lost = await this.#tunnel.explainLoss(undefined);
-    if (lost instanceof SshError) throw lost;
+    // The end: closed by us, the remote socket closed (QEMU exited), or ssh died (network
+    // gone, keep-alives unanswered). Either way this tunnel is done: end ssh before
+    // reporting it, so that whoever awaits the read loop (a client's close()) awaits ssh too.
+    const lost = this.#closed ? undefined : await this.#tunnel.explainLoss(failure);
+    this.close();
+    await this.#tunnel.dispose();
+    if (lost !== undefined) throw lost;
     return null;
   }
 
