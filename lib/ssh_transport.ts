@@ -74,8 +74,9 @@ const STDERR_KEEP = 16 * 1024;
  * {@link SshError} (what failed, with ssh's message), {@link TimeoutError}
  * (the deadline passed: a hung name lookup, a silent host, a socket that never
  * speaks) or {@link AbortError}. With `retry`, a remote socket that cannot be
- * opened yet (QEMU still starting) is tried again through the same ssh until
- * the deadline. Called by `openTransport` for `ssh://` addresses.
+ * opened yet (QEMU still starting) is tried again through the same ssh, and an
+ * sshd that refuses connections with a new ssh, until the deadline. Called by
+ * `openTransport` for `ssh://` addresses.
  */
 export async function openSshTransport(
   address: SshAddress,
@@ -84,17 +85,37 @@ export async function openSshTransport(
   const where = formatAddress(address);
   const ssh = options.ssh ?? {};
   checkOptions(ssh, where);
-  if (options.signal?.aborted) throw new AbortError(`Connecting to ${where}`);
-  const dir = await Deno.makeTempDir({ prefix: "qmpkit-ssh-" });
-  const tunnel = new Tunnel(address, where, dir);
-  try {
-    await Deno.chmod(dir, 0o700);
-    tunnel.start(ssh, options.deadline);
-    return await tunnel.open(options);
-  } catch (err) {
-    await tunnel.dispose();
-    throw err;
+  let delay = 50;
+  for (let attempt = 1;; attempt++) {
+    if (options.signal?.aborted) throw new AbortError(`Connecting to ${where}`);
+    const dir = await Deno.makeTempDir({ prefix: "qmpkit-ssh-" });
+    const tunnel = new Tunnel(address, where, dir);
+    try {
+      await Deno.chmod(dir, 0o700);
+      tunnel.start(ssh, options.deadline);
+      return await tunnel.open(options);
+    } catch (err) {
+      await tunnel.dispose();
+      // With retry, an sshd that refuses or drops connections (the host still booting)
+      // gets a new ssh until the deadline, as a refused unix socket gets a new connect.
+      const left = options.deadline - Date.now();
+      if (!options.retry || !refused(err)) throw err;
+      if (left <= delay) {
+        throw new TimeoutError(`Connecting to ${where}`, options.timeoutMs, {
+          cause: err,
+          hint: `gave up after ${attempt} attempts (last: ${(err as SshError).sshMessage})`,
+        });
+      }
+      await new Promise((r) => setTimeout(r, delay));
+      delay = Math.min(delay * 2, 500);
+    }
   }
+}
+
+/** An ssh that could not connect because sshd refused or reset the connection. */
+function refused(err: unknown): boolean {
+  return err instanceof SshError && err.failure === "unreachable" &&
+    /Connection refused|Connection reset|Connection closed by/.test(err.sshMessage ?? "");
 }
 
 /** The byte stream of one ssh tunnel; closing it ends the ssh process. */

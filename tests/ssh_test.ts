@@ -368,7 +368,8 @@ Deno.test({
 });
 
 Deno.test({
-  name: "ssh: retry waits through one ssh for a remote socket that appears later",
+  name:
+    "ssh: retry waits through one ssh for a remote socket that appears later; redials a refusing sshd",
   ...T,
   async fn() {
     await using sshd = await startSshd();
@@ -407,6 +408,27 @@ Deno.test({
       listener?.close();
       await served?.catch(() => {});
     }
+
+    // An sshd that refuses connections: with retry, new ssh processes until the deadline.
+    const port = freePort();
+    const t0 = Date.now();
+    await assert.rejects(
+      connect(`ssh://${sshd.user}@127.0.0.1:${port}/q.sock`, {
+        ssh: { configFile: sshd.configFile },
+        timeout: "1500ms",
+        retry: true,
+      }),
+      (e: unknown) => {
+        assert.ok(e instanceof TimeoutError, String(e));
+        assert.match(
+          e.message,
+          /within 1500ms; gave up after \d+ attempts \(last: ssh: connect to host 127\.0\.0\.1 port \d+: Connection refused\)/,
+        );
+        return true;
+      },
+    );
+    assert.ok(Date.now() - t0 < 4000);
+    assert.deepEqual(await sshProcesses(sshd), []);
   },
 });
 
