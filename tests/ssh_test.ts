@@ -566,3 +566,59 @@ Deno.test({
     }
   },
 });
+
+Deno.test({
+  name:
+    "ssh: network failures ssh reports (no route, DNS, timeout) map to `unreachable` (fake ssh)",
+  ...T,
+  async fn() {
+    // Outside addresses are off limits: a stand-in ssh prints what OpenSSH 9.2 prints.
+    const dir = await Deno.makeTempDir({ prefix: "qmpkit-fake-ssh-" });
+    try {
+      const cases: [string, RegExp][] = [
+        [
+          "ssh: connect to host 192.0.2.1 port 22: No route to host",
+          /^Cannot reach vm-host with ssh: connect to host 192\.0\.2\.1 port 22: No route to host\. Check the host and port/,
+        ],
+        [
+          "ssh: connect to host 192.0.2.1 port 22: Network is unreachable",
+          /Network is unreachable/,
+        ],
+        [
+          "ssh: connect to host 192.0.2.1 port 22: Connection timed out",
+          /Connection timed out/,
+        ],
+        [
+          "ssh: Could not resolve hostname vm-host: Name or service not known",
+          /^Cannot reach vm-host: Could not resolve hostname vm-host: Name or service not known\. Check the host name/,
+        ],
+        [
+          "kex_exchange_identification: read: Connection reset by peer",
+          /Cannot reach vm-host with ssh: kex_exchange_identification/,
+        ],
+      ];
+      for (const [i, [line, re]] of cases.entries()) {
+        const fake = `${dir}/ssh${i}`;
+        await Deno.writeTextFile(fake, `#!/bin/sh\necho '${line}' >&2\nexit 255\n`);
+        await Deno.chmod(fake, 0o755);
+        const err = await expectSshError(
+          connect("ssh://vm-host/run/vm1/qmp.sock", { ssh: { binary: fake }, timeout: "5s" }),
+          "unreachable",
+          re,
+        );
+        assert.equal(err.sshMessage, line);
+      }
+      // Anything else: ssh's status and last line.
+      const other = `${dir}/ssh-other`;
+      await Deno.writeTextFile(other, `#!/bin/sh\necho 'something odd happened' >&2\nexit 3\n`);
+      await Deno.chmod(other, 0o755);
+      await expectSshError(
+        connect("ssh://vm-host/run/vm1/qmp.sock", { ssh: { binary: other }, timeout: "5s" }),
+        "exited",
+        /^ssh to vm-host exited with status 3 before the tunnel to ssh:\/\/vm-host\/run\/vm1\/qmp\.sock was up: something odd happened$/,
+      );
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+});
