@@ -41,8 +41,23 @@ if [ ${#pkgs[@]} -gt 0 ]; then
   fi
   say "installing ${pkgs[*]} with apt-get"
   export DEBIAN_FRONTEND=noninteractive
+  # Installing openssh-server would start the system sshd on every interface: the tests
+  # only need the binary (they run their own on 127.0.0.1), so no service starts during
+  # this install (Debian's policy-rc.d; only when there is none already).
+  policy=""
+  if [[ " ${pkgs[*]} " == *" openssh-server "* ]] && [ ! -e /usr/sbin/policy-rc.d ]; then
+    policy=/usr/sbin/policy-rc.d
+    printf '#!/bin/sh\nexit 101\n' | $SUDO tee "$policy" >/dev/null
+    $SUDO chmod 755 "$policy"
+    trap '$SUDO rm -f "$policy"' EXIT
+  fi
   $SUDO apt-get update -qq
   $SUDO apt-get install -y -qq "${pkgs[@]}" >/dev/null
+  if [ -n "$policy" ]; then
+    $SUDO rm -f "$policy"
+    trap - EXIT
+    say "openssh-server installed without starting its service (systemctl disable ssh keeps it off at boot)"
+  fi
 fi
 
 say "$(deno --version | head -1); $(qemu-system-x86_64 --version | head -1)"
