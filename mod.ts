@@ -18,6 +18,19 @@
  * }
  * ```
  *
+ * Integers beyond ±(2^53-1) (QEMU's uint64/int64 sizes, offsets, counters)
+ * arrive as exact `bigint`s, everything else as `number`; arguments accept
+ * both. {@link stringifyJson} prints such values exactly.
+ *
+ * @example Reach inside the guest through its agent (qemu-ga)
+ * ```ts ignore
+ * import { connectAgent } from "./mod.ts";
+ *
+ * await using agent = await connectAgent("unix:/run/vm1/qga.sock");
+ * const { exitCode, stdout } = await agent.exec("/bin/uname", ["-r"]);
+ * await agent.writeFile("/tmp/hello", "hi\n");
+ * ```
+ *
  * @example Launch a VM of your own
  * ```ts ignore
  * import { launch } from "./mod.ts";
@@ -79,10 +92,19 @@ export {
 } from "./lib/address.ts";
 export { type Duration, formatDuration, parseDuration } from "./lib/duration.ts";
 export { DEFAULT_MAX_MESSAGE_SIZE, type FramerOptions, JsonObjectFramer } from "./lib/framing.ts";
+export { parseJson, stringifyJson } from "./lib/json.ts";
 export type { Greeting, QemuVersionTriple, QmpEvent, QmpTimestamp } from "./lib/protocol.ts";
 export type { Transport } from "./lib/transport.ts";
 export type { SshOptions } from "./lib/ssh_transport.ts";
-export { REDACTED, redactMessage, redactReply } from "./lib/redact.ts";
+export {
+  forgetSecrets,
+  redactCommandLine,
+  redactDeep,
+  REDACTED,
+  redactMessage,
+  redactReply,
+  redactText,
+} from "./lib/redact.ts";
 export { QmpSchema, QmpValidationError, type SchemaEntry } from "./lib/qapi/schema.ts";
 export {
   launch,
@@ -107,6 +129,35 @@ export {
   SerialConsole,
 } from "./lib/console.ts";
 export { findTinyGuest, guestCacheDir, GuestNotBuiltError, type TinyGuest } from "./lib/guest.ts";
+export {
+  AGENT_FILE_CHUNK,
+  type AgentCallOptions,
+  AgentClient,
+  type AgentConnectOptions,
+  type AgentExecOptions,
+  type AgentExecResult,
+  type AgentExecuteRest,
+  type AgentFreeze,
+  type AgentFreezeOptions,
+  type AgentReadFileOptions,
+  type AgentShutdownOptions,
+  type AgentWaitReadyOptions,
+  type AgentWriteFileOptions,
+  connectAgent,
+  DEFAULT_AGENT_COMMAND_TIMEOUT,
+  DEFAULT_AGENT_MAX_MESSAGE_SIZE,
+  DEFAULT_EXEC_MAX_OUTPUT,
+  DEFAULT_READ_FILE_MAX_SIZE,
+  type ShutdownEventSource,
+} from "./lib/agent/client.ts";
+export {
+  AGENT_SILENT_HINT,
+  AgentCommandError,
+  AgentError,
+  AgentExecTimeoutError,
+  AgentPortClosedError,
+} from "./lib/agent/errors.ts";
+export type * from "./lib/qapi/agent_types.ts";
 export type * from "./lib/qapi/types.ts";
 export {
   type EventuallyOptions,
@@ -117,6 +168,7 @@ export {
   type Playbook,
   playbook,
   type PlaybookContext,
+  type PlaybookFactory,
   type PlaybookFn,
   type PlaybookLaunchOptions,
   type PlaybookMeta,
@@ -137,23 +189,59 @@ export {
   ExpectationError,
   InterruptedError,
   PlaybookLoadError,
+  PlaybookSkip,
   PlaybookTimeoutError,
   PlaybookUsageError,
+  ReportMergeError,
+  ReportOutputError,
   StepFailedError,
   StepTimeoutError,
 } from "./lib/runner/errors.ts";
+export { runPlaybook, type RunPlaybookOptions } from "./lib/runner/engine.ts";
+export { parseFilter, type StepFilter } from "./lib/runner/filter.ts";
 export {
+  runPlaybooks,
+  type RunPlaybooksOptions,
+  type RunUnit,
+  type ScheduleOutcome,
+} from "./lib/runner/scheduler.ts";
+export { assignShards, parseShard } from "./lib/runner/shard.ts";
+export {
+  combineReporters,
+  createReporter,
+  createReporters,
+  type Reporter,
+  type ReporterName,
+  type ReporterOptions,
+  type ReporterOutput,
+} from "./lib/runner/reporters.ts";
+export { HTML_REPORT_FILE, htmlReport, writeHtmlReport } from "./lib/runner/reporter_html.ts";
+export { replay } from "./lib/runner/replay.ts";
+export { parseTags, type TagFilter } from "./lib/runner/tags.ts";
+export {
+  countResults,
   type Failure,
   type KeptVm,
   type LogEntry,
-  parseFilter,
   type PlaybookInfo,
   type PlaybookResult,
+  type PlaybookStatus,
+  type RunCounts,
   type RunObserver,
-  runPlaybook,
-  type RunPlaybookOptions,
-  type StepFilter,
+  type RunSummary,
+  type ShardSpec,
   type StepResult,
   type TranscriptRecord,
-} from "./lib/runner/engine.ts";
+} from "./lib/runner/results.ts";
+export {
+  BLOB_FORMAT,
+  BLOB_VERSION,
+  type BlobFile,
+  type BlobReport,
+  mergeBlobs,
+  readBlobs,
+  summaryFromBlob,
+  toBlob,
+} from "./lib/runner/blob.ts";
+export { RUNNER_VERSION } from "./lib/runner/version.ts";
 export { type ListedStep, listPlaybook, type PlaybookListing } from "./lib/runner/listing.ts";

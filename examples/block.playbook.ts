@@ -3,12 +3,11 @@
  * the playbook's temp dir) attached with blockdev-add, hot-plugged as a
  * virtio-blk disk the guest sees, backed up to a second qcow2 node with a
  * blockdev-backup job, then hot-unplugged (the guest ejects it via PCIe
- * hotplug) → DEVICE_DELETED.
+ * hotplug) → DEVICE_DELETED. The guest's view is read through its agent (qemu-ga).
  *
  * @module
  */
 import { playbook } from "../lib/runner/playbook.ts";
-import { guestShell } from "./guest_shell.ts";
 
 async function qemuImg(...args: string[]): Promise<void> {
   const out = await new Deno.Command("qemu-img", { args, stdout: "null", stderr: "piped" })
@@ -22,14 +21,18 @@ export default playbook({
   name: "block: blockdev-add, hot-plug, backup job, unplug",
   description: "qcow2 nodes, virtio-blk hot-plug on a PCIe root port, blockdev-backup, device_del",
   // q35 root ports are hot-pluggable; the tiny guest's kernel handles PCIe hotplug.
-  vm: { guest: "tiny", args: ["-device", "pcie-root-port,id=rp1,chassis=1,slot=1"] },
+  vm: {
+    guest: "tiny",
+    agent: true,
+    args: ["-device", "pcie-root-port,id=rp1,chassis=1,slot=1"],
+  },
   timeout: "2m",
 }, async (t) => {
   const disk = `${t.tempDir}/disk.qcow2`;
   const backup = `${t.tempDir}/backup.qcow2`;
 
-  await t.step("boots to ready", async () => {
-    await t.vm.console.waitFor("QMPKIT-GUEST-READY", { timeout: "90s", signal: t.signal });
+  await t.step("guest agent answers", async () => {
+    await t.agent.waitReady({ timeout: "90s", signal: t.signal });
   });
 
   await t.step("attach qcow2 nodes", async () => {
@@ -70,11 +73,13 @@ export default playbook({
       });
     });
     await t.step("guest sees the disk", async () => {
-      // PCIe hotplug takes the guest a moment: ask until the disk's serial shows up.
+      // PCIe hotplug takes the guest a moment: read until the disk's serial shows up.
       await t.eventually(async () => {
-        const serial = await guestShell(t, t.vm.console, "cat /sys/block/vda/serial 2>&1");
-        t.expect(serial).toBe("qmpkit-disk1");
+        const serial = await t.agent.readTextFile("/sys/block/vda/serial", { signal: t.signal });
+        t.expect(serial.trim()).toBe("qmpkit-disk1");
       }, { timeout: "20s", interval: "200ms" });
+      const size = await t.agent.exec("/bin/cat", ["/sys/block/vda/size"], { signal: t.signal });
+      t.expect(size).toMatchObject({ exitCode: 0, stdout: `${(32 * 1024 * 1024) / 512}\n` });
     });
   });
 

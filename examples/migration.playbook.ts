@@ -3,26 +3,26 @@
  * migrated with `exec:cat > FILE` (MIGRATION events: setup → active →
  * completed, the source ends in postmigrate), then a second VM started with
  * `-incoming "exec:cat FILE"` and `-S` loads it, resumes on `cont`, and the
- * guest carries on with its state (a file in its RAM-backed root).
+ * guest carries on with its state (a file in its RAM-backed root), read through
+ * the guest agent (qemu-ga migrates with the guest; both VMs have the agent port).
  *
  * @module
  */
 import type { MigrationStatus } from "../lib/qapi/types.ts";
 import { playbook } from "../lib/runner/playbook.ts";
-import { guestShell } from "./guest_shell.ts";
 
 export default playbook({
   name: "migration: to a file, then into a second VM",
   description: "migrate exec:, MIGRATION events, postmigrate, -incoming exec:, cont on the target",
-  vm: { guest: "tiny" },
+  vm: { guest: "tiny", agent: true },
   timeout: "2m",
 }, async (t) => {
   const stream = `${t.tempDir}/vm.migration`;
 
   await t.step("source boots and keeps some state", async () => {
-    await t.vm.console.waitFor("QMPKIT-GUEST-READY", { timeout: "90s", signal: t.signal });
-    await guestShell(t, t.vm.console, "echo 42 > /tmp/mark");
-    t.expect(await guestShell(t, t.vm.console, "cat /tmp/mark")).toBe("42");
+    await t.agent.waitReady({ timeout: "90s", signal: t.signal });
+    await t.agent.writeFile("/tmp/mark", "42\n");
+    t.expect(await t.agent.readTextFile("/tmp/mark")).toBe("42\n");
   });
 
   await t.step("migrate to a file", async () => {
@@ -54,6 +54,7 @@ export default playbook({
     const target = await t.launch({
       label: "target",
       guest: "tiny",
+      agent: true, // the same devices as the source: its agent port migrates too
       paused: true,
       args: ["-incoming", `exec:cat ${stream}`],
     });
@@ -65,6 +66,6 @@ export default playbook({
     await t.expectEvent("RESUME", () => target.qmp.execute("cont"), { qmp: target.qmp });
     t.expect(await target.qmp.execute("query-status")).toMatchObject({ status: "running" });
     // Same guest, same RAM: the file written before the migration is still there.
-    t.expect(await guestShell(t, target.console, "cat /tmp/mark")).toBe("42");
+    t.expect(await target.agent.readTextFile("/tmp/mark", { timeout: "30s" })).toBe("42\n");
   });
 });

@@ -2,25 +2,25 @@
  * Internal snapshots with the snapshot-save / snapshot-load jobs: the VM
  * state (RAM, devices) goes into a qcow2 node; loading it back rewinds the
  * running tiny guest, which the playbook proves with a file in the guest's
- * RAM-backed root.
+ * RAM-backed root, written and read through the guest agent (qemu-ga, itself
+ * rewound with the guest).
  *
  * @module
  */
 import { playbook } from "../lib/runner/playbook.ts";
-import { guestShell } from "./guest_shell.ts";
 
 export default playbook({
   name: "snapshot: snapshot-save and snapshot-load jobs",
   description: "qcow2 vmstate node, JOB_STATUS_CHANGE, STOP/RESUME, guest state rewound",
-  vm: { guest: "tiny" },
+  vm: { guest: "tiny", agent: true },
   timeout: "2m",
 }, async (t) => {
   const image = `${t.tempDir}/state.qcow2`;
   /** The number in the guest's /tmp/mark (its root is in RAM, so it is part of the VM state). */
-  const guestMark = () => guestShell(t, t.vm.console, "cat /tmp/mark");
+  const guestMark = async () => (await t.agent.readTextFile("/tmp/mark")).trim();
 
-  await t.step("boots to ready", async () => {
-    await t.vm.console.waitFor("QMPKIT-GUEST-READY", { timeout: "90s", signal: t.signal });
+  await t.step("guest agent answers", async () => {
+    await t.agent.waitReady({ timeout: "90s", signal: t.signal });
   });
 
   await t.step("qcow2 node for the VM state", async () => {
@@ -38,7 +38,7 @@ export default playbook({
   });
 
   await t.step("snapshot-save", async () => {
-    await guestShell(t, t.vm.console, "echo 42 > /tmp/mark");
+    await t.agent.writeFile("/tmp/mark", "42\n");
     t.expect(await guestMark()).toBe("42");
     const done = await t.expectEvent(
       "JOB_STATUS_CHANGE",
@@ -60,7 +60,7 @@ export default playbook({
   });
 
   await t.step("guest changes its state", async () => {
-    await guestShell(t, t.vm.console, "echo 55 > /tmp/mark");
+    await t.agent.writeFile("/tmp/mark", "55\n");
     t.expect(await guestMark()).toBe("55");
   });
 

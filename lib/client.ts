@@ -20,6 +20,7 @@ import {
 import { EventListener, type EventWhere, type ListenOptions } from "./events.ts";
 import { boundedWait } from "./deadline.ts";
 import { JsonObjectFramer } from "./framing.ts";
+import { stringifyJson } from "./json.ts";
 import {
   classifyMessage,
   commandMessage,
@@ -30,7 +31,7 @@ import {
 } from "./protocol.ts";
 import { openTransport, type Transport } from "./transport.ts";
 import type { SshOptions } from "./ssh_transport.ts";
-import { redactMessage, redactReply } from "./redact.ts";
+import { REDACTED, redactMessage, redactReply } from "./redact.ts";
 import { QmpSchema, type SchemaEntry } from "./qapi/schema.ts";
 import type {
   CommandArgs,
@@ -77,8 +78,9 @@ export interface ClientOptions {
   historySize?: number;
   /**
    * Called with every message sent and received, e.g. to record a transcript.
-   * Secrets (passwords, `secret` objects' data, `*-secret` members) are
-   * replaced by `"<redacted>"` unless `redact: false`.
+   * Secrets (passwords, `secret` objects' data, their `qom-get`/`qom-set`,
+   * HMP forms; see `lib/redact.ts`) are replaced by `"<redacted>"` unless
+   * `redact: false`; ids of secret objects (`key-secret`) are kept.
    */
   transcript?: (entry: TranscriptEntry) => void;
   /** Redact secrets in transcript entries (default `true`). */
@@ -224,8 +226,8 @@ export class QmpClient implements AsyncDisposable {
   #oob = false;
   #nextId = 0;
   #pending = new Map<number, Pending>();
-  /** Ids given up on (timeout/abort) whose reply has not come yet; value: was oob. */
-  #abandoned = new Map<number, boolean>();
+  /** Ids given up on (timeout/abort) whose reply has not come yet (kept to redact the reply). */
+  #abandoned = new Map<number, Pending>();
   #inbandInFlight = 0;
   #inbandQueue: Pending[] = [];
   #outQueue: Uint8Array[] = [];
@@ -640,7 +642,7 @@ export class QmpClient implements AsyncDisposable {
         this.#pending.delete(id);
         entry.cleanup();
         if (entry.sent) {
-          this.#abandoned.set(id, oob);
+          this.#abandoned.set(id, entry);
         } else {
           const i = this.#inbandQueue.indexOf(entry);
           if (i >= 0) this.#inbandQueue.splice(i, 1);
@@ -671,7 +673,7 @@ export class QmpClient implements AsyncDisposable {
   #send(entry: Pending): void {
     let bytes: Uint8Array;
     try {
-      bytes = encoder.encode(JSON.stringify(entry.message));
+      bytes = encoder.encode(stringifyJson(entry.message));
     } catch (cause) {
       this.#pending.delete(entry.id);
       entry.cleanup();
@@ -878,7 +880,9 @@ export class QmpClient implements AsyncDisposable {
   #dispatch(raw: Record<string, unknown>): void {
     if (this.#options.transcript) {
       // Replies are recorded with their request as context, for redaction.
-      const request = typeof raw.id === "number" ? this.#pending.get(raw.id) : undefined;
+      const request = typeof raw.id === "number"
+        ? this.#pending.get(raw.id) ?? this.#abandoned.get(raw.id)
+        : undefined;
       this.#record("recv", raw, request);
     }
     if (!this.#greeting) {
@@ -935,7 +939,7 @@ export class QmpClient implements AsyncDisposable {
     raw: Record<string, unknown>,
   ): void {
     if (typeof msg.id === "number" && this.#abandoned.has(msg.id)) {
-      const wasOob = this.#abandoned.get(msg.id);
+      const wasOob = this.#abandoned.get(msg.id)!.oob;
       this.#abandoned.delete(msg.id);
       if (!wasOob) this.#inbandReplied();
       return; // late reply to a command that timed out or was aborted
@@ -957,10 +961,10 @@ export class QmpClient implements AsyncDisposable {
     }
     this.#warn(
       new ProtocolError(
-        `Discarded a reply with an unknown id ${JSON.stringify(msg.id)}: ${
-          JSON.stringify(raw).slice(0, 120)
+        `Discarded a reply with an unknown id ${stringifyJson(msg.id)}: ${
+          stringifyJson(raw).slice(0, 120)
         }`,
-        { received: JSON.stringify(raw).slice(0, 120) },
+        { received: stringifyJson(raw).slice(0, 120) },
       ),
     );
   }
@@ -972,11 +976,20 @@ export class QmpClient implements AsyncDisposable {
   ): void {
     const hook = this.#options.transcript;
     if (!hook) return;
-    const redacted = this.#options.redact === false
-      ? message
-      : request
-      ? redactReply(message, request.command, request.args)
-      : redactMessage(message);
+    let redacted: Record<string, unknown>;
+    try {
+      redacted = this.#options.redact === false
+        ? message
+        : request
+        ? redactReply(message, request.command, request.args)
+        : redactMessage(message);
+    } catch (cause) {
+      // Never let a message that cannot be redacted end the connection, nor reach the hook.
+      this.#warn(
+        new QmpError("A message could not be redacted; transcript entry withheld", { cause }),
+      );
+      redacted = { [REDACTED]: "message withheld: it could not be redacted" };
+    }
     try {
       hook({ time: new Date(), direction, message: redacted });
     } catch (cause) {

@@ -3,7 +3,9 @@
  * `deno task guest` builds once per machine. Boot it with
  * `-kernel guest.kernel -initrd guest.initrd -append guest.append`; it prints
  * `guest.readyMarker` on the serial console when it is ready and powers off cleanly
- * on `system_powerdown`.
+ * on `system_powerdown`. When built with Debian's `qemu-guest-agent` installed
+ * (`guest.agent`), it starts `qemu-ga` on the virtio-serial port named
+ * `org.qemu.guest_agent.0` (`launch({ guest: "tiny", agent: true })` adds it).
  *
  * @module
  */
@@ -26,6 +28,8 @@ export interface TinyGuest {
   append: string;
   /** Line the guest prints on its serial console (ttyS0) once it is ready. */
   readyMarker: string;
+  /** True when the guest runs the QEMU guest agent (`qemu-ga`) on `org.qemu.guest_agent.0`. */
+  agent: boolean;
   /** The parsed `guest.json` manifest written by the builder. */
   manifest: Record<string, unknown>;
 }
@@ -111,5 +115,6 @@ export async function findTinyGuest(): Promise<TinyGuest> {
   const readyMarker = typeof manifest.readyMarker === "string"
     ? manifest.readyMarker
     : DEFAULT_MARKER;
-  return { kernel, initrd, append, readyMarker, manifest };
+  const agent = typeof manifest.agent === "object" && manifest.agent !== null;
+  return { kernel, initrd, append, readyMarker, agent, manifest };
 }

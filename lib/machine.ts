@@ -18,6 +18,10 @@ import {
 } from "./errors.ts";
 import { findTinyGuest } from "./guest.ts";
 import { guardCommand, killProcessGroup, type OrphanGuard } from "./orphan_guard.ts";
+import { AGENT_DEFAULT_MEMORY_MIB, agentArgs, AgentChannel } from "./agent_channel.ts";
+import type { AgentClient } from "./agent/client.ts";
+import { AgentError } from "./agent/errors.ts";
+import { redactCommandLine, redactText } from "./redact.ts";
 
 /** Options of {@link launch}. */
 export interface LaunchOptions {
@@ -56,6 +60,13 @@ export interface LaunchOptions {
    * which prints a ready marker on the console and powers off on `system_powerdown`.
    */
   guest?: "tiny";
+  /**
+   * Add a guest agent channel: a virtio-serial port named `org.qemu.guest_agent.0` on a private
+   * unix socket, reached with {@link Machine.agent}. The tiny guest starts `qemu-ga` on it at
+   * boot. Memory defaults to 256 MiB then (qemu-ga holds up to 16 MiB of a command's output and
+   * is OOM-killed in 128 MiB when a command prints 20 MB).
+   */
+  agent?: boolean;
   /** A name for messages and `-name` (default `qmpkit-<n>`). */
   name?: string;
   /**
@@ -130,7 +141,7 @@ export class Machine implements AsyncDisposable {
   readonly dir: string;
   /** Path of the QMP unix socket. */
   readonly socketPath: string;
-  /** The full QEMU command line. */
+  /** The full QEMU command line, secrets included: print `redactCommandLine(commandLine)`. */
   readonly commandLine: string[];
   /** The accelerator in use. */
   readonly accel: "kvm" | "tcg";
@@ -149,6 +160,7 @@ export class Machine implements AsyncDisposable {
   readonly #stderr: { text: string };
   readonly #hasGuest: boolean;
   readonly #log: (message: string) => void;
+  readonly #agent: AgentChannel | undefined;
   #status: Deno.CommandStatus | undefined;
   #shutdown: Promise<Deno.CommandStatus> | undefined;
 
@@ -168,6 +180,7 @@ export class Machine implements AsyncDisposable {
     exited: Promise<Deno.CommandStatus>;
     hasGuest: boolean;
     log: (message: string) => void;
+    agent?: AgentChannel;
   }) {
     this.qmp = init.qmp;
     this.console = init.console;
@@ -183,12 +196,45 @@ export class Machine implements AsyncDisposable {
     this.#stderr = init.stderr;
     this.#hasGuest = init.hasGuest;
     this.#log = init.log;
-    this.exited = init.exited.then((s) => (this.#status = s));
+    this.#agent = init.agent;
+    this.exited = init.exited.then(async (s) => {
+      await init.agent?.close();
+      return (this.#status = s);
+    });
   }
 
-  /** QEMU's stderr so far (the last 64 KiB). */
+  /**
+   * The guest agent client (launched with `agent: true`). It connects to the agent's socket on
+   * first use; the agent answers once the guest has booted and started `qemu-ga`, so wait for it
+   * first with `await vm.agent.waitReady({ timeout: "60s" })`. When `qemu-ga` dies in the guest
+   * (QEMU reports `VSERPORT_CHANGE`), pending calls fail at once instead of waiting. Closed by
+   * {@link Machine.shutdown} and when QEMU exits. Throws {@link AgentError} without `agent: true`.
+   *
+   * @example
+   * ```ts ignore
+   * await using vm = await launch({ guest: "tiny", agent: true });
+   * await vm.agent.waitReady({ timeout: "60s" });
+   * const { stdout } = await vm.agent.exec("/bin/uname", ["-r"]);
+   * ```
+   */
+  get agent(): AgentClient {
+    if (!this.#agent) {
+      throw new AgentError(
+        `${this.name} has no guest agent channel: launch it with { agent: true } ` +
+          `(and a guest that runs qemu-ga, e.g. guest: "tiny")`,
+      );
+    }
+    return this.#agent.client;
+  }
+
+  /** Path of the guest agent's unix socket (launched with `agent: true`), e.g. for `qmp agent`. */
+  get agentSocketPath(): string | undefined {
+    return this.#agent?.socketPath;
+  }
+
+  /** QEMU's stderr so far (the last 64 KiB), secrets redacted. */
   get log(): string {
-    return this.#stderr.text;
+    return redactText(this.#stderr.text);
   }
 
   /** QEMU's exit code, once it exited (`undefined` while running). */
@@ -250,6 +296,7 @@ export class Machine implements AsyncDisposable {
   }
 
   async #runShutdown(options: ShutdownOptions): Promise<Deno.CommandStatus> {
+    await this.#agent?.close(); // pending agent calls fail now, not when QEMU is gone
     // Each step gets one budget, shared by its action (a QMP command) and the wait for exit.
     const step = async (
       name: ShutdownStep["step"],
@@ -358,6 +405,15 @@ export async function launch(options: LaunchOptions = {}): Promise<Machine> {
     kernel ??= guest.kernel;
     initrd ??= guest.initrd;
     append ??= guest.append;
+    if (options.agent && !guest.agent) {
+      throw new LaunchError(
+        `The tiny guest (${
+          guest.kernel.replace(/\/[^/]*$/, "")
+        }) was built without the guest agent ` +
+          `(qemu-ga): install it (apt-get install -y qemu-guest-agent) and rebuild: deno task guest`,
+        { commandLine: [] },
+      );
+    }
   } else if (options.guest !== undefined) {
     throw new TypeError(`Unknown guest ${JSON.stringify(options.guest)}: only "tiny" exists`);
   }
@@ -388,6 +444,8 @@ export async function launch(options: LaunchOptions = {}): Promise<Machine> {
   const dir = await Deno.makeTempDir({ prefix: "qmpkit-vm-" });
   await Deno.chmod(dir, 0o700);
   const socketPath = `${dir}/qmp.sock`;
+  const agentSocketPath = options.agent ? `${dir}/qga.sock` : undefined;
+  const memory = options.memory ?? (options.agent ? AGENT_DEFAULT_MEMORY_MIB : undefined);
   const qemuArgs = [
     "-name",
     name,
@@ -400,7 +458,8 @@ export async function launch(options: LaunchOptions = {}): Promise<Machine> {
     "-qmp",
     `unix:${socketPath},server=on,wait=off`,
     ...(wantConsole && !has("-serial") ? ["-serial", "stdio"] : []),
-    ...(options.memory !== undefined && !has("-m") ? ["-m", String(options.memory)] : []),
+    ...(memory !== undefined && !has("-m") ? ["-m", String(memory)] : []),
+    ...(agentSocketPath ? agentArgs(agentSocketPath) : []),
     ...(options.paused ? ["-S"] : []),
     ...(kernel ? ["-kernel", kernel] : []),
     ...(initrd ? ["-initrd", initrd] : []),
@@ -457,7 +516,7 @@ export async function launch(options: LaunchOptions = {}): Promise<Machine> {
       { cause },
     );
   }
-  log(`${name}: started pid ${child.pid}: ${commandLine.join(" ")}`);
+  log(`${name}: started pid ${child.pid}: ${redactCommandLine(commandLine).join(" ")}`);
 
   // Pumps: stderr into a bounded tail, stdout into the console.
   const stderr = { text: "" };
@@ -570,6 +629,7 @@ export async function launch(options: LaunchOptions = {}): Promise<Machine> {
     exited,
     hasGuest: kernel !== undefined,
     log,
+    agent: agentSocketPath ? new AgentChannel(agentSocketPath, qmp) : undefined,
   });
   live.add(vm);
   hookProcessExit();

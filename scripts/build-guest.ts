@@ -8,6 +8,11 @@
  *   (`busybox-static`), the few kernel modules the guest needs and an `/init` script that
  *   prints the ready marker on ttyS0, runs a shell on the serial console and powers off
  *   when the ACPI power button is pressed (QMP `system_powerdown`);
+ * - the QEMU guest agent: the host's `/usr/sbin/qemu-ga` (Debian `qemu-guest-agent`, which must
+ *   be installed) with the shared libraries `ldd` resolves for it and the dynamic loader, started
+ *   at boot on the virtio-serial port named `org.qemu.guest_agent.0` when the VM has one
+ *   (`launch({ agent: true })`) and restarted if it dies; without the package the guest is
+ *   built without an agent (with a warning);
  * - `guest.json`: the manifest.
  *
  * Usage:
@@ -23,7 +28,7 @@ import { basename, dirname, join } from "node:path";
 import { guestCacheDir } from "../lib/guest.ts";
 
 /** Bump whenever the output changes (init script, modules, layout, ...) to force rebuilds. */
-const RECIPE_VERSION = 1;
+const RECIPE_VERSION = 2;
 const READY_MARKER = "QMPKIT-GUEST-READY";
 const POWEROFF_MARKER = "QMPKIT-GUEST-POWEROFF";
 const APPEND = "console=ttyS0 quiet panic=-1";
@@ -44,6 +49,12 @@ const QEMU_ARGS = [
 ];
 const KERNEL_PACKAGES = ["linux-image-cloud-amd64", "linux-image-amd64"];
 const BUSYBOX_PACKAGE = "busybox-static";
+const AGENT_PACKAGE = "qemu-guest-agent";
+const AGENT_BINARY = "/usr/sbin/qemu-ga";
+/** The virtio-serial port name qemu-ga listens on (QEMU's and libvirt's convention). */
+const AGENT_PORT = "org.qemu.guest_agent.0";
+/** Modules the agent cannot work without (virtio-serial over PCI). */
+const AGENT_MODULES = ["virtio_pci", "virtio_console"];
 /** Kernel options the guest cannot work without (value "y" or "m"). */
 const REQUIRED_CONFIG = [
   "BLK_DEV_INITRD",
@@ -427,9 +438,127 @@ async function findBusybox(work: string): Promise<Busybox> {
 }
 
 // ---------------------------------------------------------------------------------------------
+// The guest agent (qemu-ga) and its shared libraries
+
+interface AgentLibrary {
+  /** Path inside the guest: where `ldd` found it on the host (the loader: its PT_INTERP path). */
+  path: string;
+  /** Contents (symbolic links followed). */
+  data: Uint8Array;
+  /** The Debian package that ships it, and its version, for the manifest. */
+  package: string;
+  version: string;
+}
+
+interface Agent {
+  version: string;
+  binary: Uint8Array;
+  libraries: AgentLibrary[];
+}
+
+async function installedVersion(pkg: string): Promise<string | undefined> {
+  const status = await run("dpkg-query", ["-W", "-f=${Status}\t${Version}", pkg]);
+  const [state, version] = status.stdout.split("\t");
+  return status.code === 0 && state === "install ok installed" && version ? version : undefined;
+}
+
+/** The package owning `path` (`dpkg -S`, trying the /usr-merged spelling too) and its version. */
+async function owner(path: string): Promise<{ package: string; version: string }> {
+  for (const candidate of [path, await Deno.realPath(path)]) {
+    const result = await run("dpkg-query", ["-S", candidate]);
+    const pkg = result.code === 0 ? result.stdout.split(":")[0].trim() : "";
+    if (pkg) {
+      const version = (await run("dpkg-query", ["-W", "-f=${Version}", pkg])).stdout.trim();
+      return { package: pkg, version };
+    }
+  }
+  return { package: "unknown", version: "unknown" };
+}
+
+/**
+ * Parses `ldd` output into absolute paths: `libc.so.6 => /lib/.../libc.so.6 (0x...)` and the
+ * loader line `/lib64/ld-linux-x86-64.so.2 (0x...)`; the vDSO has no file. Throws on `not found`.
+ */
+export function parseLdd(output: string, binary: string): string[] {
+  const paths: string[] = [];
+  for (const raw of output.split("\n")) {
+    const line = raw.trim();
+    if (!line || line.startsWith("linux-vdso") || line.startsWith("linux-gate")) continue;
+    if (/=>\s*not found/.test(line)) {
+      throw new BuildError(`${binary} needs ${line.split(/\s/)[0]}, which ldd cannot find`);
+    }
+    const match = /(?:=>\s*)?(\/\S+)\s+\(0x[0-9a-f]+\)$/.exec(line);
+    if (match) paths.push(match[1]);
+  }
+  return paths;
+}
+
+/** The installed qemu-ga and the libraries it needs, or undefined (with a warning) without it. */
+async function findAgent(): Promise<Agent | undefined> {
+  const version = await installedVersion(AGENT_PACKAGE);
+  if (!version || !(await exists(AGENT_BINARY))) {
+    console.error(
+      `build-guest: warning: ${AGENT_PACKAGE} is not installed, so the guest gets no agent ` +
+        `(launch({ agent: true }) will refuse it); install it with: ` +
+        `${sudo}apt-get install -y ${AGENT_PACKAGE}`,
+    );
+    return undefined;
+  }
+  const ldd = await run("ldd", [AGENT_BINARY]);
+  if (ldd.code !== 0) {
+    throw new BuildError(`ldd ${AGENT_BINARY} failed: ${(ldd.stderr || ldd.stdout).trim()}`);
+  }
+  const libraries: AgentLibrary[] = [];
+  for (const path of parseLdd(ldd.stdout, AGENT_BINARY)) {
+    libraries.push({ path, data: await Deno.readFile(path), ...(await owner(path)) });
+  }
+  if (!libraries.some((l) => /\/ld-linux[^/]*\.so/.test(l.path))) {
+    throw new BuildError(`ldd ${AGENT_BINARY} named no dynamic loader: ${ldd.stdout.trim()}`);
+  }
+  return { version, binary: await Deno.readFile(AGENT_BINARY), libraries };
+}
+
+// ---------------------------------------------------------------------------------------------
 // The initramfs
 
-const INIT_SCRIPT = (modules: string[]): string =>
+/**
+ * Starts qemu-ga in the background when the VM has a virtio-serial device (virtio id 3) with a
+ * port named ${AGENT_PORT}. There is no udev here, so the port is found by name in sysfs and
+ * the /dev/virtio-ports/ link udev would make is made by hand. qemu-ga is restarted a second
+ * after it dies (like a service manager would), which QEMU reports as VSERPORT_CHANGE.
+ */
+const AGENT_STARTER = `
+# The guest agent, on the virtio-serial port named ${AGENT_PORT} (launch({ agent: true })).
+if grep -qs '^0x0003$' /sys/bus/virtio/devices/*/device; then
+  (
+    port=
+    # The host announces its ports after the driver loads: look every 10 ms for a second, then
+    # every 100 ms for 20 s (no fork per look: \`read\` is a shell builtin).
+    for i in $(seq 1 300); do
+      for p in /sys/class/virtio-ports/*; do
+        name=
+        read -r name <$p/name
+        if [ "$name" = ${AGENT_PORT} ] && [ -c /dev/\${p##*/} ]; then port=\${p##*/}; fi
+      done
+      [ -n "$port" ] && break
+      if [ $i -le 100 ]; then usleep 10000; else usleep 100000; fi
+    done
+    if [ -z "$port" ]; then
+      echo "qmpkit-guest: no virtio-serial port named ${AGENT_PORT}; qemu-ga not started" >/dev/kmsg
+      exit 0
+    fi
+    mkdir -p /dev/virtio-ports
+    ln -sf ../$port /dev/virtio-ports/${AGENT_PORT}
+    while :; do
+      ${AGENT_BINARY} -m virtio-serial -p /dev/virtio-ports/${AGENT_PORT} -l /var/log/qemu-ga.log
+      echo "qmpkit-guest: qemu-ga exited (status $?); restarting it in 1s" >/dev/kmsg
+      sleep 1
+    done
+  ) </dev/null >/dev/null 2>&1 &
+fi
+`;
+
+const INIT_SCRIPT = (modules: string[], agent: boolean): string =>
   `#!/bin/sh
 # qmpkit tiny guest /init (recipe ${RECIPE_VERSION}), generated by scripts/build-guest.ts
 export PATH=/sbin:/bin:/usr/sbin:/usr/bin HOME=/root TERM=vt100 PS1='qmpkit# '
@@ -444,7 +573,12 @@ hostname qmpkit-guest
 for m in ${modules.join(" ")}; do
   insmod /lib/modules/$m.ko 2>/dev/null || echo "qmpkit-guest: insmod $m failed" >/dev/kmsg
 done
-# busybox acpid opens /dev/input/event0, event1, ... once at startup: wait for the power
+ip link set lo up 2>/dev/null
+${
+    agent
+      ? AGENT_STARTER
+      : ""
+  }# busybox acpid opens /dev/input/event0, event1, ... once at startup: wait for the power
 # button's event node, start acpid, and wait until it holds that node open.
 pwrbtn=
 for i in $(seq 1 200); do
@@ -478,6 +612,33 @@ const POWEROFF_SCRIPT = `#!/bin/sh
 echo ${POWEROFF_MARKER} >/dev/console
 sync
 exec poweroff -f
+`;
+
+/**
+ * busybox has no \`shutdown\`; qemu-ga's guest-shutdown runs
+ * \`/sbin/shutdown -P|-H|-r +0 MESSAGE\` and reports an error unless it exits 0, so this one
+ * starts the power-off (halt, reboot) in the background and exits 0 at once.
+ */
+const SHUTDOWN_SCRIPT = `#!/bin/sh
+# qmpkit tiny guest: shutdown -P|-H|-r [+0] [message], as run by qemu-ga's guest-shutdown.
+action=poweroff
+for arg in "$@"; do
+  case "$arg" in
+    -P) action=poweroff ;;
+    -H) action=halt ;;
+    -r) action=reboot ;;
+  esac
+done
+[ "$action" = poweroff ] && echo ${POWEROFF_MARKER} >/dev/console
+sync
+(sleep 0.1; $action -f) </dev/null >/dev/null 2>&1 &
+exit 0
+`;
+
+const OS_RELEASE = `NAME="qmpkit tiny guest"
+ID=qmpkit-tiny
+VERSION_ID=${RECIPE_VERSION}
+PRETTY_NAME="qmpkit tiny guest (recipe ${RECIPE_VERSION})"
 `;
 
 interface CpioEntry {
@@ -548,7 +709,11 @@ async function gzip(data: Uint8Array): Promise<Uint8Array> {
   return new Uint8Array(await new Response(stream).arrayBuffer());
 }
 
-async function buildInitramfs(kernel: Kernel, busybox: Busybox): Promise<Uint8Array> {
+async function buildInitramfs(
+  kernel: Kernel,
+  busybox: Busybox,
+  agent: Agent | undefined,
+): Promise<Uint8Array> {
   const encoder = new TextEncoder();
   const dirs = new Set<string>();
   const entries: CpioEntry[] = [];
@@ -580,8 +745,18 @@ async function buildInitramfs(kernel: Kernel, busybox: Busybox): Promise<Uint8Ar
     throw new BuildError(`${busybox.path} has no acpid applet`);
   }
   for (const mod of kernel.modules) addFile(`lib/modules/${mod.name}.ko`, mod.data, 0o644);
-  addFile("init", encoder.encode(INIT_SCRIPT(kernel.modules.map((m) => m.name))), 0o755);
+  const init = INIT_SCRIPT(kernel.modules.map((m) => m.name), agent !== undefined);
+  addFile("init", encoder.encode(init), 0o755);
   addFile("etc/acpi/PWRF/00000080", encoder.encode(POWEROFF_SCRIPT), 0o755);
+  addFile("sbin/shutdown", encoder.encode(SHUTDOWN_SCRIPT), 0o755);
+  addFile("etc/os-release", encoder.encode(OS_RELEASE), 0o644);
+  if (agent) {
+    addFile(AGENT_BINARY.slice(1), agent.binary, 0o755);
+    for (const lib of agent.libraries) addFile(lib.path.slice(1), lib.data, 0o755);
+    // qemu-ga's state directory (pid file, fsfreeze state) is /var/run.
+    addDir("var/lib");
+    entries.push({ path: "var/run", mode: S_IFLNK | 0o777, data: encoder.encode("../run") });
+  }
   addFile("etc/passwd", encoder.encode("root:x:0:0:root:/root:/bin/sh\n"), 0o644);
   addFile("etc/group", encoder.encode("root:x:0:\ntty:x:5:\n"), 0o644);
   return await gzip(newcCpio(entries));
@@ -594,6 +769,11 @@ async function cacheIsCurrent(dir: string): Promise<Record<string, unknown> | un
   try {
     const manifest = JSON.parse(await Deno.readTextFile(join(dir, FILES.manifest)));
     if (manifest?.recipe !== RECIPE_VERSION) return undefined;
+    // The agent is copied from the host: rebuild when its package was installed, upgraded or
+    // removed since.
+    if ((manifest.agent?.version ?? undefined) !== await installedVersion(AGENT_PACKAGE)) {
+      return undefined;
+    }
     for (const file of [FILES.kernel, FILES.initrd]) {
       const info = await Deno.stat(join(dir, file));
       if (!info.isFile || info.size === 0) return undefined;
@@ -645,10 +825,23 @@ async function build(cacheDir: string, reason: string): Promise<void> {
     const kernel = await fetchKernel(work);
     const busybox = await findBusybox(work);
     log(`kernel ${kernel.pkg} ${kernel.version}; busybox ${busybox.version} (${busybox.source})`);
+    const agent = await findAgent();
+    if (agent) {
+      const missing = AGENT_MODULES.filter((m) => kernel.skippedModules.includes(m));
+      if (missing.length) {
+        throw new BuildError(
+          `${kernel.pkg} lacks ${missing.join(", ")}, which the guest agent needs (virtio-serial)`,
+        );
+      }
+      log(
+        `agent: ${AGENT_PACKAGE} ${agent.version} with ${agent.libraries.length} libraries ` +
+          `(${agent.libraries.map((l) => basename(l.path)).join(" ")})`,
+      );
+    }
     const out = join(staging, "guest");
     await Deno.mkdir(out);
     await Deno.copyFile(kernel.image, join(out, FILES.kernel));
-    const initrd = await buildInitramfs(kernel, busybox);
+    const initrd = await buildInitramfs(kernel, busybox, agent);
     await Deno.writeFile(join(out, FILES.initrd), initrd);
     const kernelSize = (await Deno.stat(join(out, FILES.kernel))).size;
     const manifest = {
@@ -669,6 +862,19 @@ async function build(cacheDir: string, reason: string): Promise<void> {
         skippedModules: kernel.skippedModules,
       },
       busybox: { package: BUSYBOX_PACKAGE, version: busybox.version, source: busybox.source },
+      agent: agent
+        ? {
+          package: AGENT_PACKAGE,
+          version: agent.version,
+          binary: AGENT_BINARY,
+          port: AGENT_PORT,
+          libraries: agent.libraries.map((l) => ({
+            path: l.path,
+            package: l.package,
+            version: l.version,
+          })),
+        }
+        : null,
       readyMarker: READY_MARKER,
       poweroffMarker: POWEROFF_MARKER,
       append: APPEND,
@@ -686,7 +892,8 @@ async function build(cacheDir: string, reason: string): Promise<void> {
     log(
       `built in ${seconds}s: ${FILES.kernel} ${(kernelSize / 1048576).toFixed(1)} MiB, ` +
         `${FILES.initrd} ${(initrd.length / 1048576).toFixed(1)} MiB, ` +
-        `modules: ${kernel.modules.map((m) => m.name).join(" ")}`,
+        `modules: ${kernel.modules.map((m) => m.name).join(" ")}` +
+        (agent ? `; agent ${AGENT_PACKAGE} ${agent.version}` : "; no agent"),
     );
   } finally {
     Deno.removeSignalListener("SIGINT", onSignal);

@@ -13,6 +13,8 @@
  *   deno run -A scripts/gen-qapi.ts --schema tests/fixtures/qmp-schema-7.2.json
  *   deno run -A scripts/gen-qapi.ts --launch [qemu-system-x86_64]
  *   deno run -A scripts/gen-qapi.ts --qmp unix:/path/qmp.sock   (or tcp:host:port)
+ *   deno run -A scripts/gen-qapi.ts --agent [--schema qapi-schema.json[.gz]]  (guest agent types;
+ *                        see scripts/gen-qapi-agent.ts)
  * Options:
  *   --man PATH           qemu-qmp-ref.7[.gz] (default: found under /usr/share/man)
  *   --out FILE           output (default lib/qapi/types.ts)
@@ -36,6 +38,7 @@ import { parseArgs } from "node:util";
 import { connect, type QmpClient } from "../lib/client.ts";
 import { launch } from "../lib/machine.ts";
 import { formatError, UsageError } from "./cli/common.ts";
+import { agentMain } from "./gen-qapi-agent.ts";
 
 // ---------------------------------------------------------------------------------------------
 // Introspection schema (the `query-qmp-schema` return value)
@@ -874,13 +877,16 @@ export function renderTypes(
   };
   const tsType = (id: string): string => {
     const arr = /^\[(.*)\]$/.exec(id);
-    if (arr) return `${tsType(arr[1])}[]`;
+    if (arr) {
+      const element = tsType(arr[1]);
+      return element.includes(" | ") ? `(${element})[]` : `${element}[]`;
+    }
     if (id === "0") return EMPTY;
     const e = schema.get(id);
     if (e["meta-type"] === "builtin") {
       return ({
         str: "string",
-        int: "number",
+        int: "number | bigint",
         number: "number",
         bool: "boolean",
         null: "null",
@@ -909,6 +915,10 @@ export function renderTypes(
     " *",
     " * Type names are QEMU's own QAPI names, recovered from the reference manual `qemu-qmp-ref(7)`.",
     " * Types QAPI leaves unnamed are called `<Command>Arguments`, `<Event>Data` and `<Union>Base`.",
+    " *",
+    " * QAPI integers (`int`, `int64`, `uint64`, `size`, ...; introspection calls them all `int`) are",
+    " * `number | bigint`: qmpkit parses an integer beyond ±(2^53-1) as an exact `bigint`, and",
+    " * arguments accept either.",
     " *",
     " * @module",
     " */",
@@ -1129,7 +1139,10 @@ export interface LiveSchema {
   /** The `query-qmp-schema` return. */
   schema: SchemaEntry[];
   /** `query-version` return. */
-  version: { qemu: { major: number; minor: number; micro: number }; package: string };
+  version: {
+    qemu: { major: number | bigint; minor: number | bigint; micro: number | bigint };
+    package: string;
+  };
 }
 
 async function fetchWith(qmp: QmpClient): Promise<LiveSchema> {
@@ -1268,6 +1281,7 @@ function parseCommandLine(argv: string[]): Record<string, string | true | undefi
 }
 
 async function main(argv: string[]): Promise<number> {
+  if (argv.includes("--agent")) return await agentMain(argv.filter((a) => a !== "--agent"));
   const opt = parseCommandLine(argv);
   if (opt.help) {
     console.log(USAGE);

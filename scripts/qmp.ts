@@ -2,7 +2,7 @@
 /**
  * `qmp`: the qmpkit command line. Subcommands: `shell` (interactive REPL with
  * completion), `exec` (one command), `info` (VM summary), `events` (event
- * stream as JSON lines), `run` (playbooks).
+ * stream as JSON lines), `run` (playbooks), `agent` (the guest agent).
  *
  * Run it with `deno task qmp ...`, or install it:
  * `deno install -g -n qmp --allow-read --allow-write --allow-net --allow-run --allow-env scripts/qmp.ts`.
@@ -21,6 +21,7 @@ import {
   writeErr,
   writeOut,
 } from "./cli/common.ts";
+import { agentCommand } from "./cli/agent.ts";
 import { execCommand } from "./cli/exec.ts";
 import { eventsCommand } from "./cli/events.ts";
 import { infoCommand } from "./cli/info.ts";
@@ -42,6 +43,8 @@ Commands:
   info ADDRESS              summary of the VM (version, state, devices, ...); --json
   events ADDRESS            stream events as JSON lines (--name, --count, --timeout)
   run PLAYBOOK              run a playbook (see qmp run --help)
+  agent ADDRESS CMD [k=v..] talk to the guest agent (qemu-ga); agent ADDRESS exec -- PROG ARGS
+                            runs a program in the guest and exits with its exit code
   help [COMMAND]            show this help, or a command's help
   version                   print the version (also --version)
 
@@ -63,6 +66,7 @@ const COMMANDS: Record<string, { handler: Handler; help?: () => Promise<string> 
   exec: { handler: execCommand },
   info: { handler: infoCommand },
   events: { handler: eventsCommand },
+  agent: { handler: agentCommand },
   run: {
     handler: async (argv) => {
       const mod = await import("./cli/run.ts");

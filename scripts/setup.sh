@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what qmpkit's tests and demo need, when missing: Deno (from npm),
-# QEMU, the tiny guest's packages and OpenSSH (client for ssh:// addresses,
-# server for the tests' throwaway sshd; from apt), then builds the tiny guest.
+# QEMU, the tiny guest's packages (busybox-static, qemu-guest-agent), Chromium for
+# the HTML report's test and OpenSSH (client for ssh:// addresses, server for the
+# tests' throwaway sshd) (from apt), then builds the tiny guest.
 # Idempotent: a second run only checks.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -27,9 +28,13 @@ command -v qemu-system-x86_64 >/dev/null 2>&1 || pkgs+=(qemu-system-x86)
 command -v qemu-img >/dev/null 2>&1 || pkgs+=(qemu-utils)
 if command -v dpkg >/dev/null 2>&1; then
   dpkg -s busybox-static >/dev/null 2>&1 || pkgs+=(busybox-static)
+  # The tiny guest's agent: the builder copies the host's qemu-ga and its libraries.
+  dpkg -s qemu-guest-agent >/dev/null 2>&1 || pkgs+=(qemu-guest-agent)
 fi
 command -v cpio >/dev/null 2>&1 || pkgs+=(cpio)
 command -v tmux >/dev/null 2>&1 || pkgs+=(tmux)
+# The HTML report is tested in a headless Chromium (tests/html_chromium_test.ts).
+command -v chromium >/dev/null 2>&1 || pkgs+=(chromium)
 command -v ssh >/dev/null 2>&1 || pkgs+=(openssh-client)
 # The tests run their own sshd on 127.0.0.1; the package's system service is not needed.
 [ -x /usr/sbin/sshd ] || pkgs+=(openssh-server)

@@ -7,85 +7,11 @@
  */
 import { deepStrictEqual as assertEquals, ok as assert } from "node:assert/strict";
 import { connect } from "../mod.ts";
-import { delay, startQemuForClients } from "./helpers/qemu.ts";
+import { startQemuForClients } from "./helpers/qemu.ts";
+import { hasTmux, Tmux } from "./helpers/pty.ts";
 
 const QMP_TS = new URL("../scripts/qmp.ts", import.meta.url).pathname;
 const PERMS = "--allow-read --allow-write --allow-net --allow-run --allow-env";
-const TMUX_SOCKET = `qmpkit-cli-test-${Deno.pid}`;
-
-function hasTmux(): boolean {
-  try {
-    return new Deno.Command("tmux", { args: ["-V"], stdout: "null", stderr: "null" })
-      .outputSync().success;
-  } catch {
-    return false;
-  }
-}
-
-async function tmux(...args: string[]): Promise<string> {
-  const out = await new Deno.Command("tmux", {
-    args: ["-L", TMUX_SOCKET, ...args],
-    stdout: "piped",
-    stderr: "piped",
-  }).output();
-  if (!out.success) {
-    throw new Error(`tmux ${args.join(" ")}: ${new TextDecoder().decode(out.stderr)}`);
-  }
-  return new TextDecoder().decode(out.stdout);
-}
-
-/** A shell running in a tmux session. */
-class Pane {
-  constructor(readonly name: string) {}
-
-  static async start(name: string, command: string): Promise<Pane> {
-    await tmux("new-session", "-d", "-s", name, "-x", "200", "-y", "50", command);
-    return new Pane(name);
-  }
-
-  /** The visible screen, trailing blank lines removed. */
-  async screen(): Promise<string> {
-    return (await tmux("capture-pane", "-p", "-t", this.name)).replace(/\s+$/, "");
-  }
-
-  /** The last non-blank line (the prompt line while reading). */
-  async lastLine(): Promise<string> {
-    const lines = (await this.screen()).split("\n");
-    return lines[lines.length - 1].trimEnd();
-  }
-
-  /** Sends keys (tmux key names: Tab, Enter, Up, C-c, ...; other words are typed). */
-  async keys(...keys: string[]): Promise<void> {
-    await tmux("send-keys", "-t", this.name, ...keys);
-  }
-
-  /** Types text literally. */
-  async type(text: string): Promise<void> {
-    await tmux("send-keys", "-t", this.name, "-l", text);
-  }
-
-  /** Waits until `check(screen, lastLine)` holds. */
-  async waitFor(
-    what: string,
-    check: (screen: string, last: string) => boolean,
-    ms = 15_000,
-  ): Promise<string> {
-    const deadline = Date.now() + ms;
-    let screen = "";
-    while (Date.now() < deadline) {
-      screen = await this.screen();
-      const lines = screen.split("\n");
-      if (check(screen, lines[lines.length - 1].trimEnd())) return screen;
-      await delay(50);
-    }
-    throw new Error(`Timed out waiting for ${what}; screen:\n${screen}`);
-  }
-
-  /** Waits until the prompt line reads exactly `line`. */
-  waitLast(line: string): Promise<string> {
-    return this.waitFor(JSON.stringify(line), (_, last) => last === line);
-  }
-}
 
 Deno.test({
   name: "qmp shell on a terminal: completion, events, history, HMP and transaction modes",
@@ -102,8 +28,9 @@ Deno.test({
     const shell = `env HOME=${home} XDG_STATE_HOME=${home}/state NO_COLOR=1 ` +
       `${Deno.execPath()} run --quiet ${PERMS} ${QMP_TS} shell ${qemu.address}` +
       `; echo "EXIT=$?"; sleep 60`;
+    const tmux = new Tmux("cli-test");
     try {
-      const pane = await Pane.start("s1", shell);
+      const pane = await tmux.start(shell);
       await pane.waitFor("the banner", (s) => s.includes("Tab completes"));
       await pane.waitLast("(QEMU)");
 
@@ -212,7 +139,7 @@ Deno.test({
       ]);
 
       // History survives across sessions.
-      const pane2 = await Pane.start("s2", shell);
+      const pane2 = await tmux.start(shell);
       await pane2.waitLast("(QEMU)");
       await pane2.keys("Up");
       await pane2.waitLast("(QEMU) )");
@@ -221,7 +148,7 @@ Deno.test({
       await pane2.keys("C-u", "C-d");
       await pane2.waitFor("the exit status", (s) => s.includes("EXIT=0"));
     } finally {
-      await tmux("kill-server").catch(() => {});
+      await tmux.killServer();
       await Deno.remove(home, { recursive: true }).catch(() => {});
     }
   },

@@ -10,7 +10,7 @@
 import assert from "node:assert/strict";
 import { fileURLToPath } from "node:url";
 import { onStopSignals, type StopSignal } from "../scripts/cli/signals.ts";
-import { hasTmux, Tmux } from "./helpers/tmux.ts";
+import { hasTmux, Tmux } from "./helpers/pty.ts";
 
 const ROOT = fileURLToPath(new URL("..", import.meta.url));
 const PLAY = fileURLToPath(new URL("../scripts/play.ts", import.meta.url));
@@ -162,14 +162,23 @@ Deno.test({
       const tmux = new Tmux("play-sigint");
       try {
         const pane = await tmux.start(
-          "p",
           `cd ${ROOT} && env TMPDIR=${tmp} NO_COLOR=1 ${Deno.execPath()} task play ${file}` +
             `; echo "EXIT=$?"; sleep 60`,
         );
-        const [, pid] = (await pane.waitFor("QEMU's pid", (s) => /QEMU-PID \d+/.test(s)))
+        const [, pid] = (await pane.waitFor(
+          "QEMU's pid",
+          (s) => /QEMU-PID \d+/.test(s),
+          30_000,
+          true,
+        ))
           .match(/QEMU-PID (\d+)/)!;
         await pane.keys("C-c");
-        const screen = await pane.waitFor("the exit status", (s) => /EXIT=\d+/.test(s));
+        const screen = await pane.waitFor(
+          "the exit status",
+          (s) => /EXIT=\d+/.test(s),
+          30_000,
+          true,
+        );
         assert.match(screen, /EXIT=130/);
         assert.doesNotMatch(screen, /Killing VMs/, "one Ctrl-C was taken for two");
         assert.equal((screen.match(/Interrupted: aborting steps/g) ?? []).length, 1, screen);
@@ -202,18 +211,27 @@ Deno.test({
       const tmux = new Tmux("play-sigint2");
       try {
         const pane = await tmux.start(
-          "p",
           `cd ${ROOT} && env TMPDIR=${tmp} NO_COLOR=1 ${Deno.execPath()} task play ${file}` +
             `; echo "EXIT=$?"; sleep 60`,
         );
-        const [, pid] = (await pane.waitFor("QEMU's pid", (s) => /QEMU-PID \d+/.test(s)))
+        const [, pid] = (await pane.waitFor(
+          "QEMU's pid",
+          (s) => /QEMU-PID \d+/.test(s),
+          30_000,
+          true,
+        ))
           .match(/QEMU-PID (\d+)/)!;
         await pane.keys("C-c");
-        await pane.waitFor("the slow cleanup", (s) => s.includes("CLEANUP-SLOW"));
+        await pane.waitFor("the slow cleanup", (s) => s.includes("CLEANUP-SLOW"), 30_000, true);
         await new Promise((r) => setTimeout(r, 1500)); // past the 1 s window
         const t0 = Date.now();
         await pane.keys("C-c");
-        const screen = await pane.waitFor("the exit status", (s) => /EXIT=\d+/.test(s));
+        const screen = await pane.waitFor(
+          "the exit status",
+          (s) => /EXIT=\d+/.test(s),
+          30_000,
+          true,
+        );
         // The interrupted cleanup alone would have run for its 10 s limit.
         assert.ok(Date.now() - t0 < 6000, `took ${Date.now() - t0} ms:\n${screen}`);
         assert.match(screen, /Killing VMs\./);

@@ -207,7 +207,7 @@ export class QmpSchema {
 function checkJson(jsonType: string, value: unknown, path: string): [string, string] | undefined {
   const ok = jsonType === "value" ||
     (jsonType === "string" && typeof value === "string") ||
-    (jsonType === "int" && Number.isInteger(value)) ||
+    (jsonType === "int" && (Number.isInteger(value) || typeof value === "bigint")) ||
     (jsonType === "number" && typeof value === "number" && Number.isFinite(value)) ||
     (jsonType === "boolean" && typeof value === "boolean") ||
     (jsonType === "null" && value === null) ||
@@ -223,6 +223,7 @@ function jsonKind(v: unknown): string {
   if (v === null) return "null";
   if (Array.isArray(v)) return "array";
   if (typeof v === "number") return Number.isInteger(v) ? "int" : "number";
+  if (typeof v === "bigint") return "int";
   return typeof v === "object" ? "object" : typeof v === "boolean" ? "boolean" : typeof v;
 }
 
@@ -230,6 +231,7 @@ function kind(v: unknown): string {
   if (v === null) return "null";
   if (Array.isArray(v)) return "an array";
   if (typeof v === "number") return Number.isInteger(v) ? `the integer ${v}` : `the number ${v}`;
+  if (typeof v === "bigint") return `the integer ${v}`;
   if (typeof v === "string") return `the string ${JSON.stringify(v.slice(0, 40))}`;
   if (typeof v === "boolean") return `${v}`;
   return typeof v === "object" ? "an object" : typeof v;

@@ -46,8 +46,14 @@ export class Tmux implements AsyncDisposable {
     return new Pane(this, name);
   }
 
-  async [Symbol.asyncDispose](): Promise<void> {
+  /** Kills the server and everything in it (never throws). */
+  async killServer(): Promise<void> {
     await this.run("kill-server").catch(() => {});
+  }
+
+  /** Kills the server (for `await using`). */
+  [Symbol.asyncDispose](): Promise<void> {
+    return this.killServer();
   }
 }
 
@@ -55,9 +61,10 @@ export class Tmux implements AsyncDisposable {
 export class Pane {
   constructor(readonly tmux: Tmux, readonly name: string) {}
 
-  /** The visible screen, trailing blank lines removed. */
-  async screen(): Promise<string> {
-    return (await this.tmux.run("capture-pane", "-p", "-t", this.name)).replace(/\s+$/, "");
+  /** The visible screen (with `scrollback`, the history above it too), trailing blanks removed. */
+  async screen(scrollback = false): Promise<string> {
+    const args = ["capture-pane", "-p", ...(scrollback ? ["-S", "-"] : []), "-t", this.name];
+    return (await this.tmux.run(...args)).replace(/\s+$/, "");
   }
 
   /** Sends keys (tmux key names: Tab, Enter, Up, C-c, ...; other words are typed). */
@@ -70,16 +77,17 @@ export class Pane {
     await this.tmux.run("send-keys", "-t", this.name, "-l", text);
   }
 
-  /** Waits until `check(screen, lastLine)` holds. */
+  /** Waits until `check(screen, lastLine)` holds (`scrollback`: over the whole history). */
   async waitFor(
     what: string,
     check: (screen: string, last: string) => boolean,
     ms = 15_000,
+    scrollback = false,
   ): Promise<string> {
     const deadline = Date.now() + ms;
     let screen = "";
     while (Date.now() < deadline) {
-      screen = await this.screen();
+      screen = await this.screen(scrollback);
       const lines = screen.split("\n");
       if (check(screen, lines[lines.length - 1].trimEnd())) return screen;
       await delay(50);
