@@ -8,7 +8,9 @@
  * (no socat, no nc, no shell): OpenSSH 9.2's `ssh -W` cannot reach a unix
  * socket, `-L` can. The forward opens lazily, so a missing remote socket shows
  * only when connecting: the transport waits for the first bytes (QEMU greets
- * at once) before it is handed out, and reads ssh's stderr to say what failed.
+ * at once) before it is handed out, and reads ssh's stderr to say what failed
+ * (for a remote socket sshd could not open, the host's SFTP subsystem is asked
+ * what is at the path: ssh_probe.ts).
  *
  * ssh always runs with `BatchMode=yes` (it never prompts: no passwords, no
  * host-key questions), `ExitOnForwardFailure=yes`, its own connection
@@ -23,6 +25,7 @@
 import { formatAddress, type SshAddress } from "./address.ts";
 import { AbortError, SshError, type SshFailure, TimeoutError } from "./errors.ts";
 import { guardCommand, killProcessGroup } from "./orphan_guard.ts";
+import { describeRemotePath } from "./ssh_probe.ts";
 import type { OpenOptions, Transport } from "./transport.ts";
 
 /** How to run ssh for an `ssh://` address (`ConnectOptions.ssh`). */
@@ -207,6 +210,8 @@ class Tunnel {
   #reader: ReadableStreamDefaultReader<Uint8Array> | undefined;
   #disposing: Promise<void> | undefined;
   #binary = "ssh";
+  /** ssh's options for this host (without the forward), for a second look through SFTP. */
+  #connArgs: string[] = [];
 
   constructor(address: SshAddress, where: string, dir: string) {
     this.address = address;
@@ -229,7 +234,7 @@ class Tunnel {
     this.#binary = binary;
     const a = this.address;
     const seconds = Math.max(1, Math.ceil((deadline - Date.now()) / 1000));
-    const args = [
+    this.#connArgs = [
       // What the tunnel needs: first, because ssh keeps the first value of each option.
       "-o",
       "BatchMode=yes",
@@ -252,14 +257,10 @@ class Tunnel {
       // "channel N: open failed" (the remote socket) is logged at INFO.
       "-o",
       "LogLevel=INFO",
-      "-N",
-      "-L",
-      `${this.local}:${a.path}`,
       ...(a.user !== undefined ? ["-l", a.user] : []),
       ...(a.port !== undefined ? ["-p", String(a.port)] : []),
-      "--",
-      a.hostname,
     ];
+    const args = [...this.#connArgs, "-N", "-L", `${this.local}:${a.path}`, "--", a.hostname];
     const cmd = guardCommand(binary, args, "ssh started by connect()");
     try {
       this.#child = new Deno.Command(cmd.command, {
@@ -378,15 +379,7 @@ class Tunnel {
       }
       if (this.#exited !== undefined) throw this.#exitError();
       const error = line !== undefined
-        ? new SshError(
-          `ssh reached ${this.#host()} but could not open the remote socket ` +
-            `${this.address.path} (${line}): check that QEMU runs there with ` +
-            `-qmp unix:${this.address.path},server=on,wait=off, that the ssh user may open ` +
-            `it, and that sshd allows forwarding to it (AllowStreamLocalForwarding; ` +
-            `OpenSSH 9.2 also needs AllowTcpForwarding)`,
-          "remote-socket",
-          { address: this.where, sshMessage: line },
-        )
+        ? await this.#remoteSocketError(line, options)
         : new SshError(
           `${this.where} closed the connection before sending anything; a QMP monitor ` +
             `greets at once: is ${this.address.path} QEMU's QMP socket?`,
@@ -406,6 +399,57 @@ class Tunnel {
       await this.#wait(Math.min(delay, left), signal);
       delay = Math.min(delay * 2, 200);
     }
+  }
+
+  /**
+   * The error for a remote socket sshd could not open. OpenSSH says only "open
+   * failed"; unless retrying, the host's SFTP subsystem is asked what is at the
+   * path (ssh_probe.ts), within the deadline, to say which of the causes it is.
+   */
+  async #remoteSocketError(line: string, options: OpenOptions): Promise<SshError> {
+    const path = this.address.path;
+    const host = this.#host();
+    const qemu = `-qmp unix:${path},server=on,wait=off`;
+    const forwarding = "sshd allows forwarding to it (AllowStreamLocalForwarding; OpenSSH 9.2 " +
+      "also needs AllowTcpForwarding)";
+    const what = options.retry ? undefined : await describeRemotePath(
+      this.#binary,
+      this.#connArgs,
+      this.address.hostname,
+      path,
+      Math.min(3000, options.deadline - Date.now()),
+    );
+    const make = (message: string) =>
+      new SshError(message, "remote-socket", { address: this.where, sshMessage: line });
+    if (what === "does not exist") {
+      return make(
+        `ssh reached ${host}, but the remote socket ${path} does not exist (${line}): ` +
+          `is QEMU running there with ${qemu}?`,
+      );
+    }
+    if (what === "is a socket") {
+      return make(
+        `ssh reached ${host}, but sshd could not connect to the socket ${path} (${line}): ` +
+          `check that QEMU still listens on it (${qemu}), that the ssh user may open it, and ` +
+          `that ${forwarding}`,
+      );
+    }
+    if (what === "may not be looked at by the ssh user") {
+      return make(
+        `ssh reached ${host}, but the ssh user may not reach ${path} (permission denied; ` +
+          `${line}): log in as a user that may open QEMU's socket`,
+      );
+    }
+    if (what !== undefined) {
+      return make(
+        `ssh reached ${host}, but ${path} ${what}, not a socket (${line}): give the path of ` +
+          `QEMU's QMP socket (${qemu})`,
+      );
+    }
+    return make(
+      `ssh reached ${host} but could not open the remote socket ${path} (${line}): check ` +
+        `that QEMU runs there with ${qemu}, that the ssh user may open it, and that ${forwarding}`,
+    );
   }
 
   /** Throws when ssh has exited, the deadline passed or the signal fired. */

@@ -159,13 +159,39 @@ Deno.test({
     await expectSshError(
       connect(sshd.url("/nonexistent/qmp.sock"), opts),
       "remote-socket",
-      /reached .* but could not open the remote socket \/nonexistent\/qmp\.sock \(sshd: .*\): check that QEMU runs there with -qmp unix:\/nonexistent\/qmp\.sock,server=on,wait=off/,
+      /^ssh reached .*, but the remote socket \/nonexistent\/qmp\.sock does not exist \(sshd: connect failed: open failed\): is QEMU running there with -qmp unix:\/nonexistent\/qmp\.sock,server=on,wait=off\?$/,
     );
     await expectSshError(
       connect(sshd.url(sshd.knownHosts), opts),
       "remote-socket",
-      /could not open the remote socket/,
+      /, but \/.*\/known_hosts is a regular file, not a socket \(sshd: .*\): give the path of QEMU's QMP socket/,
     );
+    await expectSshError(
+      connect(sshd.url(sshd.dir), opts),
+      "remote-socket",
+      /is a directory, not a socket/,
+    );
+    // A socket file nothing listens on (QEMU gone, file left behind).
+    const stale = `${sshd.dir}/stale.sock`;
+    const bound = await new Deno.Command("python3", {
+      args: ["-c", "import socket, sys; socket.socket(socket.AF_UNIX).bind(sys.argv[1])", stale],
+    }).output();
+    assert.ok(bound.success && (await Deno.lstat(stale)).isSocket, "a socket file, unbound");
+    await expectSshError(
+      connect(sshd.url(stale), opts),
+      "remote-socket",
+      /but sshd could not connect to the socket .*stale\.sock .*check that QEMU still listens on it/,
+    );
+
+    // Without an SFTP subsystem to ask, the message lists every possible cause.
+    {
+      await using bare = await startSshd({ sftp: false });
+      await expectSshError(
+        connect(bare.url("/nonexistent/qmp.sock"), { ssh: { configFile: bare.configFile } }),
+        "remote-socket",
+        /^ssh reached .* but could not open the remote socket \/nonexistent\/qmp\.sock \(sshd: connect failed: open failed\): check that QEMU runs there with -qmp unix:\/nonexistent\/qmp\.sock,server=on,wait=off, that the ssh user may open it, and that sshd allows forwarding to it/,
+      );
+    }
 
     // No ssh program.
     await expectSshError(
@@ -361,7 +387,7 @@ Deno.test({
     await expectSshError(
       connect(strict.url(fake.path), { ssh: { configFile: strict.configFile }, timeout: "5s" }),
       "remote-socket",
-      /could not open the remote socket .*AllowStreamLocalForwarding/,
+      /sshd could not connect to the socket .*AllowStreamLocalForwarding/,
     );
     assert.match(strict.log(), /refused streamlocal port forward/);
   },

@@ -20,6 +20,8 @@ export const SSHD_BINARY = "/usr/sbin/sshd";
 export interface StartSshdOptions {
   /** `AllowStreamLocalForwarding` (forwarding to unix sockets; default `true`). */
   allowStreamLocalForwarding?: boolean;
+  /** Serve the SFTP subsystem (`internal-sftp`; default `true`). */
+  sftp?: boolean;
   /** More `sshd_config` lines. */
   extraConfig?: string[];
   /** How long sshd may take to listen (default 10 s). */
@@ -160,6 +162,7 @@ async function spawn(
       "X11Forwarding no",
       "PermitTTY no",
       "MaxStartups 100:30:200",
+      ...(options.sftp === false ? [] : ["Subsystem sftp internal-sftp"]),
       "LogLevel INFO",
       ...(options.extraConfig ?? []),
       "",
