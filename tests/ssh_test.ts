@@ -528,13 +528,17 @@ for (
       await w.write(new TextEncoder().encode(script));
       await w.close();
       const reader = owner.stdout.pipeThrough(new TextDecoderStream()).getReader();
+      const leftDirs: string[] = [];
       try {
         const first = await within(reader.read(), 20_000, "owner connected");
         if (!/connected/.test(first.value ?? "")) {
           owner.kill("SIGKILL");
           assert.fail(`the owner did not connect: ${await new Response(owner.stderr).text()}`);
         }
-        assert.equal((await sshProcesses(sshd)).length, 1);
+        const procs = await sshProcesses(sshd);
+        assert.equal(procs.length, 1);
+        // A SIGKILLed owner cannot remove its tunnel's temp dir: this test does.
+        leftDirs.push(...tunnelDirs(procs));
         owner.kill("SIGKILL");
         await owner.status;
         const stderr = await new Response(owner.stderr).text();
@@ -553,6 +557,7 @@ for (
         } catch { /* gone */ }
         // Unguarded (or a failure): this test ends what the owner left.
         for (const p of await sshProcesses(sshd)) Deno.kill(p.pid, "SIGKILL");
+        for (const d of leftDirs) await Deno.remove(d, { recursive: true }).catch(() => {});
         await owner.status;
         await reader.cancel().catch(() => {});
         if (!owner.stderr.locked) await owner.stderr.cancel().catch(() => {});
