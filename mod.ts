@@ -74,6 +74,8 @@ export {
   QmpError,
   type QmpErrorOptions,
   ServerParseError,
+  SshError,
+  type SshFailure,
   TimeoutError,
   TlsError,
   type TlsFailure,
@@ -91,6 +93,7 @@ export {
   type Address,
   formatAddress,
   parseAddress,
+  type SshAddress,
   type TcpAddress,
   type TlsAddress,
   type UnixAddress,
@@ -109,6 +112,7 @@ export { parseJson, stringifyJson } from "./lib/json.ts";
 export type { Greeting, QemuVersionTriple, QmpEvent, QmpTimestamp } from "./lib/protocol.ts";
 export type { Transport } from "./lib/transport.ts";
 export type { TlsOptions } from "./lib/tls_transport.ts";
+export type { SshOptions } from "./lib/ssh_transport.ts";
 export {
   forgetSecrets,
   redactCommandLine,

@@ -5,7 +5,7 @@
  * met?. Timing ratios come from the same run, ours and the baseline
  * interleaved (A B A B ...), medians. Prints only; never asserts.
  *
- *   deno run -A bench/main.ts [--quick] [--only=pipelined,schema,events,waits,cli_startup,fleet,remote,launch]
+ *   deno run -A bench/main.ts [--quick] [--only=pipelined,schema,events,waits,cli_startup,fleet,remote,launch,ssh]
  *                             [--compare=LIBDIR]   (also measure a patched copy of lib/)
  *
  * Also the shared helpers of the bench scripts (imported by them; this module
@@ -211,6 +211,7 @@ const SUITE: { name: string; script: string; timeoutMs: number }[] = [
   { name: "fleet", script: "fleet.ts", timeoutMs: 300_000 },
   { name: "remote", script: "remote.ts", timeoutMs: 240_000 },
   { name: "launch", script: "launch.ts", timeoutMs: 180_000 },
+  { name: "ssh", script: "ssh.ts", timeoutMs: 180_000 },
 ];
 
 async function main(): Promise<void> {

@@ -5,7 +5,9 @@
  * `tcp:[IPv6]:PORT`, `tls://HOST:PORT` (QEMU's TLS monitor), and a bare path
  * (taken as a unix socket): one containing `/`, or a name without `:` such as
  * `qmp.sock` (relative to the current directory; a TCP address always has
- * `:PORT`, so this is unambiguous). Any other `SCHEME://` is refused.
+ * `:PORT`, so this is unambiguous). `ssh://[USER@]HOST[:PORT]/PATH` is a unix
+ * socket on another host, reached through the system `ssh` client. Any other
+ * `SCHEME://` is refused.
  *
  * @module
  */
@@ -39,8 +41,26 @@ export interface TlsAddress {
   port: number;
 }
 
+/**
+ * A unix socket on another host, reached with the system `ssh` client
+ * (`ssh://[USER@]HOST[:PORT]/PATH`). User and port default to ssh's own
+ * (`~/.ssh/config`, the login name, 22).
+ */
+export interface SshAddress {
+  /** Discriminator. */
+  transport: "ssh";
+  /** Remote login name; omitted: ssh decides. */
+  user?: string;
+  /** Host name, IP address (IPv6 without brackets) or `ssh_config` Host alias. */
+  hostname: string;
+  /** sshd port; omitted: ssh decides (22 unless configured). */
+  port?: number;
+  /** Absolute path of QEMU's QMP socket on the remote host. */
+  path: string;
+}
+
 /** A parsed QMP address. */
-export type Address = UnixAddress | TcpAddress | TlsAddress;
+export type Address = UnixAddress | TcpAddress | TlsAddress | SshAddress;
 
 /**
  * The `SCHEME://` forms and how each is parsed (the rest after `://`). A new
@@ -54,6 +74,7 @@ const URL_SCHEMES: Record<string, (original: string, rest: string) => Address> =
     const { hostname, port } = parseHostPort(original, rest);
     return { transport: "tls", hostname, port };
   },
+  ssh: (original, rest) => parseSsh(original, `ssh://${rest}`),
 };
 
 /**
@@ -66,6 +87,7 @@ const URL_SCHEMES: Record<string, (original: string, rest: string) => Address> =
  * parseAddress("unix:/run/vm1/qmp.sock"); // { transport: "unix", path: "/run/vm1/qmp.sock" }
  * parseAddress("[::1]:4444"); // { transport: "tcp", hostname: "::1", port: 4444 }
  * parseAddress("qmp.sock"); // { transport: "unix", path: "qmp.sock" }
+ * parseAddress("ssh://root@vm-host/run/vm1/qmp.sock"); // { transport: "ssh", user: "root", ... }
  * ```
  */
 export function parseAddress(input: string | Address): Address {
@@ -85,7 +107,9 @@ export function parseAddress(input: string | Address): Address {
     if (!parse) {
       throw new AddressError(
         input,
-        `unknown scheme "${name}" (known: ${Object.keys(URL_SCHEMES).map((k) => `${k}://`)})`,
+        `unknown scheme "${name}://" (known: ${
+          Object.keys(URL_SCHEMES).map((k) => `${k}://`).join(", ")
+        })`,
       );
     }
     return parse(input, s.slice(scheme[0].length));
@@ -93,26 +117,38 @@ export function parseAddress(input: string | Address): Address {
   if (/^tls:/i.test(s)) {
     throw new AddressError(input, 'TLS addresses are written "tls://HOST:PORT"');
   }
+  if (/^ssh:/i.test(s)) {
+    throw new AddressError(input, 'ssh addresses are written "ssh://[USER@]HOST[:PORT]/PATH"');
+  }
   if (s.startsWith("tcp:")) return parseHostPort(input, s.slice(4));
   if (s.includes("/") || !s.includes(":")) return { transport: "unix", path: s };
   return parseHostPort(input, s);
 }
 
 /**
- * Formats an address canonically: `unix:/path`, `tcp:host:port` or
- * `tls://host:port` (IPv6 hosts in brackets).
+ * Formats an address canonically: `unix:/path`, `tcp:host:port`,
+ * `tls://host:port` (IPv6 hosts in brackets) or `ssh://[user@]host[:port]/path`.
  */
 export function formatAddress(address: Address): string {
   if (address.transport === "unix") return `unix:${address.path}`;
   const host = address.hostname.includes(":") ? `[${address.hostname}]` : address.hostname;
+  if (address.transport === "ssh") {
+    const user = address.user === undefined ? "" : `${address.user}@`;
+    const port = address.port === undefined ? "" : `:${address.port}`;
+    return `ssh://${user}${host}${port}${address.path}`;
+  }
   return address.transport === "tls"
     ? `tls://${host}:${address.port}`
     : `tcp:${host}:${address.port}`;
 }
 
-/** True when a TCP or TLS host is a loopback address (`localhost`, `127.x.x.x`, `::1`). */
+/**
+ * True when the address does not expose plain QMP to a network: a unix socket,
+ * an ssh tunnel (encrypted, authenticated), or a TCP or TLS loopback host
+ * (`localhost`, `127.x.x.x`, `::1`).
+ */
 export function isLoopback(address: Address): boolean {
-  if (address.transport === "unix") return true;
+  if (address.transport === "unix" || address.transport === "ssh") return true;
   const h = address.hostname.toLowerCase();
   return h === "localhost" || h === "::1" || /^127\.\d+\.\d+\.\d+$/.test(h);
 }
@@ -170,5 +206,89 @@ function validateObject(input: Address): Address {
       port: parsePort(input, input.port),
     };
   }
-  throw new AddressError(input, 'transport must be "unix", "tcp" or "tls"');
+  if (input.transport === "ssh") return validateSsh(input, input);
+  throw new AddressError(input, 'transport must be "unix", "tcp", "tls" or "ssh"');
+}
+
+/** `ssh://[USER@]HOST[:PORT]/PATH`; HOST may be `[IPv6]`. No percent-decoding. */
+function parseSsh(original: string, s: string): SshAddress {
+  if (!/^ssh:\/\//i.test(s)) throw new AddressError(original, "expected ssh://...");
+  const rest = s.slice(6);
+  const slash = rest.indexOf("/");
+  const authority = slash < 0 ? rest : rest.slice(0, slash);
+  const path = slash < 0 ? "" : rest.slice(slash);
+  const at = authority.lastIndexOf("@");
+  const user = at < 0 ? undefined : authority.slice(0, at);
+  const hostPort = authority.slice(at + 1);
+  let hostname: string;
+  let portText: string | undefined;
+  if (hostPort.startsWith("[")) {
+    const end = hostPort.indexOf("]");
+    if (end < 0) throw new AddressError(original, "missing ']' after an IPv6 address");
+    hostname = hostPort.slice(1, end);
+    const after = hostPort.slice(end + 1);
+    if (after !== "" && !after.startsWith(":")) {
+      throw new AddressError(original, "expected ':PORT' or '/PATH' after ']'");
+    }
+    portText = after === "" ? undefined : after.slice(1);
+  } else {
+    const colon = hostPort.indexOf(":");
+    hostname = colon < 0 ? hostPort : hostPort.slice(0, colon);
+    portText = colon < 0 ? undefined : hostPort.slice(colon + 1);
+  }
+  const address: SshAddress = { transport: "ssh", hostname, path };
+  if (user !== undefined) address.user = user;
+  if (portText !== undefined) address.port = parsePort(original, portText);
+  return validateSsh(original, address);
+}
+
+function validateSsh(original: unknown, input: SshAddress): SshAddress {
+  const { hostname, user, port, path } = input;
+  if (typeof hostname !== "string" || hostname === "") {
+    throw new AddressError(
+      original,
+      typeof original === "string" ? "the host is empty" : "an ssh address needs a hostname",
+    );
+  }
+  if (user !== undefined && (typeof user !== "string" || user === "")) {
+    throw new AddressError(original, "the user is empty (leave out '@' to let ssh choose)");
+  }
+  // ssh would take "-oProxyCommand=..." as an option, not a host or a user.
+  for (const [what, value] of [["host", hostname], ["user", user]] as const) {
+    if (value === undefined) continue;
+    if (value.startsWith("-")) {
+      throw new AddressError(original, `the ${what} may not start with '-'`);
+    }
+    if (/\s/.test(value) || hasControl(value)) {
+      throw new AddressError(original, `the ${what} contains a space or control character`);
+    }
+  }
+  if (typeof path !== "string" || path === "" || path === "/") {
+    throw new AddressError(
+      original,
+      "the remote socket path is missing (e.g. ssh://host/run/vm1/qmp.sock)",
+    );
+  }
+  if (!path.startsWith("/")) {
+    throw new AddressError(original, "the remote socket path must be absolute");
+  }
+  if (path.includes(":")) {
+    // ssh -L LOCAL:REMOTE has no way to quote a ':' in a socket path.
+    throw new AddressError(original, "the remote socket path may not contain ':'");
+  }
+  if (hasControl(path)) {
+    throw new AddressError(original, "the remote socket path contains a control character");
+  }
+  const out: SshAddress = { transport: "ssh", hostname, path };
+  if (user !== undefined) out.user = user;
+  if (port !== undefined) out.port = parsePort(original, port);
+  return out;
+}
+
+function hasControl(text: string): boolean {
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    if (c < 0x20 || c === 0x7f) return true;
+  }
+  return false;
 }

@@ -10,6 +10,7 @@ import {
   AbortError,
   AddressError,
   ConnectionClosedError,
+  ConnectionError,
   FdPassingError,
   NegotiationError,
   ProtocolError,
@@ -35,6 +36,7 @@ import {
 import { openTransport, type Transport } from "./transport.ts";
 import { type FdSource, rawFds } from "./fd_passing.ts";
 import { isFdTransport, openUnixFdTransport } from "./transports/unix_fd.ts";
+import type { SshOptions } from "./ssh_transport.ts";
 import { REDACTED, redactMessage, redactReply } from "./redact.ts";
 import { QmpSchema, QmpValidationError, type SchemaEntry } from "./qapi/schema.ts";
 import type { TlsOptions } from "./tls_transport.ts";
@@ -133,6 +135,11 @@ export interface ConnectOptions extends ClientOptions {
    * (`execute(cmd, args, { fds })`). Needs `--allow-ffi`; unix sockets only.
    */
   fdPassing?: boolean;
+  /**
+   * How to run the system `ssh` for `ssh://` addresses: a config file, a key,
+   * more options, the program (see {@link SshOptions}).
+   */
+  ssh?: SshOptions;
 }
 
 /** Per-command options. */
@@ -1103,6 +1110,10 @@ export class QmpClient implements AsyncDisposable {
       case "client":
         return `the connection to ${this.address} was closed by the client`;
       case "peer":
+        // A transport that knows why it broke (an ssh tunnel that died) says so itself.
+        if (cause instanceof ConnectionError && !(cause instanceof ConnectionClosedError)) {
+          return `the connection to ${this.address} was lost: ${cause.message}`;
+        }
         return `QEMU closed the connection to ${this.address} (it exited or was killed)` +
           (cause instanceof Error ? `: ${cause.message}` : "");
       case "quit":
@@ -1170,9 +1181,11 @@ export class QmpClient implements AsyncDisposable {
  * Connects to a QMP server, reads the greeting and negotiates capabilities.
  *
  * Addresses: `"unix:/path"`, `"tcp:HOST:PORT"`, `"HOST:PORT"`, `"[::1]:PORT"`,
- * `"tls://HOST:PORT"` (with `tls` options), or an object
- * (`{ transport: "unix", path }`). A bad address throws `AddressError` before
- * any I/O; a TLS failure is a `TlsError` saying what to fix.
+ * `"tls://HOST:PORT"` (with `tls` options), `"ssh://[USER@]HOST[:PORT]/PATH"`
+ * (a socket on another host, through the system ssh client: see `ssh`), or an
+ * object (`{ transport: "unix", path }`). A bad address throws `AddressError`
+ * before any I/O; a TLS or ssh failure is a `TlsError` / `SshError` saying
+ * what to fix.
  *
  * @example
  * ```ts ignore
@@ -1229,9 +1242,17 @@ export async function connect(
     signal: opts.signal,
     retry: opts.retry,
     tls: opts.tls,
+    ssh: opts.ssh,
   });
   const dial = (signal: AbortSignal) =>
-    open({ deadline: Date.now() + timeoutMs, timeoutMs, retry: false, signal, tls: opts.tls });
+    open({
+      deadline: Date.now() + timeoutMs,
+      timeoutMs,
+      retry: false,
+      signal,
+      tls: opts.tls,
+      ssh: opts.ssh,
+    });
   const client = new QmpClient(conn, { ...opts, address: where }, dial);
   const connected = Date.now();
   try {

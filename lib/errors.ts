@@ -41,7 +41,7 @@ export class AddressError extends QmpError {
     super(
       `Invalid QMP address ${JSON.stringify(address)}: ${reason}. ` +
         `Use "unix:/path/to/qmp.sock", "tcp:HOST:PORT", "HOST:PORT", "[::1]:PORT" ` +
-        `or "tls://HOST:PORT".`,
+        `"tls://HOST:PORT" or "ssh://[USER@]HOST[:PORT]/PATH".`,
       options,
     );
     this.name = "AddressError";
@@ -125,6 +125,52 @@ export class TlsError extends ConnectionError {
     super(message, options);
     this.name = "TlsError";
     this.kind = options.kind;
+  }
+}
+
+/**
+ * What went wrong when reaching a QMP socket through ssh (see {@link SshError}):
+ * - `"ssh-missing"`: the ssh program could not be run;
+ * - `"config"`: ssh refused its configuration or options (a bad `-F` file, a bad `-o`);
+ * - `"unreachable"`: name lookup, TCP connect or the SSH handshake failed (no route,
+ *   refused, timed out, reset);
+ * - `"auth"`: the server refused every key (`Permission denied (publickey)`);
+ * - `"host-key"`: the host key is unknown or has changed (`Host key verification failed`);
+ * - `"remote-socket"`: sshd could not open the remote socket (missing, not a socket,
+ *   no permission, or forwarding to unix sockets disabled);
+ * - `"forward"`: the local end of the tunnel could not be set up;
+ * - `"exited"`: ssh ended for another reason (its last message says which).
+ */
+export type SshFailure =
+  | "ssh-missing"
+  | "config"
+  | "unreachable"
+  | "auth"
+  | "host-key"
+  | "remote-socket"
+  | "forward"
+  | "exited";
+
+/**
+ * Reaching a remote QMP socket through the system `ssh` client failed.
+ * `failure` says how; `sshMessage` is what ssh printed about it (never key
+ * material: ssh prints none).
+ */
+export class SshError extends ConnectionError {
+  /** The kind of failure. */
+  readonly failure: SshFailure;
+  /** ssh's own message (its relevant stderr line), when it printed one. */
+  readonly sshMessage?: string;
+  /** Creates an ssh error. */
+  constructor(
+    message: string,
+    failure: SshFailure,
+    options?: QmpErrorOptions & { address?: string; sshMessage?: string },
+  ) {
+    super(message, options);
+    this.name = "SshError";
+    this.failure = failure;
+    this.sshMessage = options?.sshMessage;
   }
 }
 

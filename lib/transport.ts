@@ -1,12 +1,13 @@
 /**
  * Byte transports: the minimal connection interface the client needs, and
- * opening one (unix, TCP, or TLS in lib/tls_transport.ts) with a deadline,
- * cancellation and retry.
+ * opening one (unix, TCP; TLS in lib/tls_transport.ts, `ssh://` in
+ * lib/ssh_transport.ts) with a deadline, cancellation and retry.
  *
  * @module
  */
 import { type Address, formatAddress } from "./address.ts";
 import { AbortError, ConnectionError, MonitorBusyError, TimeoutError, TlsError } from "./errors.ts";
+import { openSshTransport, type SshOptions } from "./ssh_transport.ts";
 import { openTlsTransport, type TlsOptions } from "./tls_transport.ts";
 
 /**
@@ -34,19 +35,23 @@ export interface OpenOptions {
   retry?: boolean;
   /** Certificates and checks for a `tls://` address. */
   tls?: TlsOptions;
+  /** How to run ssh, for `ssh://` addresses. */
+  ssh?: SshOptions;
 }
 
 const RETRYABLE = new Set(["NotFound", "ConnectionRefused", "ConnectionReset"]);
 
 /**
- * Connects to a unix, TCP or TLS address. With `retry`, a missing socket or a
+ * Connects to a unix, TCP, TLS or ssh address. With `retry`, a missing socket or a
  * refused connection (QEMU still starting) is retried with a short backoff
  * until the deadline. Errors are {@link ConnectionError} (a path that is not
- * a socket says so; a {@link TlsError} when TLS fails), {@link MonitorBusyError}
- * (a unix monitor whose connection queue is full: another client is attached),
- * {@link TimeoutError} (a TCP connection nothing accepts) or {@link AbortError}.
+ * a socket says so; a {@link TlsError} when TLS fails, an `SshError` for ssh),
+ * {@link MonitorBusyError} (a unix monitor whose connection queue is full:
+ * another client is attached), {@link TimeoutError} (a TCP connection nothing
+ * accepts) or {@link AbortError}.
  */
 export async function openTransport(address: Address, options: OpenOptions): Promise<Transport> {
+  if (address.transport === "ssh") return await openSshTransport(address, options);
   const where = formatAddress(address);
   let delay = 10;
   let lastError: unknown;
@@ -99,7 +104,10 @@ export async function openTransport(address: Address, options: OpenOptions): Pro
   }
 }
 
-async function connectOnce(address: Address, options: OpenOptions): Promise<Transport> {
+async function connectOnce(
+  address: Exclude<Address, { transport: "ssh" }>,
+  options: OpenOptions,
+): Promise<Transport> {
   if (address.transport === "tls") {
     return await openTlsTransport(address, options.tls ?? {}, options);
   }

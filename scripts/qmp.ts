@@ -49,8 +49,9 @@ Commands:
   version                   print the version (also --version)
 
 ADDRESS is unix:PATH, a path (with "/", or a bare name such as qmp.sock: a
-socket in the current directory), tcp:HOST:PORT, HOST:PORT or [::1]:PORT;
-without one, $QMP_SOCKET is used. Every command also takes --launch (a
+socket in the current directory), tcp:HOST:PORT, HOST:PORT or [::1]:PORT, or
+ssh://[USER@]HOST[:PORT]/PATH (a socket on another host, through the system ssh:
+--ssh-config FILE, --ssh-option KEY=VALUE); without one, $QMP_SOCKET is used. Every command also takes --launch (a
 throwaway QEMU, -machine none by default; --launch-args "..." or --guest tiny)
 instead of an ADDRESS.
 Options common to all commands (-v/--verbose, --retry, --connect-timeout D,

@@ -110,8 +110,8 @@ Deno.test("address: tls://HOST:PORT", () => {
 Deno.test("address: a bad scheme or a bad tls:// address is an AddressError", () => {
   const cases: [string, RegExp][] = [
     // Before, these were taken for unix socket paths (they contain "/").
-    ["ftp://host:21", /unknown scheme "ftp"/],
-    ["https://host:443/x", /unknown scheme "https"/],
+    ["ftp://host:21", /unknown scheme "ftp:\/\/" \(known: tls:\/\/, ssh:\/\/\)/],
+    ["https://host:443/x", /unknown scheme "https:\/\/"/],
     ["tls://host", /missing ':PORT'/],
     ["tls://:4444", /host is empty/],
     ["tls://host:0", /1 to 65535/],

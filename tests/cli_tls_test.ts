@@ -137,7 +137,7 @@ Deno.test("cli tls: client certificates, and each error in one line with its exi
       2,
       /--tls-ca applies to a tls:\/\/HOST:PORT address/,
     ],
-    [["exec", "ftp://127.0.0.1:1", "query-status"], 2, /unknown scheme "ftp"/],
+    [["exec", "ftp://127.0.0.1:1", "query-status"], 2, /unknown scheme "ftp:\/\/"/],
     [["exec", "tls://127.0.0.1", "query-status"], 2, /missing ':PORT'/],
   ];
   for (const [args, code, re] of cases) {

@@ -10,6 +10,7 @@ import { stringifyJson } from "../json.ts";
 import { redactText } from "../redact.ts";
 import { join } from "node:path";
 import { connect, type QmpClient, type TranscriptEntry } from "../client.ts";
+import type { SshOptions } from "../ssh_transport.ts";
 import { type Duration, parseDuration } from "../duration.ts";
 import { launch, type Machine } from "../machine.ts";
 import type { TlsOptions } from "../tls_transport.ts";
@@ -45,6 +46,8 @@ export interface RunPlaybookOptions {
   retry?: boolean;
   /** With a `tls://` `qmp` address: its certificates (see `connect()`'s `tls`). */
   tls?: TlsOptions;
+  /** With an `ssh://` `qmp` address: how to run ssh (config file, options). */
+  ssh?: SshOptions;
   /** Playbook timeout; overrides `meta.timeout` (default `"5m"`). */
   timeout?: Duration;
   /** Default step timeout; overrides `meta.stepTimeout`. */
@@ -176,6 +179,7 @@ export async function runPlaybook(
         client = await connect(options.qmp, {
           timeout: "10s",
           retry: options.retry === true,
+          ssh: options.ssh,
           signal,
           transcript: transcript("vm", formatAddress(parseAddress(options.qmp))),
           ...(options.tls ? { tls: options.tls } : {}),

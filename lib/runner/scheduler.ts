@@ -32,6 +32,7 @@ export interface RunPlaybooksOptions extends
     | "qmp"
     | "retry"
     | "tls"
+    | "ssh"
     | "timeout"
     | "stepTimeout"
     | "filter"

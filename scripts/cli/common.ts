@@ -24,6 +24,7 @@ import {
 import { stringifyJson } from "../../lib/json.ts";
 import { shellSplit, UsageError } from "./args.ts";
 import { onStopSignals, SIGNAL_EXIT_CODE, type StopSignal } from "./signals.ts";
+import { SSH_HELP, sshFlags } from "./ssh_flags.ts";
 
 export { UsageError };
 
@@ -97,6 +98,9 @@ const CLI_WORDING: [string | RegExp, string][] = [
     /Raise maxMessageSize if this peer is trusted and really sends messages this large/,
     "qmp accepts messages up to 10 MiB",
   ],
+  ["the ssh option -o ", "--ssh-option "],
+  ["the ssh options' identityFile", "--ssh-option IdentityFile=PATH"],
+  ["or name it in the ssh options' binary", "or put it on PATH"],
 ];
 
 /** Rewrites library advice (API option names) as CLI advice. */
@@ -134,13 +138,16 @@ export const COMMON_OPTIONS = {
   "tls-cert": { type: "string" },
   "tls-key": { type: "string" },
   "tls-hostname": { type: "string" },
+  "ssh-config": { type: "string" },
+  "ssh-option": { type: "string", multiple: true },
 } as const satisfies ParseArgsConfig["options"];
 
 /** Help text for {@link COMMON_OPTIONS}. */
 export const COMMON_HELP = `Target (ADDRESS, or one of the --launch options instead of it):
   ADDRESS                   unix:PATH, a path (with "/", or a bare name such as qmp.sock),
                             tcp:HOST:PORT, HOST:PORT, [::1]:PORT, tls://HOST:PORT (QEMU's TLS
-                            monitor, see --tls-*); default: $QMP_SOCKET
+                            monitor, see --tls-*), or a socket on another host through ssh:
+                            ssh://[USER@]HOST[:PORT]/PATH; default: $QMP_SOCKET
   --launch                  start a throwaway QEMU (-machine none) and use it; killed at exit
   --launch-args "ARGS"      QEMU arguments for --launch (implies --launch), e.g. "-M pc -S"
   --guest tiny              boot the tiny test guest (implies --launch; deno task guest builds it)
@@ -151,6 +158,7 @@ export const COMMON_HELP = `Target (ADDRESS, or one of the --launch options inst
   --tls-cert FILE           with tls://: client certificate, for a monitor with verify-peer=on
   --tls-key FILE            with tls://: the client certificate's private key
   --tls-hostname NAME       with tls://: the name QEMU's certificate must carry, if not HOST
+${SSH_HELP}
 Common:
   -v, --verbose             show details of errors (stack, causes) and launch steps
   -h, --help                show this help`;
@@ -181,6 +189,10 @@ export interface CommonValues {
   "tls-key"?: string;
   /** `--tls-hostname`. */
   "tls-hostname"?: string;
+  /** `--ssh-config`. */
+  "ssh-config"?: string;
+  /** `--ssh-option` (repeatable). */
+  "ssh-option"?: string[];
 }
 
 /**
@@ -443,6 +455,7 @@ export async function openTarget(
   targetOptions: TargetOptions = {},
 ): Promise<Target> {
   const verbose = Boolean(values.verbose);
+  const ssh = sshFlags(address, values["ssh-config"], values["ssh-option"]);
   const onWarning = (w: QmpError) => console.error(`qmp: warning: ${w.message}`);
   const options: ClientOptions = { onWarning, ...clientOptions };
   const tls = tlsOptions(values, address);
@@ -526,6 +539,7 @@ export async function openTarget(
       : durationOption("connect-timeout", values["connect-timeout"]),
     retry: Boolean(values.retry),
     ...(tls ? { tls } : {}),
+    ...(ssh ? { ssh } : {}),
   });
   return { client, address: client.address, close: () => client.close() };
 }

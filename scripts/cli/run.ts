@@ -246,6 +246,7 @@ export async function runCommand(argv: string[]): Promise<number> {
       qmp: opts.qmp,
       retry: opts.retry,
       tls: opts.tls,
+      ssh: opts.ssh,
       timeout: opts.timeout,
       stepTimeout: opts.stepTimeout,
       filter: opts.filter,
@@ -354,7 +355,9 @@ function cliWording(reporter: Reporter, opts: Options): Reporter {
       r.failure.message = r.failure.message.replace(
         "Pass retry: true to wait",
         "Use --retry to wait",
-      );
+      ).replace("the ssh option -o ", "--ssh-option ")
+        .replace("the ssh options' identityFile", "--ssh-option IdentityFile=PATH")
+        .replace("or name it in the ssh options' binary", "or put it on PATH");
     }
   };
   return {
