@@ -6,6 +6,11 @@
  * `/`, or a name without `:` such as `qmp.sock` (relative to the current
  * directory; a TCP address always has `:PORT`, so this is unambiguous).
  *
+ * libvirt domains: `libvirt:DOMAIN` (the default connection URI:
+ * `$LIBVIRT_DEFAULT_URI`, else `qemu:///system`) and `libvirt+URI#DOMAIN`
+ * with any libvirt URI, e.g. `libvirt+qemu:///system#vm1` or
+ * `libvirt+qemu+ssh://root@host/system#vm1` (the domain follows the last `#`).
+ *
  * @module
  */
 import { AddressError } from "./errors.ts";
@@ -28,8 +33,18 @@ export interface TcpAddress {
   port: number;
 }
 
+/** A domain managed by libvirt, reached through libvirt's QMP passthrough. */
+export interface LibvirtAddress {
+  /** Discriminator. */
+  transport: "libvirt";
+  /** libvirt connection URI (`qemu:///system`, `qemu+ssh://host/system`); default: `$LIBVIRT_DEFAULT_URI`, else `qemu:///system`. */
+  uri?: string;
+  /** Domain name (or UUID). */
+  domain: string;
+}
+
 /** A parsed QMP address. */
-export type Address = UnixAddress | TcpAddress;
+export type Address = UnixAddress | TcpAddress | LibvirtAddress;
 
 /**
  * Parses an address string or validates an address object. Throws
@@ -54,22 +69,63 @@ export function parseAddress(input: string | Address): Address {
     return { transport: "unix", path };
   }
   if (s.startsWith("tcp:")) return parseHostPort(input, s.slice(4));
+  if (s.startsWith("libvirt:") || s.startsWith("libvirt+")) return parseLibvirt(input, s);
   if (s.includes("/") || !s.includes(":")) return { transport: "unix", path: s };
   return parseHostPort(input, s);
 }
 
-/** Formats an address canonically: `unix:/path` or `tcp:host:port` (`tcp:[::1]:port` for IPv6). */
+/**
+ * Formats an address canonically: `unix:/path`, `tcp:host:port` (`tcp:[::1]:port`
+ * for IPv6), `libvirt:DOMAIN` or `libvirt+URI#DOMAIN`.
+ */
 export function formatAddress(address: Address): string {
   if (address.transport === "unix") return `unix:${address.path}`;
+  if (address.transport === "libvirt") {
+    return address.uri === undefined
+      ? `libvirt:${address.domain}`
+      : `libvirt+${address.uri}#${address.domain}`;
+  }
   const host = address.hostname.includes(":") ? `[${address.hostname}]` : address.hostname;
   return `tcp:${host}:${address.port}`;
 }
 
-/** True when a TCP host is a loopback address (`localhost`, `127.x.x.x`, `::1`). */
+/**
+ * True when a TCP host is a loopback address (`localhost`, `127.x.x.x`, `::1`).
+ * Unix sockets and libvirt addresses (libvirt authenticates and, remotely,
+ * encrypts its own connections) count as local.
+ */
 export function isLoopback(address: Address): boolean {
-  if (address.transport === "unix") return true;
+  if (address.transport === "unix" || address.transport === "libvirt") return true;
   const h = address.hostname.toLowerCase();
   return h === "localhost" || h === "::1" || /^127\.\d+\.\d+\.\d+$/.test(h);
+}
+
+function parseLibvirt(original: string, s: string): LibvirtAddress {
+  if (s.startsWith("libvirt:")) {
+    const domain = s.slice(8);
+    if (domain === "") throw new AddressError(original, "the libvirt domain name is empty");
+    if (domain.includes("/") || domain.includes("#")) {
+      throw new AddressError(
+        original,
+        "a libvirt URI is written libvirt+URI#DOMAIN, e.g. libvirt+qemu:///system#vm1",
+      );
+    }
+    return { transport: "libvirt", domain };
+  }
+  const hash = s.lastIndexOf("#");
+  if (hash < 0) {
+    throw new AddressError(
+      original,
+      "missing '#DOMAIN' after the libvirt URI, e.g. libvirt+qemu:///system#vm1",
+    );
+  }
+  const uri = s.slice(8, hash);
+  const domain = s.slice(hash + 1);
+  if (!/^[a-z][a-z0-9+.-]*:/i.test(uri)) {
+    throw new AddressError(original, `${JSON.stringify(uri)} is not a libvirt URI`);
+  }
+  if (domain === "") throw new AddressError(original, "the libvirt domain name is empty");
+  return { transport: "libvirt", uri, domain };
 }
 
 function parseHostPort(original: string, rest: string): TcpAddress {
@@ -121,5 +177,16 @@ function validateObject(input: Address): Address {
     }
     return { transport: "tcp", hostname: input.hostname, port: parsePort(input, input.port) };
   }
-  throw new AddressError(input, 'transport must be "unix" or "tcp"');
+  if (input.transport === "libvirt") {
+    if (typeof input.domain !== "string" || input.domain === "") {
+      throw new AddressError(input, "a libvirt address needs a domain");
+    }
+    if (input.uri !== undefined && (typeof input.uri !== "string" || input.uri === "")) {
+      throw new AddressError(input, "a libvirt uri must be a non-empty string");
+    }
+    return input.uri === undefined
+      ? { transport: "libvirt", domain: input.domain }
+      : { transport: "libvirt", uri: input.uri, domain: input.domain };
+  }
+  throw new AddressError(input, 'transport must be "unix", "tcp" or "libvirt"');
 }
