@@ -1,11 +1,13 @@
 /**
  * Byte transports: the minimal connection interface the client needs, and
- * opening unix/TCP sockets with a deadline, cancellation and retry.
+ * opening unix/TCP sockets (and libvirt domains, see `transports/libvirt.ts`)
+ * with a deadline, cancellation and retry.
  *
  * @module
  */
-import { type Address, formatAddress } from "./address.ts";
+import { type Address, formatAddress, type TcpAddress, type UnixAddress } from "./address.ts";
 import { AbortError, ConnectionError, TimeoutError } from "./errors.ts";
+import { LibvirtAgentTransport, LibvirtQmpTransport } from "./transports/libvirt.ts";
 
 /**
  * A bidirectional byte stream. `Deno.Conn` satisfies it; tests can supply an
@@ -30,17 +32,28 @@ export interface OpenOptions {
   signal?: AbortSignal;
   /** Keep retrying "no such socket" / "connection refused" until the deadline. */
   retry?: boolean;
+  /**
+   * What the stream will carry (default `"qmp"`). Sockets carry either; a libvirt
+   * address needs it, since libvirt passes QMP and the guest agent through separately.
+   */
+  purpose?: "qmp" | "agent";
 }
 
 const RETRYABLE = new Set(["NotFound", "ConnectionRefused", "ConnectionReset"]);
 
 /**
- * Connects to a unix or TCP address. With `retry`, a missing socket or a
- * refused connection (QEMU still starting) is retried with a short backoff
- * until the deadline. Errors are {@link ConnectionError}, {@link TimeoutError}
- * or {@link AbortError}.
+ * Connects to a unix or TCP address, or a libvirt domain. With `retry`, a
+ * missing socket or a refused connection (QEMU still starting; for libvirt, a
+ * domain not defined or not running yet) is retried with a short backoff until
+ * the deadline. Errors are {@link ConnectionError}, {@link TimeoutError} or
+ * {@link AbortError}.
  */
-export async function openTransport(address: Address, options: OpenOptions): Promise<Deno.Conn> {
+export async function openTransport(address: Address, options: OpenOptions): Promise<Transport> {
+  if (address.transport === "libvirt") {
+    return options.purpose === "agent"
+      ? await LibvirtAgentTransport.open(address, options)
+      : await LibvirtQmpTransport.open(address, options);
+  }
   const where = formatAddress(address);
   let delay = 10;
   let lastError: unknown;
@@ -78,7 +91,10 @@ export async function openTransport(address: Address, options: OpenOptions): Pro
   }
 }
 
-async function connectOnce(address: Address, options: OpenOptions): Promise<Deno.Conn> {
+async function connectOnce(
+  address: UnixAddress | TcpAddress,
+  options: OpenOptions,
+): Promise<Deno.Conn> {
   const where = formatAddress(address);
   const remaining = options.deadline - Date.now();
   if (remaining <= 0) throw new TimeoutError(`Connecting to ${where}`, options.timeoutMs);

@@ -1,0 +1,368 @@
+/**
+ * libvirt transports: QMP and the guest agent of a libvirt-managed domain,
+ * spoken as bytes so the ordinary clients run over them unchanged.
+ *
+ * libvirt owns the domain's QMP monitor; it passes commands through
+ * (`virDomainQemuMonitorCommand`) and events out
+ * (`virConnectDomainQemuMonitorEventRegister`). {@link LibvirtQmpTransport}
+ * turns that back into a QMP stream:
+ *
+ * - a greeting synthesized from `query-version` (capabilities `[]`: libvirt
+ *   negotiated the session itself, and out-of-band execution is not available);
+ * - `qmp_capabilities` answered locally;
+ * - each command sent without its `id` (libvirt uses its own ids), one at a
+ *   time in the order written, its reply given back with the client's `id`;
+ * - each QEMU event as a QMP event message with QEMU's timestamp.
+ *
+ * Ordering: events reach us from libvirt's event loop, not the monitor socket,
+ * so an event caused by a command may arrive just after that command's reply
+ * (never before the command was sent). `waitEvent` armed before the command,
+ * and `waitEvent(..., { since: mark() })`, still see it.
+ *
+ * When the domain stops (libvirt's lifecycle event), the stream ends like a
+ * closed QMP socket. A command that fails inside libvirt gets a QMP error reply
+ * (`GenericError`, desc `libvirt: …`), or, when the domain is gone, ends the
+ * stream with a {@link LibvirtError}.
+ *
+ * @module
+ */
+import type { LibvirtAddress } from "../address.ts";
+import { formatAddress } from "../address.ts";
+import { AbortError, TimeoutError } from "../errors.ts";
+import { JsonObjectFramer } from "../framing.ts";
+import {
+  LibvirtConnection,
+  LibvirtError,
+  type LibvirtMonitorEvent,
+  VIR_ERR,
+} from "../libvirt_ffi.ts";
+import type { Transport } from "../transport.ts";
+
+/** Options of {@link openLibvirt}. */
+export interface LibvirtTransportOptions {
+  /** Absolute deadline (ms since epoch). */
+  deadline: number;
+  /** The timeout the deadline came from, for messages. */
+  timeoutMs: number;
+  /** Cancels opening. */
+  signal?: AbortSignal;
+  /** Retry while the domain does not exist or is not running yet, until the deadline. */
+  retry?: boolean;
+}
+
+const encoder = new TextEncoder();
+
+/** Bytes queued for `read()`, then end of stream or an error. */
+class ByteQueue {
+  #chunks: Uint8Array[] = [];
+  #ended = false;
+  #error: unknown;
+  #waiter: (() => void) | undefined;
+
+  push(text: string, prefix?: number): void {
+    if (this.#ended) return;
+    const bytes = encoder.encode(text + "\r\n");
+    this.#chunks.push(prefix === undefined ? bytes : new Uint8Array([prefix, ...bytes]));
+    this.#wake();
+  }
+
+  end(error?: unknown): void {
+    if (this.#ended) return;
+    this.#ended = true;
+    this.#error = error;
+    this.#wake();
+  }
+
+  #wake(): void {
+    const w = this.#waiter;
+    this.#waiter = undefined;
+    w?.();
+  }
+
+  async read(p: Uint8Array): Promise<number | null> {
+    while (this.#chunks.length === 0) {
+      if (this.#ended) {
+        if (this.#error !== undefined) {
+          const e = this.#error;
+          this.#error = undefined;
+          throw e;
+        }
+        return null;
+      }
+      await new Promise<void>((resolve) => this.#waiter = resolve);
+    }
+    const head = this.#chunks[0];
+    const n = Math.min(p.length, head.length);
+    p.set(head.subarray(0, n));
+    if (n === head.length) this.#chunks.shift();
+    else this.#chunks[0] = head.subarray(n);
+    return n;
+  }
+}
+
+/** Opens a libvirt connection within the deadline; a late success is closed. */
+async function openConnection(
+  address: LibvirtAddress,
+  options: LibvirtTransportOptions,
+  callbacks: { onEvent?: (e: LibvirtMonitorEvent) => void; onStopped?: () => void },
+): Promise<LibvirtConnection> {
+  const where = formatAddress(address);
+  let delay = 50;
+  while (true) {
+    if (options.signal?.aborted) throw new AbortError(`Connecting to ${where}`);
+    const remaining = options.deadline - Date.now();
+    if (remaining <= 0) throw new TimeoutError(`Connecting to ${where}`, options.timeoutMs);
+    const pending = LibvirtConnection.open({
+      uri: address.uri,
+      domain: address.domain,
+      ...callbacks,
+    });
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    let onAbort: (() => void) | undefined;
+    const gaveUp = new Promise<never>((_, reject) => {
+      timer = setTimeout(
+        () => reject(new TimeoutError(`Connecting to ${where}`, options.timeoutMs)),
+        remaining,
+      );
+      onAbort = () => reject(new AbortError(`Connecting to ${where}`));
+      options.signal?.addEventListener("abort", onAbort, { once: true });
+    });
+    try {
+      return await Promise.race([pending, gaveUp]);
+    } catch (err) {
+      if (err instanceof TimeoutError || err instanceof AbortError) {
+        pending.then((c) => c.close(), () => {});
+        throw err;
+      }
+      const waitable = err instanceof LibvirtError &&
+        (err.code === VIR_ERR.NO_DOMAIN || err.code === VIR_ERR.OPERATION_INVALID);
+      if (options.retry && waitable && options.deadline - Date.now() > delay) {
+        await new Promise((r) => setTimeout(r, delay));
+        delay = Math.min(delay * 2, 500);
+        continue;
+      }
+      throw err;
+    } finally {
+      clearTimeout(timer);
+      options.signal?.removeEventListener("abort", onAbort!);
+      gaveUp.catch(() => {});
+    }
+  }
+}
+
+/**
+ * A QMP byte stream over libvirt's QMP passthrough (see the module doc).
+ * Open it with {@link openLibvirt}; `connect("libvirt:DOMAIN")` does.
+ */
+export class LibvirtQmpTransport implements Transport {
+  #conn: LibvirtConnection | undefined;
+  #out = new ByteQueue();
+  #framer = new JsonObjectFramer();
+  #chain: Promise<void> = Promise.resolve();
+  #closed = false;
+  #closing: Promise<void> | undefined;
+  #stopped = false;
+
+  /** Use {@link openLibvirt}. */
+  private constructor() {}
+
+  /** Opens the connection, fetches `query-version` and queues the greeting. */
+  static async open(
+    address: LibvirtAddress,
+    options: LibvirtTransportOptions,
+  ): Promise<LibvirtQmpTransport> {
+    const t = new LibvirtQmpTransport();
+    const conn = await openConnection(address, options, {
+      onEvent: (e) => t.#event(e),
+      onStopped: () => t.#onStopped(),
+    });
+    t.#conn = conn;
+    try {
+      const reply = JSON.parse(await conn.monitorCommand('{"execute":"query-version"}'));
+      if (!reply || typeof reply !== "object" || !("return" in reply)) {
+        throw new LibvirtError(
+          `Domain ${address.domain}`,
+          `query-version failed: ${JSON.stringify(reply?.error ?? reply)}`,
+        );
+      }
+      t.#out.push(JSON.stringify({ QMP: { version: reply.return, capabilities: [] } }));
+    } catch (err) {
+      await conn.close();
+      throw err;
+    }
+    return t;
+  }
+
+  /** Reads QMP bytes: the greeting, replies and events. */
+  read(p: Uint8Array): Promise<number | null> {
+    return this.#out.read(p);
+  }
+
+  /** Takes QMP commands; each runs through libvirt once complete. */
+  write(p: Uint8Array): Promise<number> {
+    if (this.#closed) return Promise.reject(new Deno.errors.BrokenPipe("transport closed"));
+    const messages = this.#framer.push(p);
+    if (this.#framer.failure) return Promise.reject(this.#framer.failure);
+    for (const m of messages) {
+      this.#chain = this.#chain.then(() => this.#command(m));
+    }
+    return Promise.resolve(p.length);
+  }
+
+  /** Ends the stream; pending reads end once libvirt's resources are released. */
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.#closing = this.#chain.then(() => this.#conn?.close()).finally(() => this.#out.end());
+  }
+
+  /** Resolves when `close()` has released everything (libvirt connection, event loop). */
+  closed(): Promise<void> {
+    return this.#closing ?? Promise.resolve();
+  }
+
+  #event(e: LibvirtMonitorEvent): void {
+    let data: unknown;
+    try {
+      data = e.details === null ? undefined : JSON.parse(e.details);
+    } catch {
+      data = e.details;
+    }
+    const message: Record<string, unknown> = { event: e.event };
+    if (data !== undefined) message.data = data;
+    message.timestamp = { seconds: e.seconds, microseconds: e.micros };
+    this.#out.push(JSON.stringify(message));
+  }
+
+  #onStopped(): void {
+    this.#stopped = true;
+    // Let the command in flight (e.g. quit) deliver its reply first.
+    this.#chain = this.#chain.then(() => this.#out.end());
+  }
+
+  async #command(m: Record<string, unknown>): Promise<void> {
+    if (this.#closed) return;
+    const hasId = "id" in m;
+    const id = m.id;
+    const reply = (body: Record<string, unknown>) => {
+      if (hasId) body.id = id;
+      this.#out.push(JSON.stringify(body));
+    };
+    if (typeof m["exec-oob"] === "string") {
+      return reply({
+        error: {
+          class: "GenericError",
+          desc: "out-of-band execution (exec-oob) is not available through libvirt",
+        },
+      });
+    }
+    if (m.execute === "qmp_capabilities") return reply({ return: {} });
+    const { id: _drop, ...command } = m;
+    let text: string;
+    try {
+      text = await this.#conn!.monitorCommand(JSON.stringify(command));
+    } catch (err) {
+      if (this.#closed) return;
+      if (this.#stopped || !(await this.#conn!.isActive().catch(() => false))) {
+        this.#out.end(err);
+        return;
+      }
+      const desc = err instanceof LibvirtError ? `libvirt: ${err.libvirtMessage}` : String(err);
+      return reply({ error: { class: "GenericError", desc } });
+    }
+    let parsed: Record<string, unknown>;
+    try {
+      parsed = JSON.parse(text);
+    } catch {
+      return reply({
+        error: {
+          class: "GenericError",
+          desc: `libvirt returned a reply that is not JSON: ${text}`,
+        },
+      });
+    }
+    delete parsed.id;
+    reply(parsed);
+  }
+}
+
+/**
+ * A guest agent byte stream over `virDomainQemuAgentCommand`: libvirt owns the
+ * agent channel and synchronises it itself, so `guest-sync`/`guest-sync-delimited`
+ * are answered locally and the 0xFF resync byte is dropped. Commands run one at
+ * a time; each is bounded by libvirt's agent timeout (`agentTimeoutSeconds`,
+ * default 60) as well as the client's own.
+ */
+export class LibvirtAgentTransport implements Transport {
+  #conn: LibvirtConnection;
+  #out = new ByteQueue();
+  #framer = new JsonObjectFramer();
+  #chain: Promise<void> = Promise.resolve();
+  #closed = false;
+  #agentTimeout: number;
+
+  private constructor(conn: LibvirtConnection, agentTimeoutSeconds: number) {
+    this.#conn = conn;
+    this.#agentTimeout = agentTimeoutSeconds;
+  }
+
+  /** Opens a libvirt connection to the domain for its guest agent. */
+  static async open(
+    address: LibvirtAddress,
+    options: LibvirtTransportOptions & { agentTimeoutSeconds?: number },
+  ): Promise<LibvirtAgentTransport> {
+    const conn = await openConnection(address, options, {});
+    return new LibvirtAgentTransport(conn, options.agentTimeoutSeconds ?? 60);
+  }
+
+  /** Reads agent replies. */
+  read(p: Uint8Array): Promise<number | null> {
+    return this.#out.read(p);
+  }
+
+  /** Takes agent commands (0xFF bytes are dropped). */
+  write(p: Uint8Array): Promise<number> {
+    if (this.#closed) return Promise.reject(new Deno.errors.BrokenPipe("transport closed"));
+    const bytes = p.includes(0xff) ? p.filter((b) => b !== 0xff) : p;
+    const messages = this.#framer.push(bytes);
+    if (this.#framer.failure) return Promise.reject(this.#framer.failure);
+    for (const m of messages) this.#chain = this.#chain.then(() => this.#command(m));
+    return Promise.resolve(p.length);
+  }
+
+  /** Ends the stream; pending reads end once the libvirt connection is closed. */
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.#chain.then(() => this.#conn.close()).finally(() => this.#out.end());
+  }
+
+  async #command(m: Record<string, unknown>): Promise<void> {
+    if (this.#closed) return;
+    const args = m.arguments as Record<string, unknown> | undefined;
+    if (m.execute === "guest-sync-delimited" || m.execute === "guest-sync") {
+      const delimiter = m.execute === "guest-sync-delimited" ? 0xff : undefined;
+      this.#out.push(JSON.stringify({ return: args?.id }), delimiter);
+      return;
+    }
+    let text: string;
+    try {
+      text = await this.#conn.agentCommand(JSON.stringify(m), this.#agentTimeout);
+    } catch (err) {
+      if (this.#closed) return;
+      const desc = err instanceof LibvirtError ? `libvirt: ${err.libvirtMessage}` : String(err);
+      this.#out.push(JSON.stringify({ error: { class: "GenericError", desc } }));
+      return;
+    }
+    // guest-shutdown and friends have no reply: libvirt returns an empty string.
+    if (text.trim() !== "") this.#out.push(text);
+  }
+}
+
+/** Opens a QMP transport to a libvirt domain (used by `openTransport`). */
+export function openLibvirt(
+  address: LibvirtAddress,
+  options: LibvirtTransportOptions,
+): Promise<LibvirtQmpTransport> {
+  return LibvirtQmpTransport.open(address, options);
+}
