@@ -51,6 +51,8 @@ export interface LibvirtTransportOptions {
 }
 
 const encoder = new TextEncoder();
+/** How long a failed command waits for the domain's STOPPED lifecycle event. */
+const GONE_WAIT_MS = 1000;
 
 /** Bytes queued for `read()`, then end of stream or an error. */
 class ByteQueue {
@@ -162,6 +164,9 @@ export class LibvirtQmpTransport implements Transport {
   #closed = false;
   #closing: Promise<void> | undefined;
   #stopped = false;
+  /** Events that arrive before the greeting is queued wait here: the greeting comes first. */
+  #early: string[] | undefined = [];
+  #onStop: (() => void) | undefined;
 
   /** Use {@link openLibvirt}. */
   private constructor() {}
@@ -186,6 +191,8 @@ export class LibvirtQmpTransport implements Transport {
         );
       }
       t.#out.push(JSON.stringify({ QMP: { version: reply.return, capabilities: [] } }));
+      for (const e of t.#early ?? []) t.#out.push(e);
+      t.#early = undefined;
     } catch (err) {
       await conn.close();
       throw err;
@@ -231,13 +238,32 @@ export class LibvirtQmpTransport implements Transport {
     const message: Record<string, unknown> = { event: e.event };
     if (data !== undefined) message.data = data;
     message.timestamp = { seconds: e.seconds, microseconds: e.micros };
-    this.#out.push(JSON.stringify(message));
+    if (this.#early) this.#early.push(JSON.stringify(message));
+    else this.#out.push(JSON.stringify(message));
   }
 
   #onStopped(): void {
     this.#stopped = true;
+    this.#onStop?.();
     // Let the command in flight (e.g. quit) deliver its reply first.
     this.#chain = this.#chain.then(() => this.#out.end());
+  }
+
+  /**
+   * After a failed libvirt call: did the domain stop? libvirt reports a dying QEMU's
+   * monitor error ("Unable to read from monitor") before its lifecycle event, so wait
+   * for that event up to {@link GONE_WAIT_MS} before deciding.
+   */
+  async #domainGone(): Promise<boolean> {
+    if (this.#stopped) return true;
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    await new Promise<void>((resolve) => {
+      this.#onStop = resolve;
+      timer = setTimeout(resolve, GONE_WAIT_MS);
+    });
+    clearTimeout(timer);
+    this.#onStop = undefined;
+    return this.#stopped || !(await this.#conn!.isActive().catch(() => false));
   }
 
   async #command(m: Record<string, unknown>): Promise<void> {
@@ -263,7 +289,10 @@ export class LibvirtQmpTransport implements Transport {
       text = await this.#conn!.monitorCommand(JSON.stringify(command));
     } catch (err) {
       if (this.#closed) return;
-      if (this.#stopped || !(await this.#conn!.isActive().catch(() => false))) {
+      // QEMU answers quit and exits at once; libvirt often loses the reply in the race
+      // and reports the monitor's end instead. The stream ends with the STOPPED event.
+      if (command.execute === "quit" && err instanceof LibvirtError) return reply({ return: {} });
+      if (await this.#domainGone()) {
         this.#out.end(err);
         return;
       }
