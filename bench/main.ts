@@ -5,7 +5,7 @@
  * met?. Timing ratios come from the same run, ours and the baseline
  * interleaved (A B A B ...), medians. Prints only; never asserts.
  *
- *   deno run -A bench/main.ts [--quick] [--only=pipelined,schema,events,cli_startup,fleet]
+ *   deno run -A bench/main.ts [--quick] [--only=pipelined,schema,events,cli_startup,fleet,libvirt]
  *                             [--compare=LIBDIR]   (also measure a patched copy of lib/)
  *
  * Also the shared helpers of the bench scripts (imported by them; this module
@@ -110,6 +110,7 @@ export const DENO_FLAGS = [
   "--allow-net",
   "--allow-run",
   "--allow-env",
+  "--allow-ffi",
 ];
 
 /** The library modules the benches drive (dynamically imported, see {@link loadLib}). */
@@ -197,6 +198,7 @@ const SUITE: { name: string; script: string; timeoutMs: number }[] = [
   { name: "events", script: "events.ts", timeoutMs: 240_000 },
   { name: "cli_startup", script: "cli_startup.ts", timeoutMs: 240_000 },
   { name: "fleet", script: "fleet.ts", timeoutMs: 300_000 },
+  { name: "libvirt", script: "libvirt.ts", timeoutMs: 240_000 },
 ];
 
 async function main(): Promise<void> {

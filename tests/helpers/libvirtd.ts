@@ -154,6 +154,8 @@ export interface DomainXmlOptions {
   kernel?: { kernel: string; initrd: string; append: string };
   /** Add the guest agent channel (`org.qemu.guest_agent.0`). */
   agent?: boolean;
+  /** Extra QEMU arguments (`<qemu:commandline>`), e.g. a second `-qmp` monitor. */
+  qemuArgs?: string[];
 }
 
 /** A minimal TCG domain: no disks; optionally a direct kernel boot and an agent channel. */
@@ -167,11 +169,17 @@ export function domainXml(options: DomainXmlOptions = {}): string {
   const agent = options.agent
     ? "<channel type='unix'><target type='virtio' name='org.qemu.guest_agent.0'/></channel>"
     : "";
-  return `<domain type='qemu'><name>${name}</name><memory unit='MiB'>${mem}</memory>` +
+  const extra = options.qemuArgs?.length
+    ? `<qemu:commandline>${
+      options.qemuArgs.map((a) => `<qemu:arg value='${a}'/>`).join("")
+    }</qemu:commandline>`
+    : "";
+  return `<domain type='qemu' xmlns:qemu='http://libvirt.org/schemas/domain/qemu/1.0'>` +
+    `<name>${name}</name><memory unit='MiB'>${mem}</memory>` +
     `<vcpu>1</vcpu><os><type arch='x86_64' machine='pc'>hvm</type>${boot}</os>` +
     `<on_poweroff>destroy</on_poweroff>` +
     `<devices><emulator>/usr/bin/qemu-system-x86_64</emulator>${agent}` +
-    `<serial type='pty'/><memballoon model='none'/></devices></domain>`;
+    `<serial type='pty'/><memballoon model='none'/></devices>${extra}</domain>`;
 }
 
 /** A transient domain started for a test; `destroy()` (or `await using`) removes it. */
