@@ -51,6 +51,8 @@ export interface LibvirtTransportOptions {
 }
 
 const encoder = new TextEncoder();
+/** libvirt's timeout of the `guest-ping` that stands in for a sync, in seconds. */
+const SYNC_PING_SECONDS = 2;
 /** How long a failed command waits for the domain's STOPPED lifecycle event. */
 const GONE_WAIT_MS = 1000;
 
@@ -318,7 +320,9 @@ export class LibvirtQmpTransport implements Transport {
 /**
  * A guest agent byte stream over `virDomainQemuAgentCommand`: libvirt owns the
  * agent channel and synchronises it itself, so `guest-sync`/`guest-sync-delimited`
- * are answered locally and the 0xFF resync byte is dropped. Commands run one at
+ * are answered with a `guest-ping` through libvirt (no answer while the agent is not
+ * connected, so the client's sync times out as with a silent agent) and the 0xFF resync
+ * byte is dropped. Commands run one at
  * a time; each is bounded by libvirt's agent timeout (`agentTimeoutSeconds`,
  * default 60) as well as the client's own.
  */
@@ -370,6 +374,15 @@ export class LibvirtAgentTransport implements Transport {
     if (this.#closed) return;
     const args = m.arguments as Record<string, unknown> | undefined;
     if (m.execute === "guest-sync-delimited" || m.execute === "guest-sync") {
+      // libvirt synchronises the channel itself; answer when the agent answers a ping, and
+      // say nothing when it does not (not connected yet): the client's sync then times out
+      // and `waitReady` tries again, as with a silent agent on a socket.
+      try {
+        await this.#conn.agentCommand('{"execute":"guest-ping"}', SYNC_PING_SECONDS);
+      } catch {
+        return;
+      }
+      if (this.#closed) return;
       const delimiter = m.execute === "guest-sync-delimited" ? 0xff : undefined;
       this.#out.push(JSON.stringify({ return: args?.id }), delimiter);
       return;
