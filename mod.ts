@@ -79,10 +79,18 @@ export {
 export {
   type Address,
   formatAddress,
+  type LibvirtAddress,
   parseAddress,
   type TcpAddress,
   type UnixAddress,
 } from "./lib/address.ts";
+export { LibvirtError } from "./lib/libvirt_ffi.ts";
+export {
+  LibvirtDomain,
+  type LibvirtVmOptions,
+  startLibvirtDomain,
+  type StartLibvirtDomainOptions,
+} from "./lib/libvirt_domain.ts";
 export { type Duration, formatDuration, parseDuration } from "./lib/duration.ts";
 export { DEFAULT_MAX_MESSAGE_SIZE, type FramerOptions, JsonObjectFramer } from "./lib/framing.ts";
 export type { Greeting, QemuVersionTriple, QmpEvent, QmpTimestamp } from "./lib/protocol.ts";

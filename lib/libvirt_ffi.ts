@@ -66,6 +66,13 @@ const SYMBOLS = {
     nonblocking: true,
   },
   virDomainFree: { parameters: ["pointer"], result: "i32", nonblocking: true },
+  virDomainCreateXML: {
+    parameters: ["pointer", "buffer", "u32"],
+    result: "pointer",
+    nonblocking: true,
+  },
+  virDomainGetName: { parameters: ["pointer"], result: "pointer" },
+  virDomainDestroy: { parameters: ["pointer"], result: "i32", nonblocking: true },
   virDomainIsActive: { parameters: ["pointer"], result: "i32", nonblocking: true },
   virConnectDomainEventRegisterAny: {
     parameters: ["pointer", "pointer", "i32", "function", "pointer", "pointer"],
@@ -118,6 +125,8 @@ export interface LibvirtMonitorEvent {
   details: string | null;
 }
 
+/** `VIR_DOMAIN_START_AUTODESTROY`: libvirtd destroys the domain when the connection closes. */
+const START_AUTODESTROY = 2;
 /** Lifecycle event id (`VIR_DOMAIN_EVENT_ID_LIFECYCLE`). */
 const EVENT_ID_LIFECYCLE = 0;
 /** `VIR_DOMAIN_EVENT_STOPPED`. */
@@ -437,6 +446,46 @@ export class LibvirtConnection {
     );
   }
 
+  /**
+   * Starts a transient domain from `xml` (`virDomainCreateXML`) with
+   * `VIR_DOMAIN_START_AUTODESTROY`: libvirtd destroys it when this connection
+   * closes, even when this process dies. Returns the connection bound to it;
+   * {@link destroy} stops it.
+   */
+  static async create(options: { uri?: string; xml: string }): Promise<LibvirtConnection> {
+    const n = load();
+    const uri = options.uri ?? defaultUri();
+    startLoop(n);
+    let conn: Deno.PointerValue = null;
+    try {
+      conn = await n.lib.virConnectOpen(cstr(uri));
+      if (conn === null) {
+        const e = takeError();
+        throw new LibvirtError(`Cannot connect to libvirt at ${uri}`, e.message, e.code);
+      }
+      const dom = await n.lib.virDomainCreateXML(conn, cstr(options.xml), START_AUTODESTROY);
+      if (dom === null) {
+        const e = takeError();
+        throw new LibvirtError(`Cannot start a domain at ${uri}`, e.message, e.code);
+      }
+      const name = readCString(n.lib.virDomainGetName(dom)) ?? "";
+      return new LibvirtConnection(n, uri, name, conn, dom, nextHandle++);
+    } catch (err) {
+      if (conn !== null) await n.lib.virConnectClose(conn);
+      await stopLoop(n);
+      throw err;
+    }
+  }
+
+  /** Stops the domain at once (`virDomainDestroy`); a transient domain is then gone. */
+  async destroy(): Promise<void> {
+    if (this.#closing) return;
+    if (await this.#n.lib.virDomainDestroy(this.#dom) < 0) {
+      const e = takeError();
+      if (await this.isActive()) throw new LibvirtError(`Domain ${this.domain}`, e.message, e.code);
+    }
+  }
+
   /** True while the domain is running (`virDomainIsActive`). */
   async isActive(): Promise<boolean> {
     if (this.#closing) return false;
@@ -471,7 +520,8 @@ export class LibvirtConnection {
   /**
    * Runs one guest agent command (JSON text) through libvirt
    * (`virDomainQemuAgentCommand`) and returns the agent's reply text.
-   * `timeoutSeconds`: libvirt's own wait (-2 default, -1 forever, 0 no wait).
+   * `timeoutSeconds`: libvirt's own wait for the reply (-2 forever, -1 libvirt's default,
+   * 0 no wait, else seconds).
    */
   async agentCommand(json: string, timeoutSeconds: number): Promise<string> {
     if (this.#closing) throw new LibvirtError("Cannot run an agent command", "connection closed");
