@@ -12,6 +12,7 @@ import type { EventName } from "../qapi/types.ts";
 import { type Duration, formatDuration, parseDuration } from "../duration.ts";
 import { AbortError, ConnectionClosedError, QmpCommandError } from "../errors.ts";
 import { launch, type Machine } from "../machine.ts";
+import { type LibvirtDomain, startLibvirtDomain } from "../libvirt_domain.ts";
 import type { AgentClient } from "../agent/client.ts";
 import {
   ExpectationError,
@@ -227,16 +228,21 @@ export interface RunPlaybookOptions {
 }
 
 const liveMachines = new Set<Machine>();
+const liveDomains = new Set<LibvirtDomain>();
 const liveTempDirs = new Set<string>();
 
 /**
- * Kills (SIGKILL) every VM the engine launched that is still running, and
- * removes the playbook temp dirs still there (kept with a `--keep-vm` VM, or
- * left by a run stopped at once).
+ * Kills (SIGKILL) every VM the engine launched that is still running, destroys
+ * the libvirt domains it started, and removes the playbook temp dirs still
+ * there (kept with a `--keep-vm` VM, or left by a run stopped at once).
  */
 export async function killAllMachines(): Promise<void> {
-  await Promise.all([...liveMachines].map((m) => m.kill().catch(() => undefined)));
+  await Promise.all([
+    ...[...liveMachines].map((m) => m.kill().catch(() => undefined)),
+    ...[...liveDomains].map((d) => d.destroy().catch(() => undefined)),
+  ]);
   liveMachines.clear();
+  liveDomains.clear();
   await Promise.all(
     [...liveTempDirs].map((d) => Deno.remove(d, { recursive: true }).catch(() => undefined)),
   );
@@ -319,6 +325,7 @@ export async function runPlaybook(
   const tempDir = await Deno.makeTempDir({ prefix: "qmpkit-play-" });
   liveTempDirs.add(tempDir);
   const machines: { label: string; machine: Machine }[] = [];
+  let domain: LibvirtDomain | undefined;
   let client: QmpClient | undefined;
   let ctx: Context | undefined;
   const playbookMatched = !options.filter ||
@@ -335,6 +342,15 @@ export async function runPlaybook(
           transcript: transcript("vm"),
         });
         log("runner", [], `attached to ${client.address}`);
+      } else if (pb.meta.vm && "libvirt" in pb.meta.vm) {
+        domain = await startLibvirtDomain({
+          ...pb.meta.vm.libvirt,
+          signal,
+          qmp: { transcript: transcript("vm") },
+        });
+        liveDomains.add(domain);
+        client = domain.qmp;
+        log("vm", [], `started libvirt domain ${domain.name} (${domain.address})`);
       } else if (pb.meta.vm) {
         const machine = await launch({
           ...pb.meta.vm,
@@ -356,6 +372,7 @@ export async function runPlaybook(
         file: options.file,
         qmp: client,
         machine: machines[0]?.machine,
+        domain,
         attachedTo: options.qmp ? client.address : undefined,
         tempDir,
         root: { path: [], signal, children: result.steps, matched: playbookMatched },
@@ -424,6 +441,16 @@ export async function runPlaybook(
     }
     await Deno.remove(tempDir, { recursive: true }).catch(() => undefined);
     liveTempDirs.delete(tempDir);
+  }
+  if (domain) {
+    // Started with autodestroy: it cannot outlive this process, so --keep-vm does not keep it.
+    try {
+      await domain.destroy();
+      log("runner", [], `destroyed libvirt domain ${domain.name}`);
+    } catch (e) {
+      log("runner", [], `destroying libvirt domain ${domain.name} failed: ${errorText(e)}`);
+    }
+    liveDomains.delete(domain);
   }
   if (options.qmp && client) await client.close();
   record?.close();
@@ -559,6 +586,7 @@ interface ContextInit {
   file: string | undefined;
   qmp: QmpClient;
   machine: Machine | undefined;
+  domain?: LibvirtDomain;
   attachedTo: string | undefined;
   tempDir: string;
   root: Frame;
@@ -598,6 +626,12 @@ class Context implements PlaybookContext {
 
   get vm(): Machine {
     const m = this.#init.machine;
+    if (!m && this.#init.domain) {
+      throw new PlaybookUsageError(
+        `t.vm is not available: playbook "${this.name}" runs libvirt domain ` +
+          `${this.#init.domain.name}, not a QEMU it launched; use t.qmp and t.agent`,
+      );
+    }
     if (!m) {
       throw new PlaybookUsageError(
         `t.vm is not available: playbook "${this.name}" is attached to an existing VM ` +
@@ -608,6 +642,7 @@ class Context implements PlaybookContext {
   }
 
   get agent(): AgentClient {
+    if (this.#init.domain) return this.#init.domain.agent;
     const m = this.#init.machine;
     if (!m) {
       throw new PlaybookUsageError(
