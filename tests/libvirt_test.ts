@@ -13,6 +13,7 @@ import {
   domainXml,
   ensureLibvirtd,
   libvirtSkipReason,
+  loadLibvirtFirst,
   releaseLibvirtd,
   uniqueName,
   virsh,
@@ -87,23 +88,7 @@ async function rejectsWithin(p: Promise<unknown>, ms: number): Promise<Error> {
   return err;
 }
 
-Deno.test({
-  name: "libvirt: loading the library (resources opened once per process)",
-  ignore: skip !== undefined,
-  // The library handles and libvirt's callbacks (error handler, event loop wakeup, event
-  // dispatch; all unref'd) stay for the life of the process: the first test to load them owns them.
-  sanitizeResources: false,
-  sanitizeOps: false,
-  async fn() {
-    await ensureLibvirtd();
-    try {
-      // Any call loads libvirt; a missing domain fails fast.
-      await rejectsWithin(connect(`libvirt:${uniqueName("absent")}`, { timeout: "10s" }), 10_000);
-    } finally {
-      await releaseLibvirtd();
-    }
-  },
-});
+loadLibvirtFirst();
 
 Deno.test({
   name: "libvirt: QMP passthrough, events, and bad input",

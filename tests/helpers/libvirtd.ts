@@ -7,6 +7,28 @@
  */
 import { findTinyGuest, GuestNotBuiltError } from "../../lib/guest.ts";
 
+/**
+ * Registers a first test that loads libvirt (sanitizers off): the library handles and
+ * libvirt's callbacks (error handler, event loop wakeup, event dispatch; all unref'd) stay
+ * for the life of the process, so the test that first loads them cannot close them.
+ */
+export function loadLibvirtFirst(): void {
+  Deno.test({
+    name: "libvirt: load the library (held for the life of the process)",
+    ignore: libvirtSkipReason() !== undefined,
+    sanitizeResources: false,
+    sanitizeOps: false,
+    async fn() {
+      const { LibvirtConnection } = await import("../../lib/libvirt_ffi.ts");
+      // Any call loads libvirt; an unreachable URI fails at once without a daemon.
+      await LibvirtConnection.open({
+        uri: "qemu:///system?socket=/nonexistent/libvirt-sock",
+        domain: "none",
+      }).then((c) => c.close(), () => undefined);
+    },
+  });
+}
+
 /** libvirtd's read-write socket. */
 export const LIBVIRT_SOCKET = "/run/libvirt/libvirt-sock";
 const URI = "qemu:///system";
