@@ -53,6 +53,9 @@ const SYMBOLS = {
   },
   virEventUpdateTimeout: { parameters: ["i32", "i32"], result: "void" },
   virSetErrorFunc: { parameters: ["pointer", "function"], result: "void" },
+  virConnCopyLastError: { parameters: ["pointer", "buffer"], result: "i32" },
+  virConnResetLastError: { parameters: ["pointer"], result: "void" },
+  virResetError: { parameters: ["buffer"], result: "void" },
   virConnectOpen: { parameters: ["buffer"], result: "pointer", nonblocking: true },
   virConnectClose: { parameters: ["pointer"], result: "i32", nonblocking: true },
   virDomainLookupByName: {
@@ -252,11 +255,26 @@ function loadError(err: unknown, name: string): QmpError {
   );
 }
 
-/** Takes the message recorded by the error handler for a call that just failed. */
-function takeError(): { message: string; code: number } {
-  const e = lastError ?? { message: "unknown error (libvirt recorded none)", code: 0 };
+/**
+ * The error of a call that just failed. With a connection, the copy libvirt keeps on it
+ * (`virConnCopyLastError`): exact even while other connections fail on other threads.
+ * Without one (`virConnectOpen`), the message the error handler recorded last.
+ */
+function takeError(conn?: Deno.PointerValue): { message: string; code: number } {
+  const recorded = lastError;
   lastError = undefined;
-  return e;
+  if (conn && native) {
+    const buf = new Uint8Array(256); // struct virError is 80 bytes on x86_64
+    if (native.lib.virConnCopyLastError(conn, buf) > 0) {
+      const view = new Deno.UnsafePointerView(Deno.UnsafePointer.of(buf)!);
+      const code = view.getInt32(0);
+      const message = readCString(view.getPointer(8)) ?? `error ${code}`;
+      native.lib.virResetError(buf);
+      native.lib.virConnResetLastError(conn);
+      return { code, message };
+    }
+  }
+  return recorded ?? { message: "unknown error (libvirt recorded none)", code: 0 };
 }
 
 // ---- the event loop ---------------------------------------------------------------------------
@@ -370,7 +388,7 @@ export class LibvirtConnection {
         ? await n.lib.virDomainLookupByUUIDString(conn, cstr(options.domain))
         : await n.lib.virDomainLookupByName(conn, cstr(options.domain));
       if (dom === null) {
-        const e = takeError();
+        const e = takeError(conn);
         throw new LibvirtError(`No domain ${options.domain} at ${uri}`, e.message, e.code);
       }
       c = new LibvirtConnection(n, uri, options.domain, conn, dom, handle);
@@ -393,7 +411,7 @@ export class LibvirtConnection {
           null,
         );
         if (c.#lifecycleId < 0) {
-          const e = takeError();
+          const e = takeError(conn);
           throw new LibvirtError(`Cannot watch domain ${options.domain}`, e.message, e.code);
         }
       }
@@ -409,7 +427,7 @@ export class LibvirtConnection {
           0,
         );
         if (c.#monitorId < 0) {
-          const e = takeError();
+          const e = takeError(conn);
           throw new LibvirtError(
             `Cannot subscribe to QEMU events of ${options.domain}`,
             e.message,
@@ -435,7 +453,7 @@ export class LibvirtConnection {
   async #checkActive(): Promise<void> {
     const active = await this.#n.lib.virDomainIsActive(this.#dom);
     if (active === 1) return;
-    const e = active < 0 ? takeError() : {
+    const e = active < 0 ? takeError(this.#conn) : {
       message: "Requested operation is not valid: domain is not running",
       code: VIR_ERR.OPERATION_INVALID,
     };
@@ -465,7 +483,7 @@ export class LibvirtConnection {
       }
       const dom = await n.lib.virDomainCreateXML(conn, cstr(options.xml), START_AUTODESTROY);
       if (dom === null) {
-        const e = takeError();
+        const e = takeError(conn);
         throw new LibvirtError(`Cannot start a domain at ${uri}`, e.message, e.code);
       }
       const name = readCString(n.lib.virDomainGetName(dom)) ?? "";
@@ -481,7 +499,7 @@ export class LibvirtConnection {
   async destroy(): Promise<void> {
     if (this.#closing) return;
     if (await this.#n.lib.virDomainDestroy(this.#dom) < 0) {
-      const e = takeError();
+      const e = takeError(this.#conn);
       if (await this.isActive()) throw new LibvirtError(`Domain ${this.domain}`, e.message, e.code);
     }
   }
@@ -506,7 +524,7 @@ export class LibvirtConnection {
       0,
     );
     if (rc < 0) {
-      const e = takeError();
+      const e = takeError(this.#conn);
       throw new LibvirtError(`Domain ${this.domain}`, e.message, e.code);
     }
     const p = Deno.UnsafePointer.create(out[0]);
@@ -532,7 +550,7 @@ export class LibvirtConnection {
       0,
     );
     if (p === null) {
-      const e = takeError();
+      const e = takeError(this.#conn);
       throw new LibvirtError(`Guest agent of domain ${this.domain}`, e.message, e.code);
     }
     try {
@@ -558,12 +576,12 @@ export class LibvirtConnection {
         if (
           await n.qemu.virConnectDomainQemuMonitorEventDeregister(this.#conn, this.#monitorId) < 0
         ) {
-          takeError();
+          takeError(this.#conn);
         }
       }
       if (this.#lifecycleId >= 0) {
         if (await n.lib.virConnectDomainEventDeregisterAny(this.#conn, this.#lifecycleId) < 0) {
-          takeError();
+          takeError(this.#conn);
         }
       }
       await n.lib.virDomainFree(this.#dom);
