@@ -306,6 +306,22 @@ async function stopLoop(n: Native): Promise<void> {
   if (loopRunning === running) loopRunning = undefined;
 }
 
+/**
+ * Resolves once no libvirt connection is open and the event loop thread has stopped
+ * (e.g. after a connect that timed out while libvirt was still blocked in
+ * `virConnectOpen`: that connection is closed as soon as libvirt returns). Rejects
+ * after `timeoutMs`.
+ */
+export async function whenLibvirtIdle(timeoutMs = 10_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (loopUsers > 0 || loopRunning) {
+    if (Date.now() > deadline) {
+      throw new QmpError(`libvirt: ${loopUsers} connection(s) still open after ${timeoutMs} ms`);
+    }
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
 // ---- connections ------------------------------------------------------------------------------
 
 /** The URI `libvirt:DOMAIN` uses: `$LIBVIRT_DEFAULT_URI`, else `qemu:///system`. */

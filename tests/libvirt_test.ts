@@ -6,8 +6,13 @@
 import assert from "node:assert/strict";
 import { connect } from "../lib/client.ts";
 import { formatAddress, parseAddress } from "../lib/address.ts";
-import { ConnectionClosedError, NegotiationError, QmpCommandError } from "../lib/errors.ts";
-import { LibvirtError } from "../lib/libvirt_ffi.ts";
+import {
+  ConnectionClosedError,
+  NegotiationError,
+  QmpCommandError,
+  TimeoutError,
+} from "../lib/errors.ts";
+import { LibvirtError, whenLibvirtIdle } from "../lib/libvirt_ffi.ts";
 import {
   createDomain,
   domainXml,
@@ -184,6 +189,24 @@ Deno.test({
         );
         assert.ok(err instanceof LibvirtError);
         assert.match(err.message, /Cannot connect to libvirt at qemu\+tcp:.*Connection refused/);
+      });
+
+      await t.step("a remote URI whose server never answers: TimeoutError in time", async () => {
+        // A local listener that never accepts: the TCP handshake completes in the
+        // backlog, and libvirt waits for its first reply forever.
+        const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+        const { port } = listener.addr as Deno.NetAddr;
+        try {
+          const err = await rejectsWithin(
+            connect(`libvirt+qemu+tcp://127.0.0.1:${port}/system#x`, { timeout: "1500ms" }),
+            5_000,
+          );
+          assert.ok(err instanceof TimeoutError, String(err));
+          assert.match(err.message, /libvirt\+qemu\+tcp:\/\/127\.0\.0\.1:\d+\/system#x/);
+        } finally {
+          listener.close(); // resets the queued connection: libvirt's blocked open returns
+        }
+        await whenLibvirtIdle(10_000); // and that late connection is closed, the loop stopped
       });
 
       await t.step("permission denied on the libvirt socket (unprivileged user)", async () => {
