@@ -106,6 +106,15 @@ Deno.test({
         // A failing command is the agent's error, named; the connection stays usable.
         await assert.rejects(agent.readFile("/nonexistent"), /nonexistent|No such file/);
         await agent.ping();
+        // The CLI on the same address.
+        const cli = await qmpCli(
+          ["agent", `libvirt:${dom.name}`, "exec", "--", "/bin/echo", "hi"],
+          {
+            timeoutMs: 60_000,
+          },
+        );
+        assert.equal(cli.code, 0, cli.stderr);
+        assert.equal(cli.stdout, "hi\n");
       });
 
       await t.step("startLibvirtDomain(): dom.agent and dom.qmp, destroy()", async () => {

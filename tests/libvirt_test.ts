@@ -306,6 +306,16 @@ Deno.test({
         assert.ok(after instanceof ConnectionClosedError);
       });
 
+      await t.step("retry: true waits for a domain that is not there yet", async () => {
+        const name = uniqueName("later");
+        const pending = connect(`libvirt:${name}`, { retry: true, timeout: "30s" });
+        pending.catch(() => {}); // awaited below
+        await new Promise((r) => setTimeout(r, 300));
+        await using dom = await createDomain({ name });
+        await using qmp = await pending;
+        assert.equal((await qmp.execute("query-name")).name, dom.name);
+      });
+
       await t.step("quit: the reply, then the stream ends as after quit", async () => {
         await using dom = await createDomain();
         await using qmp = await connect(`libvirt:${dom.name}`);
