@@ -161,6 +161,7 @@ export {
   type PlaybookContext,
   type PlaybookFn,
   type PlaybookLaunchOptions,
+  type PlaybookLibvirtVm,
   type PlaybookMeta,
   type PlaybookVmOptions,
   type QmpErrorClass,
