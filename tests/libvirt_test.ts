@@ -306,6 +306,26 @@ Deno.test({
         assert.ok(after instanceof ConnectionClosedError);
       });
 
+      await t.step("QEMU frozen (SIGSTOP): timeout, bounded close(), released later", async () => {
+        await using dom = await createDomain();
+        const qmp = await connect(`libvirt:${dom.name}`);
+        const pid = Number((await Deno.readTextFile(`/run/libvirt/qemu/${dom.name}.pid`)).trim());
+        Deno.kill(pid, "SIGSTOP");
+        try {
+          const err = await rejectsWithin(
+            qmp.execute("query-status", undefined, { timeout: "1s" }),
+            3_000,
+          );
+          assert.ok(err instanceof TimeoutError, String(err));
+          const t0 = performance.now();
+          await qmp.close(); // the command is still inside libvirt: close() does not wait for it
+          assert.ok(performance.now() - t0 < 8_000);
+        } finally {
+          Deno.kill(pid, "SIGCONT");
+        }
+        await whenLibvirtIdle(15_000); // the stuck call returned, the connection was closed
+      });
+
       await t.step("retry: true waits for a domain that is not there yet", async () => {
         const name = uniqueName("later");
         const pending = connect(`libvirt:${name}`, { retry: true, timeout: "30s" });

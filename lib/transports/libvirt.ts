@@ -53,6 +53,8 @@ export interface LibvirtTransportOptions {
 const encoder = new TextEncoder();
 /** libvirt's timeout of the `guest-ping` that stands in for a sync, in seconds. */
 const SYNC_PING_SECONDS = 2;
+/** How long `close()` waits for a command still in libvirt before ending the stream. */
+const CLOSE_WAIT_MS = 5000;
 /** How long a failed command waits for the domain's STOPPED lifecycle event. */
 const GONE_WAIT_MS = 1000;
 
@@ -102,6 +104,24 @@ class ByteQueue {
     else this.#chunks[0] = head.subarray(n);
     return n;
   }
+}
+
+/**
+ * Closes the libvirt connection once the command in flight returns (libvirt may still
+ * use the domain until then), and ends the reader: at once when everything is released,
+ * else after {@link CLOSE_WAIT_MS} (a command stuck in libvirt; the connection is closed
+ * when it returns).
+ */
+async function release(
+  inFlight: Promise<void>,
+  closeConn: () => Promise<void> | undefined,
+  out: ByteQueue,
+): Promise<void> {
+  const done = inFlight.then(closeConn).catch(() => undefined);
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  await Promise.race([done, new Promise((r) => timer = setTimeout(r, CLOSE_WAIT_MS))]);
+  clearTimeout(timer);
+  out.end();
 }
 
 /** Opens a libvirt connection within the deadline; a late success is closed. */
@@ -222,7 +242,7 @@ export class LibvirtQmpTransport implements Transport {
   close(): void {
     if (this.#closed) return;
     this.#closed = true;
-    this.#closing = this.#chain.then(() => this.#conn?.close()).finally(() => this.#out.end());
+    this.#closing = release(this.#chain, () => this.#conn?.close(), this.#out);
   }
 
   /** Resolves when `close()` has released everything (libvirt connection, event loop). */
@@ -367,7 +387,7 @@ export class LibvirtAgentTransport implements Transport {
   close(): void {
     if (this.#closed) return;
     this.#closed = true;
-    this.#chain.then(() => this.#conn.close()).finally(() => this.#out.end());
+    void release(this.#chain, () => this.#conn.close(), this.#out);
   }
 
   async #command(m: Record<string, unknown>): Promise<void> {
