@@ -240,7 +240,8 @@ function load(): Native {
 }
 
 function loadError(err: unknown, name: string): QmpError {
-  const text = err instanceof Error ? err.message : String(err);
+  const text = (err instanceof Error ? err.message : String(err))
+    .replace(/^(Could not open library: )+/, "");
   if (err instanceof Error && (err.name === "NotCapable" || err.name === "PermissionDenied")) {
     return new QmpError(
       "libvirt addresses need FFI permission: run Deno with --allow-ffi " +

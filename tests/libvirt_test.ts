@@ -286,6 +286,45 @@ Deno.test({
 });
 
 Deno.test({
+  name: "libvirt: library not installed (hidden in a private mount namespace)",
+  ignore: skip !== undefined,
+  async fn() {
+    // /dev/null bound over libvirt.so.0's file, in a namespace of this command only.
+    const lib = await Deno.realPath("/usr/lib/x86_64-linux-gnu/libvirt.so.0");
+    const out = await new Deno.Command("unshare", {
+      args: [
+        "-m",
+        "sh",
+        "-c",
+        `mount --bind /dev/null ${lib} && exec "$0" run --quiet --allow-all -`,
+        Deno.execPath(),
+      ],
+      stdin: "piped",
+      stdout: "piped",
+      stderr: "piped",
+      cwd: ROOT,
+      env: { NO_COLOR: "1" },
+      signal: AbortSignal.timeout(30_000),
+    }).spawn();
+    const w = out.stdin.getWriter();
+    await w.write(
+      new TextEncoder().encode(
+        `import { connect } from "./lib/client.ts";\n` +
+          `try { await connect("libvirt:x"); } catch (e) { console.log(e.message); }`,
+      ),
+    );
+    await w.close();
+    const r = await out.output();
+    const text = new TextDecoder().decode(r.stdout).trim();
+    assert.match(
+      text,
+      /^libvirt is not installed: cannot load libvirt\.so\.0 \(.*\)\. Install the client library: apt-get install libvirt-clients$/,
+      text + new TextDecoder().decode(r.stderr),
+    );
+  },
+});
+
+Deno.test({
   name: "libvirt: a domain destroyed mid-command, and quit",
   ignore: skip !== undefined,
   async fn(t) {
