@@ -58,6 +58,7 @@ async function denoRun(
   flags: string[],
   code: string,
   timeoutMs = 30_000,
+  env: Record<string, string> = {},
 ): Promise<{ code: number; stdout: string; stderr: string; ms: number }> {
   const t0 = performance.now();
   const out = await new Deno.Command(Deno.execPath(), {
@@ -66,7 +67,7 @@ async function denoRun(
     stdout: "piped",
     stderr: "piped",
     cwd: ROOT,
-    env: { NO_COLOR: "1" },
+    env: { NO_COLOR: "1", ...env },
     signal: AbortSignal.timeout(timeoutMs),
   }).spawn();
   const w = out.stdin.getWriter();
@@ -265,6 +266,20 @@ Deno.test({
         assert.match(r.stdout, /--allow-ffi/);
       });
 
+      await t.step("libvirt:DOMAIN follows $LIBVIRT_DEFAULT_URI", async () => {
+        const r = await denoRun(
+          ["--allow-ffi", "--allow-env", "--allow-read"],
+          `import { connect } from "./lib/client.ts";\n` +
+            `try { await connect("libvirt:${dom.name}"); } catch (e) { console.log(e.message); }`,
+          20_000,
+          { LIBVIRT_DEFAULT_URI: "qemu:///system?socket=/nonexistent/sock" },
+        );
+        assert.match(
+          r.stdout,
+          /^Cannot connect to libvirt at qemu:\/\/\/system\?socket=\/nonexistent\/sock: /,
+        );
+      });
+
       await t.step("a script exits after close() (the event loop thread stops)", async () => {
         const r = await denoRun(
           ["--allow-ffi", "--allow-env", "--allow-read"],
@@ -277,6 +292,9 @@ Deno.test({
         );
         assert.equal(r.code, 0, r.stderr);
         assert.match(r.stdout, /closed/);
+      });
+      await t.step("nothing left open: no libvirt connection, event loop stopped", async () => {
+        await whenLibvirtIdle(1_000);
       });
     } finally {
       await dom.destroy();
@@ -385,6 +403,10 @@ Deno.test({
         );
         assert.ok(err instanceof ConnectionClosedError, String(err));
         assert.equal(err.reason, "quit");
+      });
+
+      await t.step("nothing left open: no libvirt connection, event loop stopped", async () => {
+        await whenLibvirtIdle(1_000);
       });
     } finally {
       await releaseLibvirtd();
