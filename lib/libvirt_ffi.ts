@@ -77,6 +77,12 @@ const SYMBOLS = {
   virDomainGetName: { parameters: ["pointer"], result: "pointer" },
   virDomainDestroy: { parameters: ["pointer"], result: "i32", nonblocking: true },
   virDomainIsActive: { parameters: ["pointer"], result: "i32", nonblocking: true },
+  virConnectRegisterCloseCallback: {
+    parameters: ["pointer", "function", "pointer", "pointer"],
+    result: "i32",
+  },
+  virConnectUnregisterCloseCallback: { parameters: ["pointer", "function"], result: "i32" },
+  virConnectSetKeepAlive: { parameters: ["pointer", "i32", "u32"], result: "i32" },
   virConnectDomainEventRegisterAny: {
     parameters: ["pointer", "pointer", "i32", "function", "pointer", "pointer"],
     result: "i32",
@@ -142,12 +148,16 @@ interface Native {
   wakeTimer: number;
   monitorCb: { pointer: Deno.PointerObject };
   lifecycleCb: { pointer: Deno.PointerObject };
+  closeCb: { pointer: Deno.PointerObject };
 }
 
 let native: Native | undefined;
 let lastError: { message: string; code: number } | undefined;
 const monitorHandlers = new Map<number, (e: LibvirtMonitorEvent) => void>();
 const lifecycleHandlers = new Map<number, (event: number, detail: number) => void>();
+const closeHandlers = new Map<number, (reason: number) => void>();
+/** `virConnectCloseReason` texts. */
+const CLOSE_REASONS = ["an I/O error", "end of file", "keepalive timeout", "the client"];
 let nextHandle = 1;
 
 function cstr(s: string): Uint8Array<ArrayBuffer> {
@@ -227,6 +237,13 @@ function load(): Native {
     },
   );
   lifecycleCb.unref();
+  const closeCb = Deno.UnsafeCallback.threadSafe(
+    { parameters: ["pointer", "i32", "pointer"], result: "void" } as const,
+    (_conn, reason, opaque) => {
+      closeHandlers.get(Number(Deno.UnsafePointer.value(opaque)))?.(reason);
+    },
+  );
+  closeCb.unref();
   const loaded: Native = {
     lib: lib.symbols,
     qemu: qemu.symbols,
@@ -234,6 +251,7 @@ function load(): Native {
     wakeTimer,
     monitorCb,
     lifecycleCb,
+    closeCb,
   };
   native = loaded;
   return loaded;
@@ -344,6 +362,11 @@ export interface LibvirtOpenOptions {
   onEvent?: (event: LibvirtMonitorEvent) => void;
   /** Called once when the domain stops (libvirt's lifecycle event `STOPPED`). */
   onStopped?: () => void;
+  /**
+   * Called once when libvirt closes the connection by itself (libvirtd died, the network
+   * failed, or keepalive — 5 s interval, 3 misses — gave up), with the reason.
+   */
+  onClosed?: (reason: string) => void;
 }
 
 /**
@@ -361,6 +384,7 @@ export class LibvirtConnection {
   #handle: number;
   #monitorId = -1;
   #lifecycleId = -1;
+  #closeWatched = false;
   #closing: Promise<void> | undefined;
 
   private constructor(
@@ -431,6 +455,29 @@ export class LibvirtConnection {
           const e = takeError(conn);
           throw new LibvirtError(`Cannot watch domain ${options.domain}`, e.message, e.code);
         }
+      }
+      if (options.onClosed) {
+        const onClosed = options.onClosed;
+        let fired = false;
+        closeHandlers.set(handle, (reason) => {
+          if (fired) return;
+          fired = true;
+          onClosed(CLOSE_REASONS[reason] ?? `reason ${reason}`);
+        });
+        if (
+          n.lib.virConnectRegisterCloseCallback(
+            conn,
+            n.closeCb.pointer,
+            Deno.UnsafePointer.create(BigInt(handle)),
+            null,
+          ) < 0
+        ) {
+          takeError(conn); // not supported by this driver: go without
+          closeHandlers.delete(handle);
+        } else {
+          c.#closeWatched = true;
+        }
+        if (n.lib.virConnectSetKeepAlive(conn, 5, 3) < 0) takeError(conn);
       }
       if (options.onEvent) {
         monitorHandlers.set(handle, options.onEvent);
@@ -601,11 +648,18 @@ export class LibvirtConnection {
           takeError(this.#conn);
         }
       }
+      if (this.#closeWatched) {
+        closeHandlers.delete(this.#handle);
+        if (n.lib.virConnectUnregisterCloseCallback(this.#conn, n.closeCb.pointer) < 0) {
+          takeError(this.#conn);
+        }
+      }
       await n.lib.virDomainFree(this.#dom);
       if (await n.lib.virConnectClose(this.#conn) < 0) takeError();
     } finally {
       monitorHandlers.delete(this.#handle);
       lifecycleHandlers.delete(this.#handle);
+      closeHandlers.delete(this.#handle);
       await stopLoop(n);
     }
   }

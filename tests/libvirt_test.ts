@@ -17,6 +17,8 @@ import {
   createDomain,
   domainXml,
   ensureLibvirtd,
+  killLibvirtd,
+  libvirtdStartedHere,
   libvirtSkipReason,
   loadLibvirtFirst,
   releaseLibvirtd,
@@ -381,6 +383,27 @@ Deno.test({
           Deno.kill(pid, "SIGCONT");
         }
         await whenLibvirtIdle(15_000); // the stuck call returned, the connection was closed
+      });
+
+      await t.step({
+        name: "libvirtd dies while connected: the client hears of it at once",
+        ignore: !libvirtdStartedHere(), // never kill a libvirtd these tests did not start
+        fn: async () => {
+          const dom = await createDomain();
+          try {
+            const qmp = await connect(`libvirt:${dom.name}`);
+            const waiting = qmp.waitEvent("STOP", { timeout: "30s" });
+            await killLibvirtd();
+            const err = await rejectsWithin(waiting, 10_000);
+            assert.ok(err instanceof ConnectionClosedError, String(err));
+            assert.match(String(err.cause), /libvirt: connection closed by end of file/);
+            await qmp.close();
+          } finally {
+            await releaseLibvirtd(); // restart the daemons: the domain is still running
+            await ensureLibvirtd();
+            await dom.destroy();
+          }
+        },
       });
 
       await t.step("retry: true waits for a domain that is not there yet", async () => {

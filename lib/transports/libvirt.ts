@@ -34,6 +34,7 @@ import {
   LibvirtConnection,
   LibvirtError,
   type LibvirtMonitorEvent,
+  type LibvirtOpenOptions,
   VIR_ERR,
 } from "../libvirt_ffi.ts";
 import type { Transport } from "../transport.ts";
@@ -128,7 +129,7 @@ async function release(
 async function openConnection(
   address: LibvirtAddress,
   options: LibvirtTransportOptions,
-  callbacks: { onEvent?: (e: LibvirtMonitorEvent) => void; onStopped?: () => void },
+  callbacks: Pick<LibvirtOpenOptions, "onEvent" | "onStopped" | "onClosed">,
 ): Promise<LibvirtConnection> {
   const where = formatAddress(address);
   let delay = 50;
@@ -202,6 +203,13 @@ export class LibvirtQmpTransport implements Transport {
     const conn = await openConnection(address, options, {
       onEvent: (e) => t.#event(e),
       onStopped: () => t.#onStopped(),
+      onClosed: (reason) =>
+        t.#out.end(
+          new LibvirtError(
+            `The libvirt connection to ${formatAddress(address)} closed`,
+            `connection closed by ${reason}`,
+          ),
+        ),
     });
     t.#conn = conn;
     try {

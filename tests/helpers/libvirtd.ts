@@ -137,6 +137,18 @@ export async function ensureLibvirtd(): Promise<void> {
   }
 }
 
+/** True when {@link ensureLibvirtd} started libvirtd itself (tests may then kill it). */
+export function libvirtdStartedHere(): boolean {
+  return started?.libvirtd === true;
+}
+
+/** SIGKILLs the libvirtd this helper started (its domains' QEMUs keep running). */
+export async function killLibvirtd(): Promise<void> {
+  if (!libvirtdStartedHere()) throw new Error("libvirtd was not started by this helper");
+  const pid = await pidAlive("/run/libvirtd.pid");
+  if (pid !== undefined) Deno.kill(pid, "SIGKILL");
+}
+
 /** Stops the daemons {@link ensureLibvirtd} started, when its last user releases them. */
 export async function releaseLibvirtd(): Promise<void> {
   users--;
