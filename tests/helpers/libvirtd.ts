@@ -211,6 +211,8 @@ export function domainXml(options: DomainXmlOptions = {}): string {
   return `<domain type='qemu' xmlns:qemu='http://libvirt.org/schemas/domain/qemu/1.0'>` +
     `<name>${name}</name><memory unit='MiB'>${mem}</memory>` +
     `<vcpu>1</vcpu><os><type arch='x86_64' machine='pc'>hvm</type>${boot}</os>` +
+    // ACPI: without it libvirt turns it off, and the guest cannot power itself off.
+    `<features><acpi/></features>` +
     `<on_poweroff>destroy</on_poweroff>` +
     `<devices><emulator>/usr/bin/qemu-system-x86_64</emulator>${agent}` +
     `<serial type='pty'/><memballoon model='none'/></devices>${extra}</domain>`;
