@@ -128,6 +128,14 @@ Deno.test({
           assert.equal((await dom.qmp.execute("query-status")).status, "running");
           await dom.agent.waitReady({ timeout: "120s" });
           assert.equal((await dom.agent.exec("/bin/uname", ["-m"])).stdout, "x86_64\n");
+          // No reply when it works (libvirt reports the agent gone): success, and the
+          // domain powers off.
+          await dom.agent.shutdown({ qmp: dom.qmp, timeout: "60s" });
+          const t0 = Date.now();
+          while (await dom.isActive()) {
+            assert.ok(Date.now() - t0 < 60_000, "still running 60 s after guest-shutdown");
+            await new Promise((r) => setTimeout(r, 200));
+          }
         } finally {
           await dom.destroy();
         }

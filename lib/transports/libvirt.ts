@@ -38,6 +38,7 @@ import {
   VIR_ERR,
 } from "../libvirt_ffi.ts";
 import type { Transport } from "../transport.ts";
+import { AGENT_NO_REPLY_COMMANDS } from "../qapi/agent_types.ts";
 
 /** Options of {@link openLibvirt}. */
 export interface LibvirtTransportOptions {
@@ -54,6 +55,8 @@ export interface LibvirtTransportOptions {
 const encoder = new TextEncoder();
 /** libvirt's timeout of the `guest-ping` that stands in for a sync, in seconds. */
 const SYNC_PING_SECONDS = 2;
+/** libvirt's wait for a reply to a command that sends none when it works, in seconds. */
+const NO_REPLY_WAIT_SECONDS = 5;
 /** How long `close()` waits for a command still in libvirt before ending the stream. */
 const CLOSE_WAIT_MS = 5000;
 /** How long a failed command waits for the domain's STOPPED lifecycle event. */
@@ -415,16 +418,21 @@ export class LibvirtAgentTransport implements Transport {
       this.#out.push(JSON.stringify({ return: args?.id }), delimiter);
       return;
     }
+    // guest-shutdown and guest-suspend-* do not reply when they work, and libvirt then
+    // reports the agent gone (or its timeout): say nothing, as the agent would.
+    const noReply = (AGENT_NO_REPLY_COMMANDS as readonly unknown[]).includes(m.execute);
     let text: string;
     try {
-      text = await this.#conn.agentCommand(JSON.stringify(m), this.#agentTimeout);
+      text = await this.#conn.agentCommand(
+        JSON.stringify(m),
+        noReply ? NO_REPLY_WAIT_SECONDS : this.#agentTimeout,
+      );
     } catch (err) {
-      if (this.#closed) return;
+      if (this.#closed || noReply) return;
       const desc = err instanceof LibvirtError ? `libvirt: ${err.libvirtMessage}` : String(err);
       this.#out.push(JSON.stringify({ error: { class: "GenericError", desc } }));
       return;
     }
-    // guest-shutdown and friends have no reply: libvirt returns an empty string.
     if (text.trim() !== "") this.#out.push(text);
   }
 }
