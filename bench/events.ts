@@ -16,6 +16,12 @@
  * interleaved; medians. The clock starts before the command that triggers
  * the flood and stops at the N-th event.
  *
+ * Also the client CPU alone, with no socket (far less noisy on a shared
+ * machine): the framer, and each `--compare` copy of it, fed the same
+ * QEMU-format event bytes in 64 KiB chunks, vs a CRLF split + `JSON.parse`
+ * of each line; 9 rounds interleaved in one process, timed in process CPU
+ * time (`cpuMs`), medians.
+ *
  *   deno run -A bench/events.ts [--n=1000000] [--runs=5] [--quick] [--json]
  *       [--compare=LIBDIR[,LIBDIR...]]   (also run ours with patched copies of lib/)
  *
@@ -23,6 +29,7 @@
  */
 import {
   bytes,
+  cpuMs,
   DENO_FLAGS,
   emit,
   flag,
@@ -149,6 +156,71 @@ async function spawnConsumer(c: Consumer, path: string, n: number): Promise<Resu
   return JSON.parse(new TextDecoder().decode(out.stdout).trim());
 }
 
+/** `n` events in event_flood.py's format (QEMU's): STOP, RESUME, STOP, RESET with data. */
+function floodBytes(n: number): Uint8Array {
+  const sec = Math.floor(Date.now() / 1000);
+  const lines: string[] = [];
+  for (let i = 0; i < n; i++) {
+    const ts = `{"seconds": ${sec}, "microseconds": ${(123456 + i) % 1000000}}`;
+    lines.push(
+      i % 4 === 3
+        ? `{"timestamp": ${ts}, "event": "RESET", "data": {"guest": false, ` +
+          `"reason": "host-qmp-system-reset"}}\r\n`
+        : `{"timestamp": ${ts}, "event": "${i % 2 === 0 ? "STOP" : "RESUME"}"}\r\n`,
+    );
+  }
+  return new TextEncoder().encode(lines.join(""));
+}
+
+/**
+ * Client CPU only: events/s of each framer (ours first, then `--compare` copies)
+ * and of split + JSON.parse on the same bytes, interleaved rounds; medians.
+ */
+async function offline(compare: string[], n = 200_000, rounds = 9) {
+  const framers = [
+    (await loadLib()).framing.JsonObjectFramer,
+    ...(await Promise.all(compare.map(loadLib))).map((l) => l.framing.JsonObjectFramer),
+  ];
+  const data = floodBytes(n);
+  const chunk = 64 * 1024;
+  const rates = framers.map(() => [] as number[]);
+  const raw: number[] = [];
+  for (let r = 0; r <= rounds; r++) {
+    // Order alternates between rounds, so neither copy always runs first (GC, caches).
+    const order = framers.map((_, k) => k);
+    if (r % 2) order.reverse();
+    order.forEach((k) => {
+      const F = framers[k];
+      const t0 = cpuMs();
+      const f = new F();
+      let got = 0;
+      for (let off = 0; off < data.length; off += chunk) {
+        got += f.push(data.subarray(off, Math.min(data.length, off + chunk))).length;
+      }
+      if (got !== n) throw new Error(`framer produced ${got} of ${n} events`);
+      if (r > 0) rates[k].push(n / ((cpuMs() - t0) / 1000)); // round 0 warms up
+    });
+    const t0 = cpuMs();
+    const decoder = new TextDecoder();
+    let got = 0;
+    let text = "";
+    for (let off = 0; off < data.length; off += chunk) {
+      text += decoder.decode(data.subarray(off, Math.min(data.length, off + chunk)), {
+        stream: true,
+      });
+      let start = 0;
+      for (let nl = text.indexOf("\n"); nl >= 0; nl = text.indexOf("\n", start)) {
+        if (typeof JSON.parse(text.slice(start, nl)).event === "string") got++;
+        start = nl + 1;
+      }
+      text = text.slice(start);
+    }
+    if (got !== n) throw new Error(`raw parse produced ${got} of ${n} events`);
+    if (r > 0) raw.push(n / ((cpuMs() - t0) / 1000));
+  }
+  return { framers: rates.map(median), raw: median(raw), all: rates, rawAll: raw };
+}
+
 /** Starts the producer, runs the consumers interleaved, returns rows. */
 export async function bench(options: { n: number; runs: number; compare?: string[] }) {
   const dir = await Deno.makeTempDir({ prefix: "qmpkit-bench-" });
@@ -216,12 +288,29 @@ export async function bench(options: { n: number; runs: number; compare?: string
     for (const p of patched) {
       rows.push(throughputRow(`  events(), ${p.lib}`, p), rssRow(`  peak RSS, ${p.lib}`, p));
     }
+    const cpu = await offline(options.compare ?? []);
+    const cpuRow = (figure: string, k: number): Row => ({
+      figure,
+      ours: rate(cpu.framers[k]),
+      baseline: rate(cpu.raw),
+      ratio: cpu.framers[k] / cpu.raw,
+      target: "—",
+      met: undefined,
+    });
+    rows.push(cpuRow("  client CPU only: framer vs split+parse", 0));
+    (options.compare ?? []).forEach((lib, i) =>
+      rows.push(cpuRow(`  client CPU only, ${lib}`, i + 1))
+    );
     const each = (c: Consumer) => res.get(c)!.map((x) => num(x.perSecond)).join(" ");
     const notes = [
       `N=${num(options.n)} events per run, ${options.runs} runs interleaved; ` +
       all.map((c) => `${c.label} [${each(c)}]`).join(", ") +
       `; producer ceiling (read + count newlines) ${rate(ceiling.perSecond)}; ` +
       `RSS at start ${bytes(med(raw, "startRss"))}`,
+      `client CPU only: ${num(200_000)} events in 64 KiB chunks, 9 rounds interleaved; ` +
+      [["ours", cpu.all[0]], ...(options.compare ?? []).map((l, i) => [l, cpu.all[i + 1]])]
+        .map(([l, xs]) => `${l} [${(xs as number[]).map((x) => num(x)).join(" ")}]`).join(", ") +
+      `, split+parse [${cpu.rawAll.map((x) => num(x)).join(" ")}]`,
       ...failures,
     ];
     return { rows, notes };

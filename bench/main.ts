@@ -5,7 +5,7 @@
  * met?. Timing ratios come from the same run, ours and the baseline
  * interleaved (A B A B ...), medians. Prints only; never asserts.
  *
- *   deno run -A bench/main.ts [--quick] [--only=pipelined,schema,events,cli_startup,fleet,libvirt]
+ *   deno run -A bench/main.ts [--quick] [--only=pipelined,schema,events,waits,cli_startup,fleet,libvirt]
  *                             [--compare=LIBDIR]   (also measure a patched copy of lib/)
  *
  * Also the shared helpers of the bench scripts (imported by them; this module
@@ -13,6 +13,7 @@
  *
  * @module
  */
+import process from "node:process";
 
 /** One line of the final table. */
 export interface Row {
@@ -95,6 +96,16 @@ export async function python(): Promise<string> {
       "python3";
   }
   return pythonPath;
+}
+
+/**
+ * CPU time this process has used, in ms (user + system, microsecond
+ * resolution): for in-process measurements, far less disturbed than wall time
+ * by other processes on a shared machine.
+ */
+export function cpuMs(): number {
+  const u = process.cpuUsage();
+  return (u.user + u.system) / 1000;
 }
 
 /** Path of a file next to this module. */
@@ -196,6 +207,7 @@ const SUITE: { name: string; script: string; timeoutMs: number }[] = [
   { name: "pipelined", script: "pipelined.ts", timeoutMs: 240_000 },
   { name: "schema", script: "schema.ts", timeoutMs: 180_000 },
   { name: "events", script: "events.ts", timeoutMs: 240_000 },
+  { name: "waits", script: "waits.ts", timeoutMs: 240_000 },
   { name: "cli_startup", script: "cli_startup.ts", timeoutMs: 240_000 },
   { name: "fleet", script: "fleet.ts", timeoutMs: 300_000 },
   { name: "libvirt", script: "libvirt.ts", timeoutMs: 240_000 },

@@ -6,7 +6,8 @@
  * client, so the calls interleave one by one (A B A B ...); medians.
  *
  * Also measures the client-side cost alone, with no socket: the framer fed
- * the captured reply in 64 KiB chunks vs `JSON.parse(decode(bytes))`.
+ * the captured reply in 64 KiB chunks vs `JSON.parse(decode(bytes))`, timed
+ * in process CPU time (`cpuMs`, less disturbed by a busy machine).
  *
  *   deno run -A bench/schema.ts [--iters=60] [--quick] [--json] [--compare=LIBDIR[,...]]
  *
@@ -14,7 +15,7 @@
  */
 import { connect } from "../lib/client.ts";
 import { launch } from "../lib/machine.ts";
-import { emit, flag, type Lib, loadLib, median, num, ratioRow } from "./main.ts";
+import { cpuMs, emit, flag, type Lib, loadLib, median, num, ratioRow } from "./main.ts";
 
 const encoder = new TextEncoder();
 
@@ -82,19 +83,23 @@ function offline(reply: Uint8Array, iters: number, framers: Framer[]) {
   const raw: number[] = [];
   const chunk = 64 * 1024;
   for (let i = 0; i < iters; i++) {
-    framers.forEach((F, k) => {
-      const t0 = performance.now();
+    // Order alternates between rounds, so neither copy always runs first (GC, caches).
+    const order = framers.map((_, k) => k);
+    if (i % 2) order.reverse();
+    order.forEach((k) => {
+      const F = framers[k];
+      const t0 = cpuMs();
       const f = new F();
       let got = 0;
       for (let off = 0; off < reply.length; off += chunk) {
         got += f.push(reply.subarray(off, Math.min(reply.length, off + chunk))).length;
       }
       if (got !== 1) throw new Error(`framer produced ${got} messages`);
-      times[k].push(performance.now() - t0);
+      times[k].push(cpuMs() - t0);
     });
-    const t0 = performance.now();
+    const t0 = cpuMs();
     JSON.parse(new TextDecoder().decode(reply));
-    raw.push(performance.now() - t0);
+    raw.push(cpuMs() - t0);
   }
   return { framers: times.map(median), raw: median(raw) };
 }

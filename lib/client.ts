@@ -5,7 +5,7 @@
  * @module
  */
 import { type Address, formatAddress, isLoopback, parseAddress } from "./address.ts";
-import { type Duration, parseDuration } from "./duration.ts";
+import { type Duration, formatDuration, parseDuration } from "./duration.ts";
 import {
   AbortError,
   ConnectionClosedError,
@@ -16,9 +16,12 @@ import {
   ServerParseError,
   TimeoutError,
 } from "./errors.ts";
-import { EventListener, type EventWhere, type ListenOptions } from "./events.ts";
+import { EventListener, eventPredicate, type EventWhere, type ListenOptions } from "./events.ts";
+import { ListenerRegistry } from "./listener_registry.ts";
+import { waitForEvent } from "./event_wait.ts";
 import { boundedWait } from "./deadline.ts";
-import { JsonObjectFramer } from "./framing.ts";
+import { excerpt, JsonObjectFramer } from "./framing.ts";
+import { stringifyJson } from "./json.ts";
 import {
   classifyMessage,
   commandMessage,
@@ -28,8 +31,8 @@ import {
   timestampToDate,
 } from "./protocol.ts";
 import { openTransport, type Transport } from "./transport.ts";
-import { redactMessage, redactReply } from "./redact.ts";
-import { QmpSchema, type SchemaEntry } from "./qapi/schema.ts";
+import { REDACTED, redactMessage, redactReply } from "./redact.ts";
+import { QmpSchema, QmpValidationError, type SchemaEntry } from "./qapi/schema.ts";
 import type {
   CommandArgs,
   CommandName,
@@ -75,8 +78,9 @@ export interface ClientOptions {
   historySize?: number;
   /**
    * Called with every message sent and received, e.g. to record a transcript.
-   * Secrets (passwords, `secret` objects' data, `*-secret` members) are
-   * replaced by `"<redacted>"` unless `redact: false`.
+   * Secrets (passwords, `secret` objects' data, their `qom-get`/`qom-set`,
+   * HMP forms; see `lib/redact.ts`) are replaced by `"<redacted>"` unless
+   * `redact: false`; ids of secret objects (`key-secret`) are kept.
    */
   transcript?: (entry: TranscriptEntry) => void;
   /** Redact secrets in transcript entries (default `true`). */
@@ -108,7 +112,10 @@ export interface ConnectOptions extends ClientOptions {
   timeout?: Duration;
   /** Cancels connecting. */
   signal?: AbortSignal;
-  /** Retry while the socket does not exist yet or refuses connections, until `timeout`. */
+  /**
+   * Retry while the socket does not exist yet or refuses connections, until `timeout`. A path
+   * that is not a socket, or a busy monitor (`MonitorBusyError`), still fails at once.
+   */
   retry?: boolean;
 }
 
@@ -217,13 +224,13 @@ export class QmpClient implements AsyncDisposable {
   #oob = false;
   #nextId = 0;
   #pending = new Map<number, Pending>();
-  /** Ids given up on (timeout/abort) whose reply has not come yet; value: was oob. */
-  #abandoned = new Map<number, boolean>();
+  /** Ids given up on (timeout/abort) whose reply has not come yet (kept to redact the reply). */
+  #abandoned = new Map<number, Pending>();
   #inbandInFlight = 0;
   #inbandQueue: Pending[] = [];
   #outQueue: Uint8Array[] = [];
   #flushing: Promise<void> | undefined;
-  #listeners: EventListener[] = [];
+  readonly #listeners = new ListenerRegistry();
   #history: QmpEvent[] = [];
   #seq = 0;
   #quitSent = false;
@@ -297,6 +304,11 @@ export class QmpClient implements AsyncDisposable {
   /**
    * Waits for the greeting and, unless `negotiate: false`, negotiates. Called
    * by {@link connect}; call it yourself after `new QmpClient(transport)`.
+   *
+   * Events that arrive before the greeting (some servers send them) are kept
+   * like any other event: listeners registered before the handshake receive
+   * them, and they stay in the recent-event history, so
+   * `waitEvent(name, { since: 0 })` finds them after `connect()`.
    */
   handshake(options: { timeout?: Duration; signal?: AbortSignal } = {}): Promise<Greeting> {
     return this.#handshake(options, () => this.#shutdown("error", undefined));
@@ -315,8 +327,8 @@ export class QmpClient implements AsyncDisposable {
       (resolve, reject) => void this.#greetingPromise().then(resolve, reject),
       {
         hint: () =>
-          "QEMU sends it at once, unless another client is already connected to this monitor " +
-          "(QMP serves one client at a time) or this is not a QMP socket",
+          "QEMU sends it at once unless the monitor is busy: another client is connected " +
+          "(QMP serves one client at a time). Or this is not a QMP socket",
         onGiveUp: giveUp,
       },
     );
@@ -431,14 +443,15 @@ export class QmpClient implements AsyncDisposable {
   /** Registers a listener for all events (or those `where` accepts). */
   listen(options?: ListenOptions<TypedEvent>): EventListener<TypedEvent>;
   listen(options: ListenOptions<QmpEvent> = {}): EventListener<QmpEvent> {
-    const listener: EventListener<QmpEvent> = new EventListener(options, () => {
-      this.#listeners = this.#listeners.filter((l) => l !== listener);
-    });
+    const listener: EventListener<QmpEvent> = new EventListener(
+      options,
+      () => this.#listeners.delete(listener),
+    );
     if (this.#state === "closed") {
       const reason = this.#closeError?.reason;
       listener.end(this.#closeError, reason === "client" || reason === "quit");
     } else if (!listener.ended) {
-      this.#listeners = [...this.#listeners, listener];
+      this.#listeners.add(listener, options.names, this.#seq);
     }
     return listener;
   }
@@ -489,25 +502,19 @@ export class QmpClient implements AsyncDisposable {
     name: N,
     options: WaitEventOptions<TypedEvent<N>> = {},
   ): Promise<TypedEvent<N>> {
-    const listener = this.listen<N>({
-      names: [name],
-      where: options.where,
-      bufferSize: 1,
-      overflow: "drop-newest",
-    });
     if (options.since !== undefined) {
       const since = options.since;
-      const hit = this.#history.find((e) => e.seq > since && listener.accepts(e));
-      if (hit) {
-        listener.close();
-        return Promise.resolve(hit as TypedEvent<N>);
-      }
+      const accepts = eventPredicate([name], options.where);
+      const hit = this.#history.find((e) => e.seq > since && accepts(e));
+      if (hit) return Promise.resolve(hit as TypedEvent<N>);
     }
-    const p = listener.get({ timeout: options.timeout, signal: options.signal }).finally(() =>
-      listener.close()
-    );
-    p.catch(() => {});
-    return p;
+    if (this.#state === "closed") {
+      const p = Promise.reject(this.#closeError);
+      p.catch(() => {});
+      return p;
+    }
+    // Marked handled by waitForEvent.
+    return waitForEvent<TypedEvent<N>>(this.#listeners, name, options.where, options, this.#seq);
   }
 
   /**
@@ -596,11 +603,24 @@ export class QmpClient implements AsyncDisposable {
       );
     }
     if (typeof command !== "string" || command === "") {
-      return Promise.reject(new TypeError(`Command name must be a non-empty string`));
+      return Promise.reject(
+        new QmpValidationError(
+          "",
+          "",
+          `the command name must be a non-empty string; got ${preview(command)}; nothing was sent`,
+        ),
+      );
     }
     if (args !== undefined && (typeof args !== "object" || args === null || Array.isArray(args))) {
+      // QEMU would answer GenericError "QMP input member 'arguments' must be an object".
       return Promise.reject(
-        new TypeError(`Arguments of ${command} must be an object, got ${JSON.stringify(args)}`),
+        new QmpValidationError(
+          command,
+          "",
+          `the arguments must be a JSON object (QEMU refuses anything else), got ${
+            preview(args)
+          }; nothing was sent`,
+        ),
       );
     }
     const timeoutMs = options?.timeout === undefined
@@ -633,7 +653,7 @@ export class QmpClient implements AsyncDisposable {
         this.#pending.delete(id);
         entry.cleanup();
         if (entry.sent) {
-          this.#abandoned.set(id, oob);
+          this.#abandoned.set(id, entry);
         } else {
           const i = this.#inbandQueue.indexOf(entry);
           if (i >= 0) this.#inbandQueue.splice(i, 1);
@@ -664,7 +684,7 @@ export class QmpClient implements AsyncDisposable {
   #send(entry: Pending): void {
     let bytes: Uint8Array;
     try {
-      bytes = encoder.encode(JSON.stringify(entry.message));
+      bytes = encoder.encode(stringifyJson(entry.message));
     } catch (cause) {
       this.#pending.delete(entry.id);
       entry.cleanup();
@@ -743,15 +763,15 @@ export class QmpClient implements AsyncDisposable {
     while (left > 0) {
       for (let i = 0; i < CATCH_UP_TICKS; i++) await null;
       const now = this.#buffered();
-      if (now >= left) return;
+      if (now >= left) break;
       left = now;
     }
+    this.#listeners.clearBehind();
   }
 
+  /** Events buffered in the listeners that were more than half full (only those: O(1) typically). */
   #buffered(): number {
-    let n = 0;
-    for (const l of this.#listeners) n += l.size;
-    return n;
+    return this.#listeners.behind();
   }
 
   /** A method, so TypeScript does not narrow the state across awaits. */
@@ -871,10 +891,12 @@ export class QmpClient implements AsyncDisposable {
   #dispatch(raw: Record<string, unknown>): void {
     if (this.#options.transcript) {
       // Replies are recorded with their request as context, for redaction.
-      const request = typeof raw.id === "number" ? this.#pending.get(raw.id) : undefined;
+      const request = typeof raw.id === "number"
+        ? this.#pending.get(raw.id) ?? this.#abandoned.get(raw.id)
+        : undefined;
       this.#record("recv", raw, request);
     }
-    if (!this.#greeting) {
+    if (!this.#greeting && !isEarlyEvent(raw)) {
       const greeting = parseGreeting(raw); // throws ProtocolError: ends the connection
       this.#greeting = greeting;
       if (this.#state === "connecting") this.#state = "open";
@@ -902,9 +924,7 @@ export class QmpClient implements AsyncDisposable {
         if (this.#history.length >= this.#historySize) this.#history.shift();
         this.#history.push(event);
       }
-      for (const l of this.#listeners) {
-        if (l.deliver(event) && l.size * 2 > l.capacity) this.#letListenersCatchUp = true;
-      }
+      if (this.#listeners.deliver(event)) this.#letListenersCatchUp = true;
       return;
     }
     const id = msg.id;
@@ -928,7 +948,7 @@ export class QmpClient implements AsyncDisposable {
     raw: Record<string, unknown>,
   ): void {
     if (typeof msg.id === "number" && this.#abandoned.has(msg.id)) {
-      const wasOob = this.#abandoned.get(msg.id);
+      const wasOob = this.#abandoned.get(msg.id)!.oob;
       this.#abandoned.delete(msg.id);
       if (!wasOob) this.#inbandReplied();
       return; // late reply to a command that timed out or was aborted
@@ -950,10 +970,10 @@ export class QmpClient implements AsyncDisposable {
     }
     this.#warn(
       new ProtocolError(
-        `Discarded a reply with an unknown id ${JSON.stringify(msg.id)}: ${
-          JSON.stringify(raw).slice(0, 120)
+        `Discarded a reply with an unknown id ${stringifyJson(msg.id)}: ${
+          stringifyJson(raw).slice(0, 120)
         }`,
-        { received: JSON.stringify(raw).slice(0, 120) },
+        { received: stringifyJson(raw).slice(0, 120) },
       ),
     );
   }
@@ -965,11 +985,20 @@ export class QmpClient implements AsyncDisposable {
   ): void {
     const hook = this.#options.transcript;
     if (!hook) return;
-    const redacted = this.#options.redact === false
-      ? message
-      : request
-      ? redactReply(message, request.command, request.args)
-      : redactMessage(message);
+    let redacted: Record<string, unknown>;
+    try {
+      redacted = this.#options.redact === false
+        ? message
+        : request
+        ? redactReply(message, request.command, request.args)
+        : redactMessage(message);
+    } catch (cause) {
+      // Never let a message that cannot be redacted end the connection, nor reach the hook.
+      this.#warn(
+        new QmpError("A message could not be redacted; transcript entry withheld", { cause }),
+      );
+      redacted = { [REDACTED]: "message withheld: it could not be redacted" };
+    }
     try {
       hook({ time: new Date(), direction, message: redacted });
     } catch (cause) {
@@ -1055,9 +1084,7 @@ export class QmpClient implements AsyncDisposable {
     } catch { /* already closed */ }
     const graceful = reason === "client" || reason === "quit";
     this.#failPending(reason, cause, text);
-    const listeners = this.#listeners;
-    this.#listeners = [];
-    for (const l of listeners) l.end(closeError, graceful);
+    for (const l of this.#listeners.clear()) l.end(closeError, graceful);
     const w = this.#greetingWaiter;
     this.#greetingWaiter = undefined;
     w?.reject(
@@ -1123,6 +1150,7 @@ export async function connect(
       signal,
     });
   const client = new QmpClient(conn, { ...opts, address: where }, dial);
+  const connected = Date.now();
   try {
     await client.handshake({
       timeout: Math.max(1, deadline - Date.now()),
@@ -1133,12 +1161,55 @@ export async function connect(
     if (err instanceof TimeoutError) {
       throw new TimeoutError(`Connecting to ${where}`, timeoutMs, {
         cause: err,
-        hint: err.message,
+        hint: handshakeTimeoutHint(client, connected - (deadline - timeoutMs), err),
       });
     }
     throw err;
   }
   return client;
+}
+
+/**
+ * Why a connect that reached the server timed out: no greeting (the monitor
+ * is busy, or not QMP), or no reply to `qmp_capabilities`. `connectMs` is
+ * how long the connection itself took.
+ */
+function handshakeTimeoutHint(client: QmpClient, connectMs: number, err: TimeoutError): string {
+  let greeted = true;
+  try {
+    client.greeting;
+  } catch {
+    greeted = false;
+  }
+  if (greeted) return `the greeting came, but ${err.message}`;
+  const left = formatDuration(err.timeoutMs);
+  if (connectMs > err.timeoutMs) {
+    // The connection itself ate the budget: blaming the greeting would be wrong.
+    return `the connection timed out: it took ${formatDuration(connectMs)} to be accepted, ` +
+      `leaving ${left} for the QMP greeting. The server is slow to accept connections (its ` +
+      `queue is full, as when a QMP monitor is busy with another client): allow a longer timeout`;
+  }
+  const after = connectMs >= 100 ? ` after ${formatDuration(connectMs)}` : "";
+  return `connected${after}, but no QMP greeting came in ${left}: ` +
+    `the monitor is busy (another client is connected, and QMP serves one client at a time), ` +
+    `or this is not a QMP socket`;
+}
+
+/** A short printable form of a bad value, for messages; never throws. */
+function preview(value: unknown): string {
+  let text: string;
+  try {
+    text = JSON.stringify(value) ?? String(value);
+  } catch {
+    text = Array.isArray(value) ? "an array" : String(value);
+  }
+  return excerpt(text, 60);
+}
+
+/** An event (not a greeting) that arrived before the greeting: tolerated, and kept. */
+function isEarlyEvent(raw: Record<string, unknown>): boolean {
+  return typeof raw.event === "string" && !("QMP" in raw) && !("return" in raw) &&
+    !("error" in raw);
 }
 
 function concat(chunks: Uint8Array[]): Uint8Array {

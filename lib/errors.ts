@@ -4,6 +4,7 @@
  *
  * @module
  */
+import { redactCommandLine, redactMessage, redactText } from "./redact.ts";
 
 /** Options accepted by every qmpkit error constructor. */
 export interface QmpErrorOptions {
@@ -60,6 +61,35 @@ export class ConnectionError extends QmpError {
 }
 
 /**
+ * The QMP monitor is serving another client. QMP serves one client at a time,
+ * and QEMU accepts no connection while one is attached: the first few
+ * connects wait in the socket's queue (and `connect()` times out waiting for
+ * the greeting, with a `TimeoutError` that says the monitor is busy), later
+ * ones find the queue full and fail at once with this error.
+ *
+ * @example
+ * ```ts ignore
+ * try {
+ *   await connect("unix:/run/vm1/qmp.sock");
+ * } catch (e) {
+ *   if (e instanceof MonitorBusyError) console.error("another client is attached; try later");
+ * }
+ * ```
+ */
+export class MonitorBusyError extends ConnectionError {
+  /** Creates a busy-monitor error for `address` (canonical form). */
+  constructor(address: string, options?: QmpErrorOptions) {
+    super(
+      `The QMP monitor at ${address} is busy: another client is connected (QMP serves one client ` +
+        `at a time) and the monitor's connection queue is full. Disconnect the other client or ` +
+        `wait for it to finish, then retry.`,
+      { ...options, address },
+    );
+    this.name = "MonitorBusyError";
+  }
+}
+
+/**
  * The connection is closed, or closed while a command or wait was pending.
  * `reason` tells who closed it.
  */
@@ -84,15 +114,18 @@ export class ConnectionClosedError extends ConnectionError {
   }
 }
 
-/** The server sent something that is not valid QMP (bad greeting, garbage, oversize message). */
+/**
+ * The server sent something that is not valid QMP (bad greeting, garbage, oversize message).
+ * Message and excerpt are redacted: what arrived may be a message holding a secret.
+ */
 export class ProtocolError extends QmpError {
   /** A short, printable excerpt of what arrived, when there is one. */
   readonly received?: string;
   /** Creates a protocol error. */
   constructor(message: string, options?: QmpErrorOptions & { received?: string }) {
-    super(message, options);
+    super(redactText(message), options);
     this.name = "ProtocolError";
-    this.received = options?.received;
+    this.received = options?.received === undefined ? undefined : redactText(options.received);
   }
 }
 
@@ -143,11 +176,11 @@ export class NegotiationError extends QmpError {
 export class QmpCommandError extends QmpError {
   /** The QMP error class: `GenericError`, `CommandNotFound`, `DeviceNotFound`, ... */
   readonly class: string;
-  /** QEMU's human-readable description. Show it; do not parse it. */
+  /** QEMU's human-readable description (secrets redacted). Show it; do not parse it. */
   readonly desc: string;
   /** The command that failed. */
   readonly command: string;
-  /** The arguments the command was sent with. */
+  /** The arguments the command was sent with, secrets redacted (errors get printed). */
   readonly arguments?: unknown;
   /** Creates a command error from a QMP error reply. */
   constructor(
@@ -157,12 +190,15 @@ export class QmpCommandError extends QmpError {
     desc: string,
     options?: QmpErrorOptions,
   ) {
+    desc = redactText(desc);
     super(`${command} failed: ${desc} (${errorClass})`, options);
     this.name = "QmpCommandError";
     this.class = errorClass;
     this.desc = desc;
     this.command = command;
-    this.arguments = args;
+    this.arguments = args === undefined
+      ? undefined
+      : redactMessage({ execute: command, arguments: args }).arguments;
   }
 }
 
@@ -216,6 +252,8 @@ function formatMs(ms: number): string {
 /**
  * QEMU could not be started, or exited before its QMP monitor was usable.
  * Carries QEMU's exit status and the tail of its stderr, which usually says why.
+ * Secrets in the message, stderr and command line (`-object secret,...,data=`,
+ * which QEMU's stderr repeats) are redacted.
  */
 export class LaunchError extends QmpError {
   /** QEMU's exit code, when it exited. */
@@ -243,13 +281,14 @@ export class LaunchError extends QmpError {
     },
     options?: QmpErrorOptions,
   ) {
-    const stderr = (details.stderr ?? "").trim();
+    const stderr = redactText((details.stderr ?? "").trim());
+    message = redactText(message);
     super(stderr ? `${message}\nQEMU stderr:\n${stderr}` : message, options);
     this.name = "LaunchError";
     this.exitCode = details.exitCode;
     this.signal = details.signal;
     this.stderr = stderr;
-    this.commandLine = details.commandLine;
+    this.commandLine = redactCommandLine(details.commandLine);
     this.timeoutMs = details.timeoutMs;
   }
 }

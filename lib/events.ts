@@ -9,6 +9,8 @@ import { AbortError, EventOverflowError } from "./errors.ts";
 import type { QmpEvent } from "./protocol.ts";
 import type { Duration } from "./duration.ts";
 import { boundedWait } from "./deadline.ts";
+import { type AbortTarget, unwatchAbort, watchAbort } from "./abort_fanout.ts";
+import { excerpt } from "./framing.ts";
 
 /**
  * What to do when a listener's buffer is full and another event arrives:
@@ -67,6 +69,34 @@ export function matchesPattern(value: unknown, pattern: unknown): boolean {
   return true;
 }
 
+/**
+ * Describes what a listener waits for, for messages: `STOP`, `RESET or
+ * SHUTDOWN`, `DEVICE_DELETED with data matching {"device":"tab0"}`, or
+ * `an event`.
+ */
+export function describeWait(
+  names: readonly string[] | undefined,
+  where: EventWhere<never> | undefined,
+): string {
+  const what = names && names.length > 0
+    ? names.length <= 4
+      ? names.join(" or ")
+      : `${names.slice(0, 4).join(", ")} or ${names.length - 4} other events`
+    : "an event";
+  if (where === undefined) return what;
+  if (typeof where === "function") {
+    const source = excerpt(String(where).replace(/\s+/g, " "), 80);
+    return `${what} accepted by the where predicate ${source}`;
+  }
+  let pattern: string;
+  try {
+    pattern = JSON.stringify(where);
+  } catch {
+    pattern = String(where);
+  }
+  return `${what} with data matching ${excerpt(pattern, 120)}`;
+}
+
 /** Builds the acceptance test for a set of listen options. */
 export function eventPredicate<E extends QmpEvent>(
   names: readonly string[] | undefined,
@@ -84,6 +114,8 @@ export function eventPredicate<E extends QmpEvent>(
 interface Waiter<E> {
   resolve(r: IteratorResult<E, undefined>): void;
   reject(e: unknown): void;
+  /** Set once it is out of the queue's hands: settled, or its read gave up (then swept lazily). */
+  gone: boolean;
 }
 
 /**
@@ -109,14 +141,22 @@ export class EventListener<E extends QmpEvent = QmpEvent>
   #buf: (E | undefined)[];
   #head = 0;
   #count = 0;
+  /**
+   * Pending reads, oldest first. A read that gives up is only marked
+   * (O(1)); marked ones are skipped, and swept once they are the majority.
+   */
   #waiters: Waiter<E>[] = [];
+  #cancelledWaiters = 0;
   #ended = false;
   #endError: unknown;
   #closeReason: unknown;
   #overflowed = false;
   #detach: (() => void) | undefined;
-  #onAbort: (() => void) | undefined;
+  #onAbort: AbortTarget | undefined;
   #signal: AbortSignal | undefined;
+  readonly #names: readonly string[] | undefined;
+  /** For {@link EventListener.description} only (`never`: keeps the class covariant in E). */
+  readonly #where: EventWhere<never> | undefined;
 
   /**
    * Creates a listener. Normally obtained from `QmpClient.listen()`; `detach`
@@ -124,6 +164,8 @@ export class EventListener<E extends QmpEvent = QmpEvent>
    */
   constructor(options: ListenOptions<E> = {}, detach?: () => void) {
     this.#accept = eventPredicate(options.names, options.where);
+    this.#names = options.names;
+    this.#where = options.where as EventWhere<never> | undefined;
     this.#capacity = options.bufferSize ?? 1000;
     if (!Number.isInteger(this.#capacity) || this.#capacity < 1) {
       throw new RangeError(`bufferSize must be a positive integer, got ${options.bufferSize}`);
@@ -139,8 +181,10 @@ export class EventListener<E extends QmpEvent = QmpEvent>
     this.#detach = detach;
     if (signal) {
       this.#signal = signal;
-      this.#onAbort = () => this.end(new AbortError("Event listener", { cause: signal.reason }));
-      signal.addEventListener("abort", this.#onAbort, { once: true });
+      this.#onAbort = {
+        aborted: () => this.end(new AbortError("Event listener", { cause: signal.reason })),
+      };
+      watchAbort(signal, this.#onAbort);
     }
   }
 
@@ -167,7 +211,7 @@ export class EventListener<E extends QmpEvent = QmpEvent>
   /** Offers an event; it is queued if accepted. Returns true when accepted. Used by the client. */
   deliver(event: QmpEvent): boolean {
     if (this.#ended || this.#overflowed || !this.#accept(event)) return false;
-    const waiter = this.#waiters.shift();
+    const waiter = this.#nextWaiter();
     if (waiter) {
       waiter.resolve({ value: event as E, done: false });
       return true;
@@ -199,7 +243,7 @@ export class EventListener<E extends QmpEvent = QmpEvent>
       if (this.#endError !== undefined) return Promise.reject(this.#endError);
       return Promise.resolve({ value: undefined, done: true });
     }
-    return new Promise((resolve, reject) => this.#waiters.push({ resolve, reject }));
+    return new Promise((resolve, reject) => this.#waiters.push({ resolve, reject, gone: false }));
   }
 
   /**
@@ -208,20 +252,26 @@ export class EventListener<E extends QmpEvent = QmpEvent>
    * `ConnectionClosedError`).
    */
   get(options: NextEventOptions = {}): Promise<E> {
-    const what = "Waiting for an event";
     if (this.#count > 0) return Promise.resolve(this.#shift());
-    if (this.#ended || this.#overflowed) return Promise.reject(this.#endedError(what));
+    const what = () => `Waiting for ${this.description}`;
+    if (this.#ended || this.#overflowed) return Promise.reject(this.#endedError(what()));
     return boundedWait<E>(what, options, (resolve, reject) => {
       const waiter: Waiter<E> = {
-        resolve: (r) => r.done ? reject(this.#endedError(what)) : resolve(r.value),
+        resolve: (r) => r.done ? reject(this.#endedError(what())) : resolve(r.value),
         reject,
+        gone: false,
       };
       this.#waiters.push(waiter);
-      return () => {
-        const i = this.#waiters.indexOf(waiter);
-        if (i >= 0) this.#waiters.splice(i, 1);
-      };
+      return () => this.#cancelWaiter(waiter);
     });
+  }
+
+  /**
+   * What this listener accepts, for messages: `STOP`, `RESET or SHUTDOWN`,
+   * `DEVICE_DELETED with data matching {"device":"tab0"}`, `an event`.
+   */
+  get description(): string {
+    return describeWait(this.#names, this.#where);
   }
 
   /** Discards and returns all buffered events. */
@@ -283,7 +333,7 @@ export class EventListener<E extends QmpEvent = QmpEvent>
 
   #stop(): void {
     this.#ended = true;
-    if (this.#onAbort) this.#signal?.removeEventListener("abort", this.#onAbort);
+    if (this.#onAbort) unwatchAbort(this.#signal!, this.#onAbort);
     this.#onAbort = undefined;
     const detach = this.#detach;
     this.#detach = undefined;
@@ -291,9 +341,35 @@ export class EventListener<E extends QmpEvent = QmpEvent>
     // Buffered events are still readable; waiters exist only when the buffer is empty.
     const waiters = this.#waiters;
     this.#waiters = [];
+    this.#cancelledWaiters = 0;
     for (const w of waiters) {
+      if (w.gone) continue;
+      w.gone = true;
       if (this.#endError !== undefined) w.reject(this.#endError);
       else w.resolve({ value: undefined, done: true });
+    }
+  }
+
+  /** Takes the oldest pending read that has not given up. */
+  #nextWaiter(): Waiter<E> | undefined {
+    while (this.#waiters.length > 0) {
+      const w = this.#waiters.shift()!;
+      if (!w.gone) {
+        w.gone = true;
+        return w;
+      }
+      this.#cancelledWaiters--;
+    }
+    return undefined;
+  }
+
+  #cancelWaiter(waiter: Waiter<E>): void {
+    if (waiter.gone) return; // settled by an event or the end: not queued any more
+    waiter.gone = true;
+    // Still queued: sweep when the ones that gave up are the majority.
+    if (++this.#cancelledWaiters > 32 && this.#cancelledWaiters * 2 > this.#waiters.length) {
+      this.#waiters = this.#waiters.filter((w) => !w.gone);
+      this.#cancelledWaiters = 0;
     }
   }
 

@@ -21,6 +21,7 @@ import { guardCommand, killProcessGroup, type OrphanGuard } from "./orphan_guard
 import { AGENT_DEFAULT_MEMORY_MIB, agentArgs, AgentChannel } from "./agent_channel.ts";
 import type { AgentClient } from "./agent/client.ts";
 import { AgentError } from "./agent/errors.ts";
+import { redactCommandLine, redactText } from "./redact.ts";
 
 /** Options of {@link launch}. */
 export interface LaunchOptions {
@@ -140,7 +141,7 @@ export class Machine implements AsyncDisposable {
   readonly dir: string;
   /** Path of the QMP unix socket. */
   readonly socketPath: string;
-  /** The full QEMU command line. */
+  /** The full QEMU command line, secrets included: print `redactCommandLine(commandLine)`. */
   readonly commandLine: string[];
   /** The accelerator in use. */
   readonly accel: "kvm" | "tcg";
@@ -231,9 +232,9 @@ export class Machine implements AsyncDisposable {
     return this.#agent?.socketPath;
   }
 
-  /** QEMU's stderr so far (the last 64 KiB). */
+  /** QEMU's stderr so far (the last 64 KiB), secrets redacted. */
   get log(): string {
-    return this.#stderr.text;
+    return redactText(this.#stderr.text);
   }
 
   /** QEMU's exit code, once it exited (`undefined` while running). */
@@ -515,7 +516,7 @@ export async function launch(options: LaunchOptions = {}): Promise<Machine> {
       { cause },
     );
   }
-  log(`${name}: started pid ${child.pid}: ${commandLine.join(" ")}`);
+  log(`${name}: started pid ${child.pid}: ${redactCommandLine(commandLine).join(" ")}`);
 
   // Pumps: stderr into a bounded tail, stdout into the console.
   const stderr = { text: "" };

@@ -6,6 +6,7 @@
  */
 import { excerpt } from "./framing.ts";
 import { ProtocolError } from "./errors.ts";
+import { stringifyJson } from "./json.ts";
 import type { QmpTimestamp } from "./qapi/types.ts";
 
 export type { QmpTimestamp };
@@ -58,7 +59,7 @@ function isObject(v: unknown): v is Record<string, unknown> {
 }
 
 function show(msg: unknown): string {
-  return excerpt(JSON.stringify(msg) ?? String(msg), 120);
+  return excerpt(stringifyJson(msg) ?? String(msg), 120);
 }
 
 /**
@@ -102,7 +103,7 @@ export function classifyMessage(msg: Record<string, unknown>): ServerMessage {
         kind: "error",
         id: msg.id,
         class: typeof err.class === "string" ? err.class : "GenericError",
-        desc: typeof err.desc === "string" ? err.desc : JSON.stringify(err),
+        desc: typeof err.desc === "string" ? err.desc : stringifyJson(err),
       };
     }
   } else if (typeof msg.event === "string") {

@@ -6,7 +6,7 @@
  * @module
  */
 import { type Address, formatAddress, type TcpAddress, type UnixAddress } from "./address.ts";
-import { AbortError, ConnectionError, TimeoutError } from "./errors.ts";
+import { AbortError, ConnectionError, MonitorBusyError, TimeoutError } from "./errors.ts";
 import { LibvirtAgentTransport, LibvirtQmpTransport } from "./transports/libvirt.ts";
 
 /**
@@ -45,7 +45,10 @@ const RETRYABLE = new Set(["NotFound", "ConnectionRefused", "ConnectionReset"]);
  * Connects to a unix or TCP address, or a libvirt domain. With `retry`, a
  * missing socket or a refused connection (QEMU still starting; for libvirt, a
  * domain not defined or not running yet) is retried with a short backoff until
- * the deadline. Errors are {@link ConnectionError}, {@link TimeoutError} or
+ * the deadline. Errors are {@link ConnectionError} (a path that is not
+ * a socket says so), {@link MonitorBusyError} (a unix monitor whose
+ * connection queue is full: another client is attached),
+ * {@link TimeoutError} (a TCP connection nothing accepts) or
  * {@link AbortError}.
  */
 export async function openTransport(address: Address, options: OpenOptions): Promise<Transport> {
@@ -70,6 +73,19 @@ export async function openTransport(address: Address, options: OpenOptions): Pro
     } catch (err) {
       if (err instanceof TimeoutError || err instanceof AbortError) throw err;
       const kind = err instanceof Error ? err.name : "";
+      if (address.transport === "unix") {
+        // EAGAIN: QEMU accepts no connection while a client is attached, so the queue filled up.
+        if (isBusy(err)) throw new MonitorBusyError(where, { cause: err });
+        // A regular file or a directory refuses too: say what the path is instead.
+        const notSocket = isRefused(err) ? await describeNonSocket(address.path) : undefined;
+        if (notSocket !== undefined) {
+          throw new ConnectionError(
+            `Cannot connect to ${where}: ${address.path} is ${notSocket}, not a socket. ` +
+              `Give the path of QEMU's QMP socket (-qmp unix:PATH,server=on,wait=off).`,
+            { cause: err, address: where },
+          );
+        }
+      }
       const remaining = options.deadline - Date.now();
       if (options.retry && RETRYABLE.has(kind) && remaining > 0) {
         lastError = err;
@@ -110,7 +126,7 @@ async function connectOnce(
       pending.then((c) => c.close(), () => {});
       reject(
         timeout.aborted
-          ? new TimeoutError(`Connecting to ${where}`, options.timeoutMs)
+          ? connectTimedOut(address, options.timeoutMs)
           : new AbortError(`Connecting to ${where}`, { cause: options.signal?.reason }),
       );
     };
@@ -123,7 +139,7 @@ async function connectOnce(
     // Deno's TCP connect rejects with its own AbortError when the signal fires.
     if (signal.aborted && !(err instanceof TimeoutError || err instanceof AbortError)) {
       throw timeout.aborted
-        ? new TimeoutError(`Connecting to ${where}`, options.timeoutMs, { cause: err })
+        ? connectTimedOut(address, options.timeoutMs, err)
         : new AbortError(`Connecting to ${where}`, { cause: options.signal?.reason });
     }
     throw err;
@@ -131,6 +147,50 @@ async function connectOnce(
     signal.removeEventListener("abort", onAbort!);
     aborted.catch(() => {});
   }
+}
+
+/** The connection itself (not the greeting) did not complete in time. */
+function connectTimedOut(address: Address, timeoutMs: number, cause?: unknown): TimeoutError {
+  const where = formatAddress(address);
+  const hint = address.transport === "tcp"
+    ? `the connection timed out: nothing accepted the TCP connection (the listener's queue is ` +
+      `full, as when a QMP monitor is busy with another client, or packets are dropped on the ` +
+      `way). Check that QEMU is running, the address is right and no other client is attached.`
+    : "the connection timed out";
+  return new TimeoutError(`Connecting to ${where}`, timeoutMs, { cause, hint });
+}
+
+function errorCode(err: unknown): unknown {
+  return (err as { code?: unknown } | null)?.code;
+}
+
+function isBusy(err: unknown): boolean {
+  return (err instanceof Error && err.name === "WouldBlock") || errorCode(err) === "EAGAIN";
+}
+
+function isRefused(err: unknown): boolean {
+  return (err instanceof Error && err.name === "ConnectionRefused") ||
+    errorCode(err) === "ECONNREFUSED" || errorCode(err) === "ENOTSOCK";
+}
+
+/**
+ * What is at `path` when it is not a socket ("a regular file", "a
+ * directory", ...); undefined when it is a socket or cannot be examined.
+ */
+async function describeNonSocket(path: string): Promise<string | undefined> {
+  let info: Deno.FileInfo;
+  try {
+    info = await Deno.stat(path);
+  } catch {
+    return undefined;
+  }
+  if (info.isSocket) return undefined;
+  if (info.isFile) return "a regular file";
+  if (info.isDirectory) return "a directory";
+  if (info.isFifo) return "a FIFO";
+  if (info.isCharDevice) return "a character device";
+  if (info.isBlockDevice) return "a block device";
+  return info.isSocket === null ? undefined : "not a socket";
 }
 
 function sleep(ms: number, signal: AbortSignal | undefined, where: string): Promise<void> {
@@ -159,7 +219,10 @@ function hintFor(kind: string, address: Address): string {
         `-qmp unix:${address.transport === "unix" ? address.path : "PATH"},server=on,wait=off? ` +
         "Pass retry: true to wait for a QEMU that is still starting.";
     case "ConnectionRefused":
-      return "Nothing is listening there: check that QEMU is running and the address is right.";
+      return address.transport === "unix"
+        ? "Nothing is listening on that socket (a QEMU that exited can leave it behind): " +
+          "check that QEMU is running and the path is right."
+        : "Nothing is listening there: check that QEMU is running and the address is right.";
     case "PermissionDenied":
     case "NotCapable":
       return "Permission denied: check the socket's permissions and the Deno flags " +

@@ -236,18 +236,19 @@ export interface AgentRenderOptions {
 
 const LINE_WIDTH = 100;
 const EMPTY = "Record<string, never>";
+// 64-bit integers beyond ±(2^53-1) arrive as exact bigints (lib/json.ts); narrower ones never do.
 const BUILTINS: Record<string, string> = {
   str: "string",
-  int: "number",
+  int: "number | bigint",
   int8: "number",
   int16: "number",
   int32: "number",
-  int64: "number",
+  int64: "number | bigint",
   uint8: "number",
   uint16: "number",
   uint32: "number",
-  uint64: "number",
-  size: "number",
+  uint64: "number | bigint",
+  size: "number | bigint",
   number: "number",
   bool: "boolean",
   any: "unknown",

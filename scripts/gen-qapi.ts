@@ -877,13 +877,16 @@ export function renderTypes(
   };
   const tsType = (id: string): string => {
     const arr = /^\[(.*)\]$/.exec(id);
-    if (arr) return `${tsType(arr[1])}[]`;
+    if (arr) {
+      const element = tsType(arr[1]);
+      return element.includes(" | ") ? `(${element})[]` : `${element}[]`;
+    }
     if (id === "0") return EMPTY;
     const e = schema.get(id);
     if (e["meta-type"] === "builtin") {
       return ({
         str: "string",
-        int: "number",
+        int: "number | bigint",
         number: "number",
         bool: "boolean",
         null: "null",
@@ -912,6 +915,10 @@ export function renderTypes(
     " *",
     " * Type names are QEMU's own QAPI names, recovered from the reference manual `qemu-qmp-ref(7)`.",
     " * Types QAPI leaves unnamed are called `<Command>Arguments`, `<Event>Data` and `<Union>Base`.",
+    " *",
+    " * QAPI integers (`int`, `int64`, `uint64`, `size`, ...; introspection calls them all `int`) are",
+    " * `number | bigint`: qmpkit parses an integer beyond ±(2^53-1) as an exact `bigint`, and",
+    " * arguments accept either.",
     " *",
     " * @module",
     " */",
@@ -1132,7 +1139,10 @@ export interface LiveSchema {
   /** The `query-qmp-schema` return. */
   schema: SchemaEntry[];
   /** `query-version` return. */
-  version: { qemu: { major: number; minor: number; micro: number }; package: string };
+  version: {
+    qemu: { major: number | bigint; minor: number | bigint; micro: number | bigint };
+    package: string;
+  };
 }
 
 async function fetchWith(qmp: QmpClient): Promise<LiveSchema> {

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Installs what qmpkit's tests and demo need, when missing: Deno (from npm),
-# QEMU, the tiny guest's packages (busybox-static, qemu-guest-agent) and libvirt
-# (libvirt-daemon-system, libvirt-clients: the libvirt transport's tests; from apt),
-# then builds the tiny guest.
+# QEMU, the tiny guest's packages (busybox-static, qemu-guest-agent), Chromium for
+# the HTML report's test and libvirt (libvirt-daemon-system, libvirt-clients: the
+# libvirt transport's tests) (from apt), then builds the tiny guest.
 # Idempotent: a second run only checks.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -36,6 +36,8 @@ if command -v dpkg >/dev/null 2>&1; then
 fi
 command -v cpio >/dev/null 2>&1 || pkgs+=(cpio)
 command -v tmux >/dev/null 2>&1 || pkgs+=(tmux)
+# The HTML report is tested in a headless Chromium (tests/html_chromium_test.ts).
+command -v chromium >/dev/null 2>&1 || pkgs+=(chromium)
 if [ ${#pkgs[@]} -gt 0 ]; then
   if [ "$(id -u)" != 0 ] && [ -z "$SUDO" ]; then
     say "missing packages: ${pkgs[*]}"

@@ -59,7 +59,10 @@ Deno.test({
     assert.ok(lo, `no lo in ${nics.map((n) => n.name)}`);
     assert.ok(lo["ip-addresses"]?.some((a) => a["ip-address"] === "127.0.0.1"));
     await agent.ping();
-    assert.equal(typeof await agent.execute("guest-get-time"), "number");
+    // Nanoseconds since the epoch: beyond 2^53, so an exact bigint (lib/json.ts), never rounded.
+    const now = await agent.execute("guest-get-time");
+    assert.equal(typeof now, "bigint");
+    assert.ok(Math.abs(Number(now) / 1e6 - Date.now()) < 60_000, `guest-get-time ${now}`);
   },
 });
 

@@ -32,11 +32,11 @@ const FIXTURE = new URL(`../${FIXTURE_AGENT_SCHEMA}`, import.meta.url);
 
 async function typeTests(agent: AgentClient): Promise<void> {
   await agent.execute("guest-ping");
-  const id: number = await agent.execute("guest-sync-delimited", { id: 42 });
+  const id: number | bigint = await agent.execute("guest-sync-delimited", { id: 42 });
   const { pid } = await agent.execute("guest-exec", { path: "/bin/ls", arg: ["-l"] });
   const st: GuestExecStatus = await agent.execute("guest-exec-status", { pid });
-  const code: number | undefined = st.exitcode;
-  const handle: number = await agent.execute("guest-file-open", { path: "/etc/hosts" });
+  const code: number | bigint | undefined = st.exitcode;
+  const handle: number | bigint = await agent.execute("guest-file-open", { path: "/etc/hosts" });
   const read = await agent.execute("guest-file-read", { handle, count: 4096 });
   const b64: string = read["buf-b64"];
   const whence: GuestFileWhence = "set";
@@ -44,7 +44,7 @@ async function typeTests(agent: AgentClient): Promise<void> {
   await agent.execute("guest-file-seek", { handle, offset: 0, whence: 1 });
   const nics: GuestNetworkInterface[] = await agent.execute("guest-network-get-interfaces");
   const mac: string | undefined = nics[0]["hardware-address"];
-  const frozen: number = await agent.execute("guest-fsfreeze-freeze-list", {
+  const frozen: number | bigint = await agent.execute("guest-fsfreeze-freeze-list", {
     mountpoints: ["/"],
   });
   await agent.execute("guest-shutdown", { mode: "powerdown" });
@@ -53,7 +53,7 @@ async function typeTests(agent: AgentClient): Promise<void> {
   const enabled: boolean = info.supported_commands[0].enabled;
   const smart = (await agent.execute("guest-get-disks"))[0].smart;
   if (smart?.type === "nvme") {
-    const temp: number = smart.temperature;
+    const temp: number | bigint = smart.temperature;
     void temp;
   }
 
@@ -153,13 +153,16 @@ Deno.test("agent schema: the QAPI source parser keeps expressions and their docs
 Deno.test("agent schema: rendering types commands, args, optionals, enums, no-reply commands", () => {
   const { text, stats } = generateAgentTypes(MINI);
   assert.deepEqual(stats, { commands: 2, types: 3 });
-  assert.match(text, /\n {2}"guest-paint": \{ args: GuestPaintArguments; return: number \};\n/);
+  assert.match(
+    text,
+    /\n {2}"guest-paint": \{ args: GuestPaintArguments; return: number \| bigint \};\n/,
+  );
   assert.match(
     text,
     /\n {2}"guest-vanish": \{ args: Record<string, never>; return: Record<string, never> \};\n/,
   );
   assert.match(text, /\nexport type GuestColor = "red" \| "blue";\n/);
-  assert.match(text, /\n {2}coats\?: number;\n/);
+  assert.match(text, /\n {2}coats\?: number \| bigint;\n/);
   assert.match(text, /\n {2}tags: string\[\];\n/);
   assert.match(text, /Availability: POSIX guests only\./);
   assert.match(text, /Paint the guest, see `GuestPaint`\./);

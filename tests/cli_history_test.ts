@@ -90,3 +90,21 @@ Deno.test("history file: a file larger than the bound is read from its end", asy
     assertEquals(small.history.entries, lines.slice(-2));
   });
 });
+
+Deno.test("history file: secrets typed in the shell are redacted in the saved file", async () => {
+  await withDir(async (dir) => {
+    const path = `${dir}/history`;
+    const lines = [
+      "object-add qom-type=secret id=s0 data=hunter2-history",
+      "set_password protocol=vnc password=hunter3-history",
+      "change-vnc-password password=hunter4-history",
+      'object_add {"qom-type":"secret","id":"s1","data":"hunter5-history"}',
+      "query-status",
+    ];
+    assertEquals(saveHistoryFile(path, lines), undefined);
+    const saved = await Deno.readTextFile(path);
+    assert(!/hunter\d-history/.test(saved), saved);
+    assert(saved.includes("query-status\n"), saved);
+    assertEquals(saved.trimEnd().split("\n").length, lines.length);
+  });
+});

@@ -116,6 +116,19 @@ Deno.test("qmp shell: qmp-shell's -p, -l and -v; -N is explained", async () => {
   }
 });
 
+Deno.test("qmp shell -v: the JSON echoed to the terminal has its secrets redacted", async () => {
+  await using server = await fakeMonitor({
+    "change-vnc-password": (req, conn) => conn.reply(req, {}),
+  });
+  const r = await qmp(["shell", "-v", "--keep-going", server.address], {
+    stdin: "change-vnc-password password=hunter9-echo\n" +
+      '{"execute":"change-vnc-password","arguments":{"password":"hunter8-echo"}}\n',
+  });
+  assertEquals(r.code, 0, show(r));
+  assert(r.stderr.includes('"execute":"change-vnc-password"'), show(r));
+  assert(!/hunter\d-echo/.test(r.stderr + r.stdout), show(r));
+});
+
 Deno.test("address: a name without ':' is a unix socket path relative to the current directory", () => {
   assertEquals(parseAddress("qmp.sock"), { transport: "unix", path: "qmp.sock" });
   assertEquals(parseAddress("sock"), { transport: "unix", path: "sock" });

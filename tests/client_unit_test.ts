@@ -12,6 +12,7 @@ import {
   ServerParseError,
   TimeoutError,
 } from "../lib/errors.ts";
+import { QmpValidationError } from "../lib/qapi/schema.ts";
 import { memoryPair } from "./helpers/memory_transport.ts";
 
 async function open(
@@ -475,9 +476,9 @@ Deno.test("client: transcript entries are redacted unless redact: false", async 
 
 Deno.test("client: bad arguments are rejected before sending", async () => {
   const { client, peer } = await open();
-  await assert.rejects(client.executeRaw("x", [] as never), TypeError);
-  await assert.rejects(client.executeRaw("x", { n: 1n } as never), /cannot be encoded as JSON/);
-  await assert.rejects(client.executeRaw(""), TypeError);
+  await assert.rejects(client.executeRaw("x", [] as never), QmpValidationError);
+  await assert.rejects(client.executeRaw("x", { n: NaN }), /cannot be encoded as JSON/);
+  await assert.rejects(client.executeRaw(""), QmpValidationError);
   assert.equal(peer.unread, 0);
   assert.equal(client.pendingCommands, 0);
   await client.close();

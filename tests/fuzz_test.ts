@@ -39,6 +39,19 @@ function randomString(r: () => number): string {
   return s;
 }
 
+/**
+ * An object key: like {@link randomString} but with no character JSON has to
+ * escape. V8 15.0 (Deno 2.9.6) mis-parses some escaped keys once it has seen
+ * a similar object shape: after `JSON.parse('{"]":false,"\\\\":1}')`,
+ * `JSON.parse('{"]":false,"\\u0000":2}')` has the key "\\" instead of
+ * U+0000 (Node 20's V8 gets it right). QMP's keys are QAPI member names, which
+ * never need escapes, and the framer treats keys and values alike (escapes in
+ * values are still fuzzed), so keys keep clear of that engine bug.
+ */
+function randomKey(r: () => number): string {
+  return randomString(r).replace(/["\\\u0000-\u001f]/g, "_");
+}
+
 function randomValue(r: () => number, depth: number): unknown {
   const k = Math.floor(r() * (depth > 3 ? 4 : 7));
   switch (k) {
@@ -55,7 +68,7 @@ function randomValue(r: () => number, depth: number): unknown {
     default: {
       const o: Record<string, unknown> = {};
       const n = Math.floor(r() * 4);
-      for (let i = 0; i < n; i++) o[randomString(r)] = randomValue(r, depth + 1);
+      for (let i = 0; i < n; i++) o[randomKey(r)] = randomValue(r, depth + 1);
       return o;
     }
   }

@@ -54,7 +54,7 @@ Deno.test({
       await using other = await connectAgent(`unix:${kept.agentSocketPath}`, { timeout: "20s" });
       assert.equal((await other.exec("/bin/echo", ["still here"])).stdout, "still here\n");
     } finally {
-      await Promise.all(result.kept.map((k) => k.machine.kill()));
+      await Promise.all(result.kept.map((k) => k.machine?.kill()));
     }
   },
 });

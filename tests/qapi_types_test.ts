@@ -50,7 +50,7 @@ async function typeTests(): Promise<void> {
   await execute("stop");
   await execute("stop", {});
   const v = await execute("query-version");
-  const major: number = v.qemu.major;
+  const major: number | bigint = v.qemu.major; // QAPI int: a bigint beyond 2^53
   const blocks = await execute("query-block");
   const first: string = blocks[0].device;
   const unknownValue: unknown = await execute("qom-get", { path: "/machine", property: "type" });
@@ -74,9 +74,15 @@ async function typeTests(): Promise<void> {
   });
   const opts: BlockdevOptions = { driver: "raw", file: "n0" };
   if (opts.driver === "raw") {
-    const offset: number | undefined = opts.offset; // narrowed to BlockdevOptionsRaw
+    const offset: number | bigint | undefined = opts.offset; // narrowed to BlockdevOptionsRaw
     void offset;
   }
+  // QAPI integers take a number or an exact bigint (uint64 beyond 2^53).
+  await execute("migrate-set-parameters", { "max-bandwidth": 1024 });
+  await execute("migrate-set-parameters", { "max-bandwidth": 9007199254740993n });
+  await execute("blockdev-add", { driver: "null-co", "node-name": "n4", size: 1n << 60n });
+  const mbps: number | undefined = (await execute("query-migrate")).ram?.mbps; // a double
+  void mbps;
 
   // Events.
   on("SHUTDOWN", (d) => {
@@ -119,6 +125,8 @@ async function typeTests(): Promise<void> {
   await execute("blockdev-add", { driver: "null-co", "node-name": "n2", file: "n0" });
   // @ts-expect-error unknown driver
   await execute("blockdev-add", { driver: "nope", "node-name": "n3" });
+  // @ts-expect-error a QAPI int read back may be a bigint, not only a number
+  const _bw: number = (await execute("query-migrate-parameters"))["max-bandwidth"]!;
   // @ts-expect-error enum value out of range
   await execute("qmp_capabilities", { enable: ["bogus"] });
   // @ts-expect-error wrong event name
@@ -162,6 +170,20 @@ interface TsMember {
   type: string;
 }
 
+/**
+ * Splits union text at top-level " | " (tag literals hold a single value, never " | "); a QAPI
+ * int is the two types `number | bigint`, kept as one branch (also inside `(...)[]`).
+ */
+function splitUnion(text: string): string[] {
+  const parts = text.replace(/\(number \| bigint\)/g, "(INT)").split(" | ");
+  const out: string[] = [];
+  for (let i = 0; i < parts.length; i++) {
+    if (parts[i] === "number" && parts[i + 1] === "bigint") out.push(`number | bigint`), i++;
+    else out.push(parts[i].replace("(INT)", "(number | bigint)"));
+  }
+  return out;
+}
+
 /** A small reader for the generated file's fixed layout. */
 class GeneratedFile {
   interfaces = new Map<string, Map<string, TsMember>>();
@@ -188,7 +210,7 @@ class GeneratedFile {
         while (!text.endsWith(";")) text += "\n" + lines[++i];
         const members = text.slice(0, -1).split("\n").map((s) => s.trim().replace(/^\| /, ""))
           .filter((s) => s !== "")
-          .flatMap((s) => s.split(" | ")); // tag literals hold a single value, never " | "
+          .flatMap(splitUnion);
         this.aliases.set(m[1], members);
       }
     }
@@ -222,7 +244,7 @@ const gen = new GeneratedFile(typesText);
 const schema = new Schema(entries);
 const BUILTIN_TS: Record<string, string> = {
   str: "string",
-  int: "number",
+  int: "number | bigint",
   number: "number",
   bool: "boolean",
   null: "null",
@@ -237,7 +259,7 @@ function checkType(ts: string, id: string, where: string, seen = new Set<string>
   const arr = /^\[(.*)\]$/.exec(id);
   if (arr) {
     assert.ok(ts.endsWith("[]"), `${where}: ${ts} should be an array (${id})`);
-    return checkType(ts.slice(0, -2), arr[1], `${where}[]`, seen);
+    return checkType(ts.slice(0, -2).replace(/^\((.*)\)$/, "$1"), arr[1], `${where}[]`, seen);
   }
   if (id === "0") {
     assert.equal(ts, "Record<string, never>", `${where}: empty object`);
@@ -484,7 +506,7 @@ Deno.test("recoverNames: names flow from commands/events through members and arr
   assert.match(text, /"query-paint": \{ args: QueryPaintArguments; return: PaintInfo \};/);
   assert.match(text, /\n {2}PAINTED: Paint;\n/);
   assert.match(text, /\nexport type Color = "red" \| "green";\n/);
-  assert.match(text, /\n {2}coats\?: number;\n/);
+  assert.match(text, /\n {2}coats\?: number \| bigint;\n/);
   assert.equal(generate(MINI_SCHEMA, MINI_MAN).text, text, "deterministic");
 });
 

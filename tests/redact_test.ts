@@ -24,8 +24,9 @@ Deno.test("redact: secrets are replaced, the rest kept, the input untouched", ()
       arguments: { driver: "luks", "key-secret": "sec0", file: { "x-password": "p" } },
     }),
     {
+      // key-secret names a secret object ("sec0"): a reference, kept readable.
       execute: "blockdev-add",
-      arguments: { driver: "luks", "key-secret": REDACTED, file: { "x-password": REDACTED } },
+      arguments: { driver: "luks", "key-secret": "sec0", file: { "x-password": REDACTED } },
     },
   );
   assert.deepEqual(

@@ -5,104 +5,10 @@
  * Every subprocess is bounded by a deadline and killed if it overruns.
  */
 import assert from "node:assert/strict";
-import { fileURLToPath } from "node:url";
 import { connect } from "../lib/client.ts";
 import { findTinyGuest } from "../lib/guest.ts";
+import { Play, play, ROOT, withDir, writePlaybook } from "./helpers/play.ts";
 import { startQemu } from "./helpers/qemu.ts";
-
-const ROOT = fileURLToPath(new URL("..", import.meta.url));
-const PLAY = fileURLToPath(new URL("../scripts/play.ts", import.meta.url));
-const PLAYBOOK_URL = new URL("../lib/runner/playbook.ts", import.meta.url).href;
-const PERMS = ["--allow-read", "--allow-write", "--allow-net", "--allow-run", "--allow-env"];
-
-/** A running `play.ts` subprocess with its output captured as it arrives. */
-class Play {
-  readonly child: Deno.ChildProcess;
-  stdout = "";
-  stderr = "";
-  readonly done: Promise<{ code: number; stdout: string; stderr: string }>;
-  #listeners: (() => void)[] = [];
-
-  constructor(args: string[], options: { env?: Record<string, string>; timeoutMs?: number } = {}) {
-    const child = new Deno.Command(Deno.execPath(), {
-      args: ["run", "--no-check", ...PERMS, PLAY, ...args],
-      cwd: ROOT,
-      env: { NO_COLOR: "1", ...options.env },
-      stdin: "null",
-      stdout: "piped",
-      stderr: "piped",
-    }).spawn();
-    this.child = child;
-    const pump = async (stream: ReadableStream<Uint8Array>, key: "stdout" | "stderr") => {
-      const d = new TextDecoder();
-      for await (const chunk of stream) {
-        this[key] += d.decode(chunk, { stream: true });
-        for (const l of this.#listeners) l();
-      }
-    };
-    const timeoutMs = options.timeoutMs ?? 60_000;
-    const timer = setTimeout(() => {
-      try {
-        child.kill("SIGKILL");
-      } catch { /* exited */ }
-    }, timeoutMs);
-    this.done = (async () => {
-      const [status] = await Promise.all([
-        child.status,
-        pump(child.stdout, "stdout"),
-        pump(child.stderr, "stderr"),
-      ]);
-      clearTimeout(timer);
-      if (status.signal === "SIGKILL") {
-        throw new Error(`play.ts ${args.join(" ")} overran ${timeoutMs} ms:\n${this.stderr}`);
-      }
-      return { code: status.code, stdout: this.stdout, stderr: this.stderr };
-    })();
-  }
-
-  /** Resolves once stderr matches `pattern` (or rejects after `ms`). */
-  waitStderr(pattern: RegExp, ms = 30_000): Promise<RegExpMatchArray> {
-    return new Promise((resolve, reject) => {
-      const check = () => {
-        const m = this.stderr.match(pattern);
-        if (m) {
-          done();
-          resolve(m);
-        }
-      };
-      const done = () => {
-        clearTimeout(timer);
-        this.#listeners = this.#listeners.filter((l) => l !== check);
-      };
-      const timer = setTimeout(() => {
-        done();
-        reject(new Error(`stderr never matched ${pattern} within ${ms} ms:\n${this.stderr}`));
-      }, ms);
-      this.#listeners.push(check);
-      check();
-    });
-  }
-}
-
-function play(args: string[], options?: { env?: Record<string, string>; timeoutMs?: number }) {
-  return new Play(args, options).done;
-}
-
-/** Writes `NAME.playbook.ts` into `dir`, with `playbook` imported by absolute URL. */
-async function writePlaybook(dir: string, name: string, body: string): Promise<string> {
-  const path = `${dir}/${name}.playbook.ts`;
-  await Deno.writeTextFile(path, `import { playbook } from "${PLAYBOOK_URL}";\n${body}\n`);
-  return path;
-}
-
-async function withDir(fn: (dir: string) => Promise<void>): Promise<void> {
-  const dir = await Deno.makeTempDir({ prefix: "qmpkit-runner-test-" });
-  try {
-    await fn(dir);
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
-}
 
 /** True while a process with this pid exists (`kill -0`; reading /proc needs --allow-all). */
 async function alive(pid: number): Promise<boolean> {
@@ -513,7 +419,7 @@ Deno.test("--reporter json: counts, steps, failure details", async () => {
     assert.equal(report.version, 1);
     assert.equal(report.ok, false);
     assert.deepEqual(report.counts, {
-      playbooks: { passed: 0, failed: 1, skipped: 0, interrupted: 0 },
+      playbooks: { passed: 0, failed: 1, skipped: 0, interrupted: 0, flaky: 0 },
       steps: { passed: 1, failed: 2, skipped: 1 },
     });
     const pb = report.playbooks[0];

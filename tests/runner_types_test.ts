@@ -8,7 +8,8 @@ import type { JobInfo, StatusInfo } from "../lib/qapi/types.ts";
 import { ExpectationError } from "../lib/runner/errors.ts";
 import { equals, expect, matchObject } from "../lib/runner/expect.ts";
 import { diffValues, formatValue } from "../lib/runner/format.ts";
-import { parseFilter, recordPath } from "../lib/runner/engine.ts";
+import { recordPath } from "../lib/runner/engine.ts";
+import { parseFilter } from "../lib/runner/filter.ts";
 import { isPlaybook, playbook, type PlaybookContext } from "../lib/runner/playbook.ts";
 
 const paused: StatusInfo = { running: false, singlestep: false, status: "paused" };
@@ -227,4 +228,26 @@ Deno.test("playbook() validates its arguments", () => {
   assert.equal(pb.meta.name, "by name");
   assert.ok(Object.isFrozen(pb));
   assert.ok(!isPlaybook({ kind: "qmpkit.playbook" }));
+});
+
+Deno.test("playbook tags are validated; playbook.skip and playbook.only set meta", () => {
+  assert.deepEqual(playbook({ name: "t", tags: ["block", "slow"] }, () => {}).meta.tags, [
+    "block",
+    "slow",
+  ]);
+  for (const bad of ["", "a b", "a,b", "!x"]) {
+    assert.throws(
+      () => playbook({ name: "t", tags: [bad] }, () => {}),
+      /tag .* must be a non-empty word without spaces or commas, not starting with !/,
+    );
+  }
+  // @ts-expect-error tags is an array
+  assert.throws(() => playbook({ name: "t", tags: "block" }, () => {}), /must be an array/);
+  assert.equal(playbook.skip("s", () => {}).meta.skip, "playbook.skip");
+  assert.equal(
+    playbook.skip({ name: "s", skip: "flaky on TCG" }, () => {}).meta.skip,
+    "flaky on TCG",
+  );
+  assert.equal(playbook.only("o", () => {}).meta.only, true);
+  assert.equal(playbook("p", () => {}).meta.only, undefined);
 });

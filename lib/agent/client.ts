@@ -22,6 +22,7 @@ import {
   TimeoutError,
 } from "../errors.ts";
 import { JsonObjectFramer } from "../framing.ts";
+import { stringifyJson } from "../json.ts";
 import { openTransport, type Transport } from "../transport.ts";
 import {
   AGENT_NO_REPLY_COMMANDS,
@@ -371,13 +372,15 @@ export class AgentClient implements AsyncDisposable {
       timeout: Math.max(1, Math.min(this.#commandTimeout, deadline - Date.now())),
       signal: options.signal,
     });
-    const { pid } = await this.execute("guest-exec", {
-      path,
-      arg: args,
-      ...(env ? { env } : {}),
-      ...(input !== undefined ? { "input-data": input } : {}),
-      "capture-output": options.captureOutput ?? true,
-    }, callBound());
+    const pid = Number(
+      (await this.execute("guest-exec", {
+        path,
+        arg: args,
+        ...(env ? { env } : {}),
+        ...(input !== undefined ? { "input-data": input } : {}),
+        "capture-output": options.captureOutput ?? true,
+      }, callBound())).pid,
+    ); // a guest pid: small, never a bigint
     let delay = 5;
     let status: GuestExecStatus;
     while (true) {
@@ -400,8 +403,8 @@ export class AgentClient implements AsyncDisposable {
     const text = new TextDecoder();
     return {
       pid,
-      exitCode: status.exitcode ?? null,
-      ...(status.signal !== undefined ? { signal: status.signal } : {}),
+      exitCode: status.exitcode === undefined ? null : Number(status.exitcode),
+      ...(status.signal !== undefined ? { signal: Number(status.signal) } : {}),
       stdout: text.decode(out.bytes),
       stderr: text.decode(err.bytes),
       stdoutBytes: out.bytes,
@@ -467,7 +470,7 @@ export class AgentClient implements AsyncDisposable {
         if (!(r.count > 0)) {
           throw new AgentError(`guest-file-write wrote nothing to ${path} at offset ${offset}`);
         }
-        offset += r.count;
+        offset += Number(r.count);
       }
     });
   }
@@ -485,14 +488,16 @@ export class AgentClient implements AsyncDisposable {
    * ```
    */
   async freeze(options: AgentFreezeOptions = {}): Promise<AgentFreeze> {
-    const count = options.mountpoints
-      ? await this.execute("guest-fsfreeze-freeze-list", {
-        mountpoints: options.mountpoints,
-      }, options)
-      : await this.execute("guest-fsfreeze-freeze", undefined, options);
+    const count = Number(
+      options.mountpoints
+        ? await this.execute("guest-fsfreeze-freeze-list", {
+          mountpoints: options.mountpoints,
+        }, options)
+        : await this.execute("guest-fsfreeze-freeze", undefined, options),
+    );
     let thawed: Promise<number> | undefined;
     const thaw = (o?: AgentCallOptions) =>
-      thawed ??= this.execute("guest-fsfreeze-thaw", undefined, o);
+      thawed ??= this.execute("guest-fsfreeze-thaw", undefined, o).then(Number);
     return {
       count,
       thaw,
@@ -614,7 +619,7 @@ export class AgentClient implements AsyncDisposable {
     this.#checkPort(`guest agent command ${command}`);
     const timeout = parseDuration(options.timeout ?? this.#commandTimeout);
     if (this.#needSync || this.#items.length > 0) await this.#sync({ ...options, timeout });
-    await this.#send(JSON.stringify(request(command, args)), { timeout, signal: options.signal });
+    await this.#send(stringifyJson(request(command, args)), { timeout, signal: options.signal });
     let skipNext = false;
     while (true) {
       const item = await this.#next(`guest agent command ${command}`, timeout, options.signal);
@@ -653,7 +658,7 @@ export class AgentClient implements AsyncDisposable {
     this.#needSync = true;
     throw new ProtocolError(
       `The guest agent at ${this.#where} answered ${command} with neither "return" nor "error"`,
-      { received: JSON.stringify(m).slice(0, 200) },
+      { received: stringifyJson(m).slice(0, 200) },
     );
   }
 
@@ -666,7 +671,7 @@ export class AgentClient implements AsyncDisposable {
     const timeout = parseDuration(options.timeout ?? this.#commandTimeout);
     if (this.#needSync || this.#items.length > 0) await this.#sync({ ...options, timeout });
     this.#needSync = true; // no reply on success: resync before the next command
-    await this.#send(JSON.stringify(request(command, args)), { timeout, signal: options.signal });
+    await this.#send(stringifyJson(request(command, args)), { timeout, signal: options.signal });
     return await this.#replyOrSilence(
       command,
       args,
@@ -902,7 +907,7 @@ export class AgentClient implements AsyncDisposable {
     options: AgentCallOptions,
     body: (handle: number) => Promise<T>,
   ): Promise<T> {
-    const handle = await this.execute("guest-file-open", { path, mode }, options);
+    const handle = Number(await this.execute("guest-file-open", { path, mode }, options));
     let result: T;
     try {
       result = await body(handle);

@@ -45,7 +45,7 @@ export interface AgentCommands {
    * Returns: Guest file handle on success.
    * @since 0.15.0
    */
-  "guest-file-open": { args: GuestFileOpenArguments; return: number };
+  "guest-file-open": { args: GuestFileOpenArguments; return: number | bigint };
   /**
    * Read from an open file in the guest. Data will be base64-encoded. As this command is just for
    * limited, ad-hoc debugging, such as log file access, the number of bytes to read is limited to
@@ -82,14 +82,14 @@ export interface AgentCommands {
    * helper. The frozen state is limited for up to 10 seconds by VSS.
    * @since 0.15.0
    */
-  "guest-fsfreeze-freeze": { args: Record<string, never>; return: number };
+  "guest-fsfreeze-freeze": { args: Record<string, never>; return: number | bigint };
   /**
    * Sync and freeze specified guest filesystems. See also `guest-fsfreeze-freeze`.
    *
    * Returns: Number of file systems currently frozen. On error, all filesystems will be thawed.
    * @since 2.2
    */
-  "guest-fsfreeze-freeze-list": { args: GuestFsfreezeFreezeListArguments; return: number };
+  "guest-fsfreeze-freeze-list": { args: GuestFsfreezeFreezeListArguments; return: number | bigint };
   /**
    * Get guest fsfreeze state. error state indicates
    *
@@ -110,7 +110,7 @@ export interface AgentCommands {
    * may have changed before issuing this command.
    * @since 0.15.0
    */
-  "guest-fsfreeze-thaw": { args: Record<string, never>; return: number };
+  "guest-fsfreeze-thaw": { args: Record<string, never>; return: number | bigint };
   /**
    * Discard (or "trim") blocks which are not in use by the filesystem.
    *
@@ -195,7 +195,7 @@ export interface AgentCommands {
    * Returns: Time in nanoseconds.
    * @since 1.5
    */
-  "guest-get-time": { args: Record<string, never>; return: number };
+  "guest-get-time": { args: Record<string, never>; return: number | bigint };
   /**
    * Retrieves the timezone information from the guest.
    *
@@ -314,7 +314,7 @@ export interface AgentCommands {
    * agent maximizes this value. Possible cases:
    * @since 1.5
    */
-  "guest-set-vcpus": { args: GuestSetVcpusArguments; return: number };
+  "guest-set-vcpus": { args: GuestSetVcpusArguments; return: number | bigint };
   /**
    * Initiate guest-activated shutdown. Note: this is an asynchronous shutdown request, with no
    * guarantee of successful shutdown.
@@ -462,7 +462,7 @@ export interface AgentCommands {
    * Returns: The unique integer id passed in by the client
    * @since 0.15.0
    */
-  "guest-sync": { args: GuestSyncArguments; return: number };
+  "guest-sync": { args: GuestSyncArguments; return: number | bigint };
   /**
    * Echo back a unique integer value, and prepend to response a leading sentinel byte (0xFF) the
    * client can check scan for.
@@ -485,7 +485,7 @@ export interface AgentCommands {
    * Returns: The unique integer id passed in by the client
    * @since 1.1
    */
-  "guest-sync-delimited": { args: GuestSyncDelimitedArguments; return: number };
+  "guest-sync-delimited": { args: GuestSyncDelimitedArguments; return: number | bigint };
 }
 
 /** The name of a guest agent command. */
@@ -598,13 +598,13 @@ export interface GuestAuthorizedKeys {
  */
 export interface GuestCCWAddress {
   /** channel subsystem image id */
-  cssid: number;
+  cssid: number | bigint;
   /** subchannel set id */
-  ssid: number;
+  ssid: number | bigint;
   /** subchannel number */
-  subchno: number;
+  subchno: number | bigint;
   /** device number */
-  devno: number;
+  devno: number | bigint;
 }
 
 /**
@@ -658,7 +658,7 @@ export interface GuestDeviceInfo {
   /** name of the associated driver */
   "driver-name": string;
   /** driver release date, in nanoseconds since the epoch */
-  "driver-date"?: number;
+  "driver-date"?: number | bigint;
   /** driver version */
   "driver-version"?: string;
   /** device ID */
@@ -678,11 +678,11 @@ export interface GuestDiskAddress {
   /** bus type */
   "bus-type": GuestDiskBusType;
   /** bus id */
-  bus: number;
+  bus: number | bigint;
   /** target id */
-  target: number;
+  target: number | bigint;
   /** unit id */
-  unit: number;
+  unit: number | bigint;
   /** serial number (since: 3.1) */
   serial?: string;
   /** device node (POSIX) or device UNC (Windows) (since: 3.1) */
@@ -781,39 +781,39 @@ export interface GuestDiskSmartBase {
  */
 export interface GuestDiskStats {
   /** sectors read */
-  "read-sectors"?: number;
+  "read-sectors"?: number | bigint;
   /** reads completed successfully */
-  "read-ios"?: number;
+  "read-ios"?: number | bigint;
   /** read requests merged */
-  "read-merges"?: number;
+  "read-merges"?: number | bigint;
   /** sectors written */
-  "write-sectors"?: number;
+  "write-sectors"?: number | bigint;
   /** writes completed */
-  "write-ios"?: number;
+  "write-ios"?: number | bigint;
   /** write requests merged */
-  "write-merges"?: number;
+  "write-merges"?: number | bigint;
   /** sectors discarded */
-  "discard-sectors"?: number;
+  "discard-sectors"?: number | bigint;
   /** discards completed successfully */
-  "discard-ios"?: number;
+  "discard-ios"?: number | bigint;
   /** discard requests merged */
-  "discard-merges"?: number;
+  "discard-merges"?: number | bigint;
   /** flush requests completed successfully */
-  "flush-ios"?: number;
+  "flush-ios"?: number | bigint;
   /** time spent reading(ms) */
-  "read-ticks"?: number;
+  "read-ticks"?: number | bigint;
   /** time spent writing(ms) */
-  "write-ticks"?: number;
+  "write-ticks"?: number | bigint;
   /** time spent discarding(ms) */
-  "discard-ticks"?: number;
+  "discard-ticks"?: number | bigint;
   /** time spent flushing(ms) */
-  "flush-ticks"?: number;
+  "flush-ticks"?: number | bigint;
   /** number of I/Os currently in flight */
-  "ios-pgr"?: number;
+  "ios-pgr"?: number | bigint;
   /** time spent doing I/Os (ms) */
-  "total-ticks"?: number;
+  "total-ticks"?: number | bigint;
   /** weighted time spent doing I/Os since the last update of this field(ms) */
-  "weight-ticks"?: number;
+  "weight-ticks"?: number | bigint;
 }
 
 /**
@@ -827,9 +827,9 @@ export interface GuestDiskStatsInfo {
   /** (undocumented) */
   name: string;
   /** (undocumented) */
-  major: number;
+  major: number | bigint;
   /** (undocumented) */
-  minor: number;
+  minor: number | bigint;
   /** (undocumented) */
   stats: GuestDiskStats;
 }
@@ -840,7 +840,7 @@ export interface GuestDiskStatsInfo {
  */
 export interface GuestExec {
   /** pid of child process in guest OS */
-  pid: number;
+  pid: number | bigint;
 }
 
 /** Arguments of `guest-exec`. */
@@ -865,12 +865,12 @@ export interface GuestExecStatus {
   /** true if process has already terminated. */
   exited: boolean;
   /** process exit code if it was normally terminated. */
-  exitcode?: number;
+  exitcode?: number | bigint;
   /**
    * signal number (linux) or unhandled exception code (windows) if the process was abnormally
    * terminated.
    */
-  signal?: number;
+  signal?: number | bigint;
   /** base64-encoded stdout of the process */
   "out-data"?: string;
   /**
@@ -887,19 +887,19 @@ export interface GuestExecStatus {
 /** Arguments of `guest-exec-status`. */
 export interface GuestExecStatusArguments {
   /** pid returned from guest-exec */
-  pid: number;
+  pid: number | bigint;
 }
 
 /** Arguments of `guest-file-close`. */
 export interface GuestFileCloseArguments {
   /** filehandle returned by guest-file-open */
-  handle: number;
+  handle: number | bigint;
 }
 
 /** Arguments of `guest-file-flush`. */
 export interface GuestFileFlushArguments {
   /** filehandle returned by guest-file-open */
-  handle: number;
+  handle: number | bigint;
 }
 
 /** Arguments of `guest-file-open`. */
@@ -916,7 +916,7 @@ export interface GuestFileOpenArguments {
  */
 export interface GuestFileRead {
   /** number of bytes read (note: count is *before* base64-encoding is applied) */
-  count: number;
+  count: number | bigint;
   /** base64-encoded bytes read */
   "buf-b64": string;
   /** whether EOF was encountered during read operation. */
@@ -926,9 +926,9 @@ export interface GuestFileRead {
 /** Arguments of `guest-file-read`. */
 export interface GuestFileReadArguments {
   /** filehandle returned by guest-file-open */
-  handle: number;
+  handle: number | bigint;
   /** maximum number of bytes to read (default is 4KB, maximum is 48MB) */
-  count?: number;
+  count?: number | bigint;
 }
 
 /**
@@ -937,7 +937,7 @@ export interface GuestFileReadArguments {
  */
 export interface GuestFileSeek {
   /** current file position */
-  position: number;
+  position: number | bigint;
   /** whether EOF was encountered during file seek */
   eof: boolean;
 }
@@ -945,9 +945,9 @@ export interface GuestFileSeek {
 /** Arguments of `guest-file-seek`. */
 export interface GuestFileSeekArguments {
   /** filehandle returned by guest-file-open */
-  handle: number;
+  handle: number | bigint;
   /** bytes to skip over in the file stream */
-  offset: number;
+  offset: number | bigint;
   /** Symbolic or numeric code for interpreting offset */
   whence: GuestFileWhence;
 }
@@ -956,7 +956,7 @@ export interface GuestFileSeekArguments {
  * Controls the meaning of offset to `guest-file-seek`.
  * @since 2.6
  */
-export type GuestFileWhence = number | QGASeek;
+export type GuestFileWhence = number | bigint | QGASeek;
 
 /**
  * Result of guest agent file-write operation
@@ -967,7 +967,7 @@ export interface GuestFileWrite {
    * number of bytes written (note: count is actual bytes written, after base64-decoding of provided
    * buffer)
    */
-  count: number;
+  count: number | bigint;
   /** whether EOF was encountered during write operation. */
   eof: boolean;
 }
@@ -975,14 +975,14 @@ export interface GuestFileWrite {
 /** Arguments of `guest-file-write`. */
 export interface GuestFileWriteArguments {
   /** filehandle returned by guest-file-open */
-  handle: number;
+  handle: number | bigint;
   /** base64-encoded string representing data to be written */
   "buf-b64": string;
   /**
    * bytes to write (actual bytes, after base64-decode), default is all content in buf-b64 buffer
    * after base64 decoding
    */
-  count?: number;
+  count?: number | bigint;
 }
 
 /**
@@ -997,9 +997,9 @@ export interface GuestFilesystemInfo {
   /** file system type string */
   type: string;
   /** file system used bytes (since 3.0) */
-  "used-bytes"?: number;
+  "used-bytes"?: number | bigint;
   /** non-root file system total bytes (since 3.0) */
-  "total-bytes"?: number;
+  "total-bytes"?: number | bigint;
   /**
    * an array of disk hardware information that the volume lies on, which may be empty if the disk
    * type is not supported
@@ -1024,9 +1024,9 @@ export interface GuestFilesystemTrimResult {
   /** path that was trimmed */
   path: string;
   /** bytes trimmed for this path */
-  trimmed?: number;
+  trimmed?: number | bigint;
   /** reported effective minimum for this path */
-  minimum?: number;
+  minimum?: number | bigint;
   /** an error message when trim failed */
   error?: string;
 }
@@ -1057,7 +1057,7 @@ export interface GuestFstrimArguments {
    * not all blocks will be discarded. The default value is zero, meaning "discard every free
    * block".
    */
-  minimum?: number;
+  minimum?: number | bigint;
 }
 
 /**
@@ -1079,7 +1079,7 @@ export interface GuestIpAddress {
   /** Type of `ip-address` (e.g. ipv4, ipv6) */
   "ip-address-type": GuestIpAddressType;
   /** Network prefix length of `ip-address` */
-  prefix: number;
+  prefix: number | bigint;
 }
 
 /**
@@ -1096,30 +1096,30 @@ export type GuestIpAddressType = "ipv4" | "ipv6";
  */
 export interface GuestLinuxCpuStats {
   /** CPU index in guest OS */
-  cpu: number;
+  cpu: number | bigint;
   /** Time spent in user mode */
-  user: number;
+  user: number | bigint;
   /** Time spent in user mode with low priority (nice) */
-  nice: number;
+  nice: number | bigint;
   /** Time spent in system mode */
-  system: number;
+  system: number | bigint;
   /** Time spent in the idle task */
-  idle: number;
+  idle: number | bigint;
   /** Time waiting for I/O to complete (since Linux 2.5.41) */
-  iowait?: number;
+  iowait?: number | bigint;
   /** Time servicing interrupts (since Linux 2.6.0-test4) */
-  irq?: number;
+  irq?: number | bigint;
   /** Time servicing softirqs (since Linux 2.6.0-test4) */
-  softirq?: number;
+  softirq?: number | bigint;
   /** Stolen time by host (since Linux 2.6.11) */
-  steal?: number;
+  steal?: number | bigint;
   /**
    * ime spent running a virtual CPU for guest operating systems under the control of the Linux
    * kernel (since Linux 2.6.24)
    */
-  guest?: number;
+  guest?: number | bigint;
   /** Time spent running a niced guest (since Linux 2.6.33) */
-  guestnice?: number;
+  guestnice?: number | bigint;
 }
 
 /**
@@ -1128,7 +1128,7 @@ export interface GuestLinuxCpuStats {
  */
 export interface GuestLogicalProcessor {
   /** Arbitrary guest-specific unique identifier of the VCPU. */
-  "logical-id": number;
+  "logical-id": number | bigint;
   /** Whether the VCPU is enabled. */
   online: boolean;
   /**
@@ -1144,7 +1144,7 @@ export interface GuestLogicalProcessor {
  */
 export interface GuestMemoryBlock {
   /** Arbitrary guest-specific unique identifier of the MEMORY BLOCK. */
-  "phys-index": number;
+  "phys-index": number | bigint;
   /** Whether the MEMORY BLOCK is enabled in guest. */
   online: boolean;
   /**
@@ -1164,7 +1164,7 @@ export interface GuestMemoryBlockInfo {
    * the size (in bytes) of the guest memory blocks, which are the minimal units of memory block
    * online/offline operations (also called Logical Memory Hotplug).
    */
-  size: number;
+  size: number | bigint;
 }
 
 /**
@@ -1173,14 +1173,14 @@ export interface GuestMemoryBlockInfo {
  */
 export interface GuestMemoryBlockResponse {
   /** same with the 'phys-index' member of `GuestMemoryBlock`. */
-  "phys-index": number;
+  "phys-index": number | bigint;
   /** the result of memory block operation. */
   response: GuestMemoryBlockResponseType;
   /**
    * the error number. When memory block operation fails, we assign the value of 'errno' to this
    * member, it indicates what goes wrong. When the operation succeeds, it will be omitted.
    */
-  "error-code"?: number;
+  "error-code"?: number | bigint;
 }
 
 /**
@@ -1206,55 +1206,55 @@ export type GuestMemoryBlockResponseType =
  */
 export interface GuestNVMeSmart {
   /** (undocumented) */
-  "critical-warning": number;
+  "critical-warning": number | bigint;
   /** (undocumented) */
-  temperature: number;
+  temperature: number | bigint;
   /** (undocumented) */
-  "available-spare": number;
+  "available-spare": number | bigint;
   /** (undocumented) */
-  "available-spare-threshold": number;
+  "available-spare-threshold": number | bigint;
   /** (undocumented) */
-  "percentage-used": number;
+  "percentage-used": number | bigint;
   /** (undocumented) */
-  "data-units-read-lo": number;
+  "data-units-read-lo": number | bigint;
   /** (undocumented) */
-  "data-units-read-hi": number;
+  "data-units-read-hi": number | bigint;
   /** (undocumented) */
-  "data-units-written-lo": number;
+  "data-units-written-lo": number | bigint;
   /** (undocumented) */
-  "data-units-written-hi": number;
+  "data-units-written-hi": number | bigint;
   /** (undocumented) */
-  "host-read-commands-lo": number;
+  "host-read-commands-lo": number | bigint;
   /** (undocumented) */
-  "host-read-commands-hi": number;
+  "host-read-commands-hi": number | bigint;
   /** (undocumented) */
-  "host-write-commands-lo": number;
+  "host-write-commands-lo": number | bigint;
   /** (undocumented) */
-  "host-write-commands-hi": number;
+  "host-write-commands-hi": number | bigint;
   /** (undocumented) */
-  "controller-busy-time-lo": number;
+  "controller-busy-time-lo": number | bigint;
   /** (undocumented) */
-  "controller-busy-time-hi": number;
+  "controller-busy-time-hi": number | bigint;
   /** (undocumented) */
-  "power-cycles-lo": number;
+  "power-cycles-lo": number | bigint;
   /** (undocumented) */
-  "power-cycles-hi": number;
+  "power-cycles-hi": number | bigint;
   /** (undocumented) */
-  "power-on-hours-lo": number;
+  "power-on-hours-lo": number | bigint;
   /** (undocumented) */
-  "power-on-hours-hi": number;
+  "power-on-hours-hi": number | bigint;
   /** (undocumented) */
-  "unsafe-shutdowns-lo": number;
+  "unsafe-shutdowns-lo": number | bigint;
   /** (undocumented) */
-  "unsafe-shutdowns-hi": number;
+  "unsafe-shutdowns-hi": number | bigint;
   /** (undocumented) */
-  "media-errors-lo": number;
+  "media-errors-lo": number | bigint;
   /** (undocumented) */
-  "media-errors-hi": number;
+  "media-errors-hi": number | bigint;
   /** (undocumented) */
-  "number-of-error-log-entries-lo": number;
+  "number-of-error-log-entries-lo": number | bigint;
   /** (undocumented) */
-  "number-of-error-log-entries-hi": number;
+  "number-of-error-log-entries-hi": number | bigint;
 }
 
 /**
@@ -1278,21 +1278,21 @@ export interface GuestNetworkInterface {
  */
 export interface GuestNetworkInterfaceStat {
   /** total bytes received */
-  "rx-bytes": number;
+  "rx-bytes": number | bigint;
   /** total packets received */
-  "rx-packets": number;
+  "rx-packets": number | bigint;
   /** bad packets received */
-  "rx-errs": number;
+  "rx-errs": number | bigint;
   /** receiver dropped packets */
-  "rx-dropped": number;
+  "rx-dropped": number | bigint;
   /** total bytes transmitted */
-  "tx-bytes": number;
+  "tx-bytes": number | bigint;
   /** total packets transmitted */
-  "tx-packets": number;
+  "tx-packets": number | bigint;
   /** packet transmit problems */
-  "tx-errs": number;
+  "tx-errs": number | bigint;
   /** dropped packets transmitted */
-  "tx-dropped": number;
+  "tx-dropped": number | bigint;
 }
 
 /**
@@ -1344,13 +1344,13 @@ export interface GuestOSInfo {
  */
 export interface GuestPCIAddress {
   /** domain id */
-  domain: number;
+  domain: number | bigint;
   /** bus id */
-  bus: number;
+  bus: number | bigint;
   /** slot id */
-  slot: number;
+  slot: number | bigint;
   /** function id */
-  function: number;
+  function: number | bigint;
 }
 
 /** Arguments of `guest-set-memory-blocks`. */
@@ -1362,7 +1362,7 @@ export interface GuestSetMemoryBlocksArguments {
 /** Arguments of `guest-set-time`. */
 export interface GuestSetTimeArguments {
   /** time of nanoseconds, relative to the Epoch of 1970-01-01 in UTC. */
-  time?: number;
+  time?: number | bigint;
 }
 
 /** Arguments of `guest-set-user-password`. */
@@ -1423,13 +1423,13 @@ export interface GuestSshRemoveAuthorizedKeysArguments {
 /** Arguments of `guest-sync`. */
 export interface GuestSyncArguments {
   /** randomly generated 64-bit integer */
-  id: number;
+  id: number | bigint;
 }
 
 /** Arguments of `guest-sync-delimited`. */
 export interface GuestSyncDelimitedArguments {
   /** randomly generated 64-bit integer */
-  id: number;
+  id: number | bigint;
 }
 
 /**
@@ -1446,7 +1446,7 @@ export interface GuestTimezone {
    * Offset to UTC in seconds, negative numbers for time zones west of GMT, positive numbers for
    * east
    */
-  offset: number;
+  offset: number | bigint;
 }
 
 /**

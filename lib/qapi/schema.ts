@@ -35,7 +35,9 @@ export interface SchemaEntry {
 }
 
 /**
- * Arguments failed validation against the live schema. Nothing was sent.
+ * A request was refused before sending: its arguments failed validation
+ * against the live schema (`validate: true`), or are not a JSON object, or
+ * the command name is empty. Nothing was sent.
  *
  * @example
  * ```ts ignore
@@ -48,9 +50,13 @@ export class QmpValidationError extends QmpError {
   readonly command: string;
   /** Dotted path of the bad member, e.g. `file.filename` (empty for the arguments object). */
   readonly path: string;
-  /** Creates a validation error. */
+  /** Creates a validation error (an empty `command`: the name itself is the problem). */
   constructor(command: string, path: string, problem: string) {
-    super(`Invalid arguments for ${command}: ${path ? `'${path}' ` : ""}${problem}`);
+    super(
+      command === ""
+        ? `Invalid command: ${problem}`
+        : `Invalid arguments for ${command}: ${path ? `'${path}' ` : ""}${problem}`,
+    );
     this.name = "QmpValidationError";
     this.command = command;
     this.path = path;
@@ -207,7 +213,7 @@ export class QmpSchema {
 function checkJson(jsonType: string, value: unknown, path: string): [string, string] | undefined {
   const ok = jsonType === "value" ||
     (jsonType === "string" && typeof value === "string") ||
-    (jsonType === "int" && Number.isInteger(value)) ||
+    (jsonType === "int" && (Number.isInteger(value) || typeof value === "bigint")) ||
     (jsonType === "number" && typeof value === "number" && Number.isFinite(value)) ||
     (jsonType === "boolean" && typeof value === "boolean") ||
     (jsonType === "null" && value === null) ||
@@ -223,6 +229,7 @@ function jsonKind(v: unknown): string {
   if (v === null) return "null";
   if (Array.isArray(v)) return "array";
   if (typeof v === "number") return Number.isInteger(v) ? "int" : "number";
+  if (typeof v === "bigint") return "int";
   return typeof v === "object" ? "object" : typeof v === "boolean" ? "boolean" : typeof v;
 }
 
@@ -230,6 +237,7 @@ function kind(v: unknown): string {
   if (v === null) return "null";
   if (Array.isArray(v)) return "an array";
   if (typeof v === "number") return Number.isInteger(v) ? `the integer ${v}` : `the number ${v}`;
+  if (typeof v === "bigint") return `the integer ${v}`;
   if (typeof v === "string") return `the string ${JSON.stringify(v.slice(0, 40))}`;
   if (typeof v === "boolean") return `${v}`;
   return typeof v === "object" ? "an object" : typeof v;

@@ -9,6 +9,10 @@
  * Type names are QEMU's own QAPI names, recovered from the reference manual `qemu-qmp-ref(7)`.
  * Types QAPI leaves unnamed are called `<Command>Arguments`, `<Event>Data` and `<Union>Base`.
  *
+ * QAPI integers (`int`, `int64`, `uint64`, `size`, ...; introspection calls them all `int`) are
+ * `number | bigint`: qmpkit parses an integer beyond ±(2^53-1) as an exact `bigint`, and
+ * arguments accept either.
+ *
  * @module
  */
 
@@ -1476,9 +1480,9 @@ export interface ACPIOSTInfo {
   /** QAPI type `ACPISlotType`. */
   "slot-type": ACPISlotType;
   /** QAPI type `int`. */
-  source: number;
+  source: number | bigint;
   /** QAPI type `int`. */
-  status: number;
+  status: number | bigint;
 }
 
 /** QAPI enum `ACPISlotType`. */
@@ -1517,7 +1521,7 @@ export interface AddClientArguments {
 /** Arguments of command `add-fd` (unnamed in QAPI). */
 export interface AddFdArguments {
   /** QAPI type `int`. */
-  "fdset-id"?: number;
+  "fdset-id"?: number | bigint;
   /** QAPI type `str`. */
   opaque?: string;
 }
@@ -1525,21 +1529,21 @@ export interface AddFdArguments {
 /** QAPI object `AddfdInfo`. */
 export interface AddfdInfo {
   /** QAPI type `int`. */
-  "fdset-id": number;
+  "fdset-id": number | bigint;
   /** QAPI type `int`. */
-  fd: number;
+  fd: number | bigint;
 }
 
 /** QAPI object `AnnounceParameters`. */
 export interface AnnounceParameters {
   /** QAPI type `int`. */
-  initial: number;
+  initial: number | bigint;
   /** QAPI type `int`. */
-  max: number;
+  max: number | bigint;
   /** QAPI type `int`. */
-  rounds: number;
+  rounds: number | bigint;
   /** QAPI type `int`. */
-  step: number;
+  step: number | bigint;
   /** QAPI type `[str]`. */
   interfaces?: string[];
   /** QAPI type `str`. */
@@ -1579,27 +1583,27 @@ export interface BackupPerf {
   /** QAPI type `bool`. */
   "use-copy-range"?: boolean;
   /** QAPI type `int`. */
-  "max-workers"?: number;
+  "max-workers"?: number | bigint;
   /** QAPI type `int`. */
-  "max-chunk"?: number;
+  "max-chunk"?: number | bigint;
 }
 
 /** Arguments of command `balloon` (unnamed in QAPI). */
 export interface BalloonArguments {
   /** QAPI type `int`. */
-  value: number;
+  value: number | bigint;
 }
 
 /** Data of event `BALLOON_CHANGE` (unnamed in QAPI). */
 export interface BalloonChangeData {
   /** QAPI type `int`. */
-  actual: number;
+  actual: number | bigint;
 }
 
 /** QAPI object `BalloonInfo`. */
 export interface BalloonInfo {
   /** QAPI type `int`. */
-  actual: number;
+  actual: number | bigint;
 }
 
 /** QAPI object `BitmapMigrationBitmapAlias`. */
@@ -1696,13 +1700,13 @@ export interface BlkdebugInjectErrorOptions {
   /** QAPI type `BlkdebugEvent`. */
   event: BlkdebugEvent;
   /** QAPI type `int`. */
-  state?: number;
+  state?: number | bigint;
   /** QAPI type `BlkdebugIOType`. */
   iotype?: BlkdebugIOType;
   /** QAPI type `int`. */
-  errno?: number;
+  errno?: number | bigint;
   /** QAPI type `int`. */
-  sector?: number;
+  sector?: number | bigint;
   /** QAPI type `bool`. */
   once?: boolean;
   /** QAPI type `bool`. */
@@ -1714,9 +1718,9 @@ export interface BlkdebugSetStateOptions {
   /** QAPI type `BlkdebugEvent`. */
   event: BlkdebugEvent;
   /** QAPI type `int`. */
-  state?: number;
+  state?: number | bigint;
   /** QAPI type `int`. */
-  new_state: number;
+  new_state: number | bigint;
 }
 
 /** Arguments of command `block-commit` (unnamed in QAPI). */
@@ -1742,7 +1746,7 @@ export interface BlockCommitArguments {
   /** QAPI type `str`. */
   "backing-file"?: string;
   /** QAPI type `int`. */
-  speed?: number;
+  speed?: number | bigint;
   /** QAPI type `BlockdevOnError`. */
   "on-error"?: BlockdevOnError;
   /** QAPI type `str`. */
@@ -1766,57 +1770,57 @@ export interface BlockDeviceInfo {
   /** QAPI type `str`. */
   backing_file?: string;
   /** QAPI type `int`. */
-  backing_file_depth: number;
+  backing_file_depth: number | bigint;
   /** QAPI type `bool`. */
   encrypted: boolean;
   /** QAPI type `BlockdevDetectZeroesOptions`. */
   detect_zeroes: BlockdevDetectZeroesOptions;
   /** QAPI type `int`. */
-  bps: number;
+  bps: number | bigint;
   /** QAPI type `int`. */
-  bps_rd: number;
+  bps_rd: number | bigint;
   /** QAPI type `int`. */
-  bps_wr: number;
+  bps_wr: number | bigint;
   /** QAPI type `int`. */
-  iops: number;
+  iops: number | bigint;
   /** QAPI type `int`. */
-  iops_rd: number;
+  iops_rd: number | bigint;
   /** QAPI type `int`. */
-  iops_wr: number;
+  iops_wr: number | bigint;
   /** QAPI type `ImageInfo`. */
   image: ImageInfo;
   /** QAPI type `int`. */
-  bps_max?: number;
+  bps_max?: number | bigint;
   /** QAPI type `int`. */
-  bps_rd_max?: number;
+  bps_rd_max?: number | bigint;
   /** QAPI type `int`. */
-  bps_wr_max?: number;
+  bps_wr_max?: number | bigint;
   /** QAPI type `int`. */
-  iops_max?: number;
+  iops_max?: number | bigint;
   /** QAPI type `int`. */
-  iops_rd_max?: number;
+  iops_rd_max?: number | bigint;
   /** QAPI type `int`. */
-  iops_wr_max?: number;
+  iops_wr_max?: number | bigint;
   /** QAPI type `int`. */
-  bps_max_length?: number;
+  bps_max_length?: number | bigint;
   /** QAPI type `int`. */
-  bps_rd_max_length?: number;
+  bps_rd_max_length?: number | bigint;
   /** QAPI type `int`. */
-  bps_wr_max_length?: number;
+  bps_wr_max_length?: number | bigint;
   /** QAPI type `int`. */
-  iops_max_length?: number;
+  iops_max_length?: number | bigint;
   /** QAPI type `int`. */
-  iops_rd_max_length?: number;
+  iops_rd_max_length?: number | bigint;
   /** QAPI type `int`. */
-  iops_wr_max_length?: number;
+  iops_wr_max_length?: number | bigint;
   /** QAPI type `int`. */
-  iops_size?: number;
+  iops_size?: number | bigint;
   /** QAPI type `str`. */
   group?: string;
   /** QAPI type `BlockdevCacheInfo`. */
   cache: BlockdevCacheInfo;
   /** QAPI type `int`. */
-  write_threshold: number;
+  write_threshold: number | bigint;
   /** QAPI type `[BlockDirtyInfo]`. */
   "dirty-bitmaps"?: BlockDirtyInfo[];
 }
@@ -1827,53 +1831,53 @@ export type BlockDeviceIoStatus = "ok" | "failed" | "nospace";
 /** QAPI object `BlockDeviceStats`. */
 export interface BlockDeviceStats {
   /** QAPI type `int`. */
-  rd_bytes: number;
+  rd_bytes: number | bigint;
   /** QAPI type `int`. */
-  wr_bytes: number;
+  wr_bytes: number | bigint;
   /** QAPI type `int`. */
-  unmap_bytes: number;
+  unmap_bytes: number | bigint;
   /** QAPI type `int`. */
-  rd_operations: number;
+  rd_operations: number | bigint;
   /** QAPI type `int`. */
-  wr_operations: number;
+  wr_operations: number | bigint;
   /** QAPI type `int`. */
-  flush_operations: number;
+  flush_operations: number | bigint;
   /** QAPI type `int`. */
-  unmap_operations: number;
+  unmap_operations: number | bigint;
   /** QAPI type `int`. */
-  rd_total_time_ns: number;
+  rd_total_time_ns: number | bigint;
   /** QAPI type `int`. */
-  wr_total_time_ns: number;
+  wr_total_time_ns: number | bigint;
   /** QAPI type `int`. */
-  flush_total_time_ns: number;
+  flush_total_time_ns: number | bigint;
   /** QAPI type `int`. */
-  unmap_total_time_ns: number;
+  unmap_total_time_ns: number | bigint;
   /** QAPI type `int`. */
-  wr_highest_offset: number;
+  wr_highest_offset: number | bigint;
   /** QAPI type `int`. */
-  rd_merged: number;
+  rd_merged: number | bigint;
   /** QAPI type `int`. */
-  wr_merged: number;
+  wr_merged: number | bigint;
   /** QAPI type `int`. */
-  unmap_merged: number;
+  unmap_merged: number | bigint;
   /** QAPI type `int`. */
-  idle_time_ns?: number;
+  idle_time_ns?: number | bigint;
   /** QAPI type `int`. */
-  failed_rd_operations: number;
+  failed_rd_operations: number | bigint;
   /** QAPI type `int`. */
-  failed_wr_operations: number;
+  failed_wr_operations: number | bigint;
   /** QAPI type `int`. */
-  failed_flush_operations: number;
+  failed_flush_operations: number | bigint;
   /** QAPI type `int`. */
-  failed_unmap_operations: number;
+  failed_unmap_operations: number | bigint;
   /** QAPI type `int`. */
-  invalid_rd_operations: number;
+  invalid_rd_operations: number | bigint;
   /** QAPI type `int`. */
-  invalid_wr_operations: number;
+  invalid_wr_operations: number | bigint;
   /** QAPI type `int`. */
-  invalid_flush_operations: number;
+  invalid_flush_operations: number | bigint;
   /** QAPI type `int`. */
-  invalid_unmap_operations: number;
+  invalid_unmap_operations: number | bigint;
   /** QAPI type `bool`. */
   account_invalid: boolean;
   /** QAPI type `bool`. */
@@ -1891,25 +1895,25 @@ export interface BlockDeviceStats {
 /** QAPI object `BlockDeviceTimedStats`. */
 export interface BlockDeviceTimedStats {
   /** QAPI type `int`. */
-  interval_length: number;
+  interval_length: number | bigint;
   /** QAPI type `int`. */
-  min_rd_latency_ns: number;
+  min_rd_latency_ns: number | bigint;
   /** QAPI type `int`. */
-  max_rd_latency_ns: number;
+  max_rd_latency_ns: number | bigint;
   /** QAPI type `int`. */
-  avg_rd_latency_ns: number;
+  avg_rd_latency_ns: number | bigint;
   /** QAPI type `int`. */
-  min_wr_latency_ns: number;
+  min_wr_latency_ns: number | bigint;
   /** QAPI type `int`. */
-  max_wr_latency_ns: number;
+  max_wr_latency_ns: number | bigint;
   /** QAPI type `int`. */
-  avg_wr_latency_ns: number;
+  avg_wr_latency_ns: number | bigint;
   /** QAPI type `int`. */
-  min_flush_latency_ns: number;
+  min_flush_latency_ns: number | bigint;
   /** QAPI type `int`. */
-  max_flush_latency_ns: number;
+  max_flush_latency_ns: number | bigint;
   /** QAPI type `int`. */
-  avg_flush_latency_ns: number;
+  avg_flush_latency_ns: number | bigint;
   /** QAPI type `number`. */
   avg_rd_queue_depth: number;
   /** QAPI type `number`. */
@@ -1931,7 +1935,7 @@ export interface BlockDirtyBitmapAdd {
   /** QAPI type `str`. */
   name: string;
   /** QAPI type `int`. */
-  granularity?: number;
+  granularity?: number | bigint;
   /** QAPI type `bool`. */
   persistent?: boolean;
   /** QAPI type `bool`. */
@@ -1980,9 +1984,9 @@ export interface BlockDirtyInfo {
   /** QAPI type `str`. */
   name?: string;
   /** QAPI type `int`. */
-  count: number;
+  count: number | bigint;
   /** QAPI type `int`. */
-  granularity: number;
+  granularity: number | bigint;
   /** QAPI type `bool`. */
   recording: boolean;
   /** QAPI type `bool`. */
@@ -2074,11 +2078,11 @@ export interface BlockExportOptionsVduseBlk {
   /** QAPI type `str`. */
   name: string;
   /** QAPI type `int`. */
-  "num-queues"?: number;
+  "num-queues"?: number | bigint;
   /** QAPI type `int`. */
-  "queue-size"?: number;
+  "queue-size"?: number | bigint;
   /** QAPI type `int`. */
-  "logical-block-size"?: number;
+  "logical-block-size"?: number | bigint;
   /** QAPI type `str`. */
   serial?: string;
 }
@@ -2088,9 +2092,9 @@ export interface BlockExportOptionsVhostUserBlk {
   /** QAPI type `SocketAddress`. */
   addr: SocketAddress;
   /** QAPI type `int`. */
-  "logical-block-size"?: number;
+  "logical-block-size"?: number | bigint;
   /** QAPI type `int`. */
-  "num-queues"?: number;
+  "num-queues"?: number | bigint;
 }
 
 /** QAPI enum `BlockExportRemoveMode`. */
@@ -2109,43 +2113,43 @@ export interface BlockIOThrottle {
   /** QAPI type `str`. */
   id?: string;
   /** QAPI type `int`. */
-  bps: number;
+  bps: number | bigint;
   /** QAPI type `int`. */
-  bps_rd: number;
+  bps_rd: number | bigint;
   /** QAPI type `int`. */
-  bps_wr: number;
+  bps_wr: number | bigint;
   /** QAPI type `int`. */
-  iops: number;
+  iops: number | bigint;
   /** QAPI type `int`. */
-  iops_rd: number;
+  iops_rd: number | bigint;
   /** QAPI type `int`. */
-  iops_wr: number;
+  iops_wr: number | bigint;
   /** QAPI type `int`. */
-  bps_max?: number;
+  bps_max?: number | bigint;
   /** QAPI type `int`. */
-  bps_rd_max?: number;
+  bps_rd_max?: number | bigint;
   /** QAPI type `int`. */
-  bps_wr_max?: number;
+  bps_wr_max?: number | bigint;
   /** QAPI type `int`. */
-  iops_max?: number;
+  iops_max?: number | bigint;
   /** QAPI type `int`. */
-  iops_rd_max?: number;
+  iops_rd_max?: number | bigint;
   /** QAPI type `int`. */
-  iops_wr_max?: number;
+  iops_wr_max?: number | bigint;
   /** QAPI type `int`. */
-  bps_max_length?: number;
+  bps_max_length?: number | bigint;
   /** QAPI type `int`. */
-  bps_rd_max_length?: number;
+  bps_rd_max_length?: number | bigint;
   /** QAPI type `int`. */
-  bps_wr_max_length?: number;
+  bps_wr_max_length?: number | bigint;
   /** QAPI type `int`. */
-  iops_max_length?: number;
+  iops_max_length?: number | bigint;
   /** QAPI type `int`. */
-  iops_rd_max_length?: number;
+  iops_rd_max_length?: number | bigint;
   /** QAPI type `int`. */
-  iops_wr_max_length?: number;
+  iops_wr_max_length?: number | bigint;
   /** QAPI type `int`. */
-  iops_size?: number;
+  iops_size?: number | bigint;
   /** QAPI type `str`. */
   group?: string;
 }
@@ -2159,9 +2163,9 @@ export interface BlockImageCorruptedData {
   /** QAPI type `str`. */
   msg: string;
   /** QAPI type `int`. */
-  offset?: number;
+  offset?: number | bigint;
   /** QAPI type `int`. */
-  size?: number;
+  size?: number | bigint;
   /** QAPI type `bool`. */
   fatal: boolean;
 }
@@ -2217,11 +2221,11 @@ export interface BlockJobCancelledData {
   /** QAPI type `str`. */
   device: string;
   /** QAPI type `int`. */
-  len: number;
+  len: number | bigint;
   /** QAPI type `int`. */
-  offset: number;
+  offset: number | bigint;
   /** QAPI type `int`. */
-  speed: number;
+  speed: number | bigint;
 }
 
 /** Arguments of command `block-job-complete` (unnamed in QAPI). */
@@ -2237,11 +2241,11 @@ export interface BlockJobCompletedData {
   /** QAPI type `str`. */
   device: string;
   /** QAPI type `int`. */
-  len: number;
+  len: number | bigint;
   /** QAPI type `int`. */
-  offset: number;
+  offset: number | bigint;
   /** QAPI type `int`. */
-  speed: number;
+  speed: number | bigint;
   /** QAPI type `str`. */
   error?: string;
 }
@@ -2275,15 +2279,15 @@ export interface BlockJobInfo {
   /** QAPI type `str`. */
   device: string;
   /** QAPI type `int`. */
-  len: number;
+  len: number | bigint;
   /** QAPI type `int`. */
-  offset: number;
+  offset: number | bigint;
   /** QAPI type `bool`. */
   busy: boolean;
   /** QAPI type `bool`. */
   paused: boolean;
   /** QAPI type `int`. */
-  speed: number;
+  speed: number | bigint;
   /** QAPI type `BlockDeviceIoStatus`. */
   "io-status": BlockDeviceIoStatus;
   /** QAPI type `bool`. */
@@ -2319,11 +2323,11 @@ export interface BlockJobReadyData {
   /** QAPI type `str`. */
   device: string;
   /** QAPI type `int`. */
-  len: number;
+  len: number | bigint;
   /** QAPI type `int`. */
-  offset: number;
+  offset: number | bigint;
   /** QAPI type `int`. */
-  speed: number;
+  speed: number | bigint;
 }
 
 /** Arguments of command `block-job-resume` (unnamed in QAPI). */
@@ -2337,15 +2341,15 @@ export interface BlockJobSetSpeedArguments {
   /** QAPI type `str`. */
   device: string;
   /** QAPI type `int`. */
-  speed: number;
+  speed: number | bigint;
 }
 
 /** QAPI object `BlockLatencyHistogramInfo`. */
 export interface BlockLatencyHistogramInfo {
   /** QAPI type `[int]`. */
-  boundaries: number[];
+  boundaries: (number | bigint)[];
   /** QAPI type `[int]`. */
-  bins: number[];
+  bins: (number | bigint)[];
 }
 
 /** Arguments of command `block-latency-histogram-set` (unnamed in QAPI). */
@@ -2353,13 +2357,13 @@ export interface BlockLatencyHistogramSetArguments {
   /** QAPI type `str`. */
   id: string;
   /** QAPI type `[int]`. */
-  boundaries?: number[];
+  boundaries?: (number | bigint)[];
   /** QAPI type `[int]`. */
-  "boundaries-read"?: number[];
+  "boundaries-read"?: (number | bigint)[];
   /** QAPI type `[int]`. */
-  "boundaries-write"?: number[];
+  "boundaries-write"?: (number | bigint)[];
   /** QAPI type `[int]`. */
-  "boundaries-flush"?: number[];
+  "boundaries-flush"?: (number | bigint)[];
 }
 
 /** QAPI enum `BlockPermission`. */
@@ -2372,7 +2376,7 @@ export interface BlockResizeArguments {
   /** QAPI type `str`. */
   "node-name"?: string;
   /** QAPI type `int`. */
-  size: number;
+  size: number | bigint;
 }
 
 /** Arguments of command `block-set-write-threshold` (unnamed in QAPI). */
@@ -2380,7 +2384,7 @@ export interface BlockSetWriteThresholdArguments {
   /** QAPI type `str`. */
   "node-name": string;
   /** QAPI type `int`. */
-  "write-threshold": number;
+  "write-threshold": number | bigint;
 }
 
 /** QAPI object `BlockStats`. */
@@ -2449,21 +2453,21 @@ export type BlockStatsSpecific =
 /** QAPI object `BlockStatsSpecificFile`. */
 export interface BlockStatsSpecificFile {
   /** QAPI type `int`. */
-  "discard-nb-ok": number;
+  "discard-nb-ok": number | bigint;
   /** QAPI type `int`. */
-  "discard-nb-failed": number;
+  "discard-nb-failed": number | bigint;
   /** QAPI type `int`. */
-  "discard-bytes-ok": number;
+  "discard-bytes-ok": number | bigint;
 }
 
 /** QAPI object `BlockStatsSpecificNvme`. */
 export interface BlockStatsSpecificNvme {
   /** QAPI type `int`. */
-  "completion-errors": number;
+  "completion-errors": number | bigint;
   /** QAPI type `int`. */
-  "aligned-accesses": number;
+  "aligned-accesses": number | bigint;
   /** QAPI type `int`. */
-  "unaligned-accesses": number;
+  "unaligned-accesses": number | bigint;
 }
 
 /** Arguments of command `block-stream` (unnamed in QAPI). */
@@ -2481,7 +2485,7 @@ export interface BlockStreamArguments {
   /** QAPI type `str`. */
   bottom?: string;
   /** QAPI type `int`. */
-  speed?: number;
+  speed?: number | bigint;
   /** QAPI type `BlockdevOnError`. */
   "on-error"?: BlockdevOnError;
   /** QAPI type `str`. */
@@ -2497,9 +2501,9 @@ export interface BlockWriteThresholdData {
   /** QAPI type `str`. */
   "node-name": string;
   /** QAPI type `int`. */
-  "amount-exceeded": number;
+  "amount-exceeded": number | bigint;
   /** QAPI type `int`. */
-  "write-threshold": number;
+  "write-threshold": number | bigint;
 }
 
 /** QAPI enum `BlockdevAioOptions`. */
@@ -2559,9 +2563,9 @@ export interface BlockdevAmendOptionsLUKS {
   /** QAPI type `str`. */
   "old-secret"?: string;
   /** QAPI type `int`. */
-  keyslot?: number;
+  keyslot?: number | bigint;
   /** QAPI type `int`. */
-  "iter-time"?: number;
+  "iter-time"?: number | bigint;
   /** QAPI type `str`. */
   secret?: string;
 }
@@ -2581,7 +2585,7 @@ export interface BlockdevBackup {
   /** QAPI type `MirrorSyncMode`. */
   sync: MirrorSyncMode;
   /** QAPI type `int`. */
-  speed?: number;
+  speed?: number | bigint;
   /** QAPI type `str`. */
   bitmap?: string;
   /** QAPI type `BitmapSyncMode`. */
@@ -2722,13 +2726,13 @@ export interface BlockdevCreateOptionsFile {
   /** QAPI type `str`. */
   filename: string;
   /** QAPI type `int`. */
-  size: number;
+  size: number | bigint;
   /** QAPI type `PreallocMode`. */
   preallocation?: PreallocMode;
   /** QAPI type `bool`. */
   nocow?: boolean;
   /** QAPI type `int`. */
-  "extent-size-hint"?: number;
+  "extent-size-hint"?: number | bigint;
 }
 
 /** QAPI object `BlockdevCreateOptionsGluster`. */
@@ -2736,7 +2740,7 @@ export interface BlockdevCreateOptionsGluster {
   /** QAPI type `BlockdevOptionsGluster`. */
   location: BlockdevOptionsGluster;
   /** QAPI type `int`. */
-  size: number;
+  size: number | bigint;
   /** QAPI type `PreallocMode`. */
   preallocation?: PreallocMode;
 }
@@ -2756,11 +2760,11 @@ export interface BlockdevCreateOptionsLUKS {
   /** QAPI type `QCryptoHashAlgorithm`. */
   "hash-alg"?: QCryptoHashAlgorithm;
   /** QAPI type `int`. */
-  "iter-time"?: number;
+  "iter-time"?: number | bigint;
   /** QAPI type `BlockdevRef`. */
   file: BlockdevRef;
   /** QAPI type `int`. */
-  size: number;
+  size: number | bigint;
   /** QAPI type `PreallocMode`. */
   preallocation?: PreallocMode;
 }
@@ -2770,7 +2774,7 @@ export interface BlockdevCreateOptionsNfs {
   /** QAPI type `BlockdevOptionsNfs`. */
   location: BlockdevOptionsNfs;
   /** QAPI type `int`. */
-  size: number;
+  size: number | bigint;
 }
 
 /** QAPI object `BlockdevCreateOptionsParallels`. */
@@ -2778,9 +2782,9 @@ export interface BlockdevCreateOptionsParallels {
   /** QAPI type `BlockdevRef`. */
   file: BlockdevRef;
   /** QAPI type `int`. */
-  size: number;
+  size: number | bigint;
   /** QAPI type `int`. */
-  "cluster-size"?: number;
+  "cluster-size"?: number | bigint;
 }
 
 /** QAPI object `BlockdevCreateOptionsQcow`. */
@@ -2788,7 +2792,7 @@ export interface BlockdevCreateOptionsQcow {
   /** QAPI type `BlockdevRef`. */
   file: BlockdevRef;
   /** QAPI type `int`. */
-  size: number;
+  size: number | bigint;
   /** QAPI type `str`. */
   "backing-file"?: string;
   /** QAPI type `QCryptoBlockCreateOptions`. */
@@ -2806,7 +2810,7 @@ export interface BlockdevCreateOptionsQcow2 {
   /** QAPI type `bool`. */
   "extended-l2"?: boolean;
   /** QAPI type `int`. */
-  size: number;
+  size: number | bigint;
   /** QAPI type `BlockdevQcow2Version`. */
   version?: BlockdevQcow2Version;
   /** QAPI type `str`. */
@@ -2816,13 +2820,13 @@ export interface BlockdevCreateOptionsQcow2 {
   /** QAPI type `QCryptoBlockCreateOptions`. */
   encrypt?: QCryptoBlockCreateOptions;
   /** QAPI type `int`. */
-  "cluster-size"?: number;
+  "cluster-size"?: number | bigint;
   /** QAPI type `PreallocMode`. */
   preallocation?: PreallocMode;
   /** QAPI type `bool`. */
   "lazy-refcounts"?: boolean;
   /** QAPI type `int`. */
-  "refcount-bits"?: number;
+  "refcount-bits"?: number | bigint;
   /** QAPI type `Qcow2CompressionType`. */
   "compression-type"?: Qcow2CompressionType;
 }
@@ -2832,15 +2836,15 @@ export interface BlockdevCreateOptionsQed {
   /** QAPI type `BlockdevRef`. */
   file: BlockdevRef;
   /** QAPI type `int`. */
-  size: number;
+  size: number | bigint;
   /** QAPI type `str`. */
   "backing-file"?: string;
   /** QAPI type `BlockdevDriver`. */
   "backing-fmt"?: BlockdevDriver;
   /** QAPI type `int`. */
-  "cluster-size"?: number;
+  "cluster-size"?: number | bigint;
   /** QAPI type `int`. */
-  "table-size"?: number;
+  "table-size"?: number | bigint;
 }
 
 /** QAPI object `BlockdevCreateOptionsRbd`. */
@@ -2848,9 +2852,9 @@ export interface BlockdevCreateOptionsRbd {
   /** QAPI type `BlockdevOptionsRbd`. */
   location: BlockdevOptionsRbd;
   /** QAPI type `int`. */
-  size: number;
+  size: number | bigint;
   /** QAPI type `int`. */
-  "cluster-size"?: number;
+  "cluster-size"?: number | bigint;
   /** QAPI type `RbdEncryptionCreateOptions`. */
   encrypt?: RbdEncryptionCreateOptions;
 }
@@ -2860,7 +2864,7 @@ export interface BlockdevCreateOptionsSsh {
   /** QAPI type `BlockdevOptionsSsh`. */
   location: BlockdevOptionsSsh;
   /** QAPI type `int`. */
-  size: number;
+  size: number | bigint;
 }
 
 /** QAPI object `BlockdevCreateOptionsVdi`. */
@@ -2868,7 +2872,7 @@ export interface BlockdevCreateOptionsVdi {
   /** QAPI type `BlockdevRef`. */
   file: BlockdevRef;
   /** QAPI type `int`. */
-  size: number;
+  size: number | bigint;
   /** QAPI type `PreallocMode`. */
   preallocation?: PreallocMode;
 }
@@ -2878,11 +2882,11 @@ export interface BlockdevCreateOptionsVhdx {
   /** QAPI type `BlockdevRef`. */
   file: BlockdevRef;
   /** QAPI type `int`. */
-  size: number;
+  size: number | bigint;
   /** QAPI type `int`. */
-  "log-size"?: number;
+  "log-size"?: number | bigint;
   /** QAPI type `int`. */
-  "block-size"?: number;
+  "block-size"?: number | bigint;
   /** QAPI type `BlockdevVhdxSubformat`. */
   subformat?: BlockdevVhdxSubformat;
   /** QAPI type `bool`. */
@@ -2894,7 +2898,7 @@ export interface BlockdevCreateOptionsVmdk {
   /** QAPI type `BlockdevRef`. */
   file: BlockdevRef;
   /** QAPI type `int`. */
-  size: number;
+  size: number | bigint;
   /** QAPI type `[BlockdevRef]`. */
   extents?: BlockdevRef[];
   /** QAPI type `BlockdevVmdkSubformat`. */
@@ -2916,7 +2920,7 @@ export interface BlockdevCreateOptionsVpc {
   /** QAPI type `BlockdevRef`. */
   file: BlockdevRef;
   /** QAPI type `int`. */
-  size: number;
+  size: number | bigint;
   /** QAPI type `BlockdevVpcSubformat`. */
   subformat?: BlockdevVpcSubformat;
   /** QAPI type `bool`. */
@@ -3001,11 +3005,11 @@ export interface BlockdevMirrorArguments {
   /** QAPI type `MirrorSyncMode`. */
   sync: MirrorSyncMode;
   /** QAPI type `int`. */
-  speed?: number;
+  speed?: number | bigint;
   /** QAPI type `int`. */
-  granularity?: number;
+  granularity?: number | bigint;
   /** QAPI type `int`. */
-  "buf-size"?: number;
+  "buf-size"?: number | bigint;
   /** QAPI type `BlockdevOnError`. */
   "on-source-error"?: BlockdevOnError;
   /** QAPI type `BlockdevOnError`. */
@@ -3108,17 +3112,17 @@ export interface BlockdevOptionsBlkdebug {
   /** QAPI type `str`. */
   config?: string;
   /** QAPI type `int`. */
-  align?: number;
+  align?: number | bigint;
   /** QAPI type `int`. */
-  "max-transfer"?: number;
+  "max-transfer"?: number | bigint;
   /** QAPI type `int`. */
-  "opt-write-zero"?: number;
+  "opt-write-zero"?: number | bigint;
   /** QAPI type `int`. */
-  "max-write-zero"?: number;
+  "max-write-zero"?: number | bigint;
   /** QAPI type `int`. */
-  "opt-discard"?: number;
+  "opt-discard"?: number | bigint;
   /** QAPI type `int`. */
-  "max-discard"?: number;
+  "max-discard"?: number | bigint;
   /** QAPI type `[BlkdebugInjectErrorOptions]`. */
   "inject-error"?: BlkdebugInjectErrorOptions[];
   /** QAPI type `[BlkdebugSetStateOptions]`. */
@@ -3136,11 +3140,11 @@ export interface BlockdevOptionsBlklogwrites {
   /** QAPI type `BlockdevRef`. */
   log: BlockdevRef;
   /** QAPI type `int`. */
-  "log-sector-size"?: number;
+  "log-sector-size"?: number | bigint;
   /** QAPI type `bool`. */
   "log-append"?: boolean;
   /** QAPI type `int`. */
-  "log-super-update-interval"?: number;
+  "log-super-update-interval"?: number | bigint;
 }
 
 /** QAPI object `BlockdevOptionsBlkreplay`. */
@@ -3168,7 +3172,7 @@ export interface BlockdevOptionsCbw {
   /** QAPI type `OnCbwError`. */
   "on-cbw-error"?: OnCbwError;
   /** QAPI type `int`. */
-  "cbw-timeout"?: number;
+  "cbw-timeout"?: number | bigint;
 }
 
 /** QAPI object `BlockdevOptionsCor`. */
@@ -3184,9 +3188,9 @@ export interface BlockdevOptionsCurlFtp {
   /** QAPI type `str`. */
   url: string;
   /** QAPI type `int`. */
-  readahead?: number;
+  readahead?: number | bigint;
   /** QAPI type `int`. */
-  timeout?: number;
+  timeout?: number | bigint;
   /** QAPI type `str`. */
   username?: string;
   /** QAPI type `str`. */
@@ -3202,9 +3206,9 @@ export interface BlockdevOptionsCurlFtps {
   /** QAPI type `str`. */
   url: string;
   /** QAPI type `int`. */
-  readahead?: number;
+  readahead?: number | bigint;
   /** QAPI type `int`. */
-  timeout?: number;
+  timeout?: number | bigint;
   /** QAPI type `str`. */
   username?: string;
   /** QAPI type `str`. */
@@ -3222,9 +3226,9 @@ export interface BlockdevOptionsCurlHttp {
   /** QAPI type `str`. */
   url: string;
   /** QAPI type `int`. */
-  readahead?: number;
+  readahead?: number | bigint;
   /** QAPI type `int`. */
-  timeout?: number;
+  timeout?: number | bigint;
   /** QAPI type `str`. */
   username?: string;
   /** QAPI type `str`. */
@@ -3244,9 +3248,9 @@ export interface BlockdevOptionsCurlHttps {
   /** QAPI type `str`. */
   url: string;
   /** QAPI type `int`. */
-  readahead?: number;
+  readahead?: number | bigint;
   /** QAPI type `int`. */
-  timeout?: number;
+  timeout?: number | bigint;
   /** QAPI type `str`. */
   username?: string;
   /** QAPI type `str`. */
@@ -3274,7 +3278,7 @@ export interface BlockdevOptionsFile {
   /** QAPI type `BlockdevAioOptions`. */
   aio?: BlockdevAioOptions;
   /** QAPI type `int`. */
-  "aio-max-batch"?: number;
+  "aio-max-batch"?: number | bigint;
   /** QAPI type `bool`. Build-dependent (`CONFIG_LINUX`). */
   "drop-cache"?: boolean;
   /**
@@ -3307,7 +3311,7 @@ export interface BlockdevOptionsGluster {
   /** QAPI type `[SocketAddress]`. */
   server: SocketAddress[];
   /** QAPI type `int`. */
-  debug?: number;
+  debug?: number | bigint;
   /** QAPI type `str`. */
   logfile?: string;
 }
@@ -3321,7 +3325,7 @@ export interface BlockdevOptionsIscsi {
   /** QAPI type `str`. */
   target: string;
   /** QAPI type `int`. */
-  lun?: number;
+  lun?: number | bigint;
   /** QAPI type `str`. */
   user?: string;
   /** QAPI type `str`. */
@@ -3331,7 +3335,7 @@ export interface BlockdevOptionsIscsi {
   /** QAPI type `IscsiHeaderDigest`. */
   "header-digest"?: IscsiHeaderDigest;
   /** QAPI type `int`. */
-  timeout?: number;
+  timeout?: number | bigint;
 }
 
 /** QAPI object `BlockdevOptionsLUKS`. */
@@ -3347,7 +3351,7 @@ export interface BlockdevOptionsNVMe {
   /** QAPI type `str`. */
   device: string;
   /** QAPI type `int`. */
-  namespace: number;
+  namespace: number | bigint;
 }
 
 /** QAPI object `BlockdevOptionsNbd`. */
@@ -3366,9 +3370,9 @@ export interface BlockdevOptionsNbd {
    */
   "x-dirty-bitmap"?: string;
   /** QAPI type `int`. */
-  "reconnect-delay"?: number;
+  "reconnect-delay"?: number | bigint;
   /** QAPI type `int`. */
-  "open-timeout"?: number;
+  "open-timeout"?: number | bigint;
 }
 
 /** QAPI object `BlockdevOptionsNfs`. */
@@ -3378,25 +3382,25 @@ export interface BlockdevOptionsNfs {
   /** QAPI type `str`. */
   path: string;
   /** QAPI type `int`. */
-  user?: number;
+  user?: number | bigint;
   /** QAPI type `int`. */
-  group?: number;
+  group?: number | bigint;
   /** QAPI type `int`. */
-  "tcp-syn-count"?: number;
+  "tcp-syn-count"?: number | bigint;
   /** QAPI type `int`. */
-  "readahead-size"?: number;
+  "readahead-size"?: number | bigint;
   /** QAPI type `int`. */
-  "page-cache-size"?: number;
+  "page-cache-size"?: number | bigint;
   /** QAPI type `int`. */
-  debug?: number;
+  debug?: number | bigint;
 }
 
 /** QAPI object `BlockdevOptionsNull`. */
 export interface BlockdevOptionsNull {
   /** QAPI type `int`. */
-  size?: number;
+  size?: number | bigint;
   /** QAPI type `int`. */
-  "latency-ns"?: number;
+  "latency-ns"?: number | bigint;
   /** QAPI type `bool`. */
   "read-zeroes"?: boolean;
 }
@@ -3406,9 +3410,9 @@ export interface BlockdevOptionsPreallocate {
   /** QAPI type `BlockdevRef`. */
   file: BlockdevRef;
   /** QAPI type `int`. */
-  "prealloc-align"?: number;
+  "prealloc-align"?: number | bigint;
   /** QAPI type `int`. */
-  "prealloc-size"?: number;
+  "prealloc-size"?: number | bigint;
 }
 
 /** QAPI object `BlockdevOptionsQcow`. */
@@ -3438,15 +3442,15 @@ export interface BlockdevOptionsQcow2 {
   /** QAPI type `Qcow2OverlapChecks`. */
   "overlap-check"?: Qcow2OverlapChecks;
   /** QAPI type `int`. */
-  "cache-size"?: number;
+  "cache-size"?: number | bigint;
   /** QAPI type `int`. */
-  "l2-cache-size"?: number;
+  "l2-cache-size"?: number | bigint;
   /** QAPI type `int`. */
-  "l2-cache-entry-size"?: number;
+  "l2-cache-entry-size"?: number | bigint;
   /** QAPI type `int`. */
-  "refcount-cache-size"?: number;
+  "refcount-cache-size"?: number | bigint;
   /** QAPI type `int`. */
-  "cache-clean-interval"?: number;
+  "cache-clean-interval"?: number | bigint;
   /** QAPI type `BlockdevQcow2Encryption`. */
   encrypt?: BlockdevQcow2Encryption;
   /** QAPI type `BlockdevRef`. */
@@ -3460,7 +3464,7 @@ export interface BlockdevOptionsQuorum {
   /** QAPI type `[BlockdevRef]`. */
   children: BlockdevRef[];
   /** QAPI type `int`. */
-  "vote-threshold": number;
+  "vote-threshold": number | bigint;
   /** QAPI type `bool`. */
   "rewrite-corrupted"?: boolean;
   /** QAPI type `QuorumReadPattern`. */
@@ -3472,9 +3476,9 @@ export interface BlockdevOptionsRaw {
   /** QAPI type `BlockdevRef`. */
   file: BlockdevRef;
   /** QAPI type `int`. */
-  offset?: number;
+  offset?: number | bigint;
   /** QAPI type `int`. */
-  size?: number;
+  size?: number | bigint;
 }
 
 /** QAPI object `BlockdevOptionsRbd`. */
@@ -3536,7 +3540,7 @@ export interface BlockdevOptionsVVFAT {
   /** QAPI type `str`. */
   dir: string;
   /** QAPI type `int`. */
-  "fat-type"?: number;
+  "fat-type"?: number | bigint;
   /** QAPI type `bool`. */
   floppy?: boolean;
   /** QAPI type `str`. */
@@ -3676,9 +3680,9 @@ export interface COLOStatus {
 /** Arguments of command `calc-dirty-rate` (unnamed in QAPI). */
 export interface CalcDirtyRateArguments {
   /** QAPI type `int`. */
-  "calc-time": number;
+  "calc-time": number | bigint;
   /** QAPI type `int`. */
-  "sample-pages"?: number;
+  "sample-pages"?: number | bigint;
   /** QAPI type `DirtyRateMeasureMode`. */
   mode?: DirtyRateMeasureMode;
 }
@@ -3694,7 +3698,7 @@ export interface CanHostSocketcanProperties {
 /** Arguments of command `cancel-vcpu-dirty-limit` (unnamed in QAPI). */
 export interface CancelVcpuDirtyLimitArguments {
   /** QAPI type `int`. */
-  "cpu-index"?: number;
+  "cpu-index"?: number | bigint;
 }
 
 /** Arguments of command `change-backing-file` (unnamed in QAPI). */
@@ -3914,7 +3918,7 @@ export interface ChardevRingbuf {
   /** QAPI type `bool`. */
   logappend?: boolean;
   /** QAPI type `int`. */
-  size?: number;
+  size?: number | bigint;
 }
 
 /** QAPI object `ChardevRingbufWrapper`. */
@@ -3954,7 +3958,7 @@ export interface ChardevSocket {
   /** QAPI type `bool`. */
   websocket?: boolean;
   /** QAPI type `int`. */
-  reconnect?: number;
+  reconnect?: number | bigint;
 }
 
 /** QAPI object `ChardevSocketWrapper`. */
@@ -4036,13 +4040,13 @@ export interface ChardevVC {
   /** QAPI type `bool`. */
   logappend?: boolean;
   /** QAPI type `int`. */
-  width?: number;
+  width?: number | bigint;
   /** QAPI type `int`. */
-  height?: number;
+  height?: number | bigint;
   /** QAPI type `int`. */
-  cols?: number;
+  cols?: number | bigint;
   /** QAPI type `int`. */
-  rows?: number;
+  rows?: number | bigint;
 }
 
 /** QAPI object `ChardevVCWrapper`. */
@@ -4058,9 +4062,9 @@ export interface ClientMigrateInfoArguments {
   /** QAPI type `str`. */
   hostname: string;
   /** QAPI type `int`. */
-  port?: number;
+  port?: number | bigint;
   /** QAPI type `int`. */
-  "tls-port"?: number;
+  "tls-port"?: number | bigint;
   /** QAPI type `str`. */
   "cert-subject"?: string;
 }
@@ -4084,11 +4088,11 @@ export interface ColoCompareProperties {
   /** QAPI type `str`. */
   notify_dev?: string;
   /** QAPI type `int`. */
-  compare_timeout?: number;
+  compare_timeout?: number | bigint;
   /** QAPI type `int`. */
-  expired_scan_cycle?: number;
+  expired_scan_cycle?: number | bigint;
   /** QAPI type `int`. */
-  max_queue_size?: number;
+  max_queue_size?: number | bigint;
   /** QAPI type `bool`. */
   vnet_hdr_support?: boolean;
 }
@@ -4133,13 +4137,13 @@ export type CommandLineParameterType = "string" | "boolean" | "number" | "size";
 /** QAPI object `CompressionStats`. */
 export interface CompressionStats {
   /** QAPI type `int`. */
-  pages: number;
+  pages: number | bigint;
   /** QAPI type `int`. */
-  busy: number;
+  busy: number | bigint;
   /** QAPI type `number`. */
   "busy-rate": number;
   /** QAPI type `int`. */
-  "compressed-size": number;
+  "compressed-size": number | bigint;
   /** QAPI type `number`. */
   "compression-rate": number;
 }
@@ -4199,11 +4203,11 @@ export type CpuInfoFast =
 /** Members common to all branches of union `CpuInfoFast` (unnamed in QAPI). */
 export interface CpuInfoFastBase {
   /** QAPI type `int`. */
-  "cpu-index": number;
+  "cpu-index": number | bigint;
   /** QAPI type `str`. */
   "qom-path": string;
   /** QAPI type `int`. */
-  "thread-id": number;
+  "thread-id": number | bigint;
   /** QAPI type `CpuInstanceProperties`. */
   props?: CpuInstanceProperties;
   /** QAPI type `SysEmuTarget`. */
@@ -4219,17 +4223,17 @@ export interface CpuInfoS390 {
 /** QAPI object `CpuInstanceProperties`. */
 export interface CpuInstanceProperties {
   /** QAPI type `int`. */
-  "node-id"?: number;
+  "node-id"?: number | bigint;
   /** QAPI type `int`. */
-  "socket-id"?: number;
+  "socket-id"?: number | bigint;
   /** QAPI type `int`. */
-  "die-id"?: number;
+  "die-id"?: number | bigint;
   /** QAPI type `int`. */
-  "cluster-id"?: number;
+  "cluster-id"?: number | bigint;
   /** QAPI type `int`. */
-  "core-id"?: number;
+  "core-id"?: number | bigint;
   /** QAPI type `int`. */
-  "thread-id"?: number;
+  "thread-id"?: number | bigint;
 }
 
 /** QAPI enum `CpuModelCompareResult`. */
@@ -4258,13 +4262,13 @@ export type CpuS390State = "uninitialized" | "stopped" | "check-stop" | "operati
 /** QAPI object `CryptodevBackendProperties`. */
 export interface CryptodevBackendProperties {
   /** QAPI type `int`. */
-  queues?: number;
+  queues?: number | bigint;
 }
 
 /** QAPI object `CryptodevVhostUserProperties`. */
 export interface CryptodevVhostUserProperties {
   /** QAPI type `int`. */
-  queues?: number;
+  queues?: number | bigint;
   /** QAPI type `str`. */
   chardev: string;
 }
@@ -4339,25 +4343,25 @@ export interface DeviceUnplugGuestErrorData {
 /** QAPI object `DirtyLimitInfo`. */
 export interface DirtyLimitInfo {
   /** QAPI type `int`. */
-  "cpu-index": number;
+  "cpu-index": number | bigint;
   /** QAPI type `int`. */
-  "limit-rate": number;
+  "limit-rate": number | bigint;
   /** QAPI type `int`. */
-  "current-rate": number;
+  "current-rate": number | bigint;
 }
 
 /** QAPI object `DirtyRateInfo`. */
 export interface DirtyRateInfo {
   /** QAPI type `int`. */
-  "dirty-rate"?: number;
+  "dirty-rate"?: number | bigint;
   /** QAPI type `DirtyRateStatus`. */
   status: DirtyRateStatus;
   /** QAPI type `int`. */
-  "start-time": number;
+  "start-time": number | bigint;
   /** QAPI type `int`. */
-  "calc-time": number;
+  "calc-time": number | bigint;
   /** QAPI type `int`. */
-  "sample-pages": number;
+  "sample-pages": number | bigint;
   /** QAPI type `DirtyRateMeasureMode`. */
   mode: DirtyRateMeasureMode;
   /** QAPI type `[DirtyRateVcpu]`. */
@@ -4373,9 +4377,9 @@ export type DirtyRateStatus = "unstarted" | "measuring" | "measured";
 /** QAPI object `DirtyRateVcpu`. */
 export interface DirtyRateVcpu {
   /** QAPI type `int`. */
-  id: number;
+  id: number | bigint;
   /** QAPI type `int`. */
-  "dirty-rate": number;
+  "dirty-rate": number | bigint;
 }
 
 /** QAPI object `DisplayCocoa`. */
@@ -4505,7 +4509,7 @@ export interface DriveBackup {
   /** QAPI type `MirrorSyncMode`. */
   sync: MirrorSyncMode;
   /** QAPI type `int`. */
-  speed?: number;
+  speed?: number | bigint;
   /** QAPI type `str`. */
   bitmap?: string;
   /** QAPI type `BitmapSyncMode`. */
@@ -4560,11 +4564,11 @@ export interface DriveMirror {
   /** QAPI type `NewImageMode`. */
   mode?: NewImageMode;
   /** QAPI type `int`. */
-  speed?: number;
+  speed?: number | bigint;
   /** QAPI type `int`. */
-  granularity?: number;
+  granularity?: number | bigint;
   /** QAPI type `int`. */
-  "buf-size"?: number;
+  "buf-size"?: number | bigint;
   /** QAPI type `BlockdevOnError`. */
   "on-source-error"?: BlockdevOnError;
   /** QAPI type `BlockdevOnError`. */
@@ -4596,9 +4600,9 @@ export interface DumpGuestMemoryArguments {
   /** QAPI type `bool`. */
   detach?: boolean;
   /** QAPI type `int`. */
-  begin?: number;
+  begin?: number | bigint;
   /** QAPI type `int`. */
-  length?: number;
+  length?: number | bigint;
   /** QAPI type `DumpGuestMemoryFormat`. */
   format?: DumpGuestMemoryFormat;
 }
@@ -4617,9 +4621,9 @@ export interface DumpQueryResult {
   /** QAPI type `DumpStatus`. */
   status: DumpStatus;
   /** QAPI type `int`. */
-  completed: number;
+  completed: number | bigint;
   /** QAPI type `int`. */
-  total: number;
+  total: number | bigint;
 }
 
 /** QAPI enum `DumpStatus`. */
@@ -4672,7 +4676,7 @@ export interface FailoverNegotiatedData {
 /** QAPI object `FdsetFdInfo`. */
 export interface FdsetFdInfo {
   /** QAPI type `int`. */
-  fd: number;
+  fd: number | bigint;
   /** QAPI type `str`. */
   opaque?: string;
 }
@@ -4680,7 +4684,7 @@ export interface FdsetFdInfo {
 /** QAPI object `FdsetInfo`. */
 export interface FdsetInfo {
   /** QAPI type `int`. */
-  "fdset-id": number;
+  "fdset-id": number | bigint;
   /** QAPI type `[FdsetFdInfo]`. */
   fds: FdsetFdInfo[];
 }
@@ -4698,7 +4702,7 @@ export interface FilterBufferProperties {
   /** QAPI type `NetfilterInsert`. */
   insert?: NetfilterInsert;
   /** QAPI type `int`. */
-  interval: number;
+  interval: number | bigint;
 }
 
 /** QAPI object `FilterDumpProperties`. */
@@ -4716,7 +4720,7 @@ export interface FilterDumpProperties {
   /** QAPI type `str`. */
   file: string;
   /** QAPI type `int`. */
-  maxlen?: number;
+  maxlen?: number | bigint;
 }
 
 /** QAPI object `FilterMirrorProperties`. */
@@ -4810,25 +4814,25 @@ export type GuestPanicInformation =
 /** QAPI object `GuestPanicInformationHyperV`. */
 export interface GuestPanicInformationHyperV {
   /** QAPI type `int`. */
-  arg1: number;
+  arg1: number | bigint;
   /** QAPI type `int`. */
-  arg2: number;
+  arg2: number | bigint;
   /** QAPI type `int`. */
-  arg3: number;
+  arg3: number | bigint;
   /** QAPI type `int`. */
-  arg4: number;
+  arg4: number | bigint;
   /** QAPI type `int`. */
-  arg5: number;
+  arg5: number | bigint;
 }
 
 /** QAPI object `GuestPanicInformationS390`. */
 export interface GuestPanicInformationS390 {
   /** QAPI type `int`. */
-  core: number;
+  core: number | bigint;
   /** QAPI type `int`. */
-  "psw-mask": number;
+  "psw-mask": number | bigint;
   /** QAPI type `int`. */
-  "psw-addr": number;
+  "psw-addr": number | bigint;
   /** QAPI type `S390CrashReason`. */
   reason: S390CrashReason;
 }
@@ -4879,7 +4883,7 @@ export interface HotpluggableCPU {
   /** QAPI type `str`. */
   type: string;
   /** QAPI type `int`. */
-  "vcpus-count": number;
+  "vcpus-count": number | bigint;
   /** QAPI type `CpuInstanceProperties`. */
   props: CpuInstanceProperties;
   /** QAPI type `str`. */
@@ -4891,7 +4895,7 @@ export interface HumanMonitorCommandArguments {
   /** QAPI type `str`. */
   "command-line": string;
   /** QAPI type `int`. */
-  "cpu-index"?: number;
+  "cpu-index"?: number | bigint;
 }
 
 /** QAPI object `HumanReadableText`. */
@@ -4905,15 +4909,15 @@ export interface IOThreadInfo {
   /** QAPI type `str`. */
   id: string;
   /** QAPI type `int`. */
-  "thread-id": number;
+  "thread-id": number | bigint;
   /** QAPI type `int`. */
-  "poll-max-ns": number;
+  "poll-max-ns": number | bigint;
   /** QAPI type `int`. */
-  "poll-grow": number;
+  "poll-grow": number | bigint;
   /** QAPI type `int`. */
-  "poll-shrink": number;
+  "poll-shrink": number | bigint;
   /** QAPI type `int`. */
-  "aio-max-batch": number;
+  "aio-max-batch": number | bigint;
 }
 
 /** QAPI enum `ImageFormat`. */
@@ -4928,11 +4932,11 @@ export interface ImageInfo {
   /** QAPI type `bool`. */
   "dirty-flag"?: boolean;
   /** QAPI type `int`. */
-  "actual-size"?: number;
+  "actual-size"?: number | bigint;
   /** QAPI type `int`. */
-  "virtual-size": number;
+  "virtual-size": number | bigint;
   /** QAPI type `int`. */
-  "cluster-size"?: number;
+  "cluster-size"?: number | bigint;
   /** QAPI type `bool`. */
   encrypted?: boolean;
   /** QAPI type `bool`. */
@@ -4982,7 +4986,7 @@ export interface ImageInfoSpecificQCow2 {
   /** QAPI type `bool`. */
   corrupt?: boolean;
   /** QAPI type `int`. */
-  "refcount-bits": number;
+  "refcount-bits": number | bigint;
   /** QAPI type `ImageInfoSpecificQCow2Encryption`. */
   encrypt?: ImageInfoSpecificQCow2Encryption;
   /** QAPI type `[Qcow2BitmapInfo]`. */
@@ -5019,9 +5023,9 @@ export interface ImageInfoSpecificVmdk {
   /** QAPI type `str`. */
   "create-type": string;
   /** QAPI type `int`. */
-  cid: number;
+  cid: number | bigint;
   /** QAPI type `int`. */
-  "parent-cid": number;
+  "parent-cid": number | bigint;
   /** QAPI type `[ImageInfo]`. */
   extents: ImageInfo[];
 }
@@ -5041,7 +5045,7 @@ export interface InetSocketAddress {
   /** QAPI type `bool`. */
   numeric?: boolean;
   /** QAPI type `int`. */
-  to?: number;
+  to?: number | bigint;
   /** QAPI type `bool`. */
   ipv4?: boolean;
   /** QAPI type `bool`. */
@@ -5154,7 +5158,7 @@ export interface InputMoveEvent {
   /** QAPI type `InputAxis`. */
   axis: InputAxis;
   /** QAPI type `int`. */
-  value: number;
+  value: number | bigint;
 }
 
 /** QAPI object `InputMoveEventWrapper`. */
@@ -5168,7 +5172,7 @@ export interface InputSendEventArguments {
   /** QAPI type `str`. */
   device?: string;
   /** QAPI type `int`. */
-  head?: number;
+  head?: number | bigint;
   /** QAPI type `[InputEvent]`. */
   events: InputEvent[];
 }
@@ -5176,7 +5180,7 @@ export interface InputSendEventArguments {
 /** QAPI object `IntWrapper`. */
 export interface IntWrapper {
   /** QAPI type `int`. */
-  data: number;
+  data: number | bigint;
 }
 
 /** QAPI enum `IoOperationType`. */
@@ -5185,17 +5189,17 @@ export type IoOperationType = "read" | "write";
 /** QAPI object `IothreadProperties`. */
 export interface IothreadProperties {
   /** QAPI type `int`. */
-  "aio-max-batch"?: number;
+  "aio-max-batch"?: number | bigint;
   /** QAPI type `int`. */
-  "thread-pool-min"?: number;
+  "thread-pool-min"?: number | bigint;
   /** QAPI type `int`. */
-  "thread-pool-max"?: number;
+  "thread-pool-max"?: number | bigint;
   /** QAPI type `int`. */
-  "poll-max-ns"?: number;
+  "poll-max-ns"?: number | bigint;
   /** QAPI type `int`. */
-  "poll-grow"?: number;
+  "poll-grow"?: number | bigint;
   /** QAPI type `int`. */
-  "poll-shrink"?: number;
+  "poll-shrink"?: number | bigint;
 }
 
 /** QAPI enum `IscsiHeaderDigest`. */
@@ -5248,9 +5252,9 @@ export interface JobInfo {
   /** QAPI type `JobStatus`. */
   status: JobStatus;
   /** QAPI type `int`. */
-  "current-progress": number;
+  "current-progress": number | bigint;
   /** QAPI type `int`. */
-  "total-progress": number;
+  "total-progress": number | bigint;
   /** QAPI type `str`. */
   error?: string;
 }
@@ -5324,7 +5328,7 @@ export interface MachineInfo {
   /** QAPI type `bool`. */
   "is-default"?: boolean;
   /** QAPI type `int`. */
-  "cpu-max": number;
+  "cpu-max": number | bigint;
   /** QAPI type `bool`. */
   "hotpluggable-cpus": boolean;
   /** QAPI type `bool`. */
@@ -5340,11 +5344,11 @@ export interface MachineInfo {
 /** QAPI object `MainLoopProperties`. */
 export interface MainLoopProperties {
   /** QAPI type `int`. */
-  "aio-max-batch"?: number;
+  "aio-max-batch"?: number | bigint;
   /** QAPI type `int`. */
-  "thread-pool-min"?: number;
+  "thread-pool-min"?: number | bigint;
   /** QAPI type `int`. */
-  "thread-pool-max"?: number;
+  "thread-pool-max"?: number | bigint;
 }
 
 /** Data of event `MEM_UNPLUG_ERROR` (unnamed in QAPI). */
@@ -5360,7 +5364,7 @@ export interface Memdev {
   /** QAPI type `str`. */
   id?: string;
   /** QAPI type `int`. */
-  size: number;
+  size: number | bigint;
   /** QAPI type `bool`. */
   merge: boolean;
   /** QAPI type `bool`. */
@@ -5372,7 +5376,7 @@ export interface Memdev {
   /** QAPI type `bool`. */
   reserve?: boolean;
   /** QAPI type `[int]`. */
-  "host-nodes": number[];
+  "host-nodes": (number | bigint)[];
   /** QAPI type `HostMemPolicy`. */
   policy: HostMemPolicy;
 }
@@ -5382,7 +5386,7 @@ export interface MemoryBackendEpcProperties {
   /** QAPI type `bool`. */
   dump?: boolean;
   /** QAPI type `[int]`. */
-  "host-nodes"?: number[];
+  "host-nodes"?: (number | bigint)[];
   /** QAPI type `bool`. */
   merge?: boolean;
   /** QAPI type `HostMemPolicy`. */
@@ -5390,7 +5394,7 @@ export interface MemoryBackendEpcProperties {
   /** QAPI type `bool`. */
   prealloc?: boolean;
   /** QAPI type `int`. */
-  "prealloc-threads"?: number;
+  "prealloc-threads"?: number | bigint;
   /** QAPI type `str`. */
   "prealloc-context"?: string;
   /** QAPI type `bool`. */
@@ -5398,7 +5402,7 @@ export interface MemoryBackendEpcProperties {
   /** QAPI type `bool`. */
   reserve?: boolean;
   /** QAPI type `int`. */
-  size: number;
+  size: number | bigint;
   /** QAPI type `bool`. */
   "x-use-canonical-path-for-ramblock-id"?: boolean;
 }
@@ -5408,7 +5412,7 @@ export interface MemoryBackendFileProperties {
   /** QAPI type `bool`. */
   dump?: boolean;
   /** QAPI type `[int]`. */
-  "host-nodes"?: number[];
+  "host-nodes"?: (number | bigint)[];
   /** QAPI type `bool`. */
   merge?: boolean;
   /** QAPI type `HostMemPolicy`. */
@@ -5416,7 +5420,7 @@ export interface MemoryBackendFileProperties {
   /** QAPI type `bool`. */
   prealloc?: boolean;
   /** QAPI type `int`. */
-  "prealloc-threads"?: number;
+  "prealloc-threads"?: number | bigint;
   /** QAPI type `str`. */
   "prealloc-context"?: string;
   /** QAPI type `bool`. */
@@ -5424,11 +5428,11 @@ export interface MemoryBackendFileProperties {
   /** QAPI type `bool`. */
   reserve?: boolean;
   /** QAPI type `int`. */
-  size: number;
+  size: number | bigint;
   /** QAPI type `bool`. */
   "x-use-canonical-path-for-ramblock-id"?: boolean;
   /** QAPI type `int`. */
-  align?: number;
+  align?: number | bigint;
   /** QAPI type `bool`. */
   "discard-data"?: boolean;
   /** QAPI type `str`. */
@@ -5444,7 +5448,7 @@ export interface MemoryBackendMemfdProperties {
   /** QAPI type `bool`. */
   dump?: boolean;
   /** QAPI type `[int]`. */
-  "host-nodes"?: number[];
+  "host-nodes"?: (number | bigint)[];
   /** QAPI type `bool`. */
   merge?: boolean;
   /** QAPI type `HostMemPolicy`. */
@@ -5452,7 +5456,7 @@ export interface MemoryBackendMemfdProperties {
   /** QAPI type `bool`. */
   prealloc?: boolean;
   /** QAPI type `int`. */
-  "prealloc-threads"?: number;
+  "prealloc-threads"?: number | bigint;
   /** QAPI type `str`. */
   "prealloc-context"?: string;
   /** QAPI type `bool`. */
@@ -5460,13 +5464,13 @@ export interface MemoryBackendMemfdProperties {
   /** QAPI type `bool`. */
   reserve?: boolean;
   /** QAPI type `int`. */
-  size: number;
+  size: number | bigint;
   /** QAPI type `bool`. */
   "x-use-canonical-path-for-ramblock-id"?: boolean;
   /** QAPI type `bool`. */
   hugetlb?: boolean;
   /** QAPI type `int`. */
-  hugetlbsize?: number;
+  hugetlbsize?: number | bigint;
   /** QAPI type `bool`. */
   seal?: boolean;
 }
@@ -5476,7 +5480,7 @@ export interface MemoryBackendProperties {
   /** QAPI type `bool`. */
   dump?: boolean;
   /** QAPI type `[int]`. */
-  "host-nodes"?: number[];
+  "host-nodes"?: (number | bigint)[];
   /** QAPI type `bool`. */
   merge?: boolean;
   /** QAPI type `HostMemPolicy`. */
@@ -5484,7 +5488,7 @@ export interface MemoryBackendProperties {
   /** QAPI type `bool`. */
   prealloc?: boolean;
   /** QAPI type `int`. */
-  "prealloc-threads"?: number;
+  "prealloc-threads"?: number | bigint;
   /** QAPI type `str`. */
   "prealloc-context"?: string;
   /** QAPI type `bool`. */
@@ -5492,7 +5496,7 @@ export interface MemoryBackendProperties {
   /** QAPI type `bool`. */
   reserve?: boolean;
   /** QAPI type `int`. */
-  size: number;
+  size: number | bigint;
   /** QAPI type `bool`. */
   "x-use-canonical-path-for-ramblock-id"?: boolean;
 }
@@ -5513,7 +5517,7 @@ export interface MemoryDeviceSizeChangeData {
   /** QAPI type `str`. */
   id?: string;
   /** QAPI type `int`. */
-  size: number;
+  size: number | bigint;
   /** QAPI type `str`. */
   "qom-path": string;
 }
@@ -5545,21 +5549,21 @@ export type MemoryFailureRecipient = "hypervisor" | "guest";
 /** QAPI object `MemoryInfo`. */
 export interface MemoryInfo {
   /** QAPI type `int`. */
-  "base-memory": number;
+  "base-memory": number | bigint;
   /** QAPI type `int`. */
-  "plugged-memory"?: number;
+  "plugged-memory"?: number | bigint;
 }
 
 /** Arguments of command `memsave` (unnamed in QAPI). */
 export interface MemsaveArguments {
   /** QAPI type `int`. */
-  val: number;
+  val: number | bigint;
   /** QAPI type `int`. */
-  size: number;
+  size: number | bigint;
   /** QAPI type `str`. */
   filename: string;
   /** QAPI type `int`. */
-  "cpu-index"?: number;
+  "cpu-index"?: number | bigint;
 }
 
 /** Arguments of command `migrate` (unnamed in QAPI). */
@@ -5603,27 +5607,27 @@ export interface MigrateSetCapabilitiesArguments {
 /** QAPI object `MigrateSetParameters`. */
 export interface MigrateSetParameters {
   /** QAPI type `int`. */
-  "announce-initial"?: number;
+  "announce-initial"?: number | bigint;
   /** QAPI type `int`. */
-  "announce-max"?: number;
+  "announce-max"?: number | bigint;
   /** QAPI type `int`. */
-  "announce-rounds"?: number;
+  "announce-rounds"?: number | bigint;
   /** QAPI type `int`. */
-  "announce-step"?: number;
+  "announce-step"?: number | bigint;
   /** QAPI type `int`. */
-  "compress-level"?: number;
+  "compress-level"?: number | bigint;
   /** QAPI type `int`. */
-  "compress-threads"?: number;
+  "compress-threads"?: number | bigint;
   /** QAPI type `bool`. */
   "compress-wait-thread"?: boolean;
   /** QAPI type `int`. */
-  "decompress-threads"?: number;
+  "decompress-threads"?: number | bigint;
   /** QAPI type `int`. */
-  "throttle-trigger-threshold"?: number;
+  "throttle-trigger-threshold"?: number | bigint;
   /** QAPI type `int`. */
-  "cpu-throttle-initial"?: number;
+  "cpu-throttle-initial"?: number | bigint;
   /** QAPI type `int`. */
-  "cpu-throttle-increment"?: number;
+  "cpu-throttle-increment"?: number | bigint;
   /** QAPI type `bool`. */
   "cpu-throttle-tailslow"?: boolean;
   /** QAPI type `StrOrNull`. */
@@ -5633,30 +5637,30 @@ export interface MigrateSetParameters {
   /** QAPI type `StrOrNull`. */
   "tls-authz"?: StrOrNull;
   /** QAPI type `int`. */
-  "max-bandwidth"?: number;
+  "max-bandwidth"?: number | bigint;
   /** QAPI type `int`. */
-  "downtime-limit"?: number;
+  "downtime-limit"?: number | bigint;
   /**
    * QAPI type `int`.
    * @experimental
    */
-  "x-checkpoint-delay"?: number;
+  "x-checkpoint-delay"?: number | bigint;
   /** QAPI type `bool`. */
   "block-incremental"?: boolean;
   /** QAPI type `int`. */
-  "multifd-channels"?: number;
+  "multifd-channels"?: number | bigint;
   /** QAPI type `int`. */
-  "xbzrle-cache-size"?: number;
+  "xbzrle-cache-size"?: number | bigint;
   /** QAPI type `int`. */
-  "max-postcopy-bandwidth"?: number;
+  "max-postcopy-bandwidth"?: number | bigint;
   /** QAPI type `int`. */
-  "max-cpu-throttle"?: number;
+  "max-cpu-throttle"?: number | bigint;
   /** QAPI type `MultiFDCompression`. */
   "multifd-compression"?: MultiFDCompression;
   /** QAPI type `int`. */
-  "multifd-zlib-level"?: number;
+  "multifd-zlib-level"?: number | bigint;
   /** QAPI type `int`. */
-  "multifd-zstd-level"?: number;
+  "multifd-zstd-level"?: number | bigint;
   /** QAPI type `[BitmapMigrationNodeAlias]`. */
   "block-bitmap-mapping"?: BitmapMigrationNodeAlias[];
 }
@@ -5712,23 +5716,23 @@ export interface MigrationInfo {
   /** QAPI type `XBZRLECacheStats`. */
   "xbzrle-cache"?: XBZRLECacheStats;
   /** QAPI type `int`. */
-  "total-time"?: number;
+  "total-time"?: number | bigint;
   /** QAPI type `int`. */
-  "expected-downtime"?: number;
+  "expected-downtime"?: number | bigint;
   /** QAPI type `int`. */
-  downtime?: number;
+  downtime?: number | bigint;
   /** QAPI type `int`. */
-  "setup-time"?: number;
+  "setup-time"?: number | bigint;
   /** QAPI type `int`. */
-  "cpu-throttle-percentage"?: number;
+  "cpu-throttle-percentage"?: number | bigint;
   /** QAPI type `str`. */
   "error-desc"?: string;
   /** QAPI type `[str]`. */
   "blocked-reasons"?: string[];
   /** QAPI type `int`. */
-  "postcopy-blocktime"?: number;
+  "postcopy-blocktime"?: number | bigint;
   /** QAPI type `[int]`. */
-  "postcopy-vcpu-blocktime"?: number[];
+  "postcopy-vcpu-blocktime"?: (number | bigint)[];
   /** QAPI type `CompressionStats`. */
   compression?: CompressionStats;
   /** QAPI type `[SocketAddress]`. */
@@ -5738,27 +5742,27 @@ export interface MigrationInfo {
 /** QAPI object `MigrationParameters`. */
 export interface MigrationParameters {
   /** QAPI type `int`. */
-  "announce-initial"?: number;
+  "announce-initial"?: number | bigint;
   /** QAPI type `int`. */
-  "announce-max"?: number;
+  "announce-max"?: number | bigint;
   /** QAPI type `int`. */
-  "announce-rounds"?: number;
+  "announce-rounds"?: number | bigint;
   /** QAPI type `int`. */
-  "announce-step"?: number;
+  "announce-step"?: number | bigint;
   /** QAPI type `int`. */
-  "compress-level"?: number;
+  "compress-level"?: number | bigint;
   /** QAPI type `int`. */
-  "compress-threads"?: number;
+  "compress-threads"?: number | bigint;
   /** QAPI type `bool`. */
   "compress-wait-thread"?: boolean;
   /** QAPI type `int`. */
-  "decompress-threads"?: number;
+  "decompress-threads"?: number | bigint;
   /** QAPI type `int`. */
-  "throttle-trigger-threshold"?: number;
+  "throttle-trigger-threshold"?: number | bigint;
   /** QAPI type `int`. */
-  "cpu-throttle-initial"?: number;
+  "cpu-throttle-initial"?: number | bigint;
   /** QAPI type `int`. */
-  "cpu-throttle-increment"?: number;
+  "cpu-throttle-increment"?: number | bigint;
   /** QAPI type `bool`. */
   "cpu-throttle-tailslow"?: boolean;
   /** QAPI type `str`. */
@@ -5768,30 +5772,30 @@ export interface MigrationParameters {
   /** QAPI type `str`. */
   "tls-authz"?: string;
   /** QAPI type `int`. */
-  "max-bandwidth"?: number;
+  "max-bandwidth"?: number | bigint;
   /** QAPI type `int`. */
-  "downtime-limit"?: number;
+  "downtime-limit"?: number | bigint;
   /**
    * QAPI type `int`.
    * @experimental
    */
-  "x-checkpoint-delay"?: number;
+  "x-checkpoint-delay"?: number | bigint;
   /** QAPI type `bool`. */
   "block-incremental"?: boolean;
   /** QAPI type `int`. */
-  "multifd-channels"?: number;
+  "multifd-channels"?: number | bigint;
   /** QAPI type `int`. */
-  "xbzrle-cache-size"?: number;
+  "xbzrle-cache-size"?: number | bigint;
   /** QAPI type `int`. */
-  "max-postcopy-bandwidth"?: number;
+  "max-postcopy-bandwidth"?: number | bigint;
   /** QAPI type `int`. */
-  "max-cpu-throttle"?: number;
+  "max-cpu-throttle"?: number | bigint;
   /** QAPI type `MultiFDCompression`. */
   "multifd-compression"?: MultiFDCompression;
   /** QAPI type `int`. */
-  "multifd-zlib-level"?: number;
+  "multifd-zlib-level"?: number | bigint;
   /** QAPI type `int`. */
-  "multifd-zstd-level"?: number;
+  "multifd-zstd-level"?: number | bigint;
   /** QAPI type `[BitmapMigrationNodeAlias]`. */
   "block-bitmap-mapping"?: BitmapMigrationNodeAlias[];
 }
@@ -5799,47 +5803,47 @@ export interface MigrationParameters {
 /** Data of event `MIGRATION_PASS` (unnamed in QAPI). */
 export interface MigrationPassData {
   /** QAPI type `int`. */
-  pass: number;
+  pass: number | bigint;
 }
 
 /** QAPI object `MigrationStats`. */
 export interface MigrationStats {
   /** QAPI type `int`. */
-  transferred: number;
+  transferred: number | bigint;
   /** QAPI type `int`. */
-  remaining: number;
+  remaining: number | bigint;
   /** QAPI type `int`. */
-  total: number;
+  total: number | bigint;
   /** QAPI type `int`. */
-  duplicate: number;
+  duplicate: number | bigint;
   /** QAPI type `int`. */
-  skipped: number;
+  skipped: number | bigint;
   /** QAPI type `int`. */
-  normal: number;
+  normal: number | bigint;
   /** QAPI type `int`. */
-  "normal-bytes": number;
+  "normal-bytes": number | bigint;
   /** QAPI type `int`. */
-  "dirty-pages-rate": number;
+  "dirty-pages-rate": number | bigint;
   /** QAPI type `number`. */
   mbps: number;
   /** QAPI type `int`. */
-  "dirty-sync-count": number;
+  "dirty-sync-count": number | bigint;
   /** QAPI type `int`. */
-  "postcopy-requests": number;
+  "postcopy-requests": number | bigint;
   /** QAPI type `int`. */
-  "page-size": number;
+  "page-size": number | bigint;
   /** QAPI type `int`. */
-  "multifd-bytes": number;
+  "multifd-bytes": number | bigint;
   /** QAPI type `int`. */
-  "pages-per-second": number;
+  "pages-per-second": number | bigint;
   /** QAPI type `int`. */
-  "precopy-bytes": number;
+  "precopy-bytes": number | bigint;
   /** QAPI type `int`. */
-  "downtime-bytes": number;
+  "downtime-bytes": number | bigint;
   /** QAPI type `int`. */
-  "postcopy-bytes": number;
+  "postcopy-bytes": number | bigint;
   /** QAPI type `int`. */
-  "dirty-sync-missed-zero-copy": number;
+  "dirty-sync-missed-zero-copy": number | bigint;
 }
 
 /** QAPI enum `MigrationStatus`. */
@@ -5870,7 +5874,7 @@ export interface MouseInfo {
   /** QAPI type `str`. */
   name: string;
   /** QAPI type `int`. */
-  index: number;
+  index: number | bigint;
   /** QAPI type `bool`. */
   current: boolean;
   /** QAPI type `bool`. */
@@ -5928,7 +5932,7 @@ export interface NbdServerStartArguments {
   /** QAPI type `str`. */
   "tls-authz"?: string;
   /** QAPI type `int`. */
-  "max-connections"?: number;
+  "max-connections"?: number | bigint;
 }
 
 /** QAPI enum `NetClientDriver`. */
@@ -5962,7 +5966,7 @@ export interface NetLegacyNicOptions {
   /** QAPI type `str`. */
   addr?: string;
   /** QAPI type `int`. */
-  vectors?: number;
+  vectors?: number | bigint;
 }
 
 /** QAPI union `Netdev`. Discriminated by `type`. */
@@ -6015,7 +6019,7 @@ export interface NetdevDgramOptions {
 /** QAPI object `NetdevHubPortOptions`. */
 export interface NetdevHubPortOptions {
   /** QAPI type `int`. */
-  hubid: number;
+  hubid: number | bigint;
   /** QAPI type `str`. */
   netdev?: string;
 }
@@ -6041,15 +6045,15 @@ export interface NetdevL2TPv3Options {
   /** QAPI type `bool`. */
   pincounter?: boolean;
   /** QAPI type `int`. */
-  txcookie?: number;
+  txcookie?: number | bigint;
   /** QAPI type `int`. */
-  rxcookie?: number;
+  rxcookie?: number | bigint;
   /** QAPI type `int`. */
-  txsession: number;
+  txsession: number | bigint;
   /** QAPI type `int`. */
-  rxsession?: number;
+  rxsession?: number | bigint;
   /** QAPI type `int`. */
-  offset?: number;
+  offset?: number | bigint;
 }
 
 /** QAPI object `NetdevNetmapOptions`. */
@@ -6115,7 +6119,7 @@ export interface NetdevTapOptions {
   /** QAPI type `str`. */
   helper?: string;
   /** QAPI type `int`. */
-  sndbuf?: number;
+  sndbuf?: number | bigint;
   /** QAPI type `bool`. */
   vnet_hdr?: boolean;
   /** QAPI type `bool`. */
@@ -6127,9 +6131,9 @@ export interface NetdevTapOptions {
   /** QAPI type `bool`. */
   vhostforce?: boolean;
   /** QAPI type `int`. */
-  queues?: number;
+  queues?: number | bigint;
   /** QAPI type `int`. */
-  "poll-us"?: number;
+  "poll-us"?: number | bigint;
 }
 
 /** QAPI object `NetdevUserOptions`. */
@@ -6163,7 +6167,7 @@ export interface NetdevUserOptions {
   /** QAPI type `str`. */
   "ipv6-prefix"?: string;
   /** QAPI type `int`. */
-  "ipv6-prefixlen"?: number;
+  "ipv6-prefixlen"?: number | bigint;
   /** QAPI type `str`. */
   "ipv6-host"?: string;
   /** QAPI type `str`. */
@@ -6185,11 +6189,11 @@ export interface NetdevVdeOptions {
   /** QAPI type `str`. */
   sock?: string;
   /** QAPI type `int`. */
-  port?: number;
+  port?: number | bigint;
   /** QAPI type `str`. */
   group?: string;
   /** QAPI type `int`. */
-  mode?: number;
+  mode?: number | bigint;
 }
 
 /** QAPI object `NetdevVhostUserOptions`. */
@@ -6199,7 +6203,7 @@ export interface NetdevVhostUserOptions {
   /** QAPI type `bool`. */
   vhostforce?: boolean;
   /** QAPI type `int`. */
-  queues?: number;
+  queues?: number | bigint;
 }
 
 /** QAPI object `NetdevVhostVDPAOptions`. */
@@ -6209,7 +6213,7 @@ export interface NetdevVhostVDPAOptions {
   /** QAPI type `str`. */
   vhostfd?: string;
   /** QAPI type `int`. */
-  queues?: number;
+  queues?: number | bigint;
   /**
    * QAPI type `bool`.
    * @experimental
@@ -6251,73 +6255,73 @@ export interface NicRxFilterChangedData {
 /** QAPI object `NumaCpuOptions`. */
 export interface NumaCpuOptions {
   /** QAPI type `int`. */
-  "node-id"?: number;
+  "node-id"?: number | bigint;
   /** QAPI type `int`. */
-  "socket-id"?: number;
+  "socket-id"?: number | bigint;
   /** QAPI type `int`. */
-  "die-id"?: number;
+  "die-id"?: number | bigint;
   /** QAPI type `int`. */
-  "cluster-id"?: number;
+  "cluster-id"?: number | bigint;
   /** QAPI type `int`. */
-  "core-id"?: number;
+  "core-id"?: number | bigint;
   /** QAPI type `int`. */
-  "thread-id"?: number;
+  "thread-id"?: number | bigint;
 }
 
 /** QAPI object `NumaDistOptions`. */
 export interface NumaDistOptions {
   /** QAPI type `int`. */
-  src: number;
+  src: number | bigint;
   /** QAPI type `int`. */
-  dst: number;
+  dst: number | bigint;
   /** QAPI type `int`. */
-  val: number;
+  val: number | bigint;
 }
 
 /** QAPI object `NumaHmatCacheOptions`. */
 export interface NumaHmatCacheOptions {
   /** QAPI type `int`. */
-  "node-id": number;
+  "node-id": number | bigint;
   /** QAPI type `int`. */
-  size: number;
+  size: number | bigint;
   /** QAPI type `int`. */
-  level: number;
+  level: number | bigint;
   /** QAPI type `HmatCacheAssociativity`. */
   associativity: HmatCacheAssociativity;
   /** QAPI type `HmatCacheWritePolicy`. */
   policy: HmatCacheWritePolicy;
   /** QAPI type `int`. */
-  line: number;
+  line: number | bigint;
 }
 
 /** QAPI object `NumaHmatLBOptions`. */
 export interface NumaHmatLBOptions {
   /** QAPI type `int`. */
-  initiator: number;
+  initiator: number | bigint;
   /** QAPI type `int`. */
-  target: number;
+  target: number | bigint;
   /** QAPI type `HmatLBMemoryHierarchy`. */
   hierarchy: HmatLBMemoryHierarchy;
   /** QAPI type `HmatLBDataType`. */
   "data-type": HmatLBDataType;
   /** QAPI type `int`. */
-  latency?: number;
+  latency?: number | bigint;
   /** QAPI type `int`. */
-  bandwidth?: number;
+  bandwidth?: number | bigint;
 }
 
 /** QAPI object `NumaNodeOptions`. */
 export interface NumaNodeOptions {
   /** QAPI type `int`. */
-  nodeid?: number;
+  nodeid?: number | bigint;
   /** QAPI type `[int]`. */
-  cpus?: number[];
+  cpus?: (number | bigint)[];
   /** QAPI type `int`. */
-  mem?: number;
+  mem?: number | bigint;
   /** QAPI type `str`. */
   memdev?: string;
   /** QAPI type `int`. */
-  initiator?: number;
+  initiator?: number | bigint;
 }
 
 /** QAPI union `NumaOptions`. Discriminated by `type`. */
@@ -6472,13 +6476,13 @@ export interface PCDIMMDeviceInfo {
   /** QAPI type `str`. */
   id?: string;
   /** QAPI type `int`. */
-  addr: number;
+  addr: number | bigint;
   /** QAPI type `int`. */
-  size: number;
+  size: number | bigint;
   /** QAPI type `int`. */
-  slot: number;
+  slot: number | bigint;
   /** QAPI type `int`. */
-  node: number;
+  node: number | bigint;
   /** QAPI type `str`. */
   memdev: string;
   /** QAPI type `bool`. */
@@ -6515,11 +6519,11 @@ export interface PciBridgeInfo {
 /** QAPI object `PciBusInfo`. */
 export interface PciBusInfo {
   /** QAPI type `int`. */
-  number: number;
+  number: number | bigint;
   /** QAPI type `int`. */
-  secondary: number;
+  secondary: number | bigint;
   /** QAPI type `int`. */
-  subordinate: number;
+  subordinate: number | bigint;
   /** QAPI type `PciMemoryRange`. */
   io_range: PciMemoryRange;
   /** QAPI type `PciMemoryRange`. */
@@ -6533,37 +6537,37 @@ export interface PciDeviceClass {
   /** QAPI type `str`. */
   desc?: string;
   /** QAPI type `int`. */
-  class: number;
+  class: number | bigint;
 }
 
 /** QAPI object `PciDeviceId`. */
 export interface PciDeviceId {
   /** QAPI type `int`. */
-  device: number;
+  device: number | bigint;
   /** QAPI type `int`. */
-  vendor: number;
+  vendor: number | bigint;
   /** QAPI type `int`. */
-  subsystem?: number;
+  subsystem?: number | bigint;
   /** QAPI type `int`. */
-  "subsystem-vendor"?: number;
+  "subsystem-vendor"?: number | bigint;
 }
 
 /** QAPI object `PciDeviceInfo`. */
 export interface PciDeviceInfo {
   /** QAPI type `int`. */
-  bus: number;
+  bus: number | bigint;
   /** QAPI type `int`. */
-  slot: number;
+  slot: number | bigint;
   /** QAPI type `int`. */
-  function: number;
+  function: number | bigint;
   /** QAPI type `PciDeviceClass`. */
   class_info: PciDeviceClass;
   /** QAPI type `PciDeviceId`. */
   id: PciDeviceId;
   /** QAPI type `int`. */
-  irq?: number;
+  irq?: number | bigint;
   /** QAPI type `int`. */
-  irq_pin: number;
+  irq_pin: number | bigint;
   /** QAPI type `str`. */
   qdev_id: string;
   /** QAPI type `PciBridgeInfo`. */
@@ -6575,7 +6579,7 @@ export interface PciDeviceInfo {
 /** QAPI object `PciInfo`. */
 export interface PciInfo {
   /** QAPI type `int`. */
-  bus: number;
+  bus: number | bigint;
   /** QAPI type `[PciDeviceInfo]`. */
   devices: PciDeviceInfo[];
 }
@@ -6583,21 +6587,21 @@ export interface PciInfo {
 /** QAPI object `PciMemoryRange`. */
 export interface PciMemoryRange {
   /** QAPI type `int`. */
-  base: number;
+  base: number | bigint;
   /** QAPI type `int`. */
-  limit: number;
+  limit: number | bigint;
 }
 
 /** QAPI object `PciMemoryRegion`. */
 export interface PciMemoryRegion {
   /** QAPI type `int`. */
-  bar: number;
+  bar: number | bigint;
   /** QAPI type `str`. */
   type: string;
   /** QAPI type `int`. */
-  address: number;
+  address: number | bigint;
   /** QAPI type `int`. */
-  size: number;
+  size: number | bigint;
   /** QAPI type `bool`. */
   prefetch?: boolean;
   /** QAPI type `bool`. */
@@ -6607,9 +6611,9 @@ export interface PciMemoryRegion {
 /** Arguments of command `pmemsave` (unnamed in QAPI). */
 export interface PmemsaveArguments {
   /** QAPI type `int`. */
-  val: number;
+  val: number | bigint;
   /** QAPI type `int`. */
-  size: number;
+  size: number | bigint;
   /** QAPI type `str`. */
   filename: string;
 }
@@ -6661,9 +6665,9 @@ export interface QCryptoBlockAmendOptionsLUKS {
   /** QAPI type `str`. */
   "old-secret"?: string;
   /** QAPI type `int`. */
-  keyslot?: number;
+  keyslot?: number | bigint;
   /** QAPI type `int`. */
-  "iter-time"?: number;
+  "iter-time"?: number | bigint;
   /** QAPI type `str`. */
   secret?: string;
 }
@@ -6688,7 +6692,7 @@ export interface QCryptoBlockCreateOptionsLUKS {
   /** QAPI type `QCryptoHashAlgorithm`. */
   "hash-alg"?: QCryptoHashAlgorithm;
   /** QAPI type `int`. */
-  "iter-time"?: number;
+  "iter-time"?: number | bigint;
 }
 
 /** QAPI enum `QCryptoBlockFormat`. */
@@ -6707,9 +6711,9 @@ export interface QCryptoBlockInfoLUKS {
   /** QAPI type `QCryptoHashAlgorithm`. */
   "hash-alg": QCryptoHashAlgorithm;
   /** QAPI type `int`. */
-  "payload-offset": number;
+  "payload-offset": number | bigint;
   /** QAPI type `int`. */
-  "master-key-iters": number;
+  "master-key-iters": number | bigint;
   /** QAPI type `str`. */
   uuid: string;
   /** QAPI type `[QCryptoBlockInfoLUKSSlot]`. */
@@ -6721,11 +6725,11 @@ export interface QCryptoBlockInfoLUKSSlot {
   /** QAPI type `bool`. */
   active: boolean;
   /** QAPI type `int`. */
-  iters?: number;
+  iters?: number | bigint;
   /** QAPI type `int`. */
-  stripes?: number;
+  stripes?: number | bigint;
   /** QAPI type `int`. */
-  "key-offset": number;
+  "key-offset": number | bigint;
 }
 
 /** QAPI enum `QCryptoBlockLUKSKeyslotState`. */
@@ -6947,7 +6951,7 @@ export interface Qcow2BitmapInfo {
   /** QAPI type `str`. */
   name: string;
   /** QAPI type `int`. */
-  granularity: number;
+  granularity: number | bigint;
   /** QAPI type `[Qcow2BitmapInfoFlags]`. */
   flags: Qcow2BitmapInfoFlags[];
 }
@@ -7077,7 +7081,7 @@ export interface QueryRockerOfDpaFlowsArguments {
   /** QAPI type `str`. */
   name: string;
   /** QAPI type `int`. */
-  "tbl-id"?: number;
+  "tbl-id"?: number | bigint;
 }
 
 /** Arguments of command `query-rocker-of-dpa-groups` (unnamed in QAPI). */
@@ -7085,7 +7089,7 @@ export interface QueryRockerOfDpaGroupsArguments {
   /** QAPI type `str`. */
   name: string;
   /** QAPI type `int`. */
-  type?: number;
+  type?: number | bigint;
 }
 
 /** Arguments of command `query-rocker-ports` (unnamed in QAPI). */
@@ -7117,9 +7121,9 @@ export interface QuorumFailureData {
   /** QAPI type `str`. */
   reference: string;
   /** QAPI type `int`. */
-  "sector-num": number;
+  "sector-num": number | bigint;
   /** QAPI type `int`. */
-  "sectors-count": number;
+  "sectors-count": number | bigint;
 }
 
 /** QAPI enum `QuorumOpType`. */
@@ -7137,9 +7141,9 @@ export interface QuorumReportBadData {
   /** QAPI type `str`. */
   "node-name": string;
   /** QAPI type `int`. */
-  "sector-num": number;
+  "sector-num": number | bigint;
   /** QAPI type `int`. */
-  "sectors-count": number;
+  "sectors-count": number | bigint;
 }
 
 /** QAPI enum `RbdAuthMode`. */
@@ -7193,9 +7197,9 @@ export interface RdmaGidStatusChangedData {
   /** QAPI type `bool`. */
   "gid-status": boolean;
   /** QAPI type `int`. */
-  "subnet-prefix": number;
+  "subnet-prefix": number | bigint;
   /** QAPI type `int`. */
-  "interface-id": number;
+  "interface-id": number | bigint;
 }
 
 /** QAPI enum `RebootAction`. */
@@ -7212,15 +7216,15 @@ export interface RemoteObjectProperties {
 /** Arguments of command `remove-fd` (unnamed in QAPI). */
 export interface RemoveFdArguments {
   /** QAPI type `int`. */
-  "fdset-id": number;
+  "fdset-id": number | bigint;
   /** QAPI type `int`. */
-  fd?: number;
+  fd?: number | bigint;
 }
 
 /** Arguments of command `replay-break` (unnamed in QAPI). */
 export interface ReplayBreakArguments {
   /** QAPI type `int`. */
-  icount: number;
+  icount: number | bigint;
 }
 
 /** QAPI object `ReplayInfo`. */
@@ -7230,7 +7234,7 @@ export interface ReplayInfo {
   /** QAPI type `str`. */
   filename?: string;
   /** QAPI type `int`. */
-  icount: number;
+  icount: number | bigint;
 }
 
 /** QAPI enum `ReplayMode`. */
@@ -7239,7 +7243,7 @@ export type ReplayMode = "none" | "record" | "play";
 /** Arguments of command `replay-seek` (unnamed in QAPI). */
 export interface ReplaySeekArguments {
   /** QAPI type `int`. */
-  icount: number;
+  icount: number | bigint;
 }
 
 /** QAPI enum `ReplicationMode`. Build-dependent (`CONFIG_REPLICATION`). */
@@ -7266,7 +7270,7 @@ export interface RingbufReadArguments {
   /** QAPI type `str`. */
   device: string;
   /** QAPI type `int`. */
-  size: number;
+  size: number | bigint;
   /** QAPI type `DataFormat`. */
   format?: DataFormat;
 }
@@ -7315,9 +7319,9 @@ export interface RngRandomProperties {
 /** QAPI object `RockerOfDpaFlow`. */
 export interface RockerOfDpaFlow {
   /** QAPI type `int`. */
-  cookie: number;
+  cookie: number | bigint;
   /** QAPI type `int`. */
-  hits: number;
+  hits: number | bigint;
   /** QAPI type `RockerOfDpaFlowKey`. */
   key: RockerOfDpaFlowKey;
   /** QAPI type `RockerOfDpaFlowMask`. */
@@ -7329,41 +7333,41 @@ export interface RockerOfDpaFlow {
 /** QAPI object `RockerOfDpaFlowAction`. */
 export interface RockerOfDpaFlowAction {
   /** QAPI type `int`. */
-  "goto-tbl"?: number;
+  "goto-tbl"?: number | bigint;
   /** QAPI type `int`. */
-  "group-id"?: number;
+  "group-id"?: number | bigint;
   /** QAPI type `int`. */
-  "tunnel-lport"?: number;
+  "tunnel-lport"?: number | bigint;
   /** QAPI type `int`. */
-  "vlan-id"?: number;
+  "vlan-id"?: number | bigint;
   /** QAPI type `int`. */
-  "new-vlan-id"?: number;
+  "new-vlan-id"?: number | bigint;
   /** QAPI type `int`. */
-  "out-pport"?: number;
+  "out-pport"?: number | bigint;
 }
 
 /** QAPI object `RockerOfDpaFlowKey`. */
 export interface RockerOfDpaFlowKey {
   /** QAPI type `int`. */
-  priority: number;
+  priority: number | bigint;
   /** QAPI type `int`. */
-  "tbl-id": number;
+  "tbl-id": number | bigint;
   /** QAPI type `int`. */
-  "in-pport"?: number;
+  "in-pport"?: number | bigint;
   /** QAPI type `int`. */
-  "tunnel-id"?: number;
+  "tunnel-id"?: number | bigint;
   /** QAPI type `int`. */
-  "vlan-id"?: number;
+  "vlan-id"?: number | bigint;
   /** QAPI type `int`. */
-  "eth-type"?: number;
+  "eth-type"?: number | bigint;
   /** QAPI type `str`. */
   "eth-src"?: string;
   /** QAPI type `str`. */
   "eth-dst"?: string;
   /** QAPI type `int`. */
-  "ip-proto"?: number;
+  "ip-proto"?: number | bigint;
   /** QAPI type `int`. */
-  "ip-tos"?: number;
+  "ip-tos"?: number | bigint;
   /** QAPI type `str`. */
   "ip-dst"?: string;
 }
@@ -7371,49 +7375,49 @@ export interface RockerOfDpaFlowKey {
 /** QAPI object `RockerOfDpaFlowMask`. */
 export interface RockerOfDpaFlowMask {
   /** QAPI type `int`. */
-  "in-pport"?: number;
+  "in-pport"?: number | bigint;
   /** QAPI type `int`. */
-  "tunnel-id"?: number;
+  "tunnel-id"?: number | bigint;
   /** QAPI type `int`. */
-  "vlan-id"?: number;
+  "vlan-id"?: number | bigint;
   /** QAPI type `str`. */
   "eth-src"?: string;
   /** QAPI type `str`. */
   "eth-dst"?: string;
   /** QAPI type `int`. */
-  "ip-proto"?: number;
+  "ip-proto"?: number | bigint;
   /** QAPI type `int`. */
-  "ip-tos"?: number;
+  "ip-tos"?: number | bigint;
 }
 
 /** QAPI object `RockerOfDpaGroup`. */
 export interface RockerOfDpaGroup {
   /** QAPI type `int`. */
-  id: number;
+  id: number | bigint;
   /** QAPI type `int`. */
-  type: number;
+  type: number | bigint;
   /** QAPI type `int`. */
-  "vlan-id"?: number;
+  "vlan-id"?: number | bigint;
   /** QAPI type `int`. */
-  pport?: number;
+  pport?: number | bigint;
   /** QAPI type `int`. */
-  index?: number;
+  index?: number | bigint;
   /** QAPI type `int`. */
-  "out-pport"?: number;
+  "out-pport"?: number | bigint;
   /** QAPI type `int`. */
-  "group-id"?: number;
+  "group-id"?: number | bigint;
   /** QAPI type `int`. */
-  "set-vlan-id"?: number;
+  "set-vlan-id"?: number | bigint;
   /** QAPI type `int`. */
-  "pop-vlan"?: number;
+  "pop-vlan"?: number | bigint;
   /** QAPI type `[int]`. */
-  "group-ids"?: number[];
+  "group-ids"?: (number | bigint)[];
   /** QAPI type `str`. */
   "set-eth-src"?: string;
   /** QAPI type `str`. */
   "set-eth-dst"?: string;
   /** QAPI type `int`. */
-  "ttl-check"?: number;
+  "ttl-check"?: number | bigint;
 }
 
 /** QAPI object `RockerPort`. */
@@ -7425,7 +7429,7 @@ export interface RockerPort {
   /** QAPI type `bool`. */
   "link-up": boolean;
   /** QAPI type `int`. */
-  speed: number;
+  speed: number | bigint;
   /** QAPI type `RockerPortDuplex`. */
   duplex: RockerPortDuplex;
   /** QAPI type `RockerPortAutoneg`. */
@@ -7443,15 +7447,15 @@ export interface RockerSwitch {
   /** QAPI type `str`. */
   name: string;
   /** QAPI type `int`. */
-  id: number;
+  id: number | bigint;
   /** QAPI type `int`. */
-  ports: number;
+  ports: number | bigint;
 }
 
 /** Data of event `RTC_CHANGE` (unnamed in QAPI). */
 export interface RtcChangeData {
   /** QAPI type `int`. */
-  offset: number;
+  offset: number | bigint;
   /** QAPI type `str`. */
   "qom-path": string;
 }
@@ -7496,7 +7500,7 @@ export interface RxFilterInfo {
   /** QAPI type `str`. */
   "main-mac": string;
   /** QAPI type `[int]`. */
-  "vlan-table": number[];
+  "vlan-table": (number | bigint)[];
   /** QAPI type `[str]`. */
   "unicast-table": string[];
   /** QAPI type `[str]`. */
@@ -7517,9 +7521,9 @@ export type S390CrashReason =
 /** QAPI object `SGXEPCSection`. */
 export interface SGXEPCSection {
   /** QAPI type `int`. */
-  node: number;
+  node: number | bigint;
   /** QAPI type `int`. */
-  size: number;
+  size: number | bigint;
 }
 
 /** QAPI object `SGXInfo`. Build-dependent (`TARGET_I386`). */
@@ -7536,7 +7540,7 @@ export interface SGXInfo {
    * QAPI type `int`.
    * @deprecated
    */
-  "section-size": number;
+  "section-size": number | bigint;
   /** QAPI type `[SGXEPCSection]`. */
   sections: SGXEPCSection[];
 }
@@ -7667,7 +7671,7 @@ export interface ScreendumpArguments {
   /** QAPI type `str`. */
   device?: string;
   /** QAPI type `int`. */
-  head?: number;
+  head?: number | bigint;
   /** QAPI type `ImageFormat`. */
   format?: ImageFormat;
 }
@@ -7686,7 +7690,7 @@ export interface SecretKeyringProperties {
   /** QAPI type `str`. */
   iv?: string;
   /** QAPI type `int`. */
-  serial: number;
+  serial: number | bigint;
 }
 
 /** QAPI object `SecretProperties`. */
@@ -7713,7 +7717,7 @@ export interface SendKeyArguments {
   /** QAPI type `[KeyValue]`. */
   keys: KeyValue[];
   /** QAPI type `int`. */
-  "hold-time"?: number;
+  "hold-time"?: number | bigint;
 }
 
 /** Arguments of command `set-action` (unnamed in QAPI). */
@@ -7763,9 +7767,9 @@ export interface SetPasswordOptionsVnc {
 /** Arguments of command `set-vcpu-dirty-limit` (unnamed in QAPI). */
 export interface SetVcpuDirtyLimitArguments {
   /** QAPI type `int`. */
-  "cpu-index"?: number;
+  "cpu-index"?: number | bigint;
   /** QAPI type `int`. */
-  "dirty-rate": number;
+  "dirty-rate": number | bigint;
 }
 
 /** QAPI object `SevAttestationReport`. Build-dependent (`TARGET_I386`). */
@@ -7783,9 +7787,9 @@ export interface SevCapability {
   /** QAPI type `str`. */
   "cpu0-id": string;
   /** QAPI type `int`. */
-  cbitpos: number;
+  cbitpos: number | bigint;
   /** QAPI type `int`. */
-  "reduced-phys-bits": number;
+  "reduced-phys-bits": number | bigint;
 }
 
 /** QAPI object `SevGuestProperties`. */
@@ -7797,13 +7801,13 @@ export interface SevGuestProperties {
   /** QAPI type `str`. */
   "session-file"?: string;
   /** QAPI type `int`. */
-  policy?: number;
+  policy?: number | bigint;
   /** QAPI type `int`. */
-  handle?: number;
+  handle?: number | bigint;
   /** QAPI type `int`. */
-  cbitpos?: number;
+  cbitpos?: number | bigint;
   /** QAPI type `int`. */
-  "reduced-phys-bits": number;
+  "reduced-phys-bits": number | bigint;
   /** QAPI type `bool`. */
   "kernel-hashes"?: boolean;
 }
@@ -7813,17 +7817,17 @@ export interface SevInfo {
   /** QAPI type `bool`. */
   enabled: boolean;
   /** QAPI type `int`. */
-  "api-major": number;
+  "api-major": number | bigint;
   /** QAPI type `int`. */
-  "api-minor": number;
+  "api-minor": number | bigint;
   /** QAPI type `int`. */
-  "build-id": number;
+  "build-id": number | bigint;
   /** QAPI type `int`. */
-  policy: number;
+  policy: number | bigint;
   /** QAPI type `SevState`. */
   state: SevState;
   /** QAPI type `int`. */
-  handle: number;
+  handle: number | bigint;
 }
 
 /** Arguments of command `sev-inject-launch-secret` (unnamed in QAPI). */
@@ -7833,7 +7837,7 @@ export interface SevInjectLaunchSecretArguments {
   /** QAPI type `str`. */
   secret: string;
   /** QAPI type `int`. */
-  gpa?: number;
+  gpa?: number | bigint;
 }
 
 /** QAPI object `SevLaunchMeasureInfo`. Build-dependent (`TARGET_I386`). */
@@ -7856,11 +7860,11 @@ export interface SgxEPCDeviceInfo {
   /** QAPI type `str`. */
   id?: string;
   /** QAPI type `int`. */
-  memaddr: number;
+  memaddr: number | bigint;
   /** QAPI type `int`. */
-  size: number;
+  size: number | bigint;
   /** QAPI type `int`. */
-  node: number;
+  node: number | bigint;
   /** QAPI type `str`. */
   memdev: string;
 }
@@ -7913,17 +7917,17 @@ export interface SnapshotInfo {
   /** QAPI type `str`. */
   name: string;
   /** QAPI type `int`. */
-  "vm-state-size": number;
+  "vm-state-size": number | bigint;
   /** QAPI type `int`. */
-  "date-sec": number;
+  "date-sec": number | bigint;
   /** QAPI type `int`. */
-  "date-nsec": number;
+  "date-nsec": number | bigint;
   /** QAPI type `int`. */
-  "vm-clock-sec": number;
+  "vm-clock-sec": number | bigint;
   /** QAPI type `int`. */
-  "vm-clock-nsec": number;
+  "vm-clock-nsec": number | bigint;
   /** QAPI type `int`. */
-  icount?: number;
+  icount?: number | bigint;
 }
 
 /** Arguments of command `snapshot-load` (unnamed in QAPI). */
@@ -7986,11 +7990,11 @@ export interface SpiceChannel {
   /** QAPI type `NetworkAddressFamily`. */
   family: NetworkAddressFamily;
   /** QAPI type `int`. */
-  "connection-id": number;
+  "connection-id": number | bigint;
   /** QAPI type `int`. */
-  "channel-type": number;
+  "channel-type": number | bigint;
   /** QAPI type `int`. */
-  "channel-id": number;
+  "channel-id": number | bigint;
   /** QAPI type `bool`. */
   tls: boolean;
 }
@@ -8020,9 +8024,9 @@ export interface SpiceInfo {
   /** QAPI type `str`. */
   host?: string;
   /** QAPI type `int`. */
-  port?: number;
+  port?: number | bigint;
   /** QAPI type `int`. */
-  "tls-port"?: number;
+  "tls-port"?: number | bigint;
   /** QAPI type `str`. */
   auth?: string;
   /** QAPI type `str`. */
@@ -8137,11 +8141,11 @@ export interface StatsSchemaValue {
   /** QAPI type `StatsUnit`. */
   unit?: StatsUnit;
   /** QAPI type `int`. */
-  base?: number;
+  base?: number | bigint;
   /** QAPI type `int`. */
-  exponent: number;
+  exponent: number | bigint;
   /** QAPI type `int`. */
-  "bucket-size"?: number;
+  "bucket-size"?: number | bigint;
 }
 
 /** QAPI enum `StatsTarget`. */
@@ -8160,7 +8164,7 @@ export interface StatsVCPUFilter {
 }
 
 /** QAPI alternate `StatsValue`. */
-export type StatsValue = number | boolean | number[];
+export type StatsValue = number | bigint | boolean | (number | bigint)[];
 
 /** QAPI object `StatusInfo`. */
 export interface StatusInfo {
@@ -8266,9 +8270,9 @@ export interface TargetInfo {
 /** QAPI object `ThreadContextProperties`. */
 export interface ThreadContextProperties {
   /** QAPI type `[int]`. */
-  "cpu-affinity"?: number[];
+  "cpu-affinity"?: (number | bigint)[];
   /** QAPI type `[int]`. */
-  "node-affinity"?: number[];
+  "node-affinity"?: (number | bigint)[];
 }
 
 /** QAPI object `ThrottleGroupProperties`. */
@@ -8279,139 +8283,139 @@ export interface ThrottleGroupProperties {
    * QAPI type `int`.
    * @experimental
    */
-  "x-iops-total"?: number;
+  "x-iops-total"?: number | bigint;
   /**
    * QAPI type `int`.
    * @experimental
    */
-  "x-iops-total-max"?: number;
+  "x-iops-total-max"?: number | bigint;
   /**
    * QAPI type `int`.
    * @experimental
    */
-  "x-iops-total-max-length"?: number;
+  "x-iops-total-max-length"?: number | bigint;
   /**
    * QAPI type `int`.
    * @experimental
    */
-  "x-iops-read"?: number;
+  "x-iops-read"?: number | bigint;
   /**
    * QAPI type `int`.
    * @experimental
    */
-  "x-iops-read-max"?: number;
+  "x-iops-read-max"?: number | bigint;
   /**
    * QAPI type `int`.
    * @experimental
    */
-  "x-iops-read-max-length"?: number;
+  "x-iops-read-max-length"?: number | bigint;
   /**
    * QAPI type `int`.
    * @experimental
    */
-  "x-iops-write"?: number;
+  "x-iops-write"?: number | bigint;
   /**
    * QAPI type `int`.
    * @experimental
    */
-  "x-iops-write-max"?: number;
+  "x-iops-write-max"?: number | bigint;
   /**
    * QAPI type `int`.
    * @experimental
    */
-  "x-iops-write-max-length"?: number;
+  "x-iops-write-max-length"?: number | bigint;
   /**
    * QAPI type `int`.
    * @experimental
    */
-  "x-bps-total"?: number;
+  "x-bps-total"?: number | bigint;
   /**
    * QAPI type `int`.
    * @experimental
    */
-  "x-bps-total-max"?: number;
+  "x-bps-total-max"?: number | bigint;
   /**
    * QAPI type `int`.
    * @experimental
    */
-  "x-bps-total-max-length"?: number;
+  "x-bps-total-max-length"?: number | bigint;
   /**
    * QAPI type `int`.
    * @experimental
    */
-  "x-bps-read"?: number;
+  "x-bps-read"?: number | bigint;
   /**
    * QAPI type `int`.
    * @experimental
    */
-  "x-bps-read-max"?: number;
+  "x-bps-read-max"?: number | bigint;
   /**
    * QAPI type `int`.
    * @experimental
    */
-  "x-bps-read-max-length"?: number;
+  "x-bps-read-max-length"?: number | bigint;
   /**
    * QAPI type `int`.
    * @experimental
    */
-  "x-bps-write"?: number;
+  "x-bps-write"?: number | bigint;
   /**
    * QAPI type `int`.
    * @experimental
    */
-  "x-bps-write-max"?: number;
+  "x-bps-write-max"?: number | bigint;
   /**
    * QAPI type `int`.
    * @experimental
    */
-  "x-bps-write-max-length"?: number;
+  "x-bps-write-max-length"?: number | bigint;
   /**
    * QAPI type `int`.
    * @experimental
    */
-  "x-iops-size"?: number;
+  "x-iops-size"?: number | bigint;
 }
 
 /** QAPI object `ThrottleLimits`. */
 export interface ThrottleLimits {
   /** QAPI type `int`. */
-  "iops-total"?: number;
+  "iops-total"?: number | bigint;
   /** QAPI type `int`. */
-  "iops-total-max"?: number;
+  "iops-total-max"?: number | bigint;
   /** QAPI type `int`. */
-  "iops-total-max-length"?: number;
+  "iops-total-max-length"?: number | bigint;
   /** QAPI type `int`. */
-  "iops-read"?: number;
+  "iops-read"?: number | bigint;
   /** QAPI type `int`. */
-  "iops-read-max"?: number;
+  "iops-read-max"?: number | bigint;
   /** QAPI type `int`. */
-  "iops-read-max-length"?: number;
+  "iops-read-max-length"?: number | bigint;
   /** QAPI type `int`. */
-  "iops-write"?: number;
+  "iops-write"?: number | bigint;
   /** QAPI type `int`. */
-  "iops-write-max"?: number;
+  "iops-write-max"?: number | bigint;
   /** QAPI type `int`. */
-  "iops-write-max-length"?: number;
+  "iops-write-max-length"?: number | bigint;
   /** QAPI type `int`. */
-  "bps-total"?: number;
+  "bps-total"?: number | bigint;
   /** QAPI type `int`. */
-  "bps-total-max"?: number;
+  "bps-total-max"?: number | bigint;
   /** QAPI type `int`. */
-  "bps-total-max-length"?: number;
+  "bps-total-max-length"?: number | bigint;
   /** QAPI type `int`. */
-  "bps-read"?: number;
+  "bps-read"?: number | bigint;
   /** QAPI type `int`. */
-  "bps-read-max"?: number;
+  "bps-read-max"?: number | bigint;
   /** QAPI type `int`. */
-  "bps-read-max-length"?: number;
+  "bps-read-max-length"?: number | bigint;
   /** QAPI type `int`. */
-  "bps-write"?: number;
+  "bps-write"?: number | bigint;
   /** QAPI type `int`. */
-  "bps-write-max"?: number;
+  "bps-write-max"?: number | bigint;
   /** QAPI type `int`. */
-  "bps-write-max-length"?: number;
+  "bps-write-max-length"?: number | bigint;
   /** QAPI type `int`. */
-  "iops-size"?: number;
+  "iops-size"?: number | bigint;
 }
 
 /** QAPI object `TlsCredsAnonProperties`. */
@@ -8499,7 +8503,7 @@ export interface TraceEventGetStateArguments {
   /** QAPI type `str`. */
   name: string;
   /** QAPI type `int`. */
-  vcpu?: number;
+  vcpu?: number | bigint;
 }
 
 /** QAPI object `TraceEventInfo`. */
@@ -8521,7 +8525,7 @@ export interface TraceEventSetStateArguments {
   /** QAPI type `bool`. */
   "ignore-unavailable"?: boolean;
   /** QAPI type `int`. */
-  vcpu?: number;
+  vcpu?: number | bigint;
 }
 
 /** QAPI enum `TraceEventState`. */
@@ -8610,17 +8614,17 @@ export interface VersionInfo {
 /** QAPI object `VersionTriple`. */
 export interface VersionTriple {
   /** QAPI type `int`. */
-  major: number;
+  major: number | bigint;
   /** QAPI type `int`. */
-  minor: number;
+  minor: number | bigint;
   /** QAPI type `int`. */
-  micro: number;
+  micro: number | bigint;
 }
 
 /** QAPI object `VfioStats`. */
 export interface VfioStats {
   /** QAPI type `int`. */
-  transferred: number;
+  transferred: number | bigint;
 }
 
 /** QAPI object `VfioUserServerProperties`. */
@@ -8648,19 +8652,19 @@ export interface VhostDeviceProtocols {
   /** QAPI type `[str]`. */
   protocols: string[];
   /** QAPI type `int`. */
-  "unknown-protocols"?: number;
+  "unknown-protocols"?: number | bigint;
 }
 
 /** QAPI object `VhostStatus`. */
 export interface VhostStatus {
   /** QAPI type `int`. */
-  "n-mem-sections": number;
+  "n-mem-sections": number | bigint;
   /** QAPI type `int`. */
-  "n-tmp-sections": number;
+  "n-tmp-sections": number | bigint;
   /** QAPI type `int`. */
-  nvqs: number;
+  nvqs: number | bigint;
   /** QAPI type `int`. */
-  "vq-index": number;
+  "vq-index": number | bigint;
   /** QAPI type `VirtioDeviceFeatures`. */
   features: VirtioDeviceFeatures;
   /** QAPI type `VirtioDeviceFeatures`. */
@@ -8670,13 +8674,13 @@ export interface VhostStatus {
   /** QAPI type `VhostDeviceProtocols`. */
   "protocol-features": VhostDeviceProtocols;
   /** QAPI type `int`. */
-  "max-queues": number;
+  "max-queues": number | bigint;
   /** QAPI type `int`. */
-  "backend-cap": number;
+  "backend-cap": number | bigint;
   /** QAPI type `bool`. */
   "log-enabled": boolean;
   /** QAPI type `int`. */
-  "log-size": number;
+  "log-size": number | bigint;
 }
 
 /** QAPI object `VirtQueueStatus`. */
@@ -8684,29 +8688,29 @@ export interface VirtQueueStatus {
   /** QAPI type `str`. */
   name: string;
   /** QAPI type `int`. */
-  "queue-index": number;
+  "queue-index": number | bigint;
   /** QAPI type `int`. */
-  inuse: number;
+  inuse: number | bigint;
   /** QAPI type `int`. */
-  "vring-num": number;
+  "vring-num": number | bigint;
   /** QAPI type `int`. */
-  "vring-num-default": number;
+  "vring-num-default": number | bigint;
   /** QAPI type `int`. */
-  "vring-align": number;
+  "vring-align": number | bigint;
   /** QAPI type `int`. */
-  "vring-desc": number;
+  "vring-desc": number | bigint;
   /** QAPI type `int`. */
-  "vring-avail": number;
+  "vring-avail": number | bigint;
   /** QAPI type `int`. */
-  "vring-used": number;
+  "vring-used": number | bigint;
   /** QAPI type `int`. */
-  "last-avail-idx"?: number;
+  "last-avail-idx"?: number | bigint;
   /** QAPI type `int`. */
-  "shadow-avail-idx"?: number;
+  "shadow-avail-idx"?: number | bigint;
   /** QAPI type `int`. */
-  "used-idx": number;
+  "used-idx": number | bigint;
   /** QAPI type `int`. */
-  "signalled-used": number;
+  "signalled-used": number | bigint;
   /** QAPI type `bool`. */
   "signalled-used-valid": boolean;
 }
@@ -8716,29 +8720,29 @@ export interface VirtVhostQueueStatus {
   /** QAPI type `str`. */
   name: string;
   /** QAPI type `int`. */
-  kick: number;
+  kick: number | bigint;
   /** QAPI type `int`. */
-  call: number;
+  call: number | bigint;
   /** QAPI type `int`. */
-  desc: number;
+  desc: number | bigint;
   /** QAPI type `int`. */
-  avail: number;
+  avail: number | bigint;
   /** QAPI type `int`. */
-  used: number;
+  used: number | bigint;
   /** QAPI type `int`. */
-  num: number;
+  num: number | bigint;
   /** QAPI type `int`. */
-  "desc-phys": number;
+  "desc-phys": number | bigint;
   /** QAPI type `int`. */
-  "desc-size": number;
+  "desc-size": number | bigint;
   /** QAPI type `int`. */
-  "avail-phys": number;
+  "avail-phys": number | bigint;
   /** QAPI type `int`. */
-  "avail-size": number;
+  "avail-size": number | bigint;
   /** QAPI type `int`. */
-  "used-phys": number;
+  "used-phys": number | bigint;
   /** QAPI type `int`. */
-  "used-size": number;
+  "used-size": number | bigint;
 }
 
 /** QAPI object `VirtioDeviceFeatures`. */
@@ -8748,7 +8752,7 @@ export interface VirtioDeviceFeatures {
   /** QAPI type `[str]`. */
   "dev-features"?: string[];
   /** QAPI type `int`. */
-  "unknown-dev-features"?: number;
+  "unknown-dev-features"?: number | bigint;
 }
 
 /** QAPI object `VirtioDeviceStatus`. */
@@ -8756,7 +8760,7 @@ export interface VirtioDeviceStatus {
   /** QAPI type `[str]`. */
   statuses: string[];
   /** QAPI type `int`. */
-  "unknown-statuses"?: number;
+  "unknown-statuses"?: number | bigint;
 }
 
 /** QAPI object `VirtioInfo`. */
@@ -8772,17 +8776,17 @@ export interface VirtioMEMDeviceInfo {
   /** QAPI type `str`. */
   id?: string;
   /** QAPI type `int`. */
-  memaddr: number;
+  memaddr: number | bigint;
   /** QAPI type `int`. */
-  "requested-size": number;
+  "requested-size": number | bigint;
   /** QAPI type `int`. */
-  size: number;
+  size: number | bigint;
   /** QAPI type `int`. */
-  "max-size": number;
+  "max-size": number | bigint;
   /** QAPI type `int`. */
-  "block-size": number;
+  "block-size": number | bigint;
   /** QAPI type `int`. */
-  node: number;
+  node: number | bigint;
   /** QAPI type `str`. */
   memdev: string;
 }
@@ -8798,9 +8802,9 @@ export interface VirtioPMEMDeviceInfo {
   /** QAPI type `str`. */
   id?: string;
   /** QAPI type `int`. */
-  memaddr: number;
+  memaddr: number | bigint;
   /** QAPI type `int`. */
-  size: number;
+  size: number | bigint;
   /** QAPI type `str`. */
   memdev: string;
 }
@@ -8816,7 +8820,7 @@ export interface VirtioQueueElement {
   /** QAPI type `str`. */
   name: string;
   /** QAPI type `int`. */
-  index: number;
+  index: number | bigint;
   /** QAPI type `[VirtioRingDesc]`. */
   descs: VirtioRingDesc[];
   /** QAPI type `VirtioRingAvail`. */
@@ -8828,19 +8832,19 @@ export interface VirtioQueueElement {
 /** QAPI object `VirtioRingAvail`. */
 export interface VirtioRingAvail {
   /** QAPI type `int`. */
-  flags: number;
+  flags: number | bigint;
   /** QAPI type `int`. */
-  idx: number;
+  idx: number | bigint;
   /** QAPI type `int`. */
-  ring: number;
+  ring: number | bigint;
 }
 
 /** QAPI object `VirtioRingDesc`. */
 export interface VirtioRingDesc {
   /** QAPI type `int`. */
-  addr: number;
+  addr: number | bigint;
   /** QAPI type `int`. */
-  len: number;
+  len: number | bigint;
   /** QAPI type `[str]`. */
   flags: string[];
 }
@@ -8848,9 +8852,9 @@ export interface VirtioRingDesc {
 /** QAPI object `VirtioRingUsed`. */
 export interface VirtioRingUsed {
   /** QAPI type `int`. */
-  flags: number;
+  flags: number | bigint;
   /** QAPI type `int`. */
-  idx: number;
+  idx: number | bigint;
 }
 
 /** QAPI object `VirtioStatus`. */
@@ -8858,7 +8862,7 @@ export interface VirtioStatus {
   /** QAPI type `str`. */
   name: string;
   /** QAPI type `int`. */
-  "device-id": number;
+  "device-id": number | bigint;
   /** QAPI type `bool`. */
   "vhost-started": boolean;
   /** QAPI type `str`. */
@@ -8870,13 +8874,13 @@ export interface VirtioStatus {
   /** QAPI type `VirtioDeviceFeatures`. */
   "backend-features": VirtioDeviceFeatures;
   /** QAPI type `int`. */
-  "num-vqs": number;
+  "num-vqs": number | bigint;
   /** QAPI type `VirtioDeviceStatus`. */
   status: VirtioDeviceStatus;
   /** QAPI type `int`. */
-  isr: number;
+  isr: number | bigint;
   /** QAPI type `int`. */
-  "queue-sel": number;
+  "queue-sel": number | bigint;
   /** QAPI type `bool`. */
   "vm-running": boolean;
   /** QAPI type `bool`. */
@@ -9084,19 +9088,19 @@ export interface WatchdogSetActionArguments {
 /** QAPI object `XBZRLECacheStats`. */
 export interface XBZRLECacheStats {
   /** QAPI type `int`. */
-  "cache-size": number;
+  "cache-size": number | bigint;
   /** QAPI type `int`. */
-  bytes: number;
+  bytes: number | bigint;
   /** QAPI type `int`. */
-  pages: number;
+  pages: number | bigint;
   /** QAPI type `int`. */
-  "cache-miss": number;
+  "cache-miss": number | bigint;
   /** QAPI type `number`. */
   "cache-miss-rate": number;
   /** QAPI type `number`. */
   "encoding-rate": number;
   /** QAPI type `int`. */
-  overflow: number;
+  overflow: number | bigint;
 }
 
 /** Arguments of command `x-blockdev-amend` (unnamed in QAPI). */
@@ -9142,9 +9146,9 @@ export interface XDbgBlockGraph {
 /** QAPI object `XDbgBlockGraphEdge`. */
 export interface XDbgBlockGraphEdge {
   /** QAPI type `int`. */
-  parent: number;
+  parent: number | bigint;
   /** QAPI type `int`. */
-  child: number;
+  child: number | bigint;
   /** QAPI type `str`. */
   name: string;
   /** QAPI type `[BlockPermission]`. */
@@ -9156,7 +9160,7 @@ export interface XDbgBlockGraphEdge {
 /** QAPI object `XDbgBlockGraphNode`. */
 export interface XDbgBlockGraphNode {
   /** QAPI type `int`. */
-  id: number;
+  id: number | bigint;
   /** QAPI type `XDbgBlockGraphNodeType`. */
   type: XDbgBlockGraphNodeType;
   /** QAPI type `str`. */
@@ -9171,9 +9175,9 @@ export interface XQueryVirtioQueueElementArguments {
   /** QAPI type `str`. */
   path: string;
   /** QAPI type `int`. */
-  queue: number;
+  queue: number | bigint;
   /** QAPI type `int`. */
-  index?: number;
+  index?: number | bigint;
 }
 
 /** Arguments of command `x-query-virtio-queue-status` (unnamed in QAPI). */
@@ -9181,7 +9185,7 @@ export interface XQueryVirtioQueueStatusArguments {
   /** QAPI type `str`. */
   path: string;
   /** QAPI type `int`. */
-  queue: number;
+  queue: number | bigint;
 }
 
 /** Arguments of command `x-query-virtio-status` (unnamed in QAPI). */
@@ -9195,7 +9199,7 @@ export interface XQueryVirtioVhostQueueStatusArguments {
   /** QAPI type `str`. */
   path: string;
   /** QAPI type `int`. */
-  queue: number;
+  queue: number | bigint;
 }
 
 /** Arguments of command `xen-load-devices-state` (unnamed in QAPI). */

@@ -130,3 +130,18 @@ export function playbookFromModule(mod: Record<string, unknown>, display: string
   }
   return pb;
 }
+
+/**
+ * The playbook's key for sharding and timings: its path relative to `cwd`
+ * when inside it, else relative to `base` (the directory argument it was
+ * found under), with `/` separators — never an absolute path, so every
+ * machine computes the same key.
+ */
+export function playbookKey(file: string, cwd: string, base: string): string {
+  const inside = (root: string) => {
+    const rel = relative(root, file);
+    return rel && !rel.startsWith("..") && !isAbsolute(rel) ? rel : undefined;
+  };
+  const rel = inside(cwd) ?? inside(base) ?? file.split(/[\\/]/).pop()!;
+  return rel.split(/[\\/]/).join("/");
+}

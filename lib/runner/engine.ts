@@ -1,203 +1,36 @@
 /**
- * The playbook engine: launches (or attaches to) the VM, runs the body with
- * nested, timed steps, keeps a ring of recent QMP messages for failure
- * reports, records transcripts, runs cleanups and stops every VM it started.
+ * The playbook engine: runs ONE playbook. Launches (or attaches to) the VM,
+ * runs the body with its `t` (context.ts), keeps a ring of recent QMP messages
+ * for failure reports, records transcripts, runs cleanups and stops every VM
+ * it started. Running many (parallel, retries, bail) is scheduler.ts.
  *
  * @module
  */
-import { AsyncLocalStorage } from "node:async_hooks";
+import { stringifyJson } from "../json.ts";
+import { redactText } from "../redact.ts";
 import { join } from "node:path";
-import { connect, type QmpClient, type TranscriptEntry, type TypedEvent } from "../client.ts";
-import type { EventName } from "../qapi/types.ts";
-import { type Duration, formatDuration, parseDuration } from "../duration.ts";
-import { AbortError, ConnectionClosedError, QmpCommandError } from "../errors.ts";
+import { connect, type QmpClient, type TranscriptEntry } from "../client.ts";
+import { type Duration, parseDuration } from "../duration.ts";
 import { launch, type Machine } from "../machine.ts";
 import { type LibvirtDomain, startLibvirtDomain } from "../libvirt_domain.ts";
-import type { AgentClient } from "../agent/client.ts";
+import { Context } from "./context.ts";
 import {
-  ExpectationError,
-  InterruptedError,
+  PlaybookSkip,
   PlaybookTimeoutError,
   PlaybookUsageError,
   StepFailedError,
-  StepTimeoutError,
 } from "./errors.ts";
-import { expect, type Expectation, matchObject } from "./expect.ts";
-import { formatShort, formatValue } from "./format.ts";
+import { consoleTail, describeFailure, errorText, qemuExit } from "./failure.ts";
+import type { StepFilter } from "./filter.ts";
+import type { Playbook } from "./playbook.ts";
 import type {
-  EventuallyOptions,
-  ExpectedCommandError,
-  ExpectedErrorType,
-  ExpectEventOptions,
-  Playbook,
-  PlaybookContext,
-  PlaybookLaunchOptions,
-  StepOptions,
-} from "./playbook.ts";
-
-/** One QMP message of a playbook, as kept in failure reports and `--record` files. */
-export interface TranscriptRecord {
-  /** When it was sent or received (ISO 8601). */
-  time: string;
-  /** Which VM's connection: `vm` for the playbook's own, `vm2`... for `t.launch()` ones. */
-  vm: string;
-  /** `send` (runner → QEMU) or `recv` (QEMU → runner). */
-  direction: "send" | "recv";
-  /** The message. */
-  message: Record<string, unknown>;
-}
-
-/** A failure, flattened for reports (JSON-safe). */
-export interface Failure {
-  /** The error class name, e.g. `ExpectationError`, `StepTimeoutError`. */
-  name: string;
-  /** The error message. */
-  message: string;
-  /** The step path (`block › backup › job concludes`), `(playbook)` or `cleanup`. */
-  step: string;
-  /** The failing matcher, for assertion failures. */
-  matcher?: string;
-  /** The expected value, formatted, for assertion failures. */
-  expected?: string;
-  /** The actual value, formatted, for assertion failures. */
-  actual?: string;
-  /** A line diff of expected (`-`) against actual (`+`), when available. */
-  diff?: string;
-  /** The stack trace, when the error has one. */
-  stack?: string;
-  /** Messages of the error's `cause` chain. */
-  causes: string[];
-  /** The last QMP messages exchanged before the failure (oldest first). */
-  transcript: TranscriptRecord[];
-  /** The last lines of the launched VM's serial console, when it has one. */
-  consoleTail?: string;
-  /** How QEMU ended (`killed by SIGKILL; stderr: ...`), when it died during the playbook. */
-  qemuExit?: string;
-}
-
-/** The outcome of one step. */
-export interface StepResult {
-  /** The step's name. */
-  name: string;
-  /** Its path, outermost first. */
-  path: string[];
-  /** `passed`, `failed` or `skipped`. */
-  status: "passed" | "failed" | "skipped";
-  /** Why it was skipped. */
-  skipReason?: string;
-  /** How long it ran, in ms. */
-  durationMs: number;
-  /** The step's own failure; absent when only a nested step failed. */
-  failure?: Failure;
-  /** True when the step failed because a nested step failed. */
-  nestedFailure?: boolean;
-  /** Nested steps, in start order. */
-  steps: StepResult[];
-}
-
-/** A line logged by the playbook (`t.log`), a VM lifecycle message or the runner. */
-export interface LogEntry {
-  /** When (ISO 8601). */
-  time: string;
-  /** Step path at the time (empty outside steps). */
-  path: string[];
-  /** Who logged it. */
-  source: "playbook" | "vm" | "runner";
-  /** The text. */
-  message: string;
-}
-
-/** A VM left running by `--keep-vm` after a failure. */
-export interface KeptVm {
-  /** Its label (`vm`, `vm2`, ...). */
-  label: string;
-  /** QEMU's pid. */
-  pid: number;
-  /** The QMP socket path (nothing is connected to it any more). */
-  socketPath: string;
-  /** The guest agent's socket path, when the VM has one (nothing is connected to it either). */
-  agentSocketPath?: string;
-  /** The machine, so the runner can stop it later. */
-  machine: Machine;
-}
-
-/** The outcome of one playbook. */
-export interface PlaybookResult {
-  /** The playbook's name. */
-  name: string;
-  /** The file it came from, when known. */
-  file?: string;
-  /** `passed`, `failed`, `skipped` (filtered out) or `interrupted` (Ctrl-C). */
-  status: "passed" | "failed" | "skipped" | "interrupted";
-  /** Why it was skipped. */
-  skipReason?: string;
-  /** How long it ran, in ms (VM launch and shutdown included). */
-  durationMs: number;
-  /** Top-level steps, in start order. */
-  steps: StepResult[];
-  /** A failure outside any step: loading, launching, or the body itself. */
-  failure?: Failure;
-  /** Cleanups that failed. */
-  cleanupFailures: Failure[];
-  /** Everything logged, in order. */
-  logs: LogEntry[];
-  /** VMs left running by `--keep-vm`. */
-  kept: KeptVm[];
-  /** The `--record` file, when recording. */
-  recording?: string;
-}
-
-/** Identifies a playbook in observer callbacks. */
-export interface PlaybookInfo {
-  /** Position in the run (0-based). */
-  index: number;
-  /** The playbook's name. */
-  name: string;
-  /** The file it came from, when known. */
-  file?: string;
-}
-
-/** Live notifications of a run, for reporters. All optional. */
-export interface RunObserver {
-  /** A playbook starts. */
-  playbookStart?(playbook: PlaybookInfo): void;
-  /** A step starts. */
-  stepStart?(playbook: PlaybookInfo, step: { name: string; path: string[] }): void;
-  /** A step ended (passed, failed or skipped). */
-  stepEnd?(playbook: PlaybookInfo, step: StepResult): void;
-  /** Something was logged. */
-  log?(playbook: PlaybookInfo, entry: LogEntry): void;
-  /** A playbook ended. */
-  playbookEnd?(playbook: PlaybookInfo, result: PlaybookResult): void;
-}
-
-/** A compiled `--filter`: a substring, or `/regex/flags`. */
-export interface StepFilter {
-  /** The filter as given. */
-  readonly source: string;
-  /** True when a playbook name or a step path (`a › b`) matches. */
-  matches(text: string): boolean;
-  /** True when a nested step of the step at this path could match (substring paths only). */
-  mayContain(path: string): boolean;
-}
-
-/**
- * Compiles a `--filter` value: `/regex/flags` is a regular expression, any
- * other text a case-sensitive substring. Both are tested against playbook
- * names and step paths (`block › backup › job concludes`).
- */
-export function parseFilter(source: string): StepFilter {
-  const m = /^\/(.+)\/([dgimsuvy]*)$/s.exec(source);
-  if (m) {
-    const re = new RegExp(m[1], m[2].replace(/[gy]/g, ""));
-    return { source, matches: (text) => re.test(text), mayContain: () => false };
-  }
-  return {
-    source,
-    matches: (text) => text.includes(source),
-    mayContain: (path) => source.startsWith(`${path} › `),
-  };
-}
+  LogEntry,
+  PlaybookInfo,
+  PlaybookResult,
+  RunObserver,
+  StepResult,
+  TranscriptRecord,
+} from "./results.ts";
 
 /** Options of {@link runPlaybook}. */
 export interface RunPlaybookOptions {
@@ -219,7 +52,7 @@ export interface RunPlaybookOptions {
   signal?: AbortSignal;
   /** On failure, leave launched VMs running (QMP disconnected) and skip cleanups. */
   keepVm?: boolean;
-  /** Write every QMP message to this JSONL file. */
+  /** Write every QMP message (secrets redacted) to this JSONL file, created afresh with mode 0600. */
   recordFile?: string;
   /** How many recent QMP messages failure reports show (default 10). */
   ringSize?: number;
@@ -249,13 +82,6 @@ export async function killAllMachines(): Promise<void> {
   liveTempDirs.clear();
 }
 
-interface Frame {
-  path: string[];
-  signal: AbortSignal;
-  children: StepResult[];
-  matched: boolean;
-}
-
 const encoder = new TextEncoder();
 
 /**
@@ -274,6 +100,8 @@ export async function runPlaybook(
     name,
     ...(options.file ? { file: options.file } : {}),
     status: "passed",
+    ...(pb.meta.tags?.length ? { tags: [...pb.meta.tags] } : {}),
+    startedAt: new Date().toISOString(),
     durationMs: 0,
     steps: [],
     cleanupFailures: [],
@@ -281,13 +109,20 @@ export async function runPlaybook(
     kept: [],
   };
   const t0 = performance.now();
+  let skipped: string | undefined;
   observer.playbookStart?.(info);
+  if (pb.meta.skip) {
+    result.status = "skipped";
+    result.skipReason = typeof pb.meta.skip === "string" ? pb.meta.skip : "playbook.skip";
+    observer.playbookEnd?.(info, result);
+    return result;
+  }
 
   const ringSize = options.ringSize ?? 10;
   const ring: TranscriptRecord[] = [];
   let record: Deno.FsFile | undefined;
   if (options.recordFile) {
-    record = await Deno.open(options.recordFile, { write: true, create: true, truncate: true });
+    record = await openPrivateFile(options.recordFile);
     result.recording = options.recordFile;
   }
   const transcript = (vm: string) => (entry: TranscriptEntry) => {
@@ -301,12 +136,17 @@ export async function runPlaybook(
     if (ring.length > ringSize) ring.shift();
     if (record) {
       try {
-        record.writeSync(encoder.encode(JSON.stringify(rec) + "\n"));
+        record.writeSync(encoder.encode(stringifyJson(rec) + "\n"));
       } catch { /* best effort */ }
     }
   };
   const log = (source: LogEntry["source"], path: string[], message: string) => {
-    const entry: LogEntry = { time: new Date().toISOString(), path, source, message };
+    const entry: LogEntry = {
+      time: new Date().toISOString(),
+      path,
+      source,
+      message: redactText(message),
+    };
     result.logs.push(entry);
     observer.log?.(info, entry);
   };
@@ -380,14 +220,17 @@ export async function runPlaybook(
         stepTimeout: options.stepTimeout ?? pb.meta.stepTimeout,
         observer,
         info,
+        t0,
         log,
         ring,
         transcript,
         machines,
+        track: (m) => liveMachines.add(m),
       });
       await ctx.runBody(pb.fn);
     } catch (e) {
-      if (!(e instanceof StepFailedError)) {
+      if (e instanceof PlaybookSkip) skipped = e.reason;
+      else if (!(e instanceof StepFailedError)) {
         result.failure = describeFailure(e, "(playbook)", ring, consoleTail(machines[0]?.machine));
         const exit = await qemuExit(e, machines[0]?.machine);
         if (exit) result.failure.qemuExit = exit;
@@ -461,6 +304,9 @@ export async function runPlaybook(
     result.failure || result.cleanupFailures.length > 0 || result.steps.some(failedStep)
   ) {
     result.status = "failed";
+  } else if (skipped !== undefined) {
+    result.status = "skipped";
+    result.skipReason = skipped;
   } else if (
     options.filter && !playbookMatched && result.steps.length > 0 &&
     result.steps.every((s) => s.status === "skipped")
@@ -476,552 +322,6 @@ function failedStep(s: StepResult): boolean {
   return s.status === "failed";
 }
 
-/**
- * When the connection to QEMU was lost, waits briefly for QEMU's exit status
- * (it lags the socket's close by a few ms) and describes it.
- */
-async function qemuExit(error: unknown, machine: Machine | undefined): Promise<string | undefined> {
-  if (!machine) return undefined;
-  let lost = false;
-  for (let e: unknown = error, i = 0; e instanceof Error && i < 8; e = e.cause, i++) {
-    if (e instanceof ConnectionClosedError) lost = true;
-  }
-  if (!lost && machine.running) return undefined;
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  await Promise.race([
-    machine.exited,
-    new Promise((r) => (timer = setTimeout(r, 1000))),
-  ]);
-  clearTimeout(timer);
-  return machine.describeExit();
-}
-
-function consoleTail(machine: Machine | undefined, lines = 15): string | undefined {
-  if (!machine) return undefined;
-  const text = machine.console.tail(4000).replace(/\r/g, "");
-  if (!text.trim()) return undefined;
-  return text.split("\n").slice(-lines).join("\n");
-}
-
-function errorText(e: unknown): string {
-  return e instanceof Error ? `${e.name}: ${e.message}` : String(e);
-}
-
-/** Removes ANSI escape sequences (Deno colours some of its own error messages). */
-export function stripAnsi(text: string): string {
-  // deno-lint-ignore no-control-regex
-  return text.replace(/\x1b\[[0-9;?]*[ -\/]*[@-~]/g, "");
-}
-
-/** Flattens an error into a JSON-safe {@link Failure}. */
-export function describeFailure(
-  error: unknown,
-  step: string,
-  ring: readonly TranscriptRecord[],
-  consoleText: string | undefined,
-): Failure {
-  const err = error instanceof Error ? error : new Error(String(error));
-  const causes: string[] = [];
-  let c: unknown = err.cause;
-  for (let i = 0; c !== undefined && i < 5; i++) {
-    causes.push(stripAnsi(errorText(c)));
-    c = c instanceof Error ? c.cause : undefined;
-  }
-  const failure: Failure = {
-    name: err.name,
-    message: stripAnsi(err.message),
-    step,
-    causes,
-    transcript: [...ring],
-  };
-  if (err.stack) failure.stack = stripAnsi(err.stack);
-  if (err instanceof ExpectationError) {
-    failure.matcher = err.matcher;
-    if (err.expected !== undefined) failure.expected = formatValue(err.expected);
-    if (err.actual !== undefined) failure.actual = formatValue(err.actual);
-    if (err.diff) failure.diff = err.diff;
-  }
-  if (consoleText) failure.consoleTail = consoleText;
-  return failure;
-}
-
-/** Resolves like `p`, or rejects with `signal.reason` as soon as it is aborted. */
-function raceAbort<T>(p: Promise<T>, signal: AbortSignal): Promise<T> {
-  p.catch(() => {}); // it may still reject after we stopped waiting for it
-  if (signal.aborted) return Promise.reject(signal.reason);
-  return new Promise<T>((resolve, reject) => {
-    const onAbort = () => reject(signal.reason);
-    signal.addEventListener("abort", onAbort, { once: true });
-    p.then((v) => {
-      signal.removeEventListener("abort", onAbort);
-      resolve(v);
-    }, (e) => {
-      signal.removeEventListener("abort", onAbort);
-      reject(e);
-    });
-  });
-}
-
-function sleep(ms: number, signal: AbortSignal): Promise<void> {
-  if (signal.aborted) return Promise.reject(signal.reason);
-  return new Promise((resolve, reject) => {
-    const onAbort = () => {
-      clearTimeout(timer);
-      reject(signal.reason);
-    };
-    const timer = setTimeout(() => {
-      signal.removeEventListener("abort", onAbort);
-      resolve();
-    }, ms);
-    signal.addEventListener("abort", onAbort, { once: true });
-  });
-}
-
-function matchText(text: string, pattern: string | RegExp): boolean {
-  return typeof pattern === "string" ? text.includes(pattern) : pattern.test(text);
-}
-
-interface ContextInit {
-  name: string;
-  file: string | undefined;
-  qmp: QmpClient;
-  machine: Machine | undefined;
-  domain?: LibvirtDomain;
-  attachedTo: string | undefined;
-  tempDir: string;
-  root: Frame;
-  filter: StepFilter | undefined;
-  stepTimeout: Duration | undefined;
-  observer: RunObserver;
-  info: PlaybookInfo;
-  log: (source: LogEntry["source"], path: string[], message: string) => void;
-  ring: TranscriptRecord[];
-  transcript: (vm: string) => (entry: TranscriptEntry) => void;
-  machines: { label: string; machine: Machine }[];
-}
-
-class Context implements PlaybookContext {
-  readonly name: string;
-  readonly file: string | undefined;
-  readonly tempDir: string;
-  finished = false;
-  readonly #init: ContextInit;
-  readonly #als = new AsyncLocalStorage<Frame>();
-  readonly #cleanups: (() => unknown)[] = [];
-  readonly #stepTimeoutMs: number | undefined;
-
-  constructor(init: ContextInit) {
-    this.#init = init;
-    this.name = init.name;
-    this.file = init.file;
-    this.tempDir = init.tempDir;
-    this.#stepTimeoutMs = init.stepTimeout === undefined
-      ? undefined
-      : parseDuration(init.stepTimeout);
-  }
-
-  get qmp(): QmpClient {
-    return this.#init.qmp;
-  }
-
-  get vm(): Machine {
-    const m = this.#init.machine;
-    if (!m && this.#init.domain) {
-      throw new PlaybookUsageError(
-        `t.vm is not available: playbook "${this.name}" runs libvirt domain ` +
-          `${this.#init.domain.name}, not a QEMU it launched; use t.qmp and t.agent`,
-      );
-    }
-    if (!m) {
-      throw new PlaybookUsageError(
-        `t.vm is not available: playbook "${this.name}" is attached to an existing VM ` +
-          `(--qmp ${this.#init.attachedTo}); use t.qmp, and check t.attached before using t.vm`,
-      );
-    }
-    return m;
-  }
-
-  get agent(): AgentClient {
-    if (this.#init.domain) return this.#init.domain.agent;
-    const m = this.#init.machine;
-    if (!m) {
-      throw new PlaybookUsageError(
-        `t.agent is not available: playbook "${this.name}" is attached to an existing VM ` +
-          `(--qmp ${this.#init.attachedTo}); connect to its agent socket with connectAgent()`,
-      );
-    }
-    if (m.agentSocketPath === undefined) {
-      throw new PlaybookUsageError(
-        `t.agent is not available: playbook "${this.name}" launches its VM without an agent; ` +
-          `add agent: true to its vm, e.g. vm: { guest: "tiny", agent: true }`,
-      );
-    }
-    return m.agent;
-  }
-
-  get attached(): boolean {
-    return this.#init.attachedTo !== undefined;
-  }
-
-  get signal(): AbortSignal {
-    return this.#frame().signal;
-  }
-
-  get stepPath(): readonly string[] {
-    return this.#frame().path;
-  }
-
-  get cleanupCount(): number {
-    return this.#cleanups.length;
-  }
-
-  #frame(): Frame {
-    return this.#als.getStore() ?? this.#init.root;
-  }
-
-  async runBody(fn: (t: PlaybookContext) => unknown): Promise<unknown> {
-    const root = this.#init.root;
-    const body = this.#als.run(root, async () => await fn(this));
-    try {
-      return await raceAbort(body, root.signal);
-    } catch (e) {
-      if (!root.signal.aborted || e !== root.signal.reason) throw e;
-      // Interrupted or timed out: the running step reports that itself as it unwinds,
-      // so give the body a moment to end with that step's failure.
-      let timer: ReturnType<typeof setTimeout> | undefined;
-      const grace = new Promise<unknown>((resolve) => (timer = setTimeout(resolve, 1000, e)));
-      const outcome = await Promise.race([body.then(() => e, (x) => x), grace]);
-      clearTimeout(timer);
-      throw outcome;
-    }
-  }
-
-  async step(
-    name: string,
-    fn: (t: PlaybookContext) => unknown,
-    options: StepOptions = {},
-  ): Promise<boolean> {
-    if (typeof name !== "string" || name === "") {
-      throw new TypeError("t.step(name, fn): name must be a non-empty string");
-    }
-    if (typeof fn !== "function") {
-      throw new TypeError(`t.step("${name}", fn): fn must be a function`);
-    }
-    if (this.finished) {
-      throw new PlaybookUsageError(
-        `t.step("${name}") was called after playbook "${this.name}" ended: await every t.step`,
-      );
-    }
-    const parent = this.#frame();
-    if (parent.signal.aborted) throw parent.signal.reason;
-    const path = [...parent.path, name];
-    const text = path.join(" › ");
-    const result: StepResult = { name, path, status: "passed", durationMs: 0, steps: [] };
-    const { observer, info, filter } = this.#init;
-    parent.children.push(result);
-
-    let matched = parent.matched;
-    let skip: string | undefined;
-    if (!matched && filter) {
-      if (filter.matches(text)) matched = true;
-      else if (!filter.mayContain(text)) skip = `filtered out by --filter ${filter.source}`;
-    }
-    if (skip === undefined && options.skip) {
-      skip = typeof options.skip === "string" ? options.skip : "skipped";
-    }
-    if (skip !== undefined) {
-      result.status = "skipped";
-      result.skipReason = skip;
-      observer.stepEnd?.(info, result);
-      return false;
-    }
-
-    const timeoutMs = options.timeout === undefined
-      ? this.#stepTimeoutMs
-      : parseDuration(options.timeout);
-    const own = new AbortController();
-    const signal = AbortSignal.any([parent.signal, own.signal]);
-    const timer = timeoutMs === undefined
-      ? undefined
-      : setTimeout(() => own.abort(new StepTimeoutError(path, timeoutMs)), timeoutMs);
-    const frame: Frame = { path, signal, children: result.steps, matched };
-    observer.stepStart?.(info, { name, path });
-    const t0 = performance.now();
-    let failed = false;
-    let error: unknown;
-    try {
-      await raceAbort(this.#als.run(frame, async () => await fn(this)), signal);
-    } catch (e) {
-      failed = true;
-      // A wait aborted by the step's own timeout reports the timeout, not the abort.
-      error = signal.aborted && e instanceof AbortError && !(e instanceof InterruptedError)
-        ? signal.reason
-        : e;
-    } finally {
-      clearTimeout(timer);
-    }
-    result.durationMs = performance.now() - t0;
-    if (!failed) {
-      observer.stepEnd?.(info, result);
-      return true;
-    }
-    result.status = "failed";
-    if (error instanceof StepFailedError) result.nestedFailure = true;
-    else {
-      result.failure = describeFailure(error, text, this.#init.ring, this.#consoleTail());
-      const exit = await qemuExit(error, this.#init.machine);
-      if (exit) result.failure.qemuExit = exit;
-    }
-    observer.stepEnd?.(info, result);
-    throw new StepFailedError(path, { cause: error });
-  }
-
-  #consoleTail(): string | undefined {
-    return consoleTail(this.#init.machine);
-  }
-
-  cleanup(fn: () => unknown): void {
-    if (typeof fn !== "function") throw new TypeError("t.cleanup(fn): fn must be a function");
-    this.#cleanups.push(fn);
-  }
-
-  /**
-   * Runs the cleanups, last registered first; each gets `timeoutMs`. Returns the failures.
-   * When `interrupted`, a cleanup that fails because QEMU is gone (a terminal's Ctrl-C
-   * reaches QEMU too) is only logged.
-   */
-  async runCleanups(timeoutMs: number, interrupted: boolean): Promise<Failure[]> {
-    const failures: Failure[] = [];
-    while (this.#cleanups.length > 0) {
-      const fn = this.#cleanups.pop()!;
-      const ctl = new AbortController();
-      const timer = setTimeout(
-        () => ctl.abort(new StepTimeoutError(["cleanup"], timeoutMs)),
-        timeoutMs,
-      );
-      const frame: Frame = { path: ["cleanup"], signal: ctl.signal, children: [], matched: true };
-      try {
-        await raceAbort(this.#als.run(frame, async () => await fn()), ctl.signal);
-      } catch (e) {
-        if (interrupted && e instanceof ConnectionClosedError) {
-          this.#init.log("runner", ["cleanup"], `cleanup skipped, QEMU is gone: ${e.message}`);
-        } else {
-          failures.push(describeFailure(e, "cleanup", this.#init.ring, undefined));
-        }
-      } finally {
-        clearTimeout(timer);
-      }
-    }
-    return failures;
-  }
-
-  log(...args: unknown[]): void {
-    const text = args.map((a) => typeof a === "string" ? a : Deno.inspect(a, { depth: 4 }))
-      .join(" ");
-    this.#init.log("playbook", [...this.#frame().path], text);
-  }
-
-  expect<T>(actual: T, label?: string): Expectation<T> {
-    return expect(actual, label);
-  }
-
-  async expectEvent<N extends EventName>(
-    name: N,
-    action?: (() => unknown) | null,
-    options: ExpectEventOptions<N> = {},
-  ): Promise<TypedEvent<N>> {
-    const qmp = options.qmp ?? this.qmp;
-    const timeoutMs = parseDuration(options.timeout ?? "10s");
-    const where = options.where;
-    const predicate = where === undefined
-      ? undefined
-      : typeof where === "function"
-      ? where as (e: TypedEvent<N>) => boolean
-      : (e: TypedEvent<N>) => matchObject(e.data, where);
-    const seen = qmp.listen({ bufferSize: 50, overflow: "drop-oldest" });
-    const stop = new AbortController();
-    const signal = this.signal;
-    const wait = qmp.waitEvent(name, {
-      where: predicate,
-      signal: AbortSignal.any([signal, stop.signal]),
-    });
-    let timer: ReturnType<typeof setTimeout> | undefined;
-    try {
-      if (action) await action();
-      const timedOut = Symbol("timeout");
-      const outcome = await Promise.race([
-        wait,
-        new Promise<typeof timedOut>((
-          resolve,
-        ) => (timer = setTimeout(resolve, timeoutMs, timedOut))),
-      ]);
-      if (outcome !== timedOut) return outcome as TypedEvent<N>;
-      const events = seen.drain().map((e) =>
-        e.data === undefined ? e.event : `${e.event} ${formatShort(e.data, 100)}`
-      );
-      const filterText = where === undefined
-        ? ""
-        : ` matching ${typeof where === "function" ? "the predicate" : formatShort(where, 100)}`;
-      throw new ExpectationError(
-        `expected event ${name}${filterText} within ${formatDuration(timeoutMs)}` +
-          `${action ? " after the action" : ""}, but it did not arrive; events received ` +
-          `meanwhile: ${events.length > 0 ? events.join(", ") : "none"}`,
-        { matcher: "expectEvent", expected: { event: name, where }, actual: events },
-      );
-    } finally {
-      clearTimeout(timer);
-      stop.abort();
-      seen.close();
-    }
-  }
-
-  async expectError<E extends Error>(
-    action: (() => unknown) | Promise<unknown>,
-    expected: ExpectedCommandError | ExpectedErrorType<E> = {},
-  ): Promise<QmpCommandError & E> {
-    let value: unknown;
-    try {
-      value = typeof action === "function" ? await action() : await action;
-    } catch (e) {
-      if (this.signal.aborted) throw e;
-      const got = errorText(e);
-      if ("type" in expected && expected.type) {
-        if (!(e instanceof expected.type)) {
-          throw new ExpectationError(
-            `expected an error of type ${expected.type.name}, got ${got}`,
-            { matcher: "expectError", expected: expected.type.name, actual: got },
-            { cause: e },
-          );
-        }
-        if (expected.message && !matchText(e.message, expected.message)) {
-          throw new ExpectationError(
-            `expected the error message to match ${String(expected.message)}, got ${got}`,
-            { matcher: "expectError", expected: String(expected.message), actual: e.message },
-            { cause: e },
-          );
-        }
-        return e as QmpCommandError & E;
-      }
-      const want = expected as ExpectedCommandError;
-      const cls = want.class ? ` (${want.class})` : "";
-      if (!(e instanceof QmpCommandError)) {
-        throw new ExpectationError(
-          `expected a QMP command error${cls}, got ${got}`,
-          { matcher: "expectError", expected: want.class ?? "QmpCommandError", actual: got },
-          { cause: e },
-        );
-      }
-      if (want.class && e.class !== want.class) {
-        throw new ExpectationError(
-          `expected ${e.command} to fail with ${want.class}, but it failed with ${e.class}: ${e.desc}`,
-          { matcher: "expectError", expected: want.class, actual: e.class },
-          { cause: e },
-        );
-      }
-      if (want.message && !matchText(e.desc, want.message)) {
-        throw new ExpectationError(
-          `expected ${e.command}'s error to match ${
-            typeof want.message === "string" ? formatShort(want.message) : String(want.message)
-          }, got ${formatShort(e.desc)}`,
-          { matcher: "expectError", expected: String(want.message), actual: e.desc },
-          { cause: e },
-        );
-      }
-      return e as QmpCommandError & E;
-    }
-    const what = "type" in expected && expected.type
-      ? `an error of type ${expected.type.name}`
-      : `a QMP error${
-        (expected as ExpectedCommandError).class
-          ? ` (${(expected as ExpectedCommandError).class})`
-          : ""
-      }`;
-    throw new ExpectationError(
-      `expected ${what}, but the action succeeded with ${formatShort(value)}`,
-      { matcher: "expectError", expected: what, actual: value },
-    );
-  }
-
-  async eventually<R>(fn: () => R | Promise<R>, options: EventuallyOptions = {}): Promise<R> {
-    const timeoutMs = parseDuration(options.timeout ?? "10s");
-    const intervalMs = parseDuration(options.interval ?? "100ms");
-    const outer = this.signal;
-    const deadline = new AbortController();
-    const timer = setTimeout(() => deadline.abort(), timeoutMs);
-    const signal = AbortSignal.any([outer, deadline.signal]);
-    let attempts = 0;
-    let last: unknown;
-    let returnedFalse = false;
-    try {
-      while (!signal.aborted) {
-        attempts++;
-        try {
-          const r = await raceAbort(Promise.resolve().then(fn), signal);
-          if (r !== false) return r;
-          returnedFalse = true;
-          last = undefined;
-        } catch (e) {
-          if (outer.aborted) throw outer.reason;
-          if (deadline.signal.aborted && e === deadline.signal.reason) break;
-          if (
-            e instanceof PlaybookUsageError ||
-            (e instanceof ConnectionClosedError && this.qmp.state === "closed")
-          ) {
-            throw e;
-          }
-          last = e;
-          returnedFalse = false;
-        }
-        try {
-          await sleep(intervalMs, signal);
-        } catch {
-          if (outer.aborted) throw outer.reason;
-        }
-      }
-    } finally {
-      clearTimeout(timer);
-    }
-    if (outer.aborted) throw outer.reason;
-    const what = options.message ?? "the condition";
-    const why = last !== undefined
-      ? `last attempt: ${last instanceof Error ? last.message : String(last)}`
-      : returnedFalse
-      ? "it returned false"
-      : "the first attempt did not finish";
-    const inner = last instanceof ExpectationError ? last : undefined;
-    throw new ExpectationError(
-      `eventually: ${what} was not met within ${formatDuration(timeoutMs)} ` +
-        `(${attempts} attempt${attempts === 1 ? "" : "s"}); ${why}`,
-      {
-        matcher: inner ? `eventually ${inner.matcher}` : "eventually",
-        expected: inner?.expected,
-        actual: inner?.actual,
-        diff: inner?.diff,
-      },
-      { cause: last },
-    );
-  }
-
-  async launch(options: PlaybookLaunchOptions = {}): Promise<Machine> {
-    const { label: given, ...vm } = options;
-    const machines = this.#init.machines;
-    const label = given ?? `vm${machines.length + 1}`;
-    const machine = await launch({
-      ...vm,
-      signal: this.signal,
-      log: (m) => this.#init.log("vm", [...this.#frame().path], m),
-      qmp: { transcript: this.#init.transcript(label) },
-    });
-    liveMachines.add(machine);
-    machines.push({ label, machine });
-    return machine;
-  }
-
-  sleep(duration: Duration): Promise<void> {
-    return sleep(parseDuration(duration), this.signal);
-  }
-}
-
 /** The `--record` file name for a playbook file: `DIR/<name>.jsonl`, unique within `taken`. */
 export function recordPath(dir: string, file: string, taken: Set<string>): string {
   const base = (file.split("/").pop() ?? "playbook").replace(/\.playbook\.[cm]?[jt]sx?$/, "")
@@ -1030,4 +330,15 @@ export function recordPath(dir: string, file: string, taken: Set<string>): strin
   for (let i = 2; taken.has(candidate); i++) candidate = join(dir, `${base}-${i}.jsonl`);
   taken.add(candidate);
   return candidate;
+}
+
+/**
+ * Creates `path` afresh, mode 0600: an old file (or a symlink planted in its
+ * place) is removed first, and the new one is created exclusively.
+ */
+async function openPrivateFile(path: string): Promise<Deno.FsFile> {
+  await Deno.remove(path).catch((e) => {
+    if (!(e instanceof Deno.errors.NotFound)) throw e;
+  });
+  return await Deno.open(path, { write: true, createNew: true, mode: 0o600 });
 }

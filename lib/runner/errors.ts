@@ -113,3 +113,45 @@ export class StepFailedError extends QmpError {
     this.path = path;
   }
 }
+
+/**
+ * Blob reports cannot be read or merged: not a blob, another format or
+ * runner version, a missing or duplicated shard. Says which file or shard.
+ */
+export class ReportMergeError extends QmpError {
+  /** Creates the error; `message` says what is wrong and what to do. */
+  constructor(message: string, options?: QmpErrorOptions) {
+    super(message, options);
+    this.name = "ReportMergeError";
+  }
+}
+
+/**
+ * A report cannot be written: its output directory (`--output DIR`) cannot
+ * be created or is not writable. Says which directory and why.
+ */
+export class ReportOutputError extends QmpError {
+  /** The output directory. */
+  readonly dir: string;
+  /** Creates the error for `dir`; `message` says what is wrong and what to do. */
+  constructor(dir: string, message: string, options?: QmpErrorOptions) {
+    super(message, options);
+    this.name = "ReportOutputError";
+    this.dir = dir;
+  }
+}
+
+/**
+ * Thrown by `t.skip(reason)`: the step that calls it, and the rest of the
+ * playbook, are reported as skipped with `reason` (cleanups still run).
+ */
+export class PlaybookSkip extends QmpError {
+  /** Why the playbook was skipped. */
+  readonly reason: string;
+  /** Creates the skip signal with its reason. */
+  constructor(reason: string) {
+    super(`skipped: ${reason}`);
+    this.name = "PlaybookSkip";
+    this.reason = reason;
+  }
+}

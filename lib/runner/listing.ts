@@ -7,7 +7,8 @@
 import type { AgentClient } from "../agent/client.ts";
 import type { QmpClient } from "../client.ts";
 import type { Machine } from "../machine.ts";
-import type { StepFilter } from "./engine.ts";
+import type { StepFilter } from "./filter.ts";
+import { PlaybookSkip } from "./errors.ts";
 import { expect } from "./expect.ts";
 import type { Playbook, PlaybookContext, StepOptions } from "./playbook.ts";
 
@@ -29,6 +30,12 @@ export interface PlaybookListing {
   file?: string;
   /** Its description. */
   description?: string;
+  /** Its tags. */
+  tags?: string[];
+  /** Why it is skipped: `playbook.skip` / `meta.skip`, or `t.skip(reason)` in its body outside a step. */
+  skip?: string;
+  /** True for `playbook.only`. */
+  only?: boolean;
   /** Whether `--filter` selects the playbook by name or file. */
   matched: boolean;
   /** Top-level steps, in order. */
@@ -65,6 +72,11 @@ export async function listPlaybook(
     name: pb.meta.name,
     ...(options.file ? { file: options.file } : {}),
     ...(pb.meta.description ? { description: pb.meta.description } : {}),
+    ...(pb.meta.tags?.length ? { tags: [...pb.meta.tags] } : {}),
+    ...(pb.meta.skip
+      ? { skip: typeof pb.meta.skip === "string" ? pb.meta.skip : "playbook.skip" }
+      : {}),
+    ...(pb.meta.only ? { only: true } : {}),
     matched,
     steps: [],
     complete: true,
@@ -112,6 +124,9 @@ export async function listPlaybook(
     eventually: () => stop("polls with t.eventually"),
     launch: () => stop("launches a VM"),
     sleep: () => Promise.resolve(),
+    skip: (reason?: string) => {
+      throw new PlaybookSkip(typeof reason === "string" && reason !== "" ? reason : "t.skip()");
+    },
   } as PlaybookContext;
   let timer: ReturnType<typeof setTimeout> | undefined;
   try {
@@ -122,6 +137,10 @@ export async function listPlaybook(
       }),
     ]);
   } catch (e) {
+    if (e instanceof PlaybookSkip) {
+      listing.skip ??= e.reason;
+      return listing;
+    }
     listing.complete = false;
     listing.note = e instanceof ListModeStop
       ? `listing stopped where the playbook body ${e.message} outside a step`

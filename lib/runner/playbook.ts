@@ -57,6 +57,18 @@ export interface PlaybookMeta {
   timeout?: Duration;
   /** Default limit of every step that sets none (default: no limit but the playbook's). */
   stepTimeout?: Duration;
+  /**
+   * Tags for `--tag` (e.g. `["block", "slow"]`): words without spaces or
+   * commas, not starting with `!`.
+   */
+  tags?: string[];
+  /** Skip the playbook: `true`, or a string saying why (see also {@link playbook.skip}). */
+  skip?: boolean | string;
+  /**
+   * Run only the playbooks marked `only` (see {@link playbook.only}); for
+   * debugging: `--forbid-only` makes CI fail on a forgotten one.
+   */
+  only?: boolean;
 }
 
 /** Options of {@link PlaybookContext.step}. */
@@ -250,6 +262,20 @@ export interface PlaybookContext {
   launch(options?: PlaybookLaunchOptions): Promise<Machine>;
   /** Waits for `duration` (aborted with {@link signal}). */
   sleep(duration: Duration): Promise<void>;
+  /**
+   * Skips the rest of the playbook, like Playwright's `test.skip()` inside a
+   * test: the step calling it (and the steps around it) end as skipped with
+   * `reason`, the remaining steps do not run, cleanups still run, and the
+   * playbook is reported as skipped (unless something failed before).
+   *
+   * @example
+   * ```ts ignore
+   * await t.step("needs KVM", () => {
+   *   if (!hasKvm) t.skip("KVM is not available here");
+   * });
+   * ```
+   */
+  skip(reason?: string): never;
 }
 
 /** The body of a playbook. */
@@ -265,9 +291,51 @@ export interface Playbook {
   readonly fn: PlaybookFn;
 }
 
+function definePlaybook(meta: PlaybookMeta | string, fn: PlaybookFn): Playbook {
+  const m: PlaybookMeta = typeof meta === "string" ? { name: meta } : { ...meta };
+  if (typeof m.name !== "string" || m.name.trim() === "") {
+    throw new TypeError("playbook(meta, fn): meta.name must be a non-empty string");
+  }
+  if (typeof fn !== "function") {
+    throw new TypeError(`playbook "${m.name}": the second argument must be a function`);
+  }
+  if (m.tags !== undefined) {
+    if (!Array.isArray(m.tags)) {
+      throw new TypeError(`playbook "${m.name}": meta.tags must be an array of strings`);
+    }
+    for (const tag of m.tags) {
+      if (typeof tag !== "string" || !/^[^\s,!][^\s,]*$/.test(tag)) {
+        throw new TypeError(
+          `playbook "${m.name}": tag ${JSON.stringify(tag)} must be a non-empty word ` +
+            "without spaces or commas, not starting with !",
+        );
+      }
+    }
+    m.tags = Object.freeze([...m.tags]) as string[];
+  }
+  return Object.freeze({ kind: "qmpkit.playbook" as const, meta: Object.freeze(m), fn });
+}
+
+/** The {@link playbook} function, with its `skip` and `only` variants. */
+export interface PlaybookFactory {
+  /**
+   * Defines a playbook. Export the result as the default export of a
+   * `*.playbook.ts` file and run it with `deno task play FILE`.
+   */
+  (meta: PlaybookMeta | string, fn: PlaybookFn): Playbook;
+  /** Defines a playbook that is skipped (reported as skipped, never run): `meta.skip` set. */
+  skip(meta: PlaybookMeta | string, fn: PlaybookFn): Playbook;
+  /**
+   * Defines a focused playbook: when any playbook of a run is `only`, the
+   * others are skipped. `--forbid-only` (for CI) refuses to run them.
+   */
+  only(meta: PlaybookMeta | string, fn: PlaybookFn): Playbook;
+}
+
 /**
  * Defines a playbook. Export the result as the default export of a
  * `*.playbook.ts` file and run it with `deno task play FILE`.
+ * `playbook.skip(...)` skips it, `playbook.only(...)` focuses on it.
  *
  * @example
  * ```ts ignore
@@ -276,16 +344,16 @@ export interface Playbook {
  * });
  * ```
  */
-export function playbook(meta: PlaybookMeta | string, fn: PlaybookFn): Playbook {
-  const m: PlaybookMeta = typeof meta === "string" ? { name: meta } : { ...meta };
-  if (typeof m.name !== "string" || m.name.trim() === "") {
-    throw new TypeError("playbook(meta, fn): meta.name must be a non-empty string");
-  }
-  if (typeof fn !== "function") {
-    throw new TypeError(`playbook "${m.name}": the second argument must be a function`);
-  }
-  return Object.freeze({ kind: "qmpkit.playbook" as const, meta: Object.freeze(m), fn });
-}
+export const playbook: PlaybookFactory = Object.assign(definePlaybook, {
+  skip(meta: PlaybookMeta | string, fn: PlaybookFn): Playbook {
+    const m = typeof meta === "string" ? { name: meta } : meta;
+    return definePlaybook({ ...m, skip: m.skip || "playbook.skip" }, fn);
+  },
+  only(meta: PlaybookMeta | string, fn: PlaybookFn): Playbook {
+    const m = typeof meta === "string" ? { name: meta } : meta;
+    return definePlaybook({ ...m, only: true }, fn);
+  },
+});
 
 /** True when `value` is a playbook made by {@link playbook} (from any copy of the library). */
 export function isPlaybook(value: unknown): value is Playbook {

@@ -5,6 +5,7 @@
  *
  * @module
  */
+import { parseJson } from "../../lib/json.ts";
 
 /** A user input error (bad `key=value`, bad JSON, bad syntax): exit code 2 in `qmp exec`. */
 export class UsageError extends Error {
@@ -142,7 +143,8 @@ const NUMBER = /^-?(0|[1-9]\d*)(\.\d+)?([eE][+-]?\d+)?$/;
 /**
  * Parses the value of a `key=value` argument:
  * - JSON literals when they parse: numbers, `true`, `false`, `null`,
- *   `"a JSON string"`, `{...}` and `[...]`;
+ *   `"a JSON string"`, `{...}` and `[...]`; integers beyond 2^53 are exact
+ *   `bigint`s (as everywhere in qmpkit, see `lib/json.ts`);
  * - `'single quoted'` is a literal string (quotes removed);
  * - anything else is the string itself (`driver=usb-tablet`).
  *
@@ -156,15 +158,13 @@ export function parseValue(raw: string, key = "value"): unknown {
   if (NUMBER.test(raw)) {
     const n = Number(raw);
     // Integers beyond 2^53 (uint64 sizes, bandwidths) are sent digit for digit.
-    if (Number.isInteger(n) && !Number.isSafeInteger(n) && /^-?\d+$/.test(raw)) {
-      return rawJson(raw);
-    }
+    if (!Number.isSafeInteger(n) && /^-?\d+$/.test(raw)) return BigInt(raw);
     if (Number.isFinite(n)) return n;
   }
   const first = raw[0];
   if (first === "{" || first === "[") {
     try {
-      return JSON.parse(raw);
+      return parseJson(raw);
     } catch (e) {
       throw new UsageError(
         `Invalid JSON for ${key}: ${(e as Error).message}` +
@@ -314,15 +314,7 @@ export function parseArgsJson(text: string): Record<string, unknown> {
   if (depth > MAX_ARGUMENTS_DEPTH) throw tooDeep("--args", depth);
   let v: unknown;
   try {
-    // Keep integers beyond 2^53 exact (the reviver's context holds the source text).
-    v = JSON.parse(
-      text,
-      (_key, value, context?: { source?: string }) =>
-        typeof value === "number" && !Number.isSafeInteger(value) && context?.source &&
-          /^-?\d+$/.test(context.source)
-          ? rawJson(context.source)
-          : value,
-    );
+    v = parseJson(text); // integers beyond 2^53 stay exact
   } catch (e) {
     throw new UsageError(`--args is not valid JSON: ${(e as Error).message}`);
   }
@@ -352,7 +344,7 @@ export function parseJsonCommand(line: string): ParsedCommand {
   }
   let msg: unknown;
   try {
-    msg = JSON.parse(line);
+    msg = parseJson(line);
   } catch (e) {
     throw new UsageError(`Invalid JSON: ${(e as Error).message}`);
   }
@@ -553,15 +545,10 @@ function suffixIsSyntax(word: string): boolean {
   return true;
 }
 
-/** `JSON.rawJSON` (TC39 JSON.parse source text access): serialized verbatim by `JSON.stringify`. */
-function rawJson(text: string): unknown {
-  return (JSON as unknown as { rawJSON(text: string): unknown }).rawJSON(text);
-}
-
-/** Copies plain objects and arrays; other values (raw JSON numbers included) are kept as is. */
+/** Copies plain objects and arrays; other values (bigints included) are kept as is. */
 function copyJson(v: unknown): unknown {
   if (Array.isArray(v)) return v.map(copyJson);
-  if (isPlainObject(v) && !(JSON as unknown as { isRawJSON(v: unknown): boolean }).isRawJSON(v)) {
+  if (isPlainObject(v)) {
     return Object.fromEntries(Object.entries(v).map(([k, x]) => [k, copyJson(x)]));
   }
   return v;

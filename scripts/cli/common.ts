@@ -17,7 +17,9 @@ import {
   type QmpClient,
   QmpCommandError,
   QmpError,
+  redactText,
 } from "../../mod.ts";
+import { stringifyJson } from "../../lib/json.ts";
 import { shellSplit, UsageError } from "./args.ts";
 import { onStopSignals, SIGNAL_EXIT_CODE, type StopSignal } from "./signals.ts";
 
@@ -65,7 +67,7 @@ export function formatError(prog: string, err: unknown, verbose = false): string
       ? " (--verbose for details)"
       : "";
     const hint = err instanceof UsageError || isParseArgsError(err) ? ` (see ${prog} --help)` : "";
-    return `${prog}: error: ${first}${hint}${more}`;
+    return redactText(`${prog}: error: ${first}${hint}${more}`);
   }
   const lines = [`${prog}: error: ${message}`];
   if (e instanceof LaunchError) lines.push(`  command line: ${e.commandLine.join(" ")}`);
@@ -81,7 +83,7 @@ export function formatError(prog: string, err: unknown, verbose = false): string
       break;
     }
   }
-  return lines.join("\n");
+  return redactText(lines.join("\n"));
 }
 
 /** The library speaks in API options; the CLI user has flags (or nothing to change). */
@@ -499,9 +501,12 @@ export function stdoutIsTty(): boolean {
   }
 }
 
-/** JSON for output: indented on a terminal (or when `pretty`), compact otherwise. */
+/**
+ * JSON for output: indented on a terminal (or when `pretty`), compact otherwise.
+ * Integers beyond 2^53 (bigints) are printed digit for digit.
+ */
 export function toJson(value: unknown, pretty = stdoutIsTty()): string {
-  return pretty ? JSON.stringify(value, null, 2) : JSON.stringify(value);
+  return stringifyJson(value, pretty ? 2 : undefined);
 }
 
 const encoder = new TextEncoder();
@@ -513,7 +518,7 @@ export function writeOut(text: string): void {
 
 /** Writes text to stderr completely. */
 export function writeErr(text: string): void {
-  writeAll(Deno.stderr, text);
+  writeAll(Deno.stderr, redactText(text)); // errors and warnings may quote a secret
 }
 
 function writeAll(file: { writeSync(p: Uint8Array): number }, text: string): void {

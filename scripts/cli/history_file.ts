@@ -7,6 +7,7 @@
  *
  * @module
  */
+import { redactText } from "../../lib/redact.ts";
 import { History } from "./line_editor.ts";
 
 /** At most this much of a history file is read (its newest end). */
@@ -79,8 +80,9 @@ export async function loadHistoryFile(
 }
 
 /**
- * Writes `entries` to `path` (one per line) through a temporary 0600 file in
- * the same directory, renamed into place. Does nothing when `path` exists and
+ * Writes `entries` to `path` (one per line, secrets redacted: a password typed
+ * in the shell never reaches the file) through a temporary 0600 file in the
+ * same directory, renamed into place. Does nothing when `path` exists and
  * is not a regular file. Returns a warning on failure (history is best effort).
  */
 export function saveHistoryFile(path: string, entries: readonly string[]): string | undefined {
@@ -96,7 +98,10 @@ export function saveHistoryFile(path: string, entries: readonly string[]): strin
   const tmp = `${dir}/.${base}.${Deno.pid}.${crypto.randomUUID().slice(0, 8)}.tmp`;
   try {
     Deno.mkdirSync(dir, { recursive: true, mode: 0o700 });
-    Deno.writeTextFileSync(tmp, entries.join("\n") + "\n", { createNew: true, mode: 0o600 });
+    Deno.writeTextFileSync(tmp, entries.map(redactText).join("\n") + "\n", {
+      createNew: true,
+      mode: 0o600,
+    });
     Deno.renameSync(tmp, path);
     return undefined;
   } catch (e) {

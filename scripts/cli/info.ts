@@ -87,8 +87,8 @@ export interface ImageInfo {
   file: string;
   /** Read-only. */
   readOnly: boolean;
-  /** Virtual size in bytes, when known. */
-  virtualSize: number | null;
+  /** Virtual size in bytes, when known (a bigint beyond 2^53). */
+  virtualSize: number | bigint | null;
   /** Backing file, when there is one. */
   backing: string | null;
 }
@@ -153,8 +153,8 @@ export interface InfoReport {
   accelerator: { name: string; kvmPresent: boolean } | null;
   /** vCPUs and their model. */
   cpus: { count: number; model: string | null; list: CpuInfo[] } | null;
-  /** Memory in bytes. */
-  memory: { base: number; plugged: number | null } | null;
+  /** Memory in bytes (a bigint beyond 2^53). */
+  memory: { base: number | bigint; plugged: number | bigint | null } | null;
   /** Block devices. */
   block: BlockDeviceInfo[] | null;
   /** All named block nodes (graph nodes). */
@@ -274,8 +274,8 @@ export async function gatherInfo(qmp: CommandRunner, address: string): Promise<I
       : null,
     memory: memory
       ? {
-        base: Number(memory["base-memory"] ?? 0),
-        plugged: typeof memory["plugged-memory"] === "number" ? memory["plugged-memory"] : null,
+        base: isInt(memory["base-memory"]) ? memory["base-memory"] : 0,
+        plugged: isInt(memory["plugged-memory"]) ? memory["plugged-memory"] : null,
       }
       : null,
     block: block ? block.map(blockDeviceOf) : null,
@@ -335,7 +335,7 @@ function imageOf(n: Obj): ImageInfo {
     driver: String(n.drv ?? image.format ?? "?"),
     file: String(n.file ?? image.filename ?? ""),
     readOnly: Boolean(n.ro),
-    virtualSize: typeof image["virtual-size"] === "number" ? image["virtual-size"] : null,
+    virtualSize: isInt(image["virtual-size"]) ? image["virtual-size"] : null,
     backing: typeof n.backing_file === "string" ? n.backing_file : null,
   };
 }
@@ -418,10 +418,15 @@ export function parseInfoUsb(text: string): UsbInfo[] {
   return out;
 }
 
-/** Formats a byte count: `64 MiB`, `1.5 GiB`, `512 B`. */
-export function formatBytes(n: number): string {
-  const units = ["B", "KiB", "MiB", "GiB", "TiB"];
-  let v = n;
+/** A QAPI integer as qmpkit parses it: a number, or a bigint beyond 2^53. */
+function isInt(v: unknown): v is number | bigint {
+  return typeof v === "number" || typeof v === "bigint";
+}
+
+/** Formats a byte count: `64 MiB`, `1.5 GiB`, `512 B` (a bigint too: `1.0 EiB`). */
+export function formatBytes(n: number | bigint): string {
+  const units = ["B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"];
+  let v = Number(n);
   let u = 0;
   while (v >= 1024 && u < units.length - 1) {
     v /= 1024;
@@ -602,7 +607,7 @@ function hex2(n: number): string {
 
 function describeMigration(m: { status: string; [key: string]: unknown }): string {
   const ram = m.ram as Obj | undefined;
-  if (ram && typeof ram.transferred === "number" && typeof ram.total === "number") {
+  if (ram && isInt(ram.transferred) && isInt(ram.total)) {
     return `${m.status} (${formatBytes(ram.transferred)} of ${formatBytes(ram.total)} RAM)`;
   }
   return m.status;

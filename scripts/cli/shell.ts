@@ -15,8 +15,12 @@ import {
   type QmpClient,
   QmpCommandError,
   type QmpEvent,
+  redactMessage,
+  redactReply,
+  redactText,
   TimeoutError,
 } from "../../mod.ts";
+import { stringifyJson } from "../../lib/json.ts";
 import { type ParsedCommand, parseKeyValues, ShellParser, tokenize } from "./args.ts";
 import {
   COMMON_HELP,
@@ -73,7 +77,8 @@ Blank lines and lines starting with # are skipped. A line may be up to 64 MiB
 
 Options:
   -H, --hmp                 start in HMP mode
-  -l, --log FILE            append every command and its reply to FILE as JSON lines
+  -l, --log FILE            append every command and its reply to FILE as JSON lines,
+                            secrets redacted (a new FILE is created with mode 0600)
   --keep-going              batch mode: continue after errors
   --echo                    batch mode: print each command (to stderr) before running it
   --events                  batch mode: also print events to stdout, as JSON lines
@@ -314,7 +319,7 @@ export class ShellSession {
       execute: cmd.execute,
       ...(cmd.arguments ? { arguments: cmd.arguments } : {}),
     };
-    this.#opts.echo?.(JSON.stringify(cmd));
+    this.#opts.echo?.(stringifyJson(redactMessage(cmd)));
     let value: unknown;
     try {
       value = await this.#client.executeRaw(cmd.execute, cmd.arguments, {
@@ -337,7 +342,7 @@ export class ShellSession {
       execute: "human-monitor-command",
       arguments: args,
     };
-    this.#opts.echo?.(JSON.stringify({ execute: record.execute, arguments: args }));
+    this.#opts.echo?.(stringifyJson(redactMessage({ execute: record.execute, arguments: args })));
     try {
       const out = hmpText(
         await this.#client.executeRaw("human-monitor-command", args, {
@@ -458,9 +463,7 @@ export function formatEventLine(ev: QmpEvent): string {
       String(t.getMilliseconds()).padStart(3, "0")
     }`
     : "--:--:--";
-  return `[${stamp}] event ${ev.event}${
-    ev.data === undefined ? "" : " " + JSON.stringify(ev.data)
-  }`;
+  return `[${stamp}] event ${ev.event}${ev.data === undefined ? "" : " " + stringifyJson(ev.data)}`;
 }
 
 function pad(n: number): string {
@@ -481,6 +484,41 @@ function stdinIsTty(): boolean {
   } catch {
     return false;
   }
+}
+
+/**
+ * Opens the `--log` file for appending: a new file is created exclusively with
+ * mode 0600; an existing one must be a regular file (not a symlink), and is
+ * made 0600 if others could read it.
+ */
+async function openLogFile(path: string): Promise<Deno.FsFile> {
+  try {
+    return await Deno.open(path, { append: true, createNew: true, mode: 0o600 });
+  } catch (e) {
+    if (!(e instanceof Deno.errors.AlreadyExists)) throw e;
+  }
+  const info = await Deno.lstat(path);
+  if (!info.isFile) {
+    throw new UsageError(
+      `--log ${path}: not a regular file (${
+        info.isSymlink ? "a symbolic link" : "a special file"
+      }); ` +
+        `give the path of a new or existing regular file`,
+    );
+  }
+  const file = await Deno.open(path, { append: true });
+  if (info.mode !== null && (info.mode & 0o077) !== 0) await Deno.chmod(path, 0o600);
+  return file;
+}
+
+/** A `--log` record with its secrets redacted: the request, the reply and any error text. */
+export function redactLogRecord(record: Record<string, unknown>): Record<string, unknown> {
+  const out = redactReply(record, record.execute as string, record.arguments);
+  const error = out.error as { class?: unknown; desc?: unknown } | undefined;
+  if (error && typeof error.desc === "string") {
+    return { ...out, error: { ...error, desc: redactText(error.desc) } };
+  }
+  return out;
 }
 
 /** Runs `qmp shell` with `argv` (after the subcommand name); returns the exit code. */
@@ -512,14 +550,13 @@ export async function shellCommand(argv: string[]): Promise<number> {
     ? undefined
     : durationOption("timeout", values.timeout as string);
   let logFile: Deno.FsFile | undefined;
-  if (values.log !== undefined) {
-    logFile = await Deno.open(values.log as string, { create: true, append: true, write: true });
-  }
+  if (values.log !== undefined) logFile = await openLogFile(values.log as string);
   const encoder = new TextEncoder();
   const log = logFile
     ? (record: Record<string, unknown>) => {
       try {
-        logFile!.writeSync(encoder.encode(JSON.stringify(record) + "\n"));
+        const safe = redactLogRecord(record);
+        logFile!.writeSync(encoder.encode(stringifyJson(safe) + "\n"));
       } catch { /* keep going */ }
     }
     : undefined;
@@ -581,7 +618,7 @@ async function batchLoop(
     echo: opts.verbose ? (json) => writeErr(`${json}\n`) : undefined,
   });
   const events = opts.showEvents
-    ? pumpEvents(client, (ev) => writeOut(JSON.stringify(eventToJson(ev)) + "\n"))
+    ? pumpEvents(client, (ev) => writeOut(stringifyJson(eventToJson(ev)) + "\n"))
     : undefined;
   let failures = 0;
   try {
@@ -595,7 +632,7 @@ async function batchLoop(
         continue;
       }
       if (opts.echo && line.trim() !== "" && !line.trim().startsWith("#")) {
-        writeErr(`${session.prompt()}${line}\n`);
+        writeErr(`${session.prompt()}${redactText(line)}\n`);
       }
       let status: LineStatus;
       try {

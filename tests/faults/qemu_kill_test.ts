@@ -136,8 +136,8 @@ Deno.test("SIGKILL during a block job (blockdev-backup at 1 MiB/s of 10 GiB)", a
     });
     await running;
     const done = q.waitEvent("BLOCK_JOB_COMPLETED", { timeout: "60s" });
-    let offset = 0;
-    for (let i = 0; i < 50 && offset === 0; i++) {
+    let offset: number | bigint = 0;
+    for (let i = 0; i < 50 && offset == 0; i++) {
       await new Promise((r) => setTimeout(r, 50));
       offset = (await q.execute("query-block-jobs"))[0]?.offset ?? 0;
     }

@@ -119,22 +119,29 @@ Deno.test("transcripts redact secrets end to end; QEMU still gets the real value
   const HMP_PW = "hmppw-2q5";
   const image = `${dir}/disk.luks`;
   try {
-    const made = await new Deno.Command("qemu-img", {
-      args: [
-        "create",
-        "-f",
-        "luks",
-        "--object",
-        `secret,id=s0,data=${PASSPHRASE}`,
-        "-o",
-        "key-secret=s0,iter-time=10",
-        image,
-        "1M",
-      ],
-      stdout: "null",
-      stderr: "piped",
-    }).output();
-    assert.equal(made.code, 0, new TextDecoder().decode(made.stderr));
+    // qemu-img times PBKDF2 on the CPU clock to pick an iteration count; on a loaded host it
+    // sometimes fails with "Unable to get accurate CPU usage". That is QEMU's measurement, not
+    // what this test is about: try again a few times.
+    let made: Deno.CommandOutput | undefined;
+    for (let attempt = 0; attempt < 5 && !made?.success; attempt++) {
+      await Deno.remove(image).catch(() => {});
+      made = await new Deno.Command("qemu-img", {
+        args: [
+          "create",
+          "-f",
+          "luks",
+          "--object",
+          `secret,id=s0,data=${PASSPHRASE}`,
+          "-o",
+          "key-secret=s0,iter-time=10",
+          image,
+          "1M",
+        ],
+        stdout: "null",
+        stderr: "piped",
+      }).output();
+    }
+    assert.equal(made!.code, 0, new TextDecoder().decode(made!.stderr));
 
     const log: TranscriptEntry[] = [];
     const vm = await launch({
@@ -195,9 +202,11 @@ Deno.test("transcripts redact secrets end to end; QEMU still gets the real value
       result: `object-add data, set_password, HMP set_password → ${REDACTED}; ` +
         `LUKS opened with the real passphrase (wrong one refused)`,
     });
+    // A reference to a secret object is an id, not a secret: it stays readable.
+    assert.equal(args("blockdev-add")[0]["key-secret"], "sec0");
     rows.push({
-      check: "over-redaction seen",
-      result: `blockdev-add "key-secret" (an object id, "sec0") → ` +
+      check: "secret references kept",
+      result: `blockdev-add "key-secret" (an object id) → ` +
         String(args("blockdev-add")[0]["key-secret"]),
     });
   } finally {
