@@ -126,6 +126,14 @@ Deno.test({
         assert.equal((await again.execute("query-name")).name, dom.name);
       });
 
+      await t.step("exact integers survive libvirt both ways (beyond 2^53)", async () => {
+        await using qmp = await connect(`libvirt:${dom.name}`);
+        const bw = 9007199254740993n;
+        await qmp.execute("migrate-set-parameters", { "max-bandwidth": bw });
+        assert.equal((await qmp.execute("query-migrate-parameters"))["max-bandwidth"], bw);
+        await qmp.execute("migrate-set-parameters", { "max-bandwidth": 33554432 });
+      });
+
       await t.step("command errors stay QMP errors", async () => {
         await using qmp = await connect(`libvirt:${dom.name}`);
         const err = await rejectsWithin(qmp.execute("device_del", { id: "nope" }), 10_000);

@@ -30,6 +30,7 @@ import type { LibvirtAddress } from "../address.ts";
 import { formatAddress } from "../address.ts";
 import { AbortError, TimeoutError } from "../errors.ts";
 import { JsonObjectFramer } from "../framing.ts";
+import { parseJson, stringifyJson } from "../json.ts";
 import {
   LibvirtConnection,
   LibvirtError,
@@ -216,14 +217,14 @@ export class LibvirtQmpTransport implements Transport {
     });
     t.#conn = conn;
     try {
-      const reply = JSON.parse(await conn.monitorCommand('{"execute":"query-version"}'));
+      const reply = parseJson(await conn.monitorCommand('{"execute":"query-version"}'));
       if (!reply || typeof reply !== "object" || !("return" in reply)) {
         throw new LibvirtError(
           `Domain ${address.domain}`,
-          `query-version failed: ${JSON.stringify(reply?.error ?? reply)}`,
+          `query-version failed: ${stringifyJson(reply?.error ?? reply)}`,
         );
       }
-      t.#out.push(JSON.stringify({ QMP: { version: reply.return, capabilities: [] } }));
+      t.#out.push(stringifyJson({ QMP: { version: reply.return, capabilities: [] } }));
       for (const e of t.#early ?? []) t.#out.push(e);
       t.#early = undefined;
     } catch (err) {
@@ -264,15 +265,15 @@ export class LibvirtQmpTransport implements Transport {
   #event(e: LibvirtMonitorEvent): void {
     let data: unknown;
     try {
-      data = e.details === null ? undefined : JSON.parse(e.details);
+      data = e.details === null ? undefined : parseJson(e.details);
     } catch {
       data = e.details;
     }
     const message: Record<string, unknown> = { event: e.event };
     if (data !== undefined) message.data = data;
     message.timestamp = { seconds: e.seconds, microseconds: e.micros };
-    if (this.#early) this.#early.push(JSON.stringify(message));
-    else this.#out.push(JSON.stringify(message));
+    if (this.#early) this.#early.push(stringifyJson(message));
+    else this.#out.push(stringifyJson(message));
   }
 
   #onStopped(): void {
@@ -305,7 +306,7 @@ export class LibvirtQmpTransport implements Transport {
     const id = m.id;
     const reply = (body: Record<string, unknown>) => {
       if (hasId) body.id = id;
-      this.#out.push(JSON.stringify(body));
+      this.#out.push(stringifyJson(body));
     };
     if (typeof m["exec-oob"] === "string") {
       return reply({
@@ -319,7 +320,7 @@ export class LibvirtQmpTransport implements Transport {
     const { id: _drop, ...command } = m;
     let text: string;
     try {
-      text = await this.#conn!.monitorCommand(JSON.stringify(command));
+      text = await this.#conn!.monitorCommand(stringifyJson(command));
     } catch (err) {
       if (this.#closed) return;
       // QEMU answers quit and exits at once; libvirt often loses the reply in the race
@@ -334,7 +335,7 @@ export class LibvirtQmpTransport implements Transport {
     }
     let parsed: Record<string, unknown>;
     try {
-      parsed = JSON.parse(text);
+      parsed = parseJson(text);
     } catch {
       return reply({
         error: {
@@ -415,7 +416,7 @@ export class LibvirtAgentTransport implements Transport {
       }
       if (this.#closed) return;
       const delimiter = m.execute === "guest-sync-delimited" ? 0xff : undefined;
-      this.#out.push(JSON.stringify({ return: args?.id }), delimiter);
+      this.#out.push(stringifyJson({ return: args?.id }), delimiter);
       return;
     }
     // guest-shutdown and guest-suspend-* do not reply when they work, and libvirt then
@@ -424,13 +425,13 @@ export class LibvirtAgentTransport implements Transport {
     let text: string;
     try {
       text = await this.#conn.agentCommand(
-        JSON.stringify(m),
+        stringifyJson(m),
         noReply ? NO_REPLY_WAIT_SECONDS : this.#agentTimeout,
       );
     } catch (err) {
       if (this.#closed || noReply) return;
       const desc = err instanceof LibvirtError ? `libvirt: ${err.libvirtMessage}` : String(err);
-      this.#out.push(JSON.stringify({ error: { class: "GenericError", desc } }));
+      this.#out.push(stringifyJson({ error: { class: "GenericError", desc } }));
       return;
     }
     if (text.trim() !== "") this.#out.push(text);
