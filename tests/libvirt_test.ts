@@ -18,6 +18,7 @@ import {
   domainXml,
   ensureLibvirtd,
   killLibvirtd,
+  libvirtdAnswers,
   libvirtdStartedHere,
   libvirtSkipReason,
   loadLibvirtFirst,
@@ -97,6 +98,20 @@ async function rejectsWithin(p: Promise<unknown>, ms: number): Promise<Error> {
 }
 
 loadLibvirtFirst();
+
+Deno.test({
+  name: "libvirt: daemon not running (the real default socket, before any test starts it)",
+  ignore: skip !== undefined || libvirtdAnswers(),
+  async fn() {
+    const err = await rejectsWithin(connect("libvirt:anything", { timeout: "10s" }), 10_000);
+    assert.ok(err instanceof LibvirtError, String(err));
+    assert.match(
+      err.message,
+      /^Cannot connect to libvirt at qemu:\/\/\/system: libvirt: Failed to connect socket to '\/var\/run\/libvirt\/libvirt-sock': No such file or directory$/,
+    );
+    await whenLibvirtIdle(1_000);
+  },
+});
 
 Deno.test({
   name: "libvirt: QMP passthrough, events, and bad input",

@@ -79,6 +79,14 @@ export async function virsh(...args: string[]): Promise<string> {
   return text;
 }
 
+/** True when something accepts connections on {@link LIBVIRT_SOCKET} now (synchronous probe). */
+export function libvirtdAnswers(): boolean {
+  const out = new Deno.Command("sh", {
+    args: ["-c", `[ -S ${LIBVIRT_SOCKET} ] && virsh -c qemu:///system version >/dev/null 2>&1`],
+  }).outputSync();
+  return out.success;
+}
+
 async function socketAnswers(): Promise<boolean> {
   try {
     const c = await Deno.connect({ transport: "unix", path: LIBVIRT_SOCKET });
