@@ -92,6 +92,7 @@ export {
 export {
   type Address,
   formatAddress,
+  type LibvirtAddress,
   parseAddress,
   type SshAddress,
   type TcpAddress,
@@ -106,6 +107,13 @@ export {
   openFd,
   type OpenFdOptions,
 } from "./lib/fd_passing.ts";
+export { LibvirtError } from "./lib/libvirt_ffi.ts";
+export {
+  LibvirtDomain,
+  type LibvirtVmOptions,
+  startLibvirtDomain,
+  type StartLibvirtDomainOptions,
+} from "./lib/libvirt_domain.ts";
 export { type Duration, formatDuration, parseDuration } from "./lib/duration.ts";
 export { DEFAULT_MAX_MESSAGE_SIZE, type FramerOptions, JsonObjectFramer } from "./lib/framing.ts";
 export { parseJson, stringifyJson } from "./lib/json.ts";
@@ -207,6 +215,7 @@ export {
   type PlaybookFactory,
   type PlaybookFn,
   type PlaybookLaunchOptions,
+  type PlaybookLibvirtVm,
   type PlaybookMeta,
   type PlaybookVmOptions,
   type QmpErrorClass,

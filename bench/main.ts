@@ -5,7 +5,7 @@
  * met?. Timing ratios come from the same run, ours and the baseline
  * interleaved (A B A B ...), medians. Prints only; never asserts.
  *
- *   deno run -A bench/main.ts [--quick] [--only=pipelined,schema,events,waits,cli_startup,fleet,remote,launch,ssh]
+ *   deno run -A bench/main.ts [--quick] [--only=pipelined,schema,events,waits,cli_startup,fleet,remote,launch,ssh,libvirt]
  *                             [--compare=LIBDIR]   (also measure a patched copy of lib/)
  *
  * Also the shared helpers of the bench scripts (imported by them; this module
@@ -121,6 +121,7 @@ export const DENO_FLAGS = [
   "--allow-net",
   "--allow-run",
   "--allow-env",
+  "--allow-ffi",
 ];
 
 /** The library modules the benches drive (dynamically imported, see {@link loadLib}). */
@@ -212,6 +213,7 @@ const SUITE: { name: string; script: string; timeoutMs: number }[] = [
   { name: "remote", script: "remote.ts", timeoutMs: 240_000 },
   { name: "launch", script: "launch.ts", timeoutMs: 180_000 },
   { name: "ssh", script: "ssh.ts", timeoutMs: 180_000 },
+  { name: "libvirt", script: "libvirt.ts", timeoutMs: 240_000 },
 ];
 
 async function main(): Promise<void> {

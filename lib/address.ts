@@ -9,6 +9,11 @@
  * socket on another host, reached through the system `ssh` client. Any other
  * `SCHEME://` is refused.
  *
+ * libvirt domains: `libvirt:DOMAIN` (the default connection URI:
+ * `$LIBVIRT_DEFAULT_URI`, else `qemu:///system`) and `libvirt+URI#DOMAIN`
+ * with any libvirt URI, e.g. `libvirt+qemu:///system#vm1` or
+ * `libvirt+qemu+ssh://root@host/system#vm1` (the domain follows the last `#`).
+ *
  * @module
  */
 import { AddressError } from "./errors.ts";
@@ -59,8 +64,18 @@ export interface SshAddress {
   path: string;
 }
 
+/** A domain managed by libvirt, reached through libvirt's QMP passthrough. */
+export interface LibvirtAddress {
+  /** Discriminator. */
+  transport: "libvirt";
+  /** libvirt connection URI (`qemu:///system`, `qemu+ssh://host/system`); default: `$LIBVIRT_DEFAULT_URI`, else `qemu:///system`. */
+  uri?: string;
+  /** Domain name (or UUID). */
+  domain: string;
+}
+
 /** A parsed QMP address. */
-export type Address = UnixAddress | TcpAddress | TlsAddress | SshAddress;
+export type Address = UnixAddress | TcpAddress | TlsAddress | SshAddress | LibvirtAddress;
 
 /**
  * The `SCHEME://` forms and how each is parsed (the rest after `://`). A new
@@ -100,6 +115,8 @@ export function parseAddress(input: string | Address): Address {
     if (path === "") throw new AddressError(input, "the unix socket path is empty");
     return { transport: "unix", path };
   }
+  // Before the SCHEME:// table: libvirt+qemu+ssh://host/system#vm1 carries a URI of its own.
+  if (s.startsWith("libvirt:") || s.startsWith("libvirt+")) return parseLibvirt(input, s);
   const scheme = /^([a-z][a-z0-9+.-]*):\/\//i.exec(s);
   if (scheme) {
     const name = scheme[1].toLowerCase();
@@ -127,10 +144,16 @@ export function parseAddress(input: string | Address): Address {
 
 /**
  * Formats an address canonically: `unix:/path`, `tcp:host:port`,
- * `tls://host:port` (IPv6 hosts in brackets) or `ssh://[user@]host[:port]/path`.
+ * `tls://host:port` (IPv6 hosts in brackets), `ssh://[user@]host[:port]/path`,
+ * `libvirt:DOMAIN` or `libvirt+URI#DOMAIN`.
  */
 export function formatAddress(address: Address): string {
   if (address.transport === "unix") return `unix:${address.path}`;
+  if (address.transport === "libvirt") {
+    return address.uri === undefined
+      ? `libvirt:${address.domain}`
+      : `libvirt+${address.uri}#${address.domain}`;
+  }
   const host = address.hostname.includes(":") ? `[${address.hostname}]` : address.hostname;
   if (address.transport === "ssh") {
     const user = address.user === undefined ? "" : `${address.user}@`;
@@ -144,13 +167,43 @@ export function formatAddress(address: Address): string {
 
 /**
  * True when the address does not expose plain QMP to a network: a unix socket,
- * an ssh tunnel (encrypted, authenticated), or a TCP or TLS loopback host
- * (`localhost`, `127.x.x.x`, `::1`).
+ * an ssh tunnel (encrypted, authenticated), a libvirt domain (libvirt
+ * authenticates and, remotely, encrypts its own connections), or a TCP or TLS
+ * loopback host (`localhost`, `127.x.x.x`, `::1`).
  */
 export function isLoopback(address: Address): boolean {
   if (address.transport === "unix" || address.transport === "ssh") return true;
+  if (address.transport === "libvirt") return true;
   const h = address.hostname.toLowerCase();
   return h === "localhost" || h === "::1" || /^127\.\d+\.\d+\.\d+$/.test(h);
+}
+
+function parseLibvirt(original: string, s: string): LibvirtAddress {
+  if (s.startsWith("libvirt:")) {
+    const domain = s.slice(8);
+    if (domain === "") throw new AddressError(original, "the libvirt domain name is empty");
+    if (domain.includes("/") || domain.includes("#")) {
+      throw new AddressError(
+        original,
+        "a libvirt URI is written libvirt+URI#DOMAIN, e.g. libvirt+qemu:///system#vm1",
+      );
+    }
+    return { transport: "libvirt", domain };
+  }
+  const hash = s.lastIndexOf("#");
+  if (hash < 0) {
+    throw new AddressError(
+      original,
+      "missing '#DOMAIN' after the libvirt URI, e.g. libvirt+qemu:///system#vm1",
+    );
+  }
+  const uri = s.slice(8, hash);
+  const domain = s.slice(hash + 1);
+  if (!/^[a-z][a-z0-9+.-]*:/i.test(uri)) {
+    throw new AddressError(original, `${JSON.stringify(uri)} is not a libvirt URI`);
+  }
+  if (domain === "") throw new AddressError(original, "the libvirt domain name is empty");
+  return { transport: "libvirt", uri, domain };
 }
 
 function parseHostPort(original: string, rest: string): TcpAddress {
@@ -206,8 +259,19 @@ function validateObject(input: Address): Address {
       port: parsePort(input, input.port),
     };
   }
+  if (input.transport === "libvirt") {
+    if (typeof input.domain !== "string" || input.domain === "") {
+      throw new AddressError(input, "a libvirt address needs a domain");
+    }
+    if (input.uri !== undefined && (typeof input.uri !== "string" || input.uri === "")) {
+      throw new AddressError(input, "a libvirt uri must be a non-empty string");
+    }
+    return input.uri === undefined
+      ? { transport: "libvirt", domain: input.domain }
+      : { transport: "libvirt", uri: input.uri, domain: input.domain };
+  }
   if (input.transport === "ssh") return validateSsh(input, input);
-  throw new AddressError(input, 'transport must be "unix", "tcp", "tls" or "ssh"');
+  throw new AddressError(input, 'transport must be "unix", "tcp", "tls", "ssh" or "libvirt"');
 }
 
 /** `ssh://[USER@]HOST[:PORT]/PATH`; HOST may be `[IPv6]`. No percent-decoding. */

@@ -40,8 +40,8 @@ export class AddressError extends QmpError {
   constructor(address: unknown, reason: string, options?: QmpErrorOptions) {
     super(
       `Invalid QMP address ${JSON.stringify(address)}: ${reason}. ` +
-        `Use "unix:/path/to/qmp.sock", "tcp:HOST:PORT", "HOST:PORT", "[::1]:PORT" ` +
-        `"tls://HOST:PORT" or "ssh://[USER@]HOST[:PORT]/PATH".`,
+        `Use "unix:/path/to/qmp.sock", "tcp:HOST:PORT", "HOST:PORT", "[::1]:PORT", ` +
+        `"tls://HOST:PORT", "ssh://[USER@]HOST[:PORT]/PATH" or "libvirt:DOMAIN".`,
       options,
     );
     this.name = "AddressError";

@@ -6,7 +6,14 @@
  *
  * @module
  */
-import { type Address, formatAddress, isLoopback, parseAddress } from "./address.ts";
+import {
+  type Address,
+  formatAddress,
+  isLoopback,
+  parseAddress,
+  type TcpAddress,
+  type UnixAddress,
+} from "./address.ts";
 import { type ClientOptions, QmpClient } from "./client.ts";
 import { boundedWait } from "./deadline.ts";
 import { type Duration, parseDuration } from "./duration.ts";
@@ -45,7 +52,7 @@ export interface AcceptOptions {
  */
 export class QmpServer implements AsyncDisposable {
   /** The bound address; for TCP with port 0, the port the kernel chose. */
-  readonly address: Address;
+  readonly address: UnixAddress | TcpAddress;
   readonly #listener: Deno.Listener;
   readonly #options: ServerOptions;
   /** One `accept` op at most; a wait that gave up leaves it for the next caller. */
@@ -54,7 +61,11 @@ export class QmpServer implements AsyncDisposable {
   #closing: Promise<void> | undefined;
 
   /** @internal Use {@link listen}. */
-  constructor(listener: Deno.Listener, address: Address, options: ServerOptions) {
+  constructor(
+    listener: Deno.Listener,
+    address: UnixAddress | TcpAddress,
+    options: ServerOptions,
+  ) {
     this.#listener = listener;
     this.address = address;
     this.#options = options;
@@ -237,15 +248,22 @@ function listenNow(address: string | Address, options: ServerOptions): QmpServer
 }
 
 /** Like `parseAddress`, but port 0 ("any free port") is allowed. */
-function parseListenAddress(address: string | Address): Address {
+function parseListenAddress(address: string | Address): UnixAddress | TcpAddress {
   if (typeof address === "string" && /:0$/.test(address.trim()) && !isUnixString(address)) {
     const parsed = parseAddress(address.trim().replace(/:0$/, ":1"));
     if (parsed.transport === "tcp") return { ...parsed, port: 0 };
   }
   if (typeof address === "object" && address?.transport === "tcp" && address.port === 0) {
-    return { ...parseAddress({ ...address, port: 1 }), port: 0 } as Address;
+    return { ...parseAddress({ ...address, port: 1 }), port: 0 } as TcpAddress;
   }
-  return parseAddress(address);
+  const parsed = parseAddress(address);
+  if (parsed.transport !== "unix" && parsed.transport !== "tcp") {
+    throw new AddressError(
+      address,
+      `listen() takes a unix socket or a loopback TCP address, not a ${parsed.transport} one`,
+    );
+  }
+  return parsed;
 }
 
 function isUnixString(s: string): boolean {

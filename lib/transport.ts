@@ -1,7 +1,8 @@
 /**
  * Byte transports: the minimal connection interface the client needs, and
  * opening one (unix, TCP; TLS in lib/tls_transport.ts, `ssh://` in
- * lib/ssh_transport.ts) with a deadline, cancellation and retry.
+ * lib/ssh_transport.ts, libvirt domains in lib/transports/libvirt.ts) with a
+ * deadline, cancellation and retry.
  *
  * @module
  */
@@ -9,6 +10,7 @@ import { type Address, formatAddress } from "./address.ts";
 import { AbortError, ConnectionError, MonitorBusyError, TimeoutError, TlsError } from "./errors.ts";
 import { openSshTransport, type SshOptions } from "./ssh_transport.ts";
 import { openTlsTransport, type TlsOptions } from "./tls_transport.ts";
+import { LibvirtAgentTransport, LibvirtQmpTransport } from "./transports/libvirt.ts";
 
 /**
  * A bidirectional byte stream. `Deno.Conn` satisfies it; tests can supply an
@@ -37,21 +39,32 @@ export interface OpenOptions {
   tls?: TlsOptions;
   /** How to run ssh, for `ssh://` addresses. */
   ssh?: SshOptions;
+  /**
+   * What the stream will carry (default `"qmp"`). Sockets carry either; a libvirt
+   * address needs it, since libvirt passes QMP and the guest agent through separately.
+   */
+  purpose?: "qmp" | "agent";
 }
 
 const RETRYABLE = new Set(["NotFound", "ConnectionRefused", "ConnectionReset"]);
 
 /**
- * Connects to a unix, TCP, TLS or ssh address. With `retry`, a missing socket or a
- * refused connection (QEMU still starting) is retried with a short backoff
- * until the deadline. Errors are {@link ConnectionError} (a path that is not
- * a socket says so; a {@link TlsError} when TLS fails, an `SshError` for ssh),
- * {@link MonitorBusyError} (a unix monitor whose connection queue is full:
- * another client is attached), {@link TimeoutError} (a TCP connection nothing
- * accepts) or {@link AbortError}.
+ * Connects to a unix, TCP, TLS or ssh address, or a libvirt domain. With
+ * `retry`, a missing socket or a refused connection (QEMU still starting; for
+ * libvirt, a domain not defined or not running yet) is retried with a short
+ * backoff until the deadline. Errors are {@link ConnectionError} (a path that
+ * is not a socket says so; a {@link TlsError} when TLS fails, an `SshError`
+ * for ssh, a `LibvirtError` for libvirt), {@link MonitorBusyError} (a unix
+ * monitor whose connection queue is full: another client is attached),
+ * {@link TimeoutError} (a TCP connection nothing accepts) or {@link AbortError}.
  */
 export async function openTransport(address: Address, options: OpenOptions): Promise<Transport> {
   if (address.transport === "ssh") return await openSshTransport(address, options);
+  if (address.transport === "libvirt") {
+    return options.purpose === "agent"
+      ? await LibvirtAgentTransport.open(address, options)
+      : await LibvirtQmpTransport.open(address, options);
+  }
   const where = formatAddress(address);
   let delay = 10;
   let lastError: unknown;
@@ -105,7 +118,7 @@ export async function openTransport(address: Address, options: OpenOptions): Pro
 }
 
 async function connectOnce(
-  address: Exclude<Address, { transport: "ssh" }>,
+  address: Exclude<Address, { transport: "ssh" | "libvirt" }>,
   options: OpenOptions,
 ): Promise<Transport> {
   if (address.transport === "tls") {

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs what qmpkit's tests and demo need, when missing: Deno (from npm),
 # QEMU, openssl, the tiny guest's packages (busybox-static, qemu-guest-agent), Chromium
-# for the HTML report's test and OpenSSH (client for ssh:// addresses, server for the
-# tests' throwaway sshd) (from apt), then builds the tiny guest.
+# for the HTML report's test, OpenSSH (client for ssh:// addresses, server for the
+# tests' throwaway sshd) and libvirt (libvirt-daemon-system, libvirt-clients: the
+# libvirt transport's tests) (from apt), then builds the tiny guest.
 # Idempotent: a second run only checks.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -30,6 +31,9 @@ if command -v dpkg >/dev/null 2>&1; then
   dpkg -s busybox-static >/dev/null 2>&1 || pkgs+=(busybox-static)
   # The tiny guest's agent: the builder copies the host's qemu-ga and its libraries.
   dpkg -s qemu-guest-agent >/dev/null 2>&1 || pkgs+=(qemu-guest-agent)
+  # libvirt: libvirtd (tests start it without systemd) and libvirt.so / virsh.
+  dpkg -s libvirt-daemon-system >/dev/null 2>&1 || pkgs+=(libvirt-daemon-system)
+  dpkg -s libvirt-clients >/dev/null 2>&1 || pkgs+=(libvirt-clients)
 fi
 command -v cpio >/dev/null 2>&1 || pkgs+=(cpio)
 command -v tmux >/dev/null 2>&1 || pkgs+=(tmux)

@@ -131,6 +131,14 @@ Deno.test("server: bad addresses are refused before binding", async () => {
     assert.match(e.message, /loopback/);
     return true;
   });
+  // Remote and libvirt addresses are "not exposed", but nothing can listen on them.
+  for (const remote of ["ssh://host/run/q.sock", "tls://127.0.0.1:4444", "libvirt:vm1"]) {
+    await assert.rejects(listen(remote), (e: unknown) => {
+      assert.ok(e instanceof AddressError, `${remote}: ${e}`);
+      assert.match(e.message, /unix socket or a loopback TCP address/);
+      return true;
+    });
+  }
   const dir = await tempDir();
   try {
     await Deno.writeTextFile(`${dir}/taken`, "");

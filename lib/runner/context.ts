@@ -12,6 +12,7 @@ import type { EventName } from "../qapi/types.ts";
 import { type Duration, formatDuration, parseDuration } from "../duration.ts";
 import { AbortError, ConnectionClosedError, QmpCommandError } from "../errors.ts";
 import { launch, type Machine } from "../machine.ts";
+import type { LibvirtDomain } from "../libvirt_domain.ts";
 import {
   ExpectationError,
   InterruptedError,
@@ -92,6 +93,8 @@ export interface ContextInit {
   file: string | undefined;
   qmp: QmpClient;
   machine: Machine | undefined;
+  /** The libvirt domain the playbook started (`vm: { libvirt }`), if any. */
+  domain?: LibvirtDomain;
   attachedTo: string | undefined;
   tempDir: string;
   root: Frame;
@@ -136,6 +139,12 @@ export class Context implements PlaybookContext {
 
   get vm(): Machine {
     const m = this.#init.machine;
+    if (!m && this.#init.domain) {
+      throw new PlaybookUsageError(
+        `t.vm is not available: playbook "${this.name}" runs libvirt domain ` +
+          `${this.#init.domain.name}, not a QEMU it launched; use t.qmp and t.agent`,
+      );
+    }
     if (!m) {
       throw new PlaybookUsageError(
         `t.vm is not available: playbook "${this.name}" is attached to an existing VM ` +
@@ -146,6 +155,7 @@ export class Context implements PlaybookContext {
   }
 
   get agent(): AgentClient {
+    if (this.#init.domain) return this.#init.domain.agent;
     const m = this.#init.machine;
     if (!m) {
       throw new PlaybookUsageError(

@@ -15,6 +15,7 @@ import { type Duration, parseDuration } from "../duration.ts";
 import { launch, type Machine } from "../machine.ts";
 import type { TlsOptions } from "../tls_transport.ts";
 import { formatAddress, parseAddress } from "../address.ts";
+import { type LibvirtDomain, startLibvirtDomain } from "../libvirt_domain.ts";
 import { Context } from "./context.ts";
 import {
   PlaybookSkip,
@@ -67,16 +68,21 @@ export interface RunPlaybookOptions {
 }
 
 const liveMachines = new Set<Machine>();
+const liveDomains = new Set<LibvirtDomain>();
 const liveTempDirs = new Set<string>();
 
 /**
- * Kills (SIGKILL) every VM the engine launched that is still running, and
- * removes the playbook temp dirs still there (kept with a `--keep-vm` VM, or
- * left by a run stopped at once).
+ * Kills (SIGKILL) every VM the engine launched that is still running, destroys
+ * the libvirt domains it started, and removes the playbook temp dirs still
+ * there (kept with a `--keep-vm` VM, or left by a run stopped at once).
  */
 export async function killAllMachines(): Promise<void> {
-  await Promise.all([...liveMachines].map((m) => m.kill().catch(() => undefined)));
+  await Promise.all([
+    ...[...liveMachines].map((m) => m.kill().catch(() => undefined)),
+    ...[...liveDomains].map((d) => d.destroy().catch(() => undefined)),
+  ]);
   liveMachines.clear();
+  liveDomains.clear();
   await Promise.all(
     [...liveTempDirs].map((d) => Deno.remove(d, { recursive: true }).catch(() => undefined)),
   );
@@ -167,6 +173,7 @@ export async function runPlaybook(
   const tempDir = await Deno.makeTempDir({ prefix: "qmpkit-play-" });
   liveTempDirs.add(tempDir);
   const machines: { label: string; machine: Machine }[] = [];
+  let domain: LibvirtDomain | undefined;
   let client: QmpClient | undefined;
   let ctx: Context | undefined;
   const playbookMatched = !options.filter ||
@@ -185,6 +192,15 @@ export async function runPlaybook(
           ...(options.tls ? { tls: options.tls } : {}),
         });
         log("runner", [], `attached to ${client.address}`);
+      } else if (pb.meta.vm && "libvirt" in pb.meta.vm) {
+        domain = await startLibvirtDomain({
+          ...pb.meta.vm.libvirt,
+          signal,
+          qmp: { transcript: transcript("vm") },
+        });
+        liveDomains.add(domain);
+        client = domain.qmp;
+        log("vm", [], `started libvirt domain ${domain.name} (${domain.address})`);
       } else if (pb.meta.vm) {
         const machine = await launch({
           ...pb.meta.vm,
@@ -206,6 +222,7 @@ export async function runPlaybook(
         file: options.file,
         qmp: client,
         machine: machines[0]?.machine,
+        domain,
         attachedTo: options.qmp ? client.address : undefined,
         tempDir,
         root: { path: [], signal, children: result.steps, matched: playbookMatched },
@@ -277,6 +294,16 @@ export async function runPlaybook(
     }
     await Deno.remove(tempDir, { recursive: true }).catch(() => undefined);
     liveTempDirs.delete(tempDir);
+  }
+  if (domain) {
+    // Started with autodestroy: it cannot outlive this process, so --keep-vm does not keep it.
+    try {
+      await domain.destroy();
+      log("runner", [], `destroyed libvirt domain ${domain.name}`);
+    } catch (e) {
+      log("runner", [], `destroying libvirt domain ${domain.name} failed: ${errorText(e)}`);
+    }
+    liveDomains.delete(domain);
   }
   if (options.qmp && client) await client.close();
   record?.close();

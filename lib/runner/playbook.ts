@@ -24,10 +24,21 @@ import type { Duration } from "../duration.ts";
 import type { QmpCommandError } from "../errors.ts";
 import type { LaunchOptions, Machine } from "../machine.ts";
 import type { AgentClient } from "../agent/client.ts";
+import type { LibvirtVmOptions } from "../libvirt_domain.ts";
 import type { DeepPartial, Expectation } from "./expect.ts";
 
 /** How a playbook's VM is launched: {@link LaunchOptions} without the runner-owned members. */
 export type PlaybookVmOptions = Omit<LaunchOptions, "signal" | "log" | "qmp">;
+
+/**
+ * A playbook VM that libvirt runs: a transient domain defined and started from `xml`
+ * (at `uri`, default `qemu:///system`), destroyed after the cleanups, even on Ctrl-C.
+ * `t.qmp` and `t.agent` go through libvirt; `t.vm` (a launched QEMU) is not available.
+ */
+export interface PlaybookLibvirtVm {
+  /** The domain to start. */
+  libvirt: LibvirtVmOptions;
+}
 
 /** A playbook's name, VM and limits. */
 export interface PlaybookMeta {
@@ -36,11 +47,12 @@ export interface PlaybookMeta {
   /** A longer description, shown by `--list`. */
   description?: string;
   /**
-   * The VM to launch for this playbook (`{ guest: "tiny" }`, `{ machine: "pc", paused: true }`).
+   * The VM to launch for this playbook (`{ guest: "tiny" }`, `{ machine: "pc", paused: true }`),
+   * or a libvirt domain to start (`{ libvirt: { xml } }`, see {@link PlaybookLibvirtVm}).
    * Ignored when the runner attaches to an existing VM with `--qmp`. When omitted, the
    * playbook can only run with `--qmp`.
    */
-  vm?: PlaybookVmOptions;
+  vm?: PlaybookVmOptions | PlaybookLibvirtVm;
   /** Limit for the whole playbook, VM launch included (default `"5m"`; `--timeout` overrides). */
   timeout?: Duration;
   /** Default limit of every step that sets none (default: no limit but the playbook's). */
