@@ -119,6 +119,18 @@ export {
 } from "./lib/accel.ts";
 export type { OrphanGuard } from "./lib/orphan_guard.ts";
 export {
+  QOM_TREE_CONCURRENCY,
+  type QomClient,
+  qomGet,
+  qomList,
+  type QomNode,
+  type QomProperty,
+  type QomPropertyValue,
+  qomSet,
+  qomTree,
+  type QomTreeOptions,
+} from "./lib/qom.ts";
+export {
   CONSOLE_BUFFER_LIMIT,
   type ConsoleMatch,
   type ConsoleWaitOptions,
