@@ -162,8 +162,13 @@ export async function qomTree(
   const exec = { timeout: options.timeout, signal: options.signal };
   const root = normalizePath(path);
 
-  const visit = async (at: string, type: string, node: QomNode): Promise<void> => {
-    const items = await run(() => qomList(qmp, at, exec));
+  const visit = async (
+    at: string,
+    type: string,
+    node: QomNode,
+    listed?: QomProperty[],
+  ): Promise<void> => {
+    const items = listed ?? await run(() => qomList(qmp, at, exec));
     const children = items.filter((p) => p.type.startsWith("child<")).sort(byName);
     const others = items.filter((p) => !p.type.startsWith("child<")).sort(byName);
     node.type = type;
@@ -201,6 +206,8 @@ export async function qomTree(
     await settleAll(jobs);
   };
 
+  // qom-list first: a path that does not exist fails there, with QEMU's message.
+  const items = await run(() => qomList(qmp, root, exec));
   const type = await run(() => qomGet(qmp, root, "type", exec));
   const node: QomNode = {
     path: root,
@@ -208,7 +215,7 @@ export async function qomTree(
     type: typeof type === "string" ? type : String(type),
     children: [],
   };
-  await visit(root, node.type, node);
+  await visit(root, node.type, node, items);
   return node;
 }
 
