@@ -118,6 +118,7 @@ export {
   type ResolveAccelOptions,
 } from "./lib/accel.ts";
 export type { OrphanGuard } from "./lib/orphan_guard.ts";
+export { type ArgsIn, type ExecuteRestIn, type ReturnIn } from "./lib/command_map.ts";
 export {
   QOM_TREE_CONCURRENCY,
   type QomClient,
