@@ -22,6 +22,7 @@ import { AGENT_DEFAULT_MEMORY_MIB, agentArgs, AgentChannel } from "./agent_chann
 import type { AgentClient } from "./agent/client.ts";
 import { AgentError } from "./agent/errors.ts";
 import { redactCommandLine, redactText } from "./redact.ts";
+import { findOnPath, PIPE_GRACE_MS, pump, STDERR_KEEP } from "./child_process.ts";
 
 /** Options of {@link launch}. */
 export interface LaunchOptions {
@@ -116,9 +117,6 @@ export interface ShutdownStep {
   note?: string;
 }
 
-const STDERR_KEEP = 64 * 1024;
-/** After QEMU exits, how long its pipes may take to reach EOF before they are cancelled. */
-const PIPE_GRACE_MS = 500;
 let counter = 0;
 const live = new Set<Machine>();
 let unloadHooked = false;
@@ -637,35 +635,6 @@ export async function launch(options: LaunchOptions = {}): Promise<Machine> {
   return vm;
 }
 
-/**
- * Looks `binary` up on PATH. Returns the path, `null` when it is certainly
- * missing, or the name itself when PATH cannot be read (no permission).
- */
-function findOnPath(binary: string): string | null {
-  if (binary.includes("/")) {
-    try {
-      return Deno.statSync(binary).isFile ? binary : null;
-    } catch (e) {
-      return e instanceof Deno.errors.NotFound ? null : binary;
-    }
-  }
-  let path: string | undefined;
-  try {
-    path = Deno.env.get("PATH");
-  } catch {
-    return binary;
-  }
-  for (const dir of (path ?? "").split(":")) {
-    if (!dir) continue;
-    try {
-      if (Deno.statSync(`${dir}/${binary}`).isFile) return `${dir}/${binary}`;
-    } catch (e) {
-      if (!(e instanceof Deno.errors.NotFound)) return binary;
-    }
-  }
-  return null;
-}
-
 function argValue(args: string[], ...flags: string[]): string | undefined {
   for (let i = 0; i < args.length - 1; i++) if (flags.includes(args[i])) return args[i + 1];
   return undefined;
@@ -674,26 +643,6 @@ function argValue(args: string[], ...flags: string[]): string | undefined {
 function versionString(qmp: QmpClient): string {
   const v = qmp.greeting.version.qemu;
   return `${v.major}.${v.minor}.${v.micro}`;
-}
-
-/** Reads `stream` into `sink` until EOF or `cancel()`. */
-function pump(
-  stream: ReadableStream<Uint8Array>,
-  sink: (text: string) => void,
-): { done: Promise<void>; cancel: () => void } {
-  const decoder = new TextDecoder();
-  const reader = stream.getReader();
-  const done = (async () => {
-    try {
-      while (true) {
-        const { value, done } = await reader.read();
-        if (done) break;
-        sink(decoder.decode(value, { stream: true }));
-      }
-    } catch { /* the process went away */ }
-    sink(decoder.decode());
-  })();
-  return { done, cancel: () => void reader.cancel().catch(() => {}) };
 }
 
 /**
