@@ -120,6 +120,18 @@ export {
 export type { OrphanGuard } from "./lib/orphan_guard.ts";
 export { type ArgsIn, type ExecuteRestIn, type ReturnIn } from "./lib/command_map.ts";
 export {
+  launchStorageDaemon,
+  StorageDaemon,
+  type StorageDaemonOptions,
+  type StorageDaemonShutdownOptions,
+} from "./lib/storage_daemon.ts";
+export type {
+  StorageDaemonCommandName,
+  StorageDaemonCommands,
+  StorageDaemonEventName,
+  StorageDaemonEvents,
+} from "./lib/qapi/storage_daemon_types.ts";
+export {
   QOM_TREE_CONCURRENCY,
   type QomClient,
   qomGet,
