@@ -193,9 +193,12 @@ export {
   type PlaybookFn,
   type PlaybookLaunchOptions,
   type PlaybookMeta,
+  type PlaybookStorageDaemonOptions,
   type PlaybookVmOptions,
   type QmpErrorClass,
   type StepOptions,
+  type StorageDaemonPlaybookFn,
+  type StorageDaemonPlaybookMeta,
 } from "./lib/runner/playbook.ts";
 export {
   type Comparable,

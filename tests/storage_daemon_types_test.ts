@@ -5,6 +5,7 @@
 // type-checks this file; `deno task check` too).
 
 import assert from "node:assert/strict";
+import { playbook } from "../mod.ts";
 import type {
   QmpClient,
   StorageDaemon,
@@ -45,8 +46,27 @@ async function typeTests(qsd: StorageDaemon, vm: QmpClient): Promise<void> {
   await daemon.executeRaw("query-status");
 }
 
+// A playbook with vm: { storageDaemon: true } gets t.qmp typed for the daemon, in steps too.
+const daemonPlaybook = playbook({ name: "typed", vm: { storageDaemon: true } }, async (t) => {
+  await t.qmp.execute("query-block-exports");
+  // @ts-expect-error the daemon playbook's t.qmp has no query-status
+  await t.qmp.execute("query-status");
+  await t.step("nested", async (t2) => {
+    // @ts-expect-error nor in a step's t
+    await t2.qmp.execute("query-status");
+  });
+});
+
+// A VM playbook is unchanged.
+const vmPlaybook = playbook({ name: "vm", vm: { machine: "none" } }, async (t) => {
+  await t.qmp.execute("query-status");
+  await t.step("nested", (t2) => t2.qmp.execute("query-status"));
+});
+
 Deno.test("storage daemon types: compile-time checks (see typeTests)", () => {
   assert.equal(typeof typeTests, "function");
+  assert.equal(daemonPlaybook.meta.name, "typed");
+  assert.equal(vmPlaybook.meta.name, "vm");
   const names: StorageDaemonCommandName[] = ["blockdev-add", "block-export-add", "quit"];
   assert.equal(names.length, 3);
 });

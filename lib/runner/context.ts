@@ -12,6 +12,7 @@ import type { EventName } from "../qapi/types.ts";
 import { type Duration, formatDuration, parseDuration } from "../duration.ts";
 import { AbortError, ConnectionClosedError, QmpCommandError } from "../errors.ts";
 import { launch, type Machine } from "../machine.ts";
+import type { StorageDaemon } from "../storage_daemon.ts";
 import {
   ExpectationError,
   InterruptedError,
@@ -92,6 +93,8 @@ export interface ContextInit {
   file: string | undefined;
   qmp: QmpClient;
   machine: Machine | undefined;
+  /** The daemon of a `vm: { storageDaemon: true }` playbook. */
+  daemon?: StorageDaemon;
   attachedTo: string | undefined;
   tempDir: string;
   root: Frame;
@@ -136,6 +139,12 @@ export class Context implements PlaybookContext {
 
   get vm(): Machine {
     const m = this.#init.machine;
+    if (!m && this.#init.daemon) {
+      throw new PlaybookUsageError(
+        `t.vm is not available: playbook "${this.name}" runs qemu-storage-daemon ` +
+          `(vm: { storageDaemon: true }), not a VM; use t.qmp and t.daemon`,
+      );
+    }
     if (!m) {
       throw new PlaybookUsageError(
         `t.vm is not available: playbook "${this.name}" is attached to an existing VM ` +
@@ -143,6 +152,20 @@ export class Context implements PlaybookContext {
       );
     }
     return m;
+  }
+
+  get daemon(): StorageDaemon {
+    const d = this.#init.daemon;
+    if (!d) {
+      throw new PlaybookUsageError(
+        this.#init.attachedTo !== undefined
+          ? `t.daemon is not available: playbook "${this.name}" is attached with --qmp ` +
+            `${this.#init.attachedTo}; use t.qmp`
+          : `t.daemon is not available: playbook "${this.name}" launches a VM; ` +
+            `use vm: { storageDaemon: true } for a storage daemon`,
+      );
+    }
+    return d;
   }
 
   get agent(): AgentClient {

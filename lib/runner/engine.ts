@@ -12,6 +12,8 @@ import { join } from "node:path";
 import { connect, type QmpClient, type TranscriptEntry } from "../client.ts";
 import { type Duration, parseDuration } from "../duration.ts";
 import { launch, type Machine } from "../machine.ts";
+import { launchStorageDaemon, type StorageDaemon } from "../storage_daemon.ts";
+import { isStorageDaemonVm } from "./playbook.ts";
 import { Context } from "./context.ts";
 import {
   PlaybookSkip,
@@ -59,7 +61,7 @@ export interface RunPlaybookOptions {
   observer?: RunObserver;
 }
 
-const liveMachines = new Set<Machine>();
+const liveMachines = new Set<Machine | StorageDaemon>();
 const liveTempDirs = new Set<string>();
 
 /**
@@ -159,6 +161,7 @@ export async function runPlaybook(
   const tempDir = await Deno.makeTempDir({ prefix: "qmpkit-play-" });
   liveTempDirs.add(tempDir);
   const machines: { label: string; machine: Machine }[] = [];
+  let daemon: StorageDaemon | undefined;
   let client: QmpClient | undefined;
   let ctx: Context | undefined;
   const playbookMatched = !options.filter ||
@@ -175,6 +178,17 @@ export async function runPlaybook(
           transcript: transcript("vm"),
         });
         log("runner", [], `attached to ${client.address}`);
+      } else if (isStorageDaemonVm(pb.meta.vm)) {
+        const { storageDaemon: _, ...daemonOptions } = pb.meta.vm;
+        daemon = await launchStorageDaemon({
+          ...daemonOptions,
+          signal,
+          log: (m) => log("vm", [], m),
+          qmp: { transcript: transcript("vm") },
+        });
+        liveMachines.add(daemon);
+        // One connection; the body sees it typed for the daemon's schema.
+        client = daemon.qmp as unknown as QmpClient;
       } else if (pb.meta.vm) {
         const machine = await launch({
           ...pb.meta.vm,
@@ -196,6 +210,7 @@ export async function runPlaybook(
         file: options.file,
         qmp: client,
         machine: machines[0]?.machine,
+        daemon,
         attachedTo: options.qmp ? client.address : undefined,
         tempDir,
         root: { path: [], signal, children: result.steps, matched: playbookMatched },
@@ -239,6 +254,17 @@ export async function runPlaybook(
     } else {
       result.cleanupFailures = await ctx.runCleanups(interrupted ? 10_000 : 30_000, interrupted);
     }
+  }
+
+  if (daemon) {
+    // --keep-vm keeps VMs only: a daemon is always stopped.
+    try {
+      await daemon.shutdown({ quitTimeout: "5s", termTimeout: "3s" });
+    } catch (e) {
+      log("runner", [], `stopping ${daemon.name} failed: ${errorText(e)}`);
+      await daemon.kill().catch(() => undefined);
+    }
+    liveMachines.delete(daemon);
   }
 
   if (keep) {
