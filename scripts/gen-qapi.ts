@@ -1301,11 +1301,14 @@ export function shareTypes(
   if (names.length === 0) return { text, shared: names, differing };
   // The order deno fmt keeps import specifiers in: case-insensitive.
   names.sort((a, b) => cmp(a.toLowerCase(), b.toLowerCase()) || cmp(a, b));
-  const list = names.map((n) => `  ${n},`).join("\n");
-  const importBlock = `import type {\n${list}\n} from "${from}";\n\n` +
-    `export type {\n${list}\n} from "${from}";\n`;
-  const moduleEnd = head.indexOf(" */\n", head.indexOf("@module")) + 4;
   const rest = kept.join("\n").trim();
+  // Import what this module's own declarations use; re-export them all.
+  const here = head + rest;
+  const used = names.filter((n) => new RegExp(`\\b${n}\\b`).test(here));
+  const lines = (list: string[]) => list.map((n) => `  ${n},`).join("\n");
+  const importBlock = `import type {\n${lines(used)}\n} from "${from}";\n\n` +
+    `export type {\n${lines(names)}\n} from "${from}";\n`;
+  const moduleEnd = head.indexOf(" */\n", head.indexOf("@module")) + 4;
   return {
     text: head.slice(0, moduleEnd) + "\n" + importBlock + head.slice(moduleEnd) +
       (rest ? "\n" + rest + "\n" : ""),
