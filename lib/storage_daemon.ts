@@ -30,8 +30,9 @@ export interface StorageDaemonOptions {
    */
   binary?: string;
   /**
-   * More daemon arguments, appended after the monitor's: `--blockdev ...`,
-   * `--object ...`, `--nbd-server ...`, `--export ...`. `--daemonize` is refused
+   * More daemon arguments: `--blockdev ...`, `--object ...`, `--nbd-server ...`,
+   * `--export ...`. They come before the monitor's (the daemon handles its options in
+   * order), so one it rejects ends it before the monitor exists: a clean {@link LaunchError}. `--daemonize` is refused
    * with a {@link LaunchError} (the daemon would detach and outlive its owner).
    */
   args?: string[];
@@ -291,11 +292,11 @@ export async function launchStorageDaemon(
   await Deno.chmod(dir, 0o700);
   const socketPath = `${dir}/qmp.sock`;
   const args = [
+    ...userArgs,
     "--chardev",
     `socket,id=qmpkit-qmp,path=${socketPath.replaceAll(",", ",,")},server=on,wait=off`,
     "--monitor",
     "chardev=qmpkit-qmp,mode=control",
-    ...userArgs,
   ];
   const commandLine = [binary, ...args];
   const notFound = () =>
@@ -363,6 +364,12 @@ export async function launchStorageDaemon(
       signal: AbortSignal.any([exitAbort.signal, ...(options.signal ? [options.signal] : [])]),
     });
   } catch (cause) {
+    if (early === undefined && !options.signal?.aborted && !(cause instanceof TimeoutError)) {
+      // The connection broke: the daemon is most likely exiting; let it say why (bounded).
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      await Promise.race([child.status, new Promise((r) => (timer = setTimeout(r, 1000)))]);
+      clearTimeout(timer);
+    }
     const exitedEarly = early !== undefined;
     const aborted = !exitedEarly && options.signal?.aborted === true;
     const timedOut = !exitedEarly && !aborted && cause instanceof TimeoutError;
