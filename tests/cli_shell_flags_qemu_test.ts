@@ -9,6 +9,7 @@ import { deepStrictEqual as assertEquals, ok as assert } from "node:assert/stric
 import { qmp, show } from "./helpers/cli.ts";
 import { hasTmux, Tmux } from "./helpers/pty.ts";
 import { startQemuForClients } from "./helpers/qemu.ts";
+import { startFakeAgent } from "./helpers/fake_agent.ts";
 
 const NEGOTIATE_FIRST = "Expecting capabilities negotiation with 'qmp_capabilities'";
 
@@ -84,7 +85,7 @@ Deno.test("qmp shell -N on a socket that never greets (qemu-ga): one line, bound
     const ms = performance.now() - t0;
     assertEquals(r.code, 1, show(r));
     assertEquals(r.stderr.trim().split("\n").length, 1, show(r));
-    assert(/greeting.*use qmp shell --agent/.test(r.stderr), show(r));
+    assert(/greeting.*use qmp shell --agent -N/.test(r.stderr), show(r));
     assert(ms < 15_000, `took ${ms} ms`);
   } finally {
     listener.close();
@@ -92,6 +93,22 @@ Deno.test("qmp shell -N on a socket that never greets (qemu-ga): one line, bound
     for (const c of held) c.close();
     await Deno.remove(dir, { recursive: true });
   }
+});
+
+Deno.test("qmp shell --agent -N: qemu's qmp-shell -N for qemu-ga carries over", async () => {
+  const info = {
+    version: "7.2.0",
+    supported_commands: [{ name: "guest-ping", enabled: true, "success-response": true }],
+  };
+  await using agent = await startFakeAgent((req) =>
+    req.execute === "guest-ping"
+      ? { return: {} }
+      : req.execute === "guest-info"
+      ? { return: info }
+      : { error: { class: "CommandNotFound", desc: "no" } }
+  );
+  const r = await qmp(["shell", "--agent", "-N", agent.address], { stdin: "guest-ping\n" });
+  assertEquals([r.code, r.stdout], [0, "{}\n"], show(r));
 });
 
 Deno.test({

@@ -616,7 +616,9 @@ export async function shellCommand(argv: string[]): Promise<number> {
   } catch (err) {
     if (skipNegotiation && err instanceof TimeoutError && /greeting/i.test(err.message)) {
       throw new QmpError(
-        `${err.message.split("\n")[0]} (a guest agent, qemu-ga, sends none: use qmp shell --agent)`,
+        `${
+          err.message.split("\n")[0]
+        } (a guest agent, qemu-ga, sends none: use qmp shell --agent -N)`,
         { cause: err },
       );
     }
