@@ -221,5 +221,12 @@ Deno.test({
       assertEquals(r.code, 2, `${args.join(" ")}: ${show(r)}`);
       assertEquals(r.stderr.split("\n").length, 2, show(r)); // one line
     }
+    // ACTION first without $QMP_SOCKET: a QOM path is not taken for a socket.
+    const noAddr = await cli(["qom", "ls", "/machine"], { env: { QMP_SOCKET: "" } });
+    assertEquals(noAddr.code, 2, show(noAddr));
+    assert(/"\/machine" is not a QMP address/.test(noAddr.stderr), show(noAddr));
+    // ACTION first, then a clear ADDRESS.
+    const actionFirst = await cli(["qom", "ls", addr, "/objects"], { env: { QMP_SOCKET: "" } });
+    assertEquals(actionFirst.stdout, ls.stdout, show(actionFirst));
   },
 });

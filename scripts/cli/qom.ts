@@ -183,9 +183,18 @@ function splitTarget(
   } else {
     action = args.shift();
     if (!wantsLaunch(values)) {
-      if (env === undefined || (args[0] !== undefined && isClearAddress(args[0]))) {
+      if (
+        args[0] !== undefined && (isClearAddress(args[0]) || (env === undefined && values.retry))
+      ) {
         address = args.shift();
-      } else address = env;
+      } else if (env !== undefined) {
+        address = env;
+      } else if (args[0] !== undefined) {
+        throw new UsageError(
+          `"${args[0]}" is not a QMP address (no such socket): give it before the action ` +
+            `(qmp qom ADDRESS ${action} ...), or set QMP_SOCKET`,
+        );
+      }
     }
   }
   if (action === undefined || !ACTIONS.has(action)) {
