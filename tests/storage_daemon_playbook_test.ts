@@ -51,6 +51,23 @@ Deno.test("a daemon playbook: t.daemon runs, stopped at the end; t.vm is a usage
   assert.equal(await Deno.stat(dir).then(() => true, () => false), false, "its dir removed");
 });
 
+Deno.test("a daemon that dies mid-playbook: the failure says how it ended", async () => {
+  const pb = playbook({ name: "dies", vm: { storageDaemon: true } }, async (t) => {
+    await t.step("kill it, then ask it", async () => {
+      Deno.kill(t.daemon.pid, "SIGKILL");
+      await t.daemon.exited;
+      await t.qmp.execute("query-version");
+    });
+  });
+  const r = await runPlaybook(pb);
+  assert.equal(r.status, "failed");
+  assert.match(
+    r.steps[0].failure?.qemuExit ?? "",
+    /^killed by SIGKILL/,
+    JSON.stringify(r.steps[0]),
+  );
+});
+
 Deno.test("a VM playbook: t.daemon is a usage error naming vm: { storageDaemon: true }", async () => {
   const pb = playbook({ name: "vm", vm: { machine: "none" } }, async (t) => {
     await t.step("t.daemon", () => t.daemon);

@@ -302,7 +302,7 @@ export class Context implements PlaybookContext {
     if (error instanceof StepFailedError) result.nestedFailure = true;
     else {
       result.failure = describeFailure(error, text, this.#init.ring, this.#consoleTail());
-      const exit = await qemuExit(error, this.#init.machine);
+      const exit = await qemuExit(error, this.#init.machine ?? this.#init.daemon);
       if (exit) result.failure.qemuExit = exit;
     }
     observer.stepEnd?.(info, result);

@@ -230,7 +230,7 @@ export async function runPlaybook(
       if (e instanceof PlaybookSkip) skipped = e.reason;
       else if (!(e instanceof StepFailedError)) {
         result.failure = describeFailure(e, "(playbook)", ring, consoleTail(machines[0]?.machine));
-        const exit = await qemuExit(e, machines[0]?.machine);
+        const exit = await qemuExit(e, machines[0]?.machine ?? daemon);
         if (exit) result.failure.qemuExit = exit;
       }
     }
