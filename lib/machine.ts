@@ -23,6 +23,7 @@ import type { AgentClient } from "./agent/client.ts";
 import { AgentError } from "./agent/errors.ts";
 import { redactCommandLine, redactText } from "./redact.ts";
 import { findOnPath, PIPE_GRACE_MS, pump, STDERR_KEEP } from "./child_process.ts";
+import { exitedWithin, ladder } from "./shutdown_ladder.ts";
 
 /** Options of {@link launch}. */
 export interface LaunchOptions {
@@ -296,29 +297,7 @@ export class Machine implements AsyncDisposable {
   async #runShutdown(options: ShutdownOptions): Promise<Deno.CommandStatus> {
     await this.#agent?.close(); // pending agent calls fail now, not when QEMU is gone
     // Each step gets one budget, shared by its action (a QMP command) and the wait for exit.
-    const step = async (
-      name: ShutdownStep["step"],
-      timeout: number,
-      action: (budget: number) => Promise<unknown> | void,
-    ): Promise<boolean> => {
-      if (!this.running) return true;
-      const t0 = performance.now();
-      let note: string | undefined;
-      try {
-        await action(timeout);
-      } catch (e) {
-        note = e instanceof Error ? e.message : String(e);
-      }
-      const left = Math.max(0, timeout - (performance.now() - t0));
-      const exited = await this.#exitedWithin(left);
-      const ms = Math.round(performance.now() - t0);
-      if (!exited) note ??= `still running after ${formatDuration(timeout)}`;
-      this.shutdownSteps.push({ step: name, ms, exited, ...(note ? { note } : {}) });
-      this.#log(
-        `${this.name}: ${name} → ${exited ? `exited in ${formatDuration(ms)}` : note}`,
-      );
-      return exited;
-    };
+    const step = ladder(this, this.shutdownSteps, this.#log);
     const qmpOpen = () => this.qmp.state === "open";
     let powerdown = options.powerdown;
     if (powerdown === undefined) {
@@ -357,15 +336,8 @@ export class Machine implements AsyncDisposable {
     } catch { /* already gone */ }
   }
 
-  async #exitedWithin(ms: number): Promise<boolean> {
-    if (!this.running) return true;
-    let timer: ReturnType<typeof setTimeout> | undefined;
-    const timeout = new Promise<false>((r) => (timer = setTimeout(() => r(false), ms)));
-    try {
-      return await Promise.race([this.exited.then(() => true), timeout]);
-    } finally {
-      clearTimeout(timer);
-    }
+  #exitedWithin(ms: number): Promise<boolean> {
+    return exitedWithin(this, ms);
   }
 
   /** @internal Kills QEMU synchronously (process exit hook). */

@@ -19,6 +19,7 @@ import {
 import { guardCommand, killProcessGroup, type OrphanGuard } from "./orphan_guard.ts";
 import { redactCommandLine, redactText } from "./redact.ts";
 import { findOnPath, PIPE_GRACE_MS, pump, STDERR_KEEP } from "./child_process.ts";
+import { exitedWithin, ladder } from "./shutdown_ladder.ts";
 import type { ShutdownStep } from "./machine.ts";
 import type { StorageDaemonCommands } from "./qapi/storage_daemon_types.ts";
 
@@ -182,27 +183,7 @@ export class StorageDaemon implements AsyncDisposable {
   }
 
   async #runShutdown(options: StorageDaemonShutdownOptions): Promise<Deno.CommandStatus> {
-    const step = async (
-      name: ShutdownStep["step"],
-      timeout: number,
-      action: (budget: number) => Promise<unknown> | void,
-    ): Promise<boolean> => {
-      if (!this.running) return true;
-      const t0 = performance.now();
-      let note: string | undefined;
-      try {
-        await action(timeout);
-      } catch (e) {
-        note = e instanceof Error ? e.message : String(e);
-      }
-      const left = Math.max(0, timeout - (performance.now() - t0));
-      const exited = await this.#exitedWithin(left);
-      const ms = Math.round(performance.now() - t0);
-      if (!exited) note ??= `still running after ${formatDuration(timeout)}`;
-      this.shutdownSteps.push({ step: name, ms, exited, ...(note ? { note } : {}) });
-      this.#log(`${this.name}: ${name} → ${exited ? `exited in ${formatDuration(ms)}` : note}`);
-      return exited;
-    };
+    const step = ladder(this, this.shutdownSteps, this.#log);
     const done = (this.qmp.state === "open" &&
       await step("quit", parseDuration(options.quitTimeout ?? "5s"), async (budget) => {
         try {
@@ -226,15 +207,8 @@ export class StorageDaemon implements AsyncDisposable {
     } catch { /* already gone */ }
   }
 
-  async #exitedWithin(ms: number): Promise<boolean> {
-    if (!this.running) return true;
-    let timer: ReturnType<typeof setTimeout> | undefined;
-    const timeout = new Promise<false>((r) => (timer = setTimeout(() => r(false), ms)));
-    try {
-      return await Promise.race([this.exited.then(() => true), timeout]);
-    } finally {
-      clearTimeout(timer);
-    }
+  #exitedWithin(ms: number): Promise<boolean> {
+    return exitedWithin(this, ms);
   }
 
   /** @internal Kills the daemon synchronously (process exit hook). */
