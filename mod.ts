@@ -148,6 +148,31 @@ export {
   type ResolveAccelOptions,
 } from "./lib/accel.ts";
 export type { OrphanGuard } from "./lib/orphan_guard.ts";
+export { type ArgsIn, type ExecuteRestIn, type ReturnIn } from "./lib/command_map.ts";
+export {
+  launchStorageDaemon,
+  StorageDaemon,
+  type StorageDaemonOptions,
+  type StorageDaemonShutdownOptions,
+} from "./lib/storage_daemon.ts";
+export type {
+  StorageDaemonCommandName,
+  StorageDaemonCommands,
+  StorageDaemonEventName,
+  StorageDaemonEvents,
+} from "./lib/qapi/storage_daemon_types.ts";
+export {
+  QOM_TREE_CONCURRENCY,
+  type QomClient,
+  qomGet,
+  qomList,
+  type QomNode,
+  type QomProperty,
+  type QomPropertyValue,
+  qomSet,
+  qomTree,
+  type QomTreeOptions,
+} from "./lib/qom.ts";
 export {
   CONSOLE_BUFFER_LIMIT,
   type ConsoleMatch,
@@ -217,9 +242,12 @@ export {
   type PlaybookLaunchOptions,
   type PlaybookLibvirtVm,
   type PlaybookMeta,
+  type PlaybookStorageDaemonOptions,
   type PlaybookVmOptions,
   type QmpErrorClass,
   type StepOptions,
+  type StorageDaemonPlaybookFn,
+  type StorageDaemonPlaybookMeta,
 } from "./lib/runner/playbook.ts";
 export {
   type Comparable,

@@ -40,13 +40,8 @@ import type { SshOptions } from "./ssh_transport.ts";
 import { REDACTED, redactMessage, redactReply } from "./redact.ts";
 import { QmpSchema, QmpValidationError, type SchemaEntry } from "./qapi/schema.ts";
 import type { TlsOptions } from "./tls_transport.ts";
-import type {
-  CommandArgs,
-  CommandName,
-  CommandReturn,
-  EventName,
-  QmpEvents,
-} from "./qapi/types.ts";
+import type { CommandArgs, CommandName, EventName, QmpCommands, QmpEvents } from "./qapi/types.ts";
+import type { ExecuteRestIn, ReturnIn } from "./command_map.ts";
 
 /** A typed event: `event` is the name, `data` its payload type. */
 export type TypedEvent<N extends EventName = EventName> = N extends EventName
@@ -241,7 +236,7 @@ const CATCH_UP_TICKS = 8;
  * await stopped; // caught although QEMU sends STOP before stop's reply
  * ```
  */
-export class QmpClient implements AsyncDisposable {
+export class QmpClient<C = QmpCommands> implements AsyncDisposable {
   /** The address this client is connected to, for messages (`unix:/x`, `tcp:h:p`). */
   readonly address: string;
   #transport: Transport;
@@ -425,9 +420,12 @@ export class QmpClient implements AsyncDisposable {
    * await qmp.execute("device_add", { driver: "usb-tablet", id: "tab0" });
    * ```
    */
-  execute<K extends CommandName>(command: K, ...rest: ExecuteRest<K>): Promise<CommandReturn<K>> {
+  execute<K extends keyof C & string>(
+    command: K,
+    ...rest: ExecuteRestIn<C, K>
+  ): Promise<ReturnIn<C, K>> {
     const [args, options] = rest;
-    return this.#run(command, args, false, options) as Promise<CommandReturn<K>>;
+    return this.#run(command, args, false, options) as Promise<ReturnIn<C, K>>;
   }
 
   /**
@@ -447,10 +445,10 @@ export class QmpClient implements AsyncDisposable {
    * commands. Needs `oob: true` at connect time and a command that allows it
    * (QEMU 7.2: `migrate-recover`, `migrate-pause`, `yank`, `query-yank`).
    */
-  executeOob<K extends CommandName>(
+  executeOob<K extends keyof C & string>(
     command: K,
-    ...rest: ExecuteRest<K>
-  ): Promise<CommandReturn<K>> {
+    ...rest: ExecuteRestIn<C, K>
+  ): Promise<ReturnIn<C, K>> {
     const [args, options] = rest;
     if (!this.#oob && (this.#state === "open" || this.#state === "connecting")) {
       return Promise.reject(
@@ -459,7 +457,7 @@ export class QmpClient implements AsyncDisposable {
         ),
       );
     }
-    return this.#run(command, args, true, options) as Promise<CommandReturn<K>>;
+    return this.#run(command, args, true, options) as Promise<ReturnIn<C, K>>;
   }
 
   /**

@@ -23,6 +23,8 @@ import { AGENT_DEFAULT_MEMORY_MIB, agentArgs, AgentChannel } from "./agent_chann
 import type { AgentClient } from "./agent/client.ts";
 import { AgentError } from "./agent/errors.ts";
 import { redactCommandLine, redactText } from "./redact.ts";
+import { findOnPath, PIPE_GRACE_MS, pump, STDERR_KEEP } from "./child_process.ts";
+import { exitedWithin, ladder } from "./shutdown_ladder.ts";
 
 /** Options of {@link launch}. */
 export interface LaunchOptions {
@@ -137,9 +139,6 @@ export interface ShutdownStep {
   note?: string;
 }
 
-const STDERR_KEEP = 64 * 1024;
-/** After QEMU exits, how long its pipes may take to reach EOF before they are cancelled. */
-const PIPE_GRACE_MS = 500;
 let counter = 0;
 const live = new Set<Machine>();
 let unloadHooked = false;
@@ -327,29 +326,7 @@ export class Machine implements AsyncDisposable {
   async #runShutdown(options: ShutdownOptions): Promise<Deno.CommandStatus> {
     await this.#agent?.close(); // pending agent calls fail now, not when QEMU is gone
     // Each step gets one budget, shared by its action (a QMP command) and the wait for exit.
-    const step = async (
-      name: ShutdownStep["step"],
-      timeout: number,
-      action: (budget: number) => Promise<unknown> | void,
-    ): Promise<boolean> => {
-      if (!this.running) return true;
-      const t0 = performance.now();
-      let note: string | undefined;
-      try {
-        await action(timeout);
-      } catch (e) {
-        note = e instanceof Error ? e.message : String(e);
-      }
-      const left = Math.max(0, timeout - (performance.now() - t0));
-      const exited = await this.#exitedWithin(left);
-      const ms = Math.round(performance.now() - t0);
-      if (!exited) note ??= `still running after ${formatDuration(timeout)}`;
-      this.shutdownSteps.push({ step: name, ms, exited, ...(note ? { note } : {}) });
-      this.#log(
-        `${this.name}: ${name} → ${exited ? `exited in ${formatDuration(ms)}` : note}`,
-      );
-      return exited;
-    };
+    const step = ladder(this, this.shutdownSteps, this.#log);
     const qmpOpen = () => this.qmp.state === "open";
     let powerdown = options.powerdown;
     if (powerdown === undefined) {
@@ -388,15 +365,8 @@ export class Machine implements AsyncDisposable {
     } catch { /* already gone */ }
   }
 
-  async #exitedWithin(ms: number): Promise<boolean> {
-    if (!this.running) return true;
-    let timer: ReturnType<typeof setTimeout> | undefined;
-    const timeout = new Promise<false>((r) => (timer = setTimeout(() => r(false), ms)));
-    try {
-      return await Promise.race([this.exited.then(() => true), timeout]);
-    } finally {
-      clearTimeout(timer);
-    }
+  #exitedWithin(ms: number): Promise<boolean> {
+    return exitedWithin(this, ms);
   }
 
   /** @internal Kills QEMU synchronously (process exit hook). */
@@ -755,35 +725,6 @@ async function tlsMonitorAddress(qmp: QmpClient): Promise<string> {
   return `tls://127.0.0.1:${port}`;
 }
 
-/**
- * Looks `binary` up on PATH. Returns the path, `null` when it is certainly
- * missing, or the name itself when PATH cannot be read (no permission).
- */
-function findOnPath(binary: string): string | null {
-  if (binary.includes("/")) {
-    try {
-      return Deno.statSync(binary).isFile ? binary : null;
-    } catch (e) {
-      return e instanceof Deno.errors.NotFound ? null : binary;
-    }
-  }
-  let path: string | undefined;
-  try {
-    path = Deno.env.get("PATH");
-  } catch {
-    return binary;
-  }
-  for (const dir of (path ?? "").split(":")) {
-    if (!dir) continue;
-    try {
-      if (Deno.statSync(`${dir}/${binary}`).isFile) return `${dir}/${binary}`;
-    } catch (e) {
-      if (!(e instanceof Deno.errors.NotFound)) return binary;
-    }
-  }
-  return null;
-}
-
 function argValue(args: string[], ...flags: string[]): string | undefined {
   for (let i = 0; i < args.length - 1; i++) if (flags.includes(args[i])) return args[i + 1];
   return undefined;
@@ -792,26 +733,6 @@ function argValue(args: string[], ...flags: string[]): string | undefined {
 function versionString(qmp: QmpClient): string {
   const v = qmp.greeting.version.qemu;
   return `${v.major}.${v.minor}.${v.micro}`;
-}
-
-/** Reads `stream` into `sink` until EOF or `cancel()`. */
-function pump(
-  stream: ReadableStream<Uint8Array>,
-  sink: (text: string) => void,
-): { done: Promise<void>; cancel: () => void } {
-  const decoder = new TextDecoder();
-  const reader = stream.getReader();
-  const done = (async () => {
-    try {
-      while (true) {
-        const { value, done } = await reader.read();
-        if (done) break;
-        sink(decoder.decode(value, { stream: true }));
-      }
-    } catch { /* the process went away */ }
-    sink(decoder.decode());
-  })();
-  return { done, cancel: () => void reader.cancel().catch(() => {}) };
 }
 
 /**

@@ -2,7 +2,8 @@
 /**
  * `qmp`: the qmpkit command line. Subcommands: `shell` (interactive REPL with
  * completion), `exec` (one command), `info` (VM summary), `events` (event
- * stream as JSON lines), `run` (playbooks), `agent` (the guest agent).
+ * stream as JSON lines), `run` (playbooks), `agent` (the guest agent), `qom`
+ * (the QEMU object model).
  *
  * Run it with `deno task qmp ...`, or install it:
  * `deno install -g -n qmp --allow-read --allow-write --allow-net --allow-run --allow-env scripts/qmp.ts`.
@@ -25,6 +26,7 @@ import { agentCommand } from "./cli/agent.ts";
 import { execCommand } from "./cli/exec.ts";
 import { eventsCommand } from "./cli/events.ts";
 import { infoCommand } from "./cli/info.ts";
+import { qomCommand } from "./cli/qom.ts";
 import { shellCommand } from "./cli/shell.ts";
 
 /** The version printed by `qmp --version`. */
@@ -42,6 +44,9 @@ Commands:
   exec ADDRESS CMD [k=v..]  run one command, print its return value as JSON
   info ADDRESS              summary of the VM (version, state, devices, ...); --json
   events ADDRESS            stream events as JSON lines (--name, --count, --timeout)
+  qom [ADDRESS] ls|get|set|tree ...
+                            the QEMU object model: list, read, set properties; the
+                            composition tree (--props: with values); --json
   run PLAYBOOK              run a playbook (see qmp run --help)
   agent ADDRESS CMD [k=v..] talk to the guest agent (qemu-ga); agent ADDRESS exec -- PROG ARGS
                             runs a program in the guest and exits with its exit code
@@ -67,6 +72,7 @@ const COMMANDS: Record<string, { handler: Handler; help?: () => Promise<string> 
   info: { handler: infoCommand },
   events: { handler: eventsCommand },
   agent: { handler: agentCommand },
+  qom: { handler: qomCommand },
   run: {
     handler: async (argv) => {
       const mod = await import("./cli/run.ts");

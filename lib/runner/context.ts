@@ -13,6 +13,7 @@ import { type Duration, formatDuration, parseDuration } from "../duration.ts";
 import { AbortError, ConnectionClosedError, QmpCommandError } from "../errors.ts";
 import { launch, type Machine } from "../machine.ts";
 import type { LibvirtDomain } from "../libvirt_domain.ts";
+import type { StorageDaemon } from "../storage_daemon.ts";
 import {
   ExpectationError,
   InterruptedError,
@@ -95,6 +96,8 @@ export interface ContextInit {
   machine: Machine | undefined;
   /** The libvirt domain the playbook started (`vm: { libvirt }`), if any. */
   domain?: LibvirtDomain;
+  /** The daemon of a `vm: { storageDaemon: true }` playbook. */
+  daemon?: StorageDaemon;
   attachedTo: string | undefined;
   tempDir: string;
   root: Frame;
@@ -145,6 +148,12 @@ export class Context implements PlaybookContext {
           `${this.#init.domain.name}, not a QEMU it launched; use t.qmp and t.agent`,
       );
     }
+    if (!m && this.#init.daemon) {
+      throw new PlaybookUsageError(
+        `t.vm is not available: playbook "${this.name}" runs qemu-storage-daemon ` +
+          `(vm: { storageDaemon: true }), not a VM; use t.qmp and t.daemon`,
+      );
+    }
     if (!m) {
       throw new PlaybookUsageError(
         `t.vm is not available: playbook "${this.name}" is attached to an existing VM ` +
@@ -152,6 +161,20 @@ export class Context implements PlaybookContext {
       );
     }
     return m;
+  }
+
+  get daemon(): StorageDaemon {
+    const d = this.#init.daemon;
+    if (!d) {
+      throw new PlaybookUsageError(
+        this.#init.attachedTo !== undefined
+          ? `t.daemon is not available: playbook "${this.name}" is attached with --qmp ` +
+            `${this.#init.attachedTo}; use t.qmp`
+          : `t.daemon is not available: playbook "${this.name}" launches a VM; ` +
+            `use vm: { storageDaemon: true } for a storage daemon`,
+      );
+    }
+    return d;
   }
 
   get agent(): AgentClient {
@@ -289,7 +312,7 @@ export class Context implements PlaybookContext {
     if (error instanceof StepFailedError) result.nestedFailure = true;
     else {
       result.failure = describeFailure(error, text, this.#init.ring, this.#consoleTail());
-      const exit = await qemuExit(error, this.#init.machine);
+      const exit = await qemuExit(error, this.#init.machine ?? this.#init.daemon);
       if (exit) result.failure.qemuExit = exit;
     }
     observer.stepEnd?.(info, result);

@@ -16,6 +16,8 @@ import { launch, type Machine } from "../machine.ts";
 import type { TlsOptions } from "../tls_transport.ts";
 import { formatAddress, parseAddress } from "../address.ts";
 import { type LibvirtDomain, startLibvirtDomain } from "../libvirt_domain.ts";
+import { launchStorageDaemon, type StorageDaemon } from "../storage_daemon.ts";
+import { isStorageDaemonVm } from "./playbook.ts";
 import { Context } from "./context.ts";
 import {
   PlaybookSkip,
@@ -67,8 +69,8 @@ export interface RunPlaybookOptions {
   observer?: RunObserver;
 }
 
-const liveMachines = new Set<Machine>();
 const liveDomains = new Set<LibvirtDomain>();
+const liveMachines = new Set<Machine | StorageDaemon>();
 const liveTempDirs = new Set<string>();
 
 /**
@@ -174,6 +176,7 @@ export async function runPlaybook(
   liveTempDirs.add(tempDir);
   const machines: { label: string; machine: Machine }[] = [];
   let domain: LibvirtDomain | undefined;
+  let daemon: StorageDaemon | undefined;
   let client: QmpClient | undefined;
   let ctx: Context | undefined;
   const playbookMatched = !options.filter ||
@@ -201,6 +204,17 @@ export async function runPlaybook(
         liveDomains.add(domain);
         client = domain.qmp;
         log("vm", [], `started libvirt domain ${domain.name} (${domain.address})`);
+      } else if (isStorageDaemonVm(pb.meta.vm)) {
+        const { storageDaemon: _, ...daemonOptions } = pb.meta.vm;
+        daemon = await launchStorageDaemon({
+          ...daemonOptions,
+          signal,
+          log: (m) => log("vm", [], m),
+          qmp: { transcript: transcript("vm") },
+        });
+        liveMachines.add(daemon);
+        // One connection; the body sees it typed for the daemon's schema.
+        client = daemon.qmp as unknown as QmpClient;
       } else if (pb.meta.vm) {
         const machine = await launch({
           ...pb.meta.vm,
@@ -223,6 +237,7 @@ export async function runPlaybook(
         qmp: client,
         machine: machines[0]?.machine,
         domain,
+        daemon,
         attachedTo: options.qmp ? client.address : undefined,
         tempDir,
         root: { path: [], signal, children: result.steps, matched: playbookMatched },
@@ -242,7 +257,7 @@ export async function runPlaybook(
       if (e instanceof PlaybookSkip) skipped = e.reason;
       else if (!(e instanceof StepFailedError)) {
         result.failure = describeFailure(e, "(playbook)", ring, consoleTail(machines[0]?.machine));
-        const exit = await qemuExit(e, machines[0]?.machine);
+        const exit = await qemuExit(e, machines[0]?.machine ?? daemon);
         if (exit) result.failure.qemuExit = exit;
       }
     }
@@ -266,6 +281,17 @@ export async function runPlaybook(
     } else {
       result.cleanupFailures = await ctx.runCleanups(interrupted ? 10_000 : 30_000, interrupted);
     }
+  }
+
+  if (daemon) {
+    // --keep-vm keeps VMs only: a daemon is always stopped.
+    try {
+      await daemon.shutdown({ quitTimeout: "5s", termTimeout: "3s" });
+    } catch (e) {
+      log("runner", [], `stopping ${daemon.name} failed: ${errorText(e)}`);
+      await daemon.kill().catch(() => undefined);
+    }
+    liveMachines.delete(daemon);
   }
 
   if (keep) {

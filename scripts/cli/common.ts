@@ -252,10 +252,9 @@ export function parseCommandLine<O extends NonNullable<ParseArgsConfig["options"
 
 /** What qemu's qmp-shell users may type, and what to say when qmpkit has no such flag. */
 const FOREIGN_FLAGS: Record<string, string> = {
-  "-N":
-    "qmpkit always negotiates capabilities (the -N of qemu qmp-shell, for qemu-ga, is not supported)",
+  "-N": "it is a qmp shell option (skip capabilities negotiation; for qemu-ga: qmp agent)",
   "--skip-negotiation":
-    "qmpkit always negotiates capabilities (the -N of qemu qmp-shell, for qemu-ga, is not supported)",
+    "it is a qmp shell option (skip capabilities negotiation; for qemu-ga: qmp agent)",
 };
 
 /** One line for a `parseArgs` error, naming the option and the nearest one we have. */
