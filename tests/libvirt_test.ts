@@ -242,7 +242,17 @@ Deno.test({
         await Deno.mkdir(locked, { mode: 0o700 });
         await Deno.symlink("/run/libvirt/libvirt-sock", `${locked}/sock`);
         try {
-          const script = `import { connect } from "${ROOT}lib/client.ts";\n` +
+          // The checkout may sit where user nobody cannot read it (a CI clone in a 0700 temp
+          // dir): the probe imports a world-readable copy of lib/.
+          const copies: [string, string[]][] = [
+            ["cp", ["-r", `${ROOT}lib`, `${dir}/lib`]],
+            ["chmod", ["-R", "a+rX", `${dir}/lib`]],
+          ];
+          for (const [cmd, args] of copies) {
+            const done = await new Deno.Command(cmd, { args, stderr: "piped" }).output();
+            assert.ok(done.success, `${cmd}: ${new TextDecoder().decode(done.stderr)}`);
+          }
+          const script = `import { connect } from "${dir}/lib/client.ts";\n` +
             `for (const a of Deno.args) {\n` +
             `  try { await connect(a); } catch (e) { console.log(e.message); }\n` +
             `}\n`;
