@@ -11,6 +11,7 @@ import assert from "node:assert/strict";
 import { fileURLToPath } from "node:url";
 import { onStopSignals, type StopSignal } from "../scripts/cli/signals.ts";
 import { hasTmux, Tmux } from "./helpers/pty.ts";
+import { pidExists } from "./helpers/process.ts";
 
 const ROOT = fileURLToPath(new URL("..", import.meta.url));
 const PLAY = fileURLToPath(new URL("../scripts/play.ts", import.meta.url));
@@ -65,16 +66,6 @@ async function entries(dir: string): Promise<string[]> {
   const names: string[] = [];
   for await (const e of Deno.readDir(dir)) names.push(e.name);
   return names.sort();
-}
-
-/** True while a process with this pid exists. */
-async function alive(pid: number): Promise<boolean> {
-  const out = await new Deno.Command("kill", {
-    args: ["-0", String(pid)],
-    stdout: "null",
-    stderr: "null",
-  }).output();
-  return out.success;
 }
 
 async function readIfExists(path: string): Promise<string | undefined> {
@@ -184,7 +175,7 @@ Deno.test({
         assert.equal((screen.match(/Interrupted: aborting steps/g) ?? []).length, 1, screen);
         assert.match(screen, /1 interrupted playbooks .*\(interrupted by Ctrl-C\)/, screen);
         assert.equal(await readIfExists(marker), "cleanup prelaunch", screen);
-        assert.equal(await alive(Number(pid)), false, `QEMU ${pid} is still running`);
+        assert.equal(await pidExists(Number(pid)), false, `QEMU ${pid} is still running`);
         assert.deepEqual(await entries(tmp), [], "temp dirs left behind");
       } finally {
         await tmux.killServer();
@@ -237,7 +228,7 @@ Deno.test({
         assert.match(screen, /Killing VMs\./);
         assert.match(screen, /EXIT=130/);
         assert.doesNotMatch(screen, /CLEANUP-END/);
-        assert.equal(await alive(Number(pid)), false, `QEMU ${pid} is still running`);
+        assert.equal(await pidExists(Number(pid)), false, `QEMU ${pid} is still running`);
         assert.deepEqual(await entries(tmp), [], "temp dirs left behind");
       } finally {
         await tmux.killServer();
@@ -262,7 +253,7 @@ Deno.test("SIGTERM to the runner: cleanups, report, exit 143, no temp dir", asyn
     assert.equal(report.interruptedBy, "SIGTERM");
     assert.equal(report.playbooks[0].status, "interrupted");
     assert.equal(await readIfExists(marker), "cleanup prelaunch", p.stderr);
-    assert.equal(await alive(Number(pid)), false, `QEMU ${pid} is still running`);
+    assert.equal(await pidExists(Number(pid)), false, `QEMU ${pid} is still running`);
     assert.deepEqual(await entries(tmp), [], "temp dirs left behind");
   });
 });
@@ -283,7 +274,7 @@ Deno.test("qmp shell --launch in batch mode: SIGINT stops QEMU, exit 130, no tem
       p.child.kill("SIGINT");
       const status = await p.done;
       assert.equal(status.code, 130, p.stderr);
-      assert.equal(await alive(Number(pid)), false, `QEMU ${pid} is still running`);
+      assert.equal(await pidExists(Number(pid)), false, `QEMU ${pid} is still running`);
       assert.deepEqual(await entries(tmp), [], "temp dirs left behind");
     } finally {
       await stdin.close().catch(() => {});
@@ -314,7 +305,7 @@ Deno.test("qmp exec --launch: SIGINT while QEMU starts stops it, exit 130, no te
     p.child.kill("SIGINT");
     const status = await p.done;
     assert.equal(status.code, 130, p.stderr);
-    assert.equal(await alive(Number(pid)), false, `QEMU ${pid} is still running`);
+    assert.equal(await pidExists(Number(pid)), false, `QEMU ${pid} is still running`);
     assert.deepEqual(await entries(tmp), [], "temp dirs left behind");
   });
 });
@@ -327,7 +318,7 @@ Deno.test("qmp events --launch: Ctrl-C is still its normal end (exit 0), no temp
     p.child.kill("SIGINT");
     const status = await p.done;
     assert.equal(status.code, 0, p.stderr);
-    assert.equal(await alive(Number(pid)), false, `QEMU ${pid} is still running`);
+    assert.equal(await pidExists(Number(pid)), false, `QEMU ${pid} is still running`);
     assert.deepEqual(await entries(tmp), [], "temp dirs left behind");
   });
 });
