@@ -25,6 +25,7 @@ import { stringifyJson } from "../../lib/json.ts";
 import { shellSplit, UsageError } from "./args.ts";
 import { onStopSignals, SIGNAL_EXIT_CODE, type StopSignal } from "./signals.ts";
 import { SSH_HELP, sshFlags } from "./ssh_flags.ts";
+import { editDistance } from "../../lib/edit_distance.ts";
 
 export { UsageError };
 
@@ -300,18 +301,6 @@ function nearestOption(
     if (d < bestDist) [best, bestDist] = [k, d];
   }
   return best === undefined ? undefined : `--${best}`;
-}
-
-function editDistance(a: string, b: string): number {
-  let prev = Array.from({ length: b.length + 1 }, (_, j) => j);
-  for (let i = 1; i <= a.length; i++) {
-    const cur = [i];
-    for (let j = 1; j <= b.length; j++) {
-      cur[j] = Math.min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (a[i - 1] === b[j - 1] ? 0 : 1));
-    }
-    prev = cur;
-  }
-  return prev[b.length];
 }
 
 /**
