@@ -125,6 +125,16 @@ function fileErrorLine(e: Error): string | undefined {
   return `cannot ${m[2]} ${m[3]}: ${m[1]}`;
 }
 
+/** The `--tls-*` and `--ssh-*` options (of every subcommand and of play.ts), for `parseArgs`. */
+export const REMOTE_OPTIONS = {
+  "tls-ca": { type: "string" },
+  "tls-cert": { type: "string" },
+  "tls-key": { type: "string" },
+  "tls-hostname": { type: "string" },
+  "ssh-config": { type: "string" },
+  "ssh-option": { type: "string", multiple: true },
+} as const satisfies ParseArgsConfig["options"];
+
 /** Options every subcommand accepts, for `node:util` `parseArgs`. */
 export const COMMON_OPTIONS = {
   help: { type: "boolean", short: "h" },
@@ -135,12 +145,7 @@ export const COMMON_OPTIONS = {
   memory: { type: "string" },
   "connect-timeout": { type: "string" },
   retry: { type: "boolean" },
-  "tls-ca": { type: "string" },
-  "tls-cert": { type: "string" },
-  "tls-key": { type: "string" },
-  "tls-hostname": { type: "string" },
-  "ssh-config": { type: "string" },
-  "ssh-option": { type: "string", multiple: true },
+  ...REMOTE_OPTIONS,
 } as const satisfies ParseArgsConfig["options"];
 
 /** Help text for {@link COMMON_OPTIONS}. */
