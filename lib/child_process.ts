@@ -128,3 +128,15 @@ export function signalChild(child: Deno.ChildProcess, sig: Deno.Signal): void {
     child.kill(sig);
   } catch { /* already gone */ }
 }
+
+/**
+ * The exit hook's synchronous stop: SIGKILLs `child` (while `running`: its pid
+ * is not reused yet) and what is left of its process group, and removes `dir`.
+ */
+export function killNowSync(child: Deno.ChildProcess, running: boolean, dir: string): void {
+  if (running) signalChild(child, "SIGKILL");
+  killProcessGroup(child.pid);
+  try {
+    Deno.removeSync(dir, { recursive: true });
+  } catch { /* best effort */ }
+}

@@ -12,13 +12,7 @@ import { type Accel, resolveAccel } from "./accel.ts";
 import { boundedWait } from "./deadline.ts";
 import { ConnectionClosedError, LaunchError, QmpError } from "./errors.ts";
 import { findTinyGuest } from "./guest.ts";
-import {
-  guardCommand,
-  killAtExit,
-  killProcessGroup,
-  type OrphanGuard,
-  releaseAtExit,
-} from "./orphan_guard.ts";
+import { guardCommand, killAtExit, type OrphanGuard, releaseAtExit } from "./orphan_guard.ts";
 import { AGENT_DEFAULT_MEMORY_MIB, agentArgs, AgentChannel } from "./agent_channel.ts";
 import type { AgentClient } from "./agent/client.ts";
 import { AgentError } from "./agent/errors.ts";
@@ -26,6 +20,7 @@ import { redactCommandLine, redactText } from "./redact.ts";
 import {
   describeExitWithTail,
   findOnPath,
+  killNowSync,
   pump,
   reap,
   signalChild,
@@ -363,11 +358,7 @@ export class Machine implements AsyncDisposable {
 
   /** @internal Kills QEMU synchronously (process exit hook). */
   killNow(): void {
-    this.#signal("SIGKILL");
-    killProcessGroup(this.pid);
-    try {
-      Deno.removeSync(this.dir, { recursive: true });
-    } catch { /* best effort */ }
+    killNowSync(this.#child, this.running, this.dir);
   }
 }
 

@@ -10,17 +10,12 @@
 import { type ClientOptions, connect, type QmpClient } from "./client.ts";
 import { type Duration, parseDuration } from "./duration.ts";
 import { LaunchError, TimeoutError } from "./errors.ts";
-import {
-  guardCommand,
-  killAtExit,
-  killProcessGroup,
-  type OrphanGuard,
-  releaseAtExit,
-} from "./orphan_guard.ts";
+import { guardCommand, killAtExit, type OrphanGuard, releaseAtExit } from "./orphan_guard.ts";
 import { redactCommandLine, redactText } from "./redact.ts";
 import {
   describeExitWithTail,
   findOnPath,
+  killNowSync,
   pump,
   reap,
   signalChild,
@@ -203,11 +198,7 @@ export class StorageDaemon implements AsyncDisposable {
 
   /** @internal Kills the daemon synchronously (process exit hook). */
   killNow(): void {
-    this.#signal("SIGKILL");
-    killProcessGroup(this.pid);
-    try {
-      Deno.removeSync(this.dir, { recursive: true });
-    } catch { /* best effort */ }
+    killNowSync(this.#child, this.running, this.dir);
   }
 }
 
