@@ -12,20 +12,14 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import { launch } from "../lib/machine.ts";
 import { within } from "./helpers/qemu.ts";
-import { findTinyGuest, type TinyGuest } from "../lib/guest.ts";
 import { LaunchError, QmpError } from "../lib/errors.ts";
 import { AgentCommandError, AgentError, AgentPortClosedError } from "../lib/agent/errors.ts";
 import { AGENT_DEFAULT_MEMORY_MIB, agentArgs } from "../lib/agent_channel.ts";
 import { connectAgent } from "../lib/agent/client.ts";
 import { parseLdd } from "../scripts/build-guest.ts";
+import { findAgentGuest } from "./helpers/guest.ts";
 
-const guest: TinyGuest | undefined = await findTinyGuest().catch(() => undefined);
-const skip = !guest
-  ? "the tiny guest is not built (deno task guest)"
-  : !guest.agent
-  ? "the tiny guest has no agent (install qemu-guest-agent, then deno task guest)"
-  : "";
-if (skip) console.warn(`tests/guest_agent_launch_test.ts: ignoring the boot test: ${skip}`);
+const { guest, skip } = await findAgentGuest("tests/guest_agent_launch_test.ts");
 
 Deno.test({
   name: "agent launch: the tiny guest's qemu-ga over vm.agent (one boot)",
