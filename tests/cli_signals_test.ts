@@ -10,7 +10,7 @@
 import assert from "node:assert/strict";
 import { fileURLToPath } from "node:url";
 import { onStopSignals, type StopSignal } from "../scripts/cli/signals.ts";
-import { hasTmux, Tmux } from "./helpers/pty.ts";
+import { hasTmux, type Pane, Tmux } from "./helpers/pty.ts";
 import { pidExists } from "./helpers/process.ts";
 
 const ROOT = fileURLToPath(new URL("..", import.meta.url));
@@ -66,6 +66,29 @@ async function entries(dir: string): Promise<string[]> {
   const names: string[] = [];
   for await (const e of Deno.readDir(dir)) names.push(e.name);
   return names.sort();
+}
+
+/**
+ * Starts `deno task play FILE` in a tmux pane (TMPDIR=`tmp`; the shell echoes `EXIT=<status>`
+ * after it) and waits for the playbook to print QEMU's pid.
+ */
+async function playInPane(
+  tmux: Tmux,
+  tmp: string,
+  file: string,
+): Promise<{ pane: Pane; pid: string }> {
+  const pane = await tmux.start(
+    `cd ${ROOT} && env TMPDIR=${tmp} NO_COLOR=1 ${Deno.execPath()} task play ${file}` +
+      `; echo "EXIT=$?"; sleep 60`,
+  );
+  const [, pid] = (await pane.waitFor(
+    "QEMU's pid",
+    (s) => /QEMU-PID \d+/.test(s),
+    30_000,
+    true,
+  ))
+    .match(/QEMU-PID (\d+)/)!;
+  return { pane, pid };
 }
 
 async function readIfExists(path: string): Promise<string | undefined> {
@@ -152,17 +175,7 @@ Deno.test({
       await Deno.writeTextFile(file, waitingPlaybook(marker));
       const tmux = new Tmux("play-sigint");
       try {
-        const pane = await tmux.start(
-          `cd ${ROOT} && env TMPDIR=${tmp} NO_COLOR=1 ${Deno.execPath()} task play ${file}` +
-            `; echo "EXIT=$?"; sleep 60`,
-        );
-        const [, pid] = (await pane.waitFor(
-          "QEMU's pid",
-          (s) => /QEMU-PID \d+/.test(s),
-          30_000,
-          true,
-        ))
-          .match(/QEMU-PID (\d+)/)!;
+        const { pane, pid } = await playInPane(tmux, tmp, file);
         await pane.keys("C-c");
         const screen = await pane.waitFor(
           "the exit status",
@@ -201,17 +214,7 @@ Deno.test({
       );
       const tmux = new Tmux("play-sigint2");
       try {
-        const pane = await tmux.start(
-          `cd ${ROOT} && env TMPDIR=${tmp} NO_COLOR=1 ${Deno.execPath()} task play ${file}` +
-            `; echo "EXIT=$?"; sleep 60`,
-        );
-        const [, pid] = (await pane.waitFor(
-          "QEMU's pid",
-          (s) => /QEMU-PID \d+/.test(s),
-          30_000,
-          true,
-        ))
-          .match(/QEMU-PID (\d+)/)!;
+        const { pane, pid } = await playInPane(tmux, tmp, file);
         await pane.keys("C-c");
         await pane.waitFor("the slow cleanup", (s) => s.includes("CLEANUP-SLOW"), 30_000, true);
         await new Promise((r) => setTimeout(r, 1500)); // past the 1 s window
