@@ -9,12 +9,12 @@ import assert from "node:assert/strict";
 import { connectAgent } from "../lib/agent/client.ts";
 import { AgentExecTimeoutError } from "../lib/agent/errors.ts";
 import { TimeoutError } from "../lib/errors.ts";
-import { findTinyGuest } from "../lib/guest.ts";
 import { launch } from "../lib/machine.ts";
 import { within } from "./helpers/qemu.ts";
+import { findAgentGuest } from "./helpers/guest.ts";
 
-const guest = await findTinyGuest().catch(() => undefined);
-const ignore = !guest?.manifest.agent;
+const { skip } = await findAgentGuest("tests/agent_guest_faults_test.ts");
+const ignore = skip !== "";
 
 Deno.test({
   name: "agent faults in the tiny guest: not running yet, leftovers, 100 MB output, endless exec",
