@@ -15,6 +15,7 @@
  */
 import { QmpError } from "./errors.ts";
 import { guardCommand, killProcessGroup } from "./orphan_guard.ts";
+import { signalChild, spawnDetached } from "./child_process.ts";
 
 /** Accelerator choice: `"auto"` uses KVM when a probe shows it runs guest code, TCG otherwise. */
 export type Accel = "auto" | "kvm" | "tcg";
@@ -194,13 +195,7 @@ async function probeKvm(binary: string): Promise<ProbeVerdict> {
   ]);
   let child: Deno.ChildProcess;
   try {
-    child = new Deno.Command(cmd.command, {
-      args: cmd.args,
-      stdin: "null",
-      stdout: "piped",
-      stderr: "piped",
-      detached: true,
-    }).spawn();
+    child = spawnDetached(cmd, "null");
   } catch (e) {
     await Deno.remove(dir, { recursive: true }).catch(() => {});
     return { ok: false, notice: false, ms: elapsed(), reason: `KVM probe not run: ${message(e)}` };
@@ -239,9 +234,7 @@ async function probeKvm(binary: string): Promise<ProbeVerdict> {
     }
     exitedByItself = await settlesWith(exited, eof ? 1000 : 0); // EOF: it is exiting
   } finally {
-    try {
-      child.kill("SIGKILL");
-    } catch { /* it exited */ }
+    signalChild(child, "SIGKILL");
     await exited;
     killProcessGroup(child.pid);
     await out.cancel().catch(() => {});

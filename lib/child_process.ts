@@ -1,10 +1,12 @@
 /**
  * Building blocks shared by the launchers (`launch()` for QEMU,
- * `launchStorageDaemon()`): finding a binary on `PATH`, pumping a child's
- * output into a sink, and how long to wait for its pipes after it exited.
+ * `launchStorageDaemon()`): finding a binary on `PATH`, spawning a child in
+ * its own session, pumping its output into a sink, reaping it (its process
+ * group killed, its pipes drained within a grace period), describing its exit.
  *
  * @module
  */
+import { killProcessGroup } from "./orphan_guard.ts";
 
 /** How much of a child's stderr is kept (the tail), in characters. */
 export const STDERR_KEEP = 64 * 1024;
@@ -59,4 +61,82 @@ export function pump(
     sink(decoder.decode());
   })();
   return { done, cancel: () => void reader.cancel().catch(() => {}) };
+}
+
+/**
+ * Spawns `guarded` in its own session (`detached`: a terminal's Ctrl-C goes to
+ * the owner only, which can then run its cleanups before stopping the child;
+ * the parent-death signal still covers the owner dying), stdout and stderr piped.
+ * Throws what `Deno.Command.spawn()` throws.
+ */
+export function spawnDetached(
+  guarded: { command: string; args: string[] },
+  stdin: "piped" | "null",
+): Deno.ChildProcess {
+  return new Deno.Command(guarded.command, {
+    args: guarded.args,
+    stdin,
+    stdout: "piped",
+    stderr: "piped",
+    detached: true,
+  }).spawn();
+}
+
+/**
+ * Waits for `child` to exit, then kills what is left of its process group (a
+ * helper it spawned, the child of a wrapper script may hold its stdout/stderr
+ * open) and waits for the pipes' EOF no longer than {@link PIPE_GRACE_MS}
+ * before cancelling them. Resolves with the exit status once `pumps` are done.
+ */
+export async function reap(
+  child: Deno.ChildProcess,
+  pumps: { done: Promise<void>; cancel: () => void }[],
+): Promise<Deno.CommandStatus> {
+  const status = await child.status;
+  killProcessGroup(child.pid);
+  const drained = Promise.all(pumps.map((p) => p.done));
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  await Promise.race([drained, new Promise((r) => (timer = setTimeout(r, PIPE_GRACE_MS)))]);
+  clearTimeout(timer);
+  for (const p of pumps) p.cancel();
+  await drained;
+  return status;
+}
+
+/** How a child ended, for messages: `"killed by SIGKILL"` or `"exited with code 1"`. */
+export function describeStatus(status: Deno.CommandStatus): string {
+  return status.signal ? `killed by ${status.signal}` : `exited with code ${status.code}`;
+}
+
+/**
+ * {@link describeStatus} plus the last 5 lines of `output` (already redacted)
+ * under `label` (`"stderr"`, `"output"`), when there are any.
+ */
+export function describeExitWithTail(
+  status: Deno.CommandStatus,
+  output: string,
+  label: string,
+): string {
+  const how = describeStatus(status);
+  const tail = output.trim().split("\n").slice(-5).join("\n");
+  return tail ? `${how}; ${label}:\n${tail}` : how;
+}
+
+/** Sends `sig` to `child` unless it is gone already (or cannot be signalled). */
+export function signalChild(child: Deno.ChildProcess, sig: Deno.Signal): void {
+  try {
+    child.kill(sig);
+  } catch { /* already gone */ }
+}
+
+/**
+ * The exit hook's synchronous stop: SIGKILLs `child` (while `running`: its pid
+ * is not reused yet) and what is left of its process group, and removes `dir`.
+ */
+export function killNowSync(child: Deno.ChildProcess, running: boolean, dir: string): void {
+  if (running) signalChild(child, "SIGKILL");
+  killProcessGroup(child.pid);
+  try {
+    Deno.removeSync(dir, { recursive: true });
+  } catch { /* best effort */ }
 }

@@ -7,24 +7,28 @@
 import type { ClientOptions, QmpClient } from "./client.ts";
 import { listen, type QmpServer } from "./server.ts";
 import { SerialConsole } from "./console.ts";
-import { type Duration, formatDuration, parseDuration } from "./duration.ts";
+import { type Duration, parseDuration } from "./duration.ts";
 import { type Accel, resolveAccel } from "./accel.ts";
 import { boundedWait } from "./deadline.ts";
-import {
-  AbortError,
-  ConnectionClosedError,
-  LaunchError,
-  QmpError,
-  TimeoutError,
-} from "./errors.ts";
+import { ConnectionClosedError, LaunchError, QmpError } from "./errors.ts";
 import { findTinyGuest } from "./guest.ts";
-import { guardCommand, killProcessGroup, type OrphanGuard } from "./orphan_guard.ts";
+import { guardCommand, killAtExit, type OrphanGuard, releaseAtExit } from "./orphan_guard.ts";
 import { AGENT_DEFAULT_MEMORY_MIB, agentArgs, AgentChannel } from "./agent_channel.ts";
 import type { AgentClient } from "./agent/client.ts";
 import { AgentError } from "./agent/errors.ts";
 import { redactCommandLine, redactText } from "./redact.ts";
-import { findOnPath, PIPE_GRACE_MS, pump, STDERR_KEEP } from "./child_process.ts";
-import { exitedWithin, ladder } from "./shutdown_ladder.ts";
+import {
+  describeExitWithTail,
+  findOnPath,
+  killNowSync,
+  pump,
+  reap,
+  signalChild,
+  spawnDetached,
+  STDERR_KEEP,
+} from "./child_process.ts";
+import { launchFailure, watchEarlyExit } from "./launch_race.ts";
+import { ladder, quitThenSignal, waitForExit } from "./shutdown_ladder.ts";
 
 /** Options of {@link launch}. */
 export interface LaunchOptions {
@@ -140,8 +144,6 @@ export interface ShutdownStep {
 }
 
 let counter = 0;
-const live = new Set<Machine>();
-let unloadHooked = false;
 
 /**
  * A running QEMU started by {@link launch}. Dispose it (`await using`) or call
@@ -281,11 +283,7 @@ export class Machine implements AsyncDisposable {
    * it runs.
    */
   describeExit(): string | undefined {
-    const st = this.#status;
-    if (!st) return undefined;
-    const how = st.signal ? `killed by ${st.signal}` : `exited with code ${st.code}`;
-    const tail = this.log.trim().split("\n").slice(-5).join("\n");
-    return tail ? `${how}; stderr:\n${tail}` : how;
+    return this.#status && describeExitWithTail(this.#status, this.log, "stderr");
   }
 
   /** True while QEMU runs. */
@@ -295,10 +293,7 @@ export class Machine implements AsyncDisposable {
 
   /** Waits for QEMU to exit by itself (e.g. the guest powers off). */
   async wait(options: { timeout?: Duration } = {}): Promise<Deno.CommandStatus> {
-    if (options.timeout === undefined) return await this.exited;
-    const ms = parseDuration(options.timeout);
-    if (await this.#exitedWithin(ms)) return await this.exited;
-    throw new QmpError(`${this.name} did not exit within ${formatDuration(ms)}`);
+    return await waitForExit(this, options.timeout);
   }
 
   /**
@@ -336,46 +331,34 @@ export class Machine implements AsyncDisposable {
           () => false,
         );
     }
-    const done = (powerdown && qmpOpen() &&
+    const poweredOff = powerdown && qmpOpen() &&
       await step(
         "powerdown",
         parseDuration(options.powerdownTimeout ?? "30s"),
         (budget) => this.qmp.execute("system_powerdown", undefined, { timeout: budget }),
-      )) ||
-      (qmpOpen() &&
-        await step("quit", parseDuration(options.quitTimeout ?? "5s"), async (budget) => {
-          try {
-            await this.qmp.execute("quit", undefined, { timeout: budget });
-          } catch (e) {
-            if (!(e instanceof ConnectionClosedError)) throw e;
-          }
-        })) ||
-      await step("SIGTERM", parseDuration(options.termTimeout ?? "5s"), () => {
-        this.#signal("SIGTERM");
-      }) ||
-      await step("SIGKILL", 10_000, () => this.#signal("SIGKILL"));
-    if (!done) throw new QmpError(`${this.name} (pid ${this.pid}) survived SIGKILL`);
+      );
+    if (!poweredOff) {
+      await quitThenSignal(
+        this,
+        step,
+        {
+          qmpOpen,
+          quit: (budget) => this.qmp.execute("quit", undefined, { timeout: budget }),
+        },
+        (sig) => this.#signal(sig),
+        options,
+      );
+    }
     return await this.exited;
   }
 
   #signal(sig: Deno.Signal): void {
-    if (!this.running) return;
-    try {
-      this.#child.kill(sig);
-    } catch { /* already gone */ }
-  }
-
-  #exitedWithin(ms: number): Promise<boolean> {
-    return exitedWithin(this, ms);
+    if (this.running) signalChild(this.#child, sig);
   }
 
   /** @internal Kills QEMU synchronously (process exit hook). */
   killNow(): void {
-    this.#signal("SIGKILL");
-    killProcessGroup(this.pid);
-    try {
-      Deno.removeSync(this.dir, { recursive: true });
-    } catch { /* best effort */ }
+    killNowSync(this.#child, this.running, this.dir);
   }
 }
 
@@ -519,15 +502,7 @@ export async function launch(options: LaunchOptions = {}): Promise<Machine> {
   const commandLine = [binary, ...qemuArgs];
   let child: Deno.ChildProcess;
   try {
-    child = new Deno.Command(guarded.command, {
-      args: guarded.args,
-      stdin: "piped",
-      stdout: "piped",
-      stderr: "piped",
-      // Own session: a terminal's Ctrl-C goes to the owner only, which can then run
-      // its QMP cleanups before stopping QEMU. The death signal still covers the owner dying.
-      detached: true,
-    }).spawn();
+    child = spawnDetached(guarded, "piped");
   } catch (cause) {
     consoleFile?.close();
     await server.close();
@@ -568,18 +543,7 @@ export async function launch(options: LaunchOptions = {}): Promise<Machine> {
   const stdoutPump = pump(child.stdout, (t) => serial.append(t));
 
   const exited = (async () => {
-    const status = await child.status;
-    // Whatever is left in QEMU's process group (a helper it spawned, the child of a
-    // wrapper script) may hold its stdout/stderr open: kill it, and do not wait for
-    // the pipes' EOF longer than it takes to read what is already in them.
-    killProcessGroup(child.pid);
-    const drained = Promise.all([stdoutPump.done, stderrPump.done]);
-    let timer: ReturnType<typeof setTimeout> | undefined;
-    await Promise.race([drained, new Promise((r) => (timer = setTimeout(r, PIPE_GRACE_MS)))]);
-    clearTimeout(timer);
-    stdoutPump.cancel();
-    stderrPump.cancel();
-    await drained;
+    const status = await reap(child, [stdoutPump, stderrPump]);
     stdinClosed = true;
     await stdin.close().catch(() => {});
     consoleFile?.close();
@@ -589,19 +553,14 @@ export async function launch(options: LaunchOptions = {}): Promise<Machine> {
       ),
     );
     await Deno.remove(dir, { recursive: true }).catch(() => {});
-    for (const m of live) if (m.pid === child.pid) live.delete(m);
+    releaseAtExit(child.pid);
     return status;
   })();
 
   // Accept QEMU's connection, racing its early exit (the process itself: its pipes may
   // outlive it) and the deadline (counted from the start of launch()).
-  const exitAbort = new AbortController();
-  let early: Deno.CommandStatus | undefined;
-  child.status.then((s) => {
-    early = s;
-    exitAbort.abort();
-  });
-  const signals = [exitAbort.signal, ...(options.signal ? [options.signal] : [])];
+  const early = watchEarlyExit(child);
+  const signals = [early.signal, ...(options.signal ? [options.signal] : [])];
   let qmp: QmpClient;
   try {
     qmp = await server.accept({
@@ -609,34 +568,20 @@ export async function launch(options: LaunchOptions = {}): Promise<Machine> {
       signal: AbortSignal.any(signals),
     });
   } catch (cause) {
-    // Decide what happened before killing QEMU: once killed, it has "exited" too.
-    const exitedEarly = early !== undefined;
-    const aborted = !exitedEarly && options.signal?.aborted === true;
-    const timedOut = !exitedEarly && !aborted && cause instanceof TimeoutError;
-    if (!exitedEarly) {
-      try {
-        child.kill("SIGKILL");
-      } catch { /* gone */ }
-    }
-    const status = await exited;
-    const killed = `QEMU (pid ${child.pid}) was killed`;
-    if (aborted) {
-      throw new AbortError(`Launch of ${name} (${killed})`, { cause: options.signal!.reason });
-    }
-    const message = exitedEarly
-      ? `${binary} exited before its QMP monitor was ready (` +
-        (status.signal ? `signal ${status.signal}` : `exit code ${status.code}`) + ")"
-      : timedOut
-      ? `${name} did not connect to its QMP monitor within ${formatDuration(timeoutMs)}; ${killed}`
-      : `Cannot use ${name}'s QMP monitor: ` +
-        `${cause instanceof Error ? cause.message : String(cause)}; ${killed}`;
-    throw new LaunchError(message, {
-      exitCode: exitedEarly ? status.code : undefined,
-      signal: exitedEarly ? status.signal ?? undefined : undefined,
-      timeoutMs: timedOut ? timeoutMs : undefined,
-      stderr: stderr.text.slice(-4000),
+    throw await launchFailure(cause, {
+      child,
+      exited,
+      early,
+      signal: options.signal,
+      name,
+      binary,
       commandLine,
-    }, { cause });
+      timeoutMs,
+      who: "QEMU",
+      timedOutAs: "did not connect to its QMP monitor",
+      monitor: "QMP monitor",
+      output: () => stderr.text,
+    });
   } finally {
     await server.close(); // one QEMU per launch: stop listening, remove the socket file
   }
@@ -646,9 +591,7 @@ export async function launch(options: LaunchOptions = {}): Promise<Machine> {
       tlsAddress = await tlsMonitorAddress(qmp);
     } catch (cause) {
       await qmp.close();
-      try {
-        child.kill("SIGKILL");
-      } catch { /* gone */ }
+      signalChild(child, "SIGKILL");
       await exited;
       throw new LaunchError(
         `Cannot find the port of ${name}'s TLS monitor: ` +
@@ -676,8 +619,7 @@ export async function launch(options: LaunchOptions = {}): Promise<Machine> {
     log,
     agent: agentSocketPath ? new AgentChannel(agentSocketPath, qmp) : undefined,
   });
-  live.add(vm);
-  hookProcessExit();
+  killAtExit(vm);
   log(`${name}: QMP ready (QEMU ${versionString(qmp)}, ${accel}: ${accelReason})`);
   return vm;
 }
@@ -764,12 +706,4 @@ function refuseEscapes(binary: string, args: string[]): void {
       );
     }
   }
-}
-
-function hookProcessExit(): void {
-  if (unloadHooked) return;
-  unloadHooked = true;
-  globalThis.addEventListener("unload", () => {
-    for (const vm of live) vm.killNow();
-  });
 }

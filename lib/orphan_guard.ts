@@ -102,3 +102,33 @@ export function killProcessGroup(pgid: number): void {
     Deno.kill(-pgid, "SIGKILL");
   } catch { /* empty group, or not allowed */ }
 }
+
+/** A launched child the exit hook kills. */
+export interface ExitHookTarget {
+  /** Its process id. */
+  readonly pid: number;
+  /** Kills it synchronously and removes its files. */
+  killNow(): void;
+}
+
+const live = new Set<ExitHookTarget>();
+let unloadHooked = false;
+
+/**
+ * Registers `target` with this process's `unload` hook (installed once), which
+ * kills every target still registered: the `"exit-hook"` guard, and a backstop for
+ * `"pdeathsig"`. {@link releaseAtExit} unregisters it once it exited.
+ */
+export function killAtExit(target: ExitHookTarget): void {
+  live.add(target);
+  if (unloadHooked) return;
+  unloadHooked = true;
+  globalThis.addEventListener("unload", () => {
+    for (const t of live) t.killNow();
+  });
+}
+
+/** Unregisters the targets of pid `pid` (it exited): see {@link killAtExit}. */
+export function releaseAtExit(pid: number): void {
+  for (const t of live) if (t.pid === pid) live.delete(t);
+}

@@ -6,7 +6,8 @@
  *
  * @module
  */
-import { formatDuration } from "./duration.ts";
+import { type Duration, formatDuration, parseDuration } from "./duration.ts";
+import { ConnectionClosedError, QmpError } from "./errors.ts";
 import type { ShutdownStep } from "./machine.ts";
 
 /** What a ladder needs of the process it stops. */
@@ -63,4 +64,46 @@ export function ladder(
     log(`${proc.name}: ${name} → ${exited ? `exited in ${formatDuration(ms)}` : note}`);
     return exited;
   };
+}
+
+/**
+ * Waits for `proc` to exit by itself, at most `timeout` when given; throws a
+ * {@link QmpError} naming `proc` when it is still running then.
+ */
+export async function waitForExit(
+  proc: LadderProcess & { readonly exited: Promise<Deno.CommandStatus> },
+  timeout: Duration | undefined,
+): Promise<Deno.CommandStatus> {
+  if (timeout === undefined) return await proc.exited;
+  const ms = parseDuration(timeout);
+  if (await exitedWithin(proc, ms)) return await proc.exited;
+  throw new QmpError(`${proc.name} did not exit within ${formatDuration(ms)}`);
+}
+
+/**
+ * The ladder's last rungs, shared by both launchers: `quit` over QMP (while
+ * `qmpOpen()`; a connection closed by the exit counts as done), then SIGTERM,
+ * then SIGKILL (10 s), each step run by `step` (see {@link ladder}). Throws a
+ * {@link QmpError} when the process survives SIGKILL.
+ */
+export async function quitThenSignal(
+  proc: LadderProcess & { readonly pid: number },
+  step: ReturnType<typeof ladder>,
+  qmp: { readonly qmpOpen: () => boolean; readonly quit: (budget: number) => Promise<unknown> },
+  signal: (sig: Deno.Signal) => void,
+  options: { quitTimeout?: Duration; termTimeout?: Duration },
+): Promise<void> {
+  const done = (qmp.qmpOpen() &&
+    await step("quit", parseDuration(options.quitTimeout ?? "5s"), async (budget) => {
+      try {
+        await qmp.quit(budget);
+      } catch (e) {
+        if (!(e instanceof ConnectionClosedError)) throw e;
+      }
+    })) ||
+    await step("SIGTERM", parseDuration(options.termTimeout ?? "5s"), () => {
+      signal("SIGTERM");
+    }) ||
+    await step("SIGKILL", 10_000, () => signal("SIGKILL"));
+  if (!done) throw new QmpError(`${proc.name} (pid ${proc.pid}) survived SIGKILL`);
 }

@@ -8,18 +8,22 @@
  * @module
  */
 import { type ClientOptions, connect, type QmpClient } from "./client.ts";
-import { type Duration, formatDuration, parseDuration } from "./duration.ts";
-import {
-  AbortError,
-  ConnectionClosedError,
-  LaunchError,
-  QmpError,
-  TimeoutError,
-} from "./errors.ts";
-import { guardCommand, killProcessGroup, type OrphanGuard } from "./orphan_guard.ts";
+import { type Duration, parseDuration } from "./duration.ts";
+import { LaunchError, TimeoutError } from "./errors.ts";
+import { guardCommand, killAtExit, type OrphanGuard, releaseAtExit } from "./orphan_guard.ts";
 import { redactCommandLine, redactText } from "./redact.ts";
-import { findOnPath, PIPE_GRACE_MS, pump, STDERR_KEEP } from "./child_process.ts";
-import { exitedWithin, ladder } from "./shutdown_ladder.ts";
+import {
+  describeExitWithTail,
+  findOnPath,
+  killNowSync,
+  pump,
+  reap,
+  signalChild,
+  spawnDetached,
+  STDERR_KEEP,
+} from "./child_process.ts";
+import { launchFailure, watchEarlyExit } from "./launch_race.ts";
+import { ladder, quitThenSignal, waitForExit } from "./shutdown_ladder.ts";
 import type { ShutdownStep } from "./machine.ts";
 import type { StorageDaemonCommands } from "./qapi/storage_daemon_types.ts";
 
@@ -60,8 +64,6 @@ export interface StorageDaemonShutdownOptions {
   termTimeout?: Duration;
 }
 
-const live = new Set<StorageDaemon>();
-let unloadHooked = false;
 let counter = 0;
 
 /**
@@ -146,19 +148,12 @@ export class StorageDaemon implements AsyncDisposable {
 
   /** How the daemon ended (`"exited with code 1"`, plus its last output), `undefined` while running. */
   describeExit(): string | undefined {
-    const st = this.#status;
-    if (!st) return undefined;
-    const how = st.signal ? `killed by ${st.signal}` : `exited with code ${st.code}`;
-    const tail = this.log.trim().split("\n").slice(-5).join("\n");
-    return tail ? `${how}; output:\n${tail}` : how;
+    return this.#status && describeExitWithTail(this.#status, this.log, "output");
   }
 
   /** Waits for the daemon to exit by itself. */
   async wait(options: { timeout?: Duration } = {}): Promise<Deno.CommandStatus> {
-    if (options.timeout === undefined) return await this.exited;
-    const ms = parseDuration(options.timeout);
-    if (await this.#exitedWithin(ms)) return await this.exited;
-    throw new QmpError(`${this.name} did not exit within ${formatDuration(ms)}`);
+    return await waitForExit(this, options.timeout);
   }
 
   /**
@@ -184,40 +179,26 @@ export class StorageDaemon implements AsyncDisposable {
 
   async #runShutdown(options: StorageDaemonShutdownOptions): Promise<Deno.CommandStatus> {
     const step = ladder(this, this.shutdownSteps, this.#log);
-    const done = (this.qmp.state === "open" &&
-      await step("quit", parseDuration(options.quitTimeout ?? "5s"), async (budget) => {
-        try {
-          await this.qmp.execute("quit", undefined, { timeout: budget });
-        } catch (e) {
-          if (!(e instanceof ConnectionClosedError)) throw e;
-        }
-      })) ||
-      await step("SIGTERM", parseDuration(options.termTimeout ?? "5s"), () => {
-        this.#signal("SIGTERM");
-      }) ||
-      await step("SIGKILL", 10_000, () => this.#signal("SIGKILL"));
-    if (!done) throw new QmpError(`${this.name} (pid ${this.pid}) survived SIGKILL`);
+    await quitThenSignal(
+      this,
+      step,
+      {
+        qmpOpen: () => this.qmp.state === "open",
+        quit: (budget) => this.qmp.execute("quit", undefined, { timeout: budget }),
+      },
+      (sig) => this.#signal(sig),
+      options,
+    );
     return await this.exited;
   }
 
   #signal(sig: Deno.Signal): void {
-    if (!this.running) return;
-    try {
-      this.#child.kill(sig);
-    } catch { /* already gone */ }
-  }
-
-  #exitedWithin(ms: number): Promise<boolean> {
-    return exitedWithin(this, ms);
+    if (this.running) signalChild(this.#child, sig);
   }
 
   /** @internal Kills the daemon synchronously (process exit hook). */
   killNow(): void {
-    this.#signal("SIGKILL");
-    killProcessGroup(this.pid);
-    try {
-      Deno.removeSync(this.dir, { recursive: true });
-    } catch { /* best effort */ }
+    killNowSync(this.#child, this.running, this.dir);
   }
 }
 
@@ -287,13 +268,7 @@ export async function launchStorageDaemon(
   const guarded = guardCommand(binary, args);
   let child: Deno.ChildProcess;
   try {
-    child = new Deno.Command(guarded.command, {
-      args: guarded.args,
-      stdin: "null",
-      stdout: "piped",
-      stderr: "piped",
-      detached: true, // own session: a terminal's Ctrl-C reaches the owner, which stops it
-    }).spawn();
+    child = spawnDetached(guarded, "null");
   } catch (cause) {
     await Deno.remove(dir, { recursive: true }).catch(() => {});
     if (cause instanceof Deno.errors.NotFound) throw notFound();
@@ -310,67 +285,44 @@ export async function launchStorageDaemon(
   const keep = (t: string) => void (output.text = (output.text + t).slice(-STDERR_KEEP));
   const pumps = [pump(child.stdout, keep), pump(child.stderr, keep)];
   const exited = (async () => {
-    const status = await child.status;
-    killProcessGroup(child.pid);
-    const drained = Promise.all(pumps.map((p) => p.done));
-    let timer: ReturnType<typeof setTimeout> | undefined;
-    await Promise.race([drained, new Promise((r) => (timer = setTimeout(r, PIPE_GRACE_MS)))]);
-    clearTimeout(timer);
-    for (const p of pumps) p.cancel();
-    await drained;
+    const status = await reap(child, pumps);
     await Deno.remove(dir, { recursive: true }).catch(() => {});
-    for (const d of live) if (d.pid === child.pid) live.delete(d);
+    releaseAtExit(child.pid);
     return status;
   })();
 
-  const exitAbort = new AbortController();
-  let early: Deno.CommandStatus | undefined;
-  child.status.then((s) => {
-    early = s;
-    exitAbort.abort();
-  });
+  const early = watchEarlyExit(child);
   let qmp: QmpClient;
   try {
     qmp = await connect(`unix:${socketPath}`, {
       ...options.qmp,
       retry: true,
       timeout: Math.max(1, timeoutMs - (performance.now() - startedAt)),
-      signal: AbortSignal.any([exitAbort.signal, ...(options.signal ? [options.signal] : [])]),
+      signal: AbortSignal.any([early.signal, ...(options.signal ? [options.signal] : [])]),
     });
   } catch (cause) {
-    if (early === undefined && !options.signal?.aborted && !(cause instanceof TimeoutError)) {
+    if (
+      early.status === undefined && !options.signal?.aborted && !(cause instanceof TimeoutError)
+    ) {
       // The connection broke: the daemon is most likely exiting; let it say why (bounded).
       let timer: ReturnType<typeof setTimeout> | undefined;
       await Promise.race([child.status, new Promise((r) => (timer = setTimeout(r, 1000)))]);
       clearTimeout(timer);
     }
-    const exitedEarly = early !== undefined;
-    const aborted = !exitedEarly && options.signal?.aborted === true;
-    const timedOut = !exitedEarly && !aborted && cause instanceof TimeoutError;
-    if (!exitedEarly) {
-      try {
-        child.kill("SIGKILL");
-      } catch { /* gone */ }
-    }
-    const status = await exited;
-    const killed = `the daemon (pid ${child.pid}) was killed`;
-    if (aborted) {
-      throw new AbortError(`Launch of ${name} (${killed})`, { cause: options.signal!.reason });
-    }
-    const message = exitedEarly
-      ? `${binary} exited before its QMP monitor was ready (` +
-        (status.signal ? `signal ${status.signal}` : `exit code ${status.code}`) + ")"
-      : timedOut
-      ? `${name} did not answer on its QMP socket within ${formatDuration(timeoutMs)}; ${killed}`
-      : `Cannot use ${name}'s QMP socket: ` +
-        `${cause instanceof Error ? cause.message : String(cause)}; ${killed}`;
-    throw new LaunchError(message, {
-      exitCode: exitedEarly ? status.code : undefined,
-      signal: exitedEarly ? status.signal ?? undefined : undefined,
-      timeoutMs: timedOut ? timeoutMs : undefined,
-      stderr: output.text.slice(-4000),
+    throw await launchFailure(cause, {
+      child,
+      exited,
+      early,
+      signal: options.signal,
+      name,
+      binary,
       commandLine,
-    }, { cause });
+      timeoutMs,
+      who: "the daemon",
+      timedOutAs: "did not answer on its QMP socket",
+      monitor: "QMP socket",
+      output: () => output.text,
+    });
   }
   const daemon = new StorageDaemon({
     // One connection, two views: the daemon's schema is what this monitor speaks.
@@ -385,13 +337,7 @@ export async function launchStorageDaemon(
     exited,
     log,
   });
-  live.add(daemon);
-  if (!unloadHooked) {
-    unloadHooked = true;
-    globalThis.addEventListener("unload", () => {
-      for (const d of live) d.killNow();
-    });
-  }
+  killAtExit(daemon);
   const v = qmp.greeting.version.qemu;
   log(`${name}: QMP ready (qemu-storage-daemon ${v.major}.${v.minor}.${v.micro})`);
   return daemon;

@@ -13,6 +13,7 @@
  *
  * @module
  */
+import { syncGeneratedFile } from "./generated_file.ts";
 
 // ---------------------------------------------------------------------------------------------
 // Parsing the QAPI source format: Python-like literals, single quotes, '#' comments, '##' docs
@@ -644,23 +645,9 @@ export async function agentMain(argv: string[]): Promise<number> {
   const gen = generateAgentTypes(await readAgentSchema(schema));
   log(`agent schema ${schema}: ${gen.stats.commands} commands, ${gen.stats.types} types`);
   const out = typeof opt.out === "string" ? opt.out : "lib/qapi/agent_types.ts";
-  let current: string | null = null;
-  try {
-    current = await Deno.readTextFile(out);
-  } catch {
-    current = null;
-  }
-  if (opt.check) {
-    if (current !== gen.text) {
-      log(`${out} is out of date; regenerate with deno task gen-qapi --agent`);
-      return 1;
-    }
-    log(`${out} is up to date`);
-    return 0;
-  }
-  if (current !== gen.text) {
-    await Deno.writeTextFile(out, gen.text);
-    log(`wrote ${out}`);
-  } else log(`${out} unchanged`);
-  return 0;
+  return await syncGeneratedFile(out, gen.text, {
+    check: Boolean(opt.check),
+    log,
+    regenerate: "deno task gen-qapi --agent",
+  });
 }

@@ -43,6 +43,7 @@ import { launch } from "../lib/machine.ts";
 import { launchStorageDaemon } from "../lib/storage_daemon.ts";
 import { formatError, UsageError } from "./cli/common.ts";
 import { agentMain } from "./gen-qapi-agent.ts";
+import { syncGeneratedFile } from "./generated_file.ts";
 
 // ---------------------------------------------------------------------------------------------
 // Introspection schema (the `query-qmp-schema` return value)
@@ -1476,26 +1477,12 @@ async function main(argv: string[]): Promise<number> {
     return 1;
   }
 
-  let current: string | null = null;
-  try {
-    current = await Deno.readTextFile(out);
-  } catch {
-    current = null;
-  }
-  if (opt.check) {
-    if (current !== gen.text) {
-      log(`${out} is out of date; regenerate with scripts/gen-qapi.ts`);
-      return 1;
-    }
-    log(`${out} is up to date`);
-    return 0;
-  }
-  if (current !== gen.text) {
-    await Deno.mkdir(out.replace(/\/[^/]*$/, "") || ".", { recursive: true });
-    await Deno.writeTextFile(out, gen.text);
-    log(`wrote ${out}`);
-  } else log(`${out} unchanged`);
-  return 0;
+  return await syncGeneratedFile(out, gen.text, {
+    check: Boolean(opt.check),
+    log,
+    regenerate: "scripts/gen-qapi.ts",
+    mkdir: true,
+  });
 }
 
 if (import.meta.main) {

@@ -5,43 +5,9 @@
 import assert from "node:assert/strict";
 import { completeAgent } from "../scripts/cli/agent_shell.ts";
 import { hostAgentAvailable, startHostAgent } from "./helpers/host_agent.ts";
+import { qmp } from "./helpers/cli.ts";
 
-const QMP_TS = new URL("../scripts/qmp.ts", import.meta.url).pathname;
-const PERMS = ["--allow-read", "--allow-write", "--allow-net", "--allow-run", "--allow-env"];
 const ignore = !hostAgentAvailable();
-
-interface Run {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
-
-async function qmp(args: string[], stdin?: string, timeoutMs = 30_000): Promise<Run> {
-  const child = new Deno.Command(Deno.execPath(), {
-    args: ["run", "--quiet", ...PERMS, QMP_TS, ...args],
-    stdin: stdin === undefined ? "null" : "piped",
-    stdout: "piped",
-    stderr: "piped",
-    env: { NO_COLOR: "1" },
-  }).spawn();
-  const timer = setTimeout(() => {
-    try {
-      child.kill("SIGKILL");
-    } catch { /* exited */ }
-  }, timeoutMs);
-  try {
-    if (stdin !== undefined) {
-      const w = child.stdin.getWriter();
-      await w.write(new TextEncoder().encode(stdin));
-      await w.close();
-    }
-    const out = await child.output();
-    const d = new TextDecoder();
-    return { code: out.code, stdout: d.decode(out.stdout), stderr: d.decode(out.stderr) };
-  } finally {
-    clearTimeout(timer);
-  }
-}
 
 Deno.test({
   name: "qmp agent: a command prints its return value; an agent error is one line, exit 1",
@@ -186,7 +152,7 @@ Deno.test({
     await using host = await startHostAgent();
     const ok = await qmp(
       ["shell", "--agent", host.address, "--compact"],
-      "guest-ping\n# a comment\nexec /bin/echo hi\nguest-get-host-name\n",
+      { stdin: "guest-ping\n# a comment\nexec /bin/echo hi\nguest-get-host-name\n" },
     );
     assert.equal(ok.code, 0, ok.stderr);
     const lines = ok.stdout.trim().split("\n");
@@ -196,7 +162,7 @@ Deno.test({
     assert.ok("host-name" in JSON.parse(lines[3]));
     const bad = await qmp(
       ["shell", "--agent", host.address],
-      "guest-file-open path=/nonexistent\nguest-ping\n",
+      { stdin: "guest-file-open path=/nonexistent\nguest-ping\n" },
     );
     assert.equal(bad.code, 1);
     assert.equal(bad.stdout, "");

@@ -9,25 +9,12 @@ import assert from "node:assert/strict";
 import { connectAgent } from "../lib/agent/client.ts";
 import { AgentExecTimeoutError } from "../lib/agent/errors.ts";
 import { TimeoutError } from "../lib/errors.ts";
-import { findTinyGuest } from "../lib/guest.ts";
 import { launch } from "../lib/machine.ts";
+import { within } from "./helpers/qemu.ts";
+import { findAgentGuest } from "./helpers/guest.ts";
 
-const guest = await findTinyGuest().catch(() => undefined);
-const ignore = !guest?.manifest.agent;
-
-async function within<T>(ms: number, what: string, promise: Promise<T>): Promise<T> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  try {
-    return await Promise.race([
-      promise,
-      new Promise<never>((_, reject) => {
-        timer = setTimeout(() => reject(new Error(`${what}: still pending after ${ms} ms`)), ms);
-      }),
-    ]);
-  } finally {
-    clearTimeout(timer);
-  }
-}
+const { skip } = await findAgentGuest("tests/agent_guest_faults_test.ts");
+const ignore = skip !== "";
 
 Deno.test({
   name: "agent faults in the tiny guest: not running yet, leftovers, 100 MB output, endless exec",
@@ -39,9 +26,9 @@ Deno.test({
       await t.step("before qemu-ga starts: a timeout that asks whether it runs", async () => {
         // The guest is still booting: the chardev socket accepts, nobody answers.
         const err = await within(
+          connectAgent(`unix:${socket}`, { timeout: 1000 }).catch((e) => e),
           10_000,
           "connect",
-          connectAgent(`unix:${socket}`, { timeout: 1000 }).catch((e) => e),
         );
         assert.ok(err instanceof TimeoutError, String(err));
         assert.match(err.message, /is qemu-ga started in the guest\?/);
@@ -51,7 +38,7 @@ Deno.test({
         const raw = await Deno.connect({ transport: "unix", path: socket });
         await raw.write(new TextEncoder().encode('{"execute": "guest-info", "argu'));
         raw.close();
-        await within(120_000, "waitReady", vm.agent.waitReady({ timeout: "90s" }));
+        await within(vm.agent.waitReady({ timeout: "90s" }), 120_000, "waitReady");
         const info = await vm.agent.info();
         assert.ok(info.supported_commands.some((c) => c.name === "guest-exec"));
       });
@@ -60,11 +47,11 @@ Deno.test({
         "a command printing 100 MB: bounded, reported truncated, agent alive",
         async () => {
           const r = await within(
-            180_000,
-            "100 MB exec",
             vm.agent.exec("/bin/sh", ["-c", "head -c 100000000 /dev/zero; echo done >&2"], {
               timeout: "150s",
             }),
+            180_000,
+            "100 MB exec",
           );
           assert.equal(r.exitCode, 0);
           assert.equal(r.stdoutTruncated, true);
@@ -78,9 +65,9 @@ Deno.test({
         "an exec that never exits: timeout, pid, left running, then killed",
         async () => {
           const err = await within(
+            vm.agent.exec("/bin/sleep", ["1000"], { timeout: "2s" }).catch((e) => e),
             30_000,
             "endless exec",
-            vm.agent.exec("/bin/sleep", ["1000"], { timeout: "2s" }).catch((e) => e),
           );
           assert.ok(err instanceof AgentExecTimeoutError, String(err));
           assert.match(err.message, /left running in the guest/);

@@ -12,33 +12,7 @@ import assert from "node:assert/strict";
 import { connect } from "../lib/client.ts";
 import { ConnectionError, MonitorBusyError, QmpError, TimeoutError } from "../lib/errors.ts";
 import { startQemuForClients } from "./helpers/qemu.ts";
-
-const QMP_TS = new URL("../scripts/qmp.ts", import.meta.url).pathname;
-const PERMS = ["--allow-read", "--allow-write", "--allow-net", "--allow-run", "--allow-env"];
-
-interface Run {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
-
-/** Runs the CLI to completion (killed after `timeoutMs`). */
-async function qmp(args: string[], timeoutMs = 30_000): Promise<Run> {
-  const out = await new Deno.Command(Deno.execPath(), {
-    args: ["run", "--quiet", ...PERMS, QMP_TS, ...args],
-    stdin: "null",
-    stdout: "piped",
-    stderr: "piped",
-    env: { NO_COLOR: "1" },
-    signal: AbortSignal.timeout(timeoutMs),
-  }).output();
-  const text = (b: Uint8Array) => new TextDecoder().decode(b);
-  return { code: out.code, stdout: text(out.stdout), stderr: text(out.stderr) };
-}
-
-function show(r: Run): string {
-  return `exit ${r.code}\nstdout: ${r.stdout}\nstderr: ${r.stderr}`;
-}
+import { qmp, type Run, show } from "./helpers/cli.ts";
 
 Deno.test("busy monitor: every qmp exec says so while another client is attached (real QEMU)", async () => {
   await using qemu = await startQemuForClients({ machine: "none" });

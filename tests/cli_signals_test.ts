@@ -10,7 +10,8 @@
 import assert from "node:assert/strict";
 import { fileURLToPath } from "node:url";
 import { onStopSignals, type StopSignal } from "../scripts/cli/signals.ts";
-import { hasTmux, Tmux } from "./helpers/pty.ts";
+import { hasTmux, type Pane, Tmux } from "./helpers/pty.ts";
+import { pidExists } from "./helpers/process.ts";
 
 const ROOT = fileURLToPath(new URL("..", import.meta.url));
 const PLAY = fileURLToPath(new URL("../scripts/play.ts", import.meta.url));
@@ -67,14 +68,27 @@ async function entries(dir: string): Promise<string[]> {
   return names.sort();
 }
 
-/** True while a process with this pid exists. */
-async function alive(pid: number): Promise<boolean> {
-  const out = await new Deno.Command("kill", {
-    args: ["-0", String(pid)],
-    stdout: "null",
-    stderr: "null",
-  }).output();
-  return out.success;
+/**
+ * Starts `deno task play FILE` in a tmux pane (TMPDIR=`tmp`; the shell echoes `EXIT=<status>`
+ * after it) and waits for the playbook to print QEMU's pid.
+ */
+async function playInPane(
+  tmux: Tmux,
+  tmp: string,
+  file: string,
+): Promise<{ pane: Pane; pid: string }> {
+  const pane = await tmux.start(
+    `cd ${ROOT} && env TMPDIR=${tmp} NO_COLOR=1 ${Deno.execPath()} task play ${file}` +
+      `; echo "EXIT=$?"; sleep 60`,
+  );
+  const [, pid] = (await pane.waitFor(
+    "QEMU's pid",
+    (s) => /QEMU-PID \d+/.test(s),
+    30_000,
+    true,
+  ))
+    .match(/QEMU-PID (\d+)/)!;
+  return { pane, pid };
 }
 
 async function readIfExists(path: string): Promise<string | undefined> {
@@ -161,17 +175,7 @@ Deno.test({
       await Deno.writeTextFile(file, waitingPlaybook(marker));
       const tmux = new Tmux("play-sigint");
       try {
-        const pane = await tmux.start(
-          `cd ${ROOT} && env TMPDIR=${tmp} NO_COLOR=1 ${Deno.execPath()} task play ${file}` +
-            `; echo "EXIT=$?"; sleep 60`,
-        );
-        const [, pid] = (await pane.waitFor(
-          "QEMU's pid",
-          (s) => /QEMU-PID \d+/.test(s),
-          30_000,
-          true,
-        ))
-          .match(/QEMU-PID (\d+)/)!;
+        const { pane, pid } = await playInPane(tmux, tmp, file);
         await pane.keys("C-c");
         const screen = await pane.waitFor(
           "the exit status",
@@ -184,7 +188,7 @@ Deno.test({
         assert.equal((screen.match(/Interrupted: aborting steps/g) ?? []).length, 1, screen);
         assert.match(screen, /1 interrupted playbooks .*\(interrupted by Ctrl-C\)/, screen);
         assert.equal(await readIfExists(marker), "cleanup prelaunch", screen);
-        assert.equal(await alive(Number(pid)), false, `QEMU ${pid} is still running`);
+        assert.equal(await pidExists(Number(pid)), false, `QEMU ${pid} is still running`);
         assert.deepEqual(await entries(tmp), [], "temp dirs left behind");
       } finally {
         await tmux.killServer();
@@ -210,17 +214,7 @@ Deno.test({
       );
       const tmux = new Tmux("play-sigint2");
       try {
-        const pane = await tmux.start(
-          `cd ${ROOT} && env TMPDIR=${tmp} NO_COLOR=1 ${Deno.execPath()} task play ${file}` +
-            `; echo "EXIT=$?"; sleep 60`,
-        );
-        const [, pid] = (await pane.waitFor(
-          "QEMU's pid",
-          (s) => /QEMU-PID \d+/.test(s),
-          30_000,
-          true,
-        ))
-          .match(/QEMU-PID (\d+)/)!;
+        const { pane, pid } = await playInPane(tmux, tmp, file);
         await pane.keys("C-c");
         await pane.waitFor("the slow cleanup", (s) => s.includes("CLEANUP-SLOW"), 30_000, true);
         await new Promise((r) => setTimeout(r, 1500)); // past the 1 s window
@@ -237,7 +231,7 @@ Deno.test({
         assert.match(screen, /Killing VMs\./);
         assert.match(screen, /EXIT=130/);
         assert.doesNotMatch(screen, /CLEANUP-END/);
-        assert.equal(await alive(Number(pid)), false, `QEMU ${pid} is still running`);
+        assert.equal(await pidExists(Number(pid)), false, `QEMU ${pid} is still running`);
         assert.deepEqual(await entries(tmp), [], "temp dirs left behind");
       } finally {
         await tmux.killServer();
@@ -262,7 +256,7 @@ Deno.test("SIGTERM to the runner: cleanups, report, exit 143, no temp dir", asyn
     assert.equal(report.interruptedBy, "SIGTERM");
     assert.equal(report.playbooks[0].status, "interrupted");
     assert.equal(await readIfExists(marker), "cleanup prelaunch", p.stderr);
-    assert.equal(await alive(Number(pid)), false, `QEMU ${pid} is still running`);
+    assert.equal(await pidExists(Number(pid)), false, `QEMU ${pid} is still running`);
     assert.deepEqual(await entries(tmp), [], "temp dirs left behind");
   });
 });
@@ -283,7 +277,7 @@ Deno.test("qmp shell --launch in batch mode: SIGINT stops QEMU, exit 130, no tem
       p.child.kill("SIGINT");
       const status = await p.done;
       assert.equal(status.code, 130, p.stderr);
-      assert.equal(await alive(Number(pid)), false, `QEMU ${pid} is still running`);
+      assert.equal(await pidExists(Number(pid)), false, `QEMU ${pid} is still running`);
       assert.deepEqual(await entries(tmp), [], "temp dirs left behind");
     } finally {
       await stdin.close().catch(() => {});
@@ -314,7 +308,7 @@ Deno.test("qmp exec --launch: SIGINT while QEMU starts stops it, exit 130, no te
     p.child.kill("SIGINT");
     const status = await p.done;
     assert.equal(status.code, 130, p.stderr);
-    assert.equal(await alive(Number(pid)), false, `QEMU ${pid} is still running`);
+    assert.equal(await pidExists(Number(pid)), false, `QEMU ${pid} is still running`);
     assert.deepEqual(await entries(tmp), [], "temp dirs left behind");
   });
 });
@@ -327,7 +321,7 @@ Deno.test("qmp events --launch: Ctrl-C is still its normal end (exit 0), no temp
     p.child.kill("SIGINT");
     const status = await p.done;
     assert.equal(status.code, 0, p.stderr);
-    assert.equal(await alive(Number(pid)), false, `QEMU ${pid} is still running`);
+    assert.equal(await pidExists(Number(pid)), false, `QEMU ${pid} is still running`);
     assert.deepEqual(await entries(tmp), [], "temp dirs left behind");
   });
 });

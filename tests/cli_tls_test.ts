@@ -7,38 +7,21 @@
 import assert from "node:assert/strict";
 import { launch, type Machine } from "../lib/machine.ts";
 import { LOCAL_SAN, makePki, type TestPki } from "./helpers/tls_pki.ts";
+import { type Run, runDeno, show } from "./helpers/cli.ts";
 
 const QMP_TS = new URL("../scripts/qmp.ts", import.meta.url).pathname;
 const PLAY_TS = new URL("../scripts/play.ts", import.meta.url).pathname;
 const PLAYBOOK_URL = new URL("../lib/runner/playbook.ts", import.meta.url).href;
 const PERMS = ["--allow-read", "--allow-write", "--allow-net", "--allow-run", "--allow-env"];
 
-interface Run {
-  code: number;
-  stdout: string;
-  stderr: string;
+/** Runs a Deno script with `args` and `stdin`, killed after 60 s. */
+function run(script: string, args: string[], stdin?: string): Promise<Run> {
+  return runDeno(script, args, {
+    stdin,
+    timeoutMs: 60_000,
+    flags: ["--quiet", "--no-check", ...PERMS],
+  });
 }
-
-async function run(script: string, args: string[], stdin?: string): Promise<Run> {
-  const child = new Deno.Command(Deno.execPath(), {
-    args: ["run", "--quiet", "--no-check", ...PERMS, script, ...args],
-    stdin: stdin === undefined ? "null" : "piped",
-    stdout: "piped",
-    stderr: "piped",
-    env: { NO_COLOR: "1" },
-    signal: AbortSignal.timeout(60_000),
-  }).spawn();
-  if (stdin !== undefined) {
-    const w = child.stdin.getWriter();
-    await w.write(new TextEncoder().encode(stdin));
-    await w.close();
-  }
-  const out = await child.output();
-  const dec = new TextDecoder();
-  return { code: out.code, stdout: dec.decode(out.stdout), stderr: dec.decode(out.stderr) };
-}
-
-const show = (r: Run) => `exit ${r.code}\nstdout: ${r.stdout}\nstderr: ${r.stderr}`;
 
 async function tlsVm(
   pki: TestPki,

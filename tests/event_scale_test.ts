@@ -9,6 +9,7 @@ import assert from "node:assert/strict";
 import { QmpClient } from "../lib/client.ts";
 import { TimeoutError } from "../lib/errors.ts";
 import { memoryPair } from "./helpers/memory_transport.ts";
+import { within } from "./helpers/qemu.ts";
 
 const N = 30_000;
 /** Generous: O(1) registration takes ~20-100 ms for 30,000 here; quadratic took 7-8 s. */
@@ -34,21 +35,6 @@ function timedLoop(what: string, n: number, ms: number, step: (i: number) => voi
     }
   }
   return performance.now() - t0;
-}
-
-/** Awaits `promise`, failing when it takes longer than `ms`. */
-async function within<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  try {
-    return await Promise.race([
-      promise,
-      new Promise<never>((_, reject) => {
-        timer = setTimeout(() => reject(new Error(`${what}: not done after ${ms} ms`)), ms);
-      }),
-    ]);
-  } finally {
-    clearTimeout(timer);
-  }
 }
 
 Deno.test("scale: 30,000 waitEvent()s arm in < 1 s and one event settles them all", async () => {

@@ -8,6 +8,7 @@
 import assert from "node:assert/strict";
 import { connect, parseJson, stringifyJson } from "../mod.ts";
 import { startQemu, startQemuForClients, within } from "./helpers/qemu.ts";
+import { qmp as runQmp, runDeno } from "./helpers/cli.ts";
 
 const LBR_FMT = 18446744073709551552n;
 /** 2^53 + 1: the smallest integer a double cannot hold (read back as ...992 before). */
@@ -65,29 +66,13 @@ Deno.test("exact integers (QEMU): qom-get, cpu model expansion, migrate paramete
   assert.match(text, /"size":1152921504606847488[,}]/);
 });
 
-const QMP_TS = new URL("../scripts/qmp.ts", import.meta.url).pathname;
 const PERMS = ["--allow-read", "--allow-write", "--allow-net", "--allow-run", "--allow-env"];
 
-/** Runs the real CLI (`deno run scripts/qmp.ts ...`), killed after 30 s. */
+/** Runs the real CLI (`deno run scripts/qmp.ts ...`, killed after 30 s); it must exit 0. */
 async function qmp(args: string[], stdin?: string): Promise<{ code: number; stdout: string }> {
-  const child = new Deno.Command(Deno.execPath(), {
-    args: ["run", "--quiet", ...PERMS, QMP_TS, ...args],
-    stdin: stdin === undefined ? "null" : "piped",
-    stdout: "piped",
-    stderr: "piped",
-    env: { NO_COLOR: "1" },
-    signal: AbortSignal.timeout(30_000),
-  }).spawn();
-  if (stdin !== undefined) {
-    const w = child.stdin.getWriter();
-    await w.write(new TextEncoder().encode(stdin));
-    await w.close();
-  }
-  const out = await child.output();
-  const dec = new TextDecoder();
-  const stdout = dec.decode(out.stdout);
-  assert.equal(out.code, 0, `qmp ${args.join(" ")} exited ${out.code}: ${dec.decode(out.stderr)}`);
-  return { code: out.code, stdout };
+  const r = await runQmp(args, { stdin });
+  assert.equal(r.code, 0, `qmp ${args.join(" ")} exited ${r.code}: ${r.stderr}`);
+  return r;
 }
 
 Deno.test("exact integers (QEMU): the qmp CLI sends and prints integers beyond 2^53 exactly", async () => {
@@ -152,26 +137,12 @@ export default playbook({ name: "ints", vm: { machine: "pc", paused: true, memor
 });
 `,
     );
-    const out = await new Deno.Command(Deno.execPath(), {
-      args: [
-        "run",
-        "--no-check",
-        ...PERMS,
-        PLAY_TS,
-        file,
-        "--record",
-        `${dir}/rec`,
-        "--reporter",
-        "json",
-      ],
-      env: { NO_COLOR: "1" },
-      stdout: "piped",
-      stderr: "piped",
-      signal: AbortSignal.timeout(60_000),
-    }).output();
-    const stdout = new TextDecoder().decode(out.stdout);
-    const stderr = new TextDecoder().decode(out.stderr);
-    assert.equal(out.code, 1, stderr);
+    const { code, stdout, stderr } = await runDeno(
+      PLAY_TS,
+      [file, "--record", `${dir}/rec`, "--reporter", "json"],
+      { flags: ["--no-check", ...PERMS], timeoutMs: 60_000 },
+    );
+    assert.equal(code, 1, stderr);
     const report = parseJson(stdout);
     const steps = report.playbooks[0].steps.map((s: { name: string; status: string }) =>
       `${s.name}: ${s.status}`

@@ -4,24 +4,15 @@
  */
 import assert from "node:assert/strict";
 import { fileURLToPath } from "node:url";
+import { type Run, runDeno } from "./helpers/cli.ts";
 
 const ROOT = fileURLToPath(new URL("..", import.meta.url));
 const GEN = fileURLToPath(new URL("../scripts/gen-qapi.ts", import.meta.url));
 const PERMS = ["--allow-read", "--allow-write", "--allow-run", "--allow-net", "--allow-env"];
 
-async function gen(...args: string[]): Promise<{ code: number; stderr: string }> {
-  const child = new Deno.Command(Deno.execPath(), {
-    args: ["run", ...PERMS, GEN, ...args],
-    cwd: ROOT,
-    env: { NO_COLOR: "1" },
-    stdin: "null",
-    stdout: "null",
-    stderr: "piped",
-  }).spawn();
-  const timer = setTimeout(() => child.kill("SIGKILL"), 60_000);
-  const out = await child.output();
-  clearTimeout(timer);
-  return { code: out.code, stderr: new TextDecoder().decode(out.stderr) };
+/** Runs scripts/gen-qapi.ts from the repository root, killed after 60 s. */
+function gen(...args: string[]): Promise<Run> {
+  return runDeno(GEN, args, { cwd: ROOT, timeoutMs: 60_000, flags: PERMS });
 }
 
 Deno.test("gen-qapi: usage errors exit 2 and name the problem", async () => {

@@ -11,35 +11,15 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { launch } from "../lib/machine.ts";
-import { findTinyGuest, type TinyGuest } from "../lib/guest.ts";
+import { within } from "./helpers/qemu.ts";
 import { LaunchError, QmpError } from "../lib/errors.ts";
 import { AgentCommandError, AgentError, AgentPortClosedError } from "../lib/agent/errors.ts";
 import { AGENT_DEFAULT_MEMORY_MIB, agentArgs } from "../lib/agent_channel.ts";
 import { connectAgent } from "../lib/agent/client.ts";
 import { parseLdd } from "../scripts/build-guest.ts";
+import { findAgentGuest } from "./helpers/guest.ts";
 
-const guest: TinyGuest | undefined = await findTinyGuest().catch(() => undefined);
-const skip = !guest
-  ? "the tiny guest is not built (deno task guest)"
-  : !guest.agent
-  ? "the tiny guest has no agent (install qemu-guest-agent, then deno task guest)"
-  : "";
-if (skip) console.warn(`tests/guest_agent_launch_test.ts: ignoring the boot test: ${skip}`);
-
-/** Rejects if `promise` takes longer than `ms`: a hang fails the step instead of the run. */
-async function within<T>(ms: number, what: string, promise: Promise<T>): Promise<T> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  try {
-    return await Promise.race([
-      promise,
-      new Promise<never>((_, reject) => {
-        timer = setTimeout(() => reject(new Error(`${what}: still pending after ${ms} ms`)), ms);
-      }),
-    ]);
-  } finally {
-    clearTimeout(timer);
-  }
-}
+const { guest, skip } = await findAgentGuest("tests/guest_agent_launch_test.ts");
 
 Deno.test({
   name: "agent launch: the tiny guest's qemu-ga over vm.agent (one boot)",
@@ -75,7 +55,7 @@ Deno.test({
         // e.g. `qmp agent unix:<vm.agentSocketPath> ...` from a shell while the script runs
         const other = await connectAgent(`unix:${vm.agentSocketPath}`, { sync: false });
         try {
-          await within(120_000, "waitReady", other.waitReady({ timeout: "90s" }));
+          await within(other.waitReady({ timeout: "90s" }), 120_000, "waitReady");
           assert.equal((await other.osInfo()).id, "qmpkit-tiny");
         } finally {
           await other.close();
@@ -83,7 +63,7 @@ Deno.test({
       });
 
       await t.step("waitReady, then guest-info answers", async () => {
-        await within(60_000, "waitReady", vm.agent.waitReady({ timeout: "30s" }));
+        await within(vm.agent.waitReady({ timeout: "30s" }), 60_000, "waitReady");
         const info = await vm.agent.info();
         assert.match(info.version, /^\d+\.\d+/);
         const exec = info.supported_commands.find((c) => c.name === "guest-exec");
@@ -146,10 +126,10 @@ Deno.test({
           const t0 = performance.now();
           // The shell's parent is qemu-ga: it kills the agent while exec() polls for its status.
           const death = await within(
-            20_000,
-            "exec while qemu-ga dies",
             vm.agent.exec("/bin/sh", ["-c", "sleep 1; kill -9 $PPID; sleep 30"], { timeout: "60s" })
               .then(() => undefined, (e: unknown) => e),
+            20_000,
+            "exec while qemu-ga dies",
           );
           const ms = performance.now() - t0;
           assert.ok(death instanceof AgentPortClosedError, `expected a closed port, got ${death}`);
@@ -157,16 +137,16 @@ Deno.test({
           assert.match(death.message, /VSERPORT_CHANGE/);
           assert.ok(ms < 15_000, `failed after ${Math.round(ms)} ms: reported, not waited out`);
           // The guest restarts qemu-ga a second later (as a service manager would).
-          await within(40_000, "waitReady after restart", vm.agent.waitReady({ timeout: "30s" }));
+          await within(vm.agent.waitReady({ timeout: "30s" }), 40_000, "waitReady after restart");
           assert.equal((await vm.agent.exec("/bin/echo", ["back"])).stdout, "back\n");
         },
       );
 
       await t.step("shutdown({ mode: 'powerdown' }) resolves on SHUTDOWN", async () => {
         await within(
+          vm.agent.shutdown({ mode: "powerdown", qmp: vm.qmp, timeout: "60s" }),
           90_000,
           "agent shutdown",
-          vm.agent.shutdown({ mode: "powerdown", qmp: vm.qmp, timeout: "60s" }),
         );
         const status = await vm.wait({ timeout: "30s" });
         assert.equal(status.code, 0);

@@ -11,16 +11,10 @@ import assert from "node:assert/strict";
 import { playbook } from "../lib/runner/playbook.ts";
 import { runPlaybook } from "../lib/runner/engine.ts";
 import { listPlaybook } from "../lib/runner/listing.ts";
-import { findTinyGuest } from "../lib/guest.ts";
 import { connectAgent } from "../lib/agent/client.ts";
+import { findAgentGuest } from "./helpers/guest.ts";
 
-const guest = await findTinyGuest().catch(() => undefined);
-const skip = !guest
-  ? "the tiny guest is not built (deno task guest)"
-  : !guest.agent
-  ? "the tiny guest has no agent (install qemu-guest-agent, then deno task guest)"
-  : "";
-if (skip) console.warn(`tests/guest_agent_playbook_test.ts: ignoring the boot test: ${skip}`);
+const { guest, skip } = await findAgentGuest("tests/guest_agent_playbook_test.ts");
 
 Deno.test({
   name: "playbook: t.agent runs a program in the tiny guest; --keep-vm frees the agent socket",

@@ -12,13 +12,9 @@
  * set; under CI it must run (scripts/setup.sh installs chromium).
  */
 import assert from "node:assert/strict";
-import { fileURLToPath } from "node:url";
 import { Chromium, type ChromiumPage, findChromium } from "./helpers/chromium.ts";
+import { play, writePlaybook } from "./helpers/play.ts";
 
-const ROOT = fileURLToPath(new URL("..", import.meta.url));
-const PLAY = fileURLToPath(new URL("../scripts/play.ts", import.meta.url));
-const PLAYBOOK_URL = new URL("../lib/runner/playbook.ts", import.meta.url).href;
-const PERMS = ["--allow-read", "--allow-write", "--allow-net", "--allow-run", "--allow-env"];
 const INJECTION = "<img src=x onerror=alert(1)>";
 
 const CHROMIUM = findChromium();
@@ -38,40 +34,6 @@ function chromium(): string {
     );
   }
   return CHROMIUM;
-}
-
-/** Runs play.ts with `args` (killed after `timeoutMs`); resolves with its exit code and output. */
-async function play(
-  args: string[],
-  timeoutMs: number,
-): Promise<{ code: number; stdout: string; stderr: string }> {
-  const child = new Deno.Command(Deno.execPath(), {
-    args: ["run", "--no-check", ...PERMS, PLAY, ...args],
-    cwd: ROOT,
-    env: { NO_COLOR: "1", CI: "" },
-    stdin: "null",
-    stdout: "piped",
-    stderr: "piped",
-  }).spawn();
-  const timer = setTimeout(() => {
-    try {
-      child.kill("SIGKILL");
-    } catch { /* exited */ }
-  }, timeoutMs);
-  const out = await child.output();
-  clearTimeout(timer);
-  const text = (b: Uint8Array) => new TextDecoder().decode(b);
-  if (out.signal === "SIGKILL") {
-    throw new Error(`play.ts ${args.join(" ")} overran ${timeoutMs} ms:\n${text(out.stderr)}`);
-  }
-  return { code: out.code, stdout: text(out.stdout), stderr: text(out.stderr) };
-}
-
-async function writePlaybook(dir: string, name: string, body: string): Promise<void> {
-  await Deno.writeTextFile(
-    `${dir}/${name}.playbook.ts`,
-    `import { playbook } from "${PLAYBOOK_URL}";\n${body}\n`,
-  );
 }
 
 /** A passing playbook and a crash (QEMU killed mid-step) on `-machine none`: no boot. */
@@ -210,7 +172,7 @@ Deno.test({
       await writeGuestPlaybook(`${dir}/pb`);
       const r = await play(
         [`${dir}/pb`, "--parallel", "2", "--reporter", "html", "--output", `${dir}/report`],
-        240_000,
+        { timeoutMs: 240_000, env: { CI: "" } },
       );
       assert.equal(r.code, 1, r.stderr);
       const file = `${dir}/report/index.html`;
@@ -309,13 +271,13 @@ Deno.test({
       for (const shard of ["1/2", "2/2"]) {
         const r = await play(
           [`${dir}/pb`, "--shard", shard, "--reporter", "blob", "--output", `${dir}/blobs`],
-          90_000,
+          { timeoutMs: 90_000, env: { CI: "" } },
         );
         assert.ok(r.code === 0 || r.code === 1, r.stderr);
       }
       const m = await play(
         ["merge-reports", `${dir}/blobs`, "--reporter", "html", "--output", `${dir}/report`],
-        60_000,
+        { timeoutMs: 60_000, env: { CI: "" } },
       );
       assert.equal(m.code, 1, m.stderr);
       const file = `${dir}/report/index.html`;

@@ -11,6 +11,7 @@ import { HTML_REPORT_FILE, htmlReport, writeHtmlReport } from "../lib/runner/rep
 import { createReporter } from "../lib/runner/reporters.ts";
 import { countResults, type RunSummary } from "../lib/runner/results.ts";
 import { INJECTION, SAMPLE_SECRET, sampleSummary } from "./helpers/sample_results.ts";
+import { type Run, runDeno } from "./helpers/cli.ts";
 
 /** The page without its generation time (the only part that changes between renders). */
 function stable(html: string): string {
@@ -290,18 +291,12 @@ Deno.test("html: createReporter('html') writes the file at runEnd and says where
 
 const PLAY = new URL("../scripts/play.ts", import.meta.url).pathname;
 
-async function play(args: string[]): Promise<{ code: number; stderr: string }> {
-  const child = new Deno.Command(Deno.execPath(), {
-    args: ["run", "--no-check", "-R", "-W", "-N", "--allow-run", "-E", PLAY, ...args],
-    env: { NO_COLOR: "1" },
-    stdin: "null",
-    stdout: "null",
-    stderr: "piped",
-  }).spawn();
-  const timer = setTimeout(() => child.kill("SIGKILL"), 60_000);
-  const out = await child.output();
-  clearTimeout(timer);
-  return { code: out.code, stderr: new TextDecoder().decode(out.stderr) };
+/** Runs scripts/play.ts with `args`, killed after 60 s. */
+function play(args: string[]): Promise<Run> {
+  return runDeno(PLAY, args, {
+    timeoutMs: 60_000,
+    flags: ["--no-check", "-R", "-W", "-N", "--allow-run", "-E"],
+  });
 }
 
 Deno.test("html CLI: an --output that is not a writable directory: one error line, exit 2", async () => {

@@ -6,7 +6,7 @@
 import assert from "node:assert/strict";
 import { connectAgent } from "../lib/agent/client.ts";
 import { startLibvirtDomain } from "../lib/libvirt_domain.ts";
-import { qmp as qmpCli } from "./helpers/cli.ts";
+import { PERMS, qmp as qmpCli } from "./helpers/cli.ts";
 import {
   createDomain,
   domainXml,
@@ -22,14 +22,6 @@ import {
 const skip = libvirtSkipReason();
 const ROOT = new URL("..", import.meta.url).pathname;
 const PLAY = `${ROOT}scripts/play.ts`;
-const PERMS = [
-  "--allow-read",
-  "--allow-write",
-  "--allow-net",
-  "--allow-run",
-  "--allow-env",
-  "--allow-ffi",
-];
 
 async function domainExists(name: string): Promise<boolean> {
   return (await virsh("list", "--name", "--all")).split("\n").some((l) => l.trim() === name);

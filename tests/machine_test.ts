@@ -5,27 +5,10 @@ import { AbortError, ConnectionClosedError, LaunchError } from "../lib/errors.ts
 import { connect } from "../lib/client.ts";
 import { within } from "./helpers/qemu.ts";
 import { findTinyGuest } from "../lib/guest.ts";
+import { alive, gone } from "./helpers/process.ts";
 
 const guestBuilt = await findTinyGuest().then(() => true, () => false);
 const LIB = new URL("../lib/machine.ts", import.meta.url).href;
-
-function alive(pid: number): boolean {
-  try {
-    Deno.kill(pid, "SIGCONT"); // harmless probe
-    return true;
-  } catch {
-    return false;
-  }
-}
-
-async function gone(pid: number, ms = 5000): Promise<boolean> {
-  const end = Date.now() + ms;
-  while (Date.now() < end) {
-    if (!alive(pid)) return true;
-    await new Promise((r) => setTimeout(r, 50));
-  }
-  return !alive(pid);
-}
 
 async function exists(path: string): Promise<boolean> {
   return await Deno.stat(path).then(() => true, () => false);

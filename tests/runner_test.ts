@@ -9,16 +9,7 @@ import { connect } from "../lib/client.ts";
 import { findTinyGuest } from "../lib/guest.ts";
 import { Play, play, ROOT, withDir, writePlaybook } from "./helpers/play.ts";
 import { startQemu } from "./helpers/qemu.ts";
-
-/** True while a process with this pid exists (`kill -0`; reading /proc needs --allow-all). */
-async function alive(pid: number): Promise<boolean> {
-  const out = await new Deno.Command("kill", {
-    args: ["-0", String(pid)],
-    stdout: "null",
-    stderr: "null",
-  }).output();
-  return out.success;
-}
+import { pidExists } from "./helpers/process.ts";
 
 const PASSING = `
 export default playbook({ name: "passing", vm: { machine: "pc", paused: true, memory: 64 } }, async (t) => {
@@ -150,7 +141,7 @@ export default playbook({ name: "interrupt", vm: { machine: "pc", paused: true, 
     );
     const p = new Play([file]);
     const [, pid] = await p.waitStderr(/QEMU-PID (\d+)\n/);
-    assert.ok(await alive(Number(pid)));
+    assert.ok(await pidExists(Number(pid)));
     p.child.kill("SIGINT");
     const r = await p.done;
     assert.equal(r.code, 130, r.stderr);
@@ -158,7 +149,7 @@ export default playbook({ name: "interrupt", vm: { machine: "pc", paused: true, 
     assert.match(r.stderr, /InterruptedError/);
     assert.doesNotMatch(r.stderr, /✗ \(playbook\)/, "reported once, by the step");
     assert.equal(await Deno.readTextFile(marker), "cleanup prelaunch");
-    assert.equal(await alive(Number(pid)), false, `QEMU ${pid} is still running`);
+    assert.equal(await pidExists(Number(pid)), false, `QEMU ${pid} is still running`);
   });
 });
 
@@ -559,7 +550,7 @@ Deno.test("--keep-vm leaves a failed playbook's VM running until Ctrl-C", async 
     );
     const p = new Play([file, "--keep-vm"]);
     const [, pid, socket] = await p.waitStderr(/pid (\d+), QMP unix:(\S+)\n/);
-    assert.ok(await alive(Number(pid)));
+    assert.ok(await pidExists(Number(pid)));
     {
       await using client = await connect(`unix:${socket}`, { timeout: "5s" });
       assert.equal((await client.execute("query-status")).status, "prelaunch");
@@ -567,7 +558,7 @@ Deno.test("--keep-vm leaves a failed playbook's VM running until Ctrl-C", async 
     p.child.kill("SIGINT");
     const r = await p.done;
     assert.equal(r.code, 1, r.stderr);
-    assert.equal(await alive(Number(pid)), false);
+    assert.equal(await pidExists(Number(pid)), false);
   });
 });
 

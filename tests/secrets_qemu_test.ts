@@ -12,6 +12,7 @@ import type { TranscriptEntry } from "../lib/client.ts";
 import { LaunchError } from "../lib/errors.ts";
 import { launch } from "../lib/machine.ts";
 import { startQemuForClients } from "./helpers/qemu.ts";
+import { type Run, runDeno } from "./helpers/cli.ts";
 
 const ROOT = fileURLToPath(new URL("..", import.meta.url));
 const QMP_TS = fileURLToPath(new URL("../scripts/qmp.ts", import.meta.url));
@@ -20,38 +21,14 @@ const PLAYBOOK_URL = new URL("../lib/runner/playbook.ts", import.meta.url).href;
 const PERMS = ["--allow-read", "--allow-write", "--allow-net", "--allow-run", "--allow-env"];
 const octal = (mode: number) => (mode & 0o777).toString(8).padStart(4, "0");
 
-/** Runs a Deno script with `args` and `stdin`, killed after `timeoutMs`. */
-async function run(
-  script: string,
-  args: string[],
-  stdin?: string,
-  timeoutMs = 60_000,
-): Promise<{ code: number; stdout: string; stderr: string }> {
-  const child = new Deno.Command(Deno.execPath(), {
-    args: ["run", "--quiet", "--no-check", ...PERMS, script, ...args],
+/** Runs a Deno script with `args` and `stdin` from the repository root, killed after `timeoutMs`. */
+function run(script: string, args: string[], stdin?: string, timeoutMs = 60_000): Promise<Run> {
+  return runDeno(script, args, {
+    stdin,
+    timeoutMs,
     cwd: ROOT,
-    env: { NO_COLOR: "1" },
-    stdin: stdin === undefined ? "null" : "piped",
-    stdout: "piped",
-    stderr: "piped",
-  }).spawn();
-  const timer = setTimeout(() => {
-    try {
-      child.kill("SIGKILL");
-    } catch { /* exited */ }
-  }, timeoutMs);
-  try {
-    if (stdin !== undefined) {
-      const w = child.stdin.getWriter();
-      await w.write(new TextEncoder().encode(stdin));
-      await w.close();
-    }
-    const out = await child.output();
-    const d = new TextDecoder();
-    return { code: out.code, stdout: d.decode(out.stdout), stderr: d.decode(out.stderr) };
-  } finally {
-    clearTimeout(timer);
-  }
+    flags: ["--quiet", "--no-check", ...PERMS],
+  });
 }
 
 function assertNone(where: string, text: string, secrets: string[]): void {

@@ -9,15 +9,7 @@
 import assert from "node:assert/strict";
 import { playbook, runPlaybook } from "../mod.ts";
 import nbdExport from "../examples/nbd_export.playbook.ts";
-
-function alive(pid: number): boolean {
-  try {
-    Deno.kill(pid, "SIGCONT");
-    return true;
-  } catch {
-    return false;
-  }
-}
+import { alive } from "./helpers/process.ts";
 
 Deno.test("examples/nbd_export.playbook.ts passes against the real daemon", async () => {
   const r = await runPlaybook(nbdExport, { file: "examples/nbd_export.playbook.ts" });

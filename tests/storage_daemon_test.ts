@@ -8,27 +8,10 @@
  */
 import assert from "node:assert/strict";
 import { LaunchError, launchStorageDaemon, QmpCommandError, qomTree } from "../mod.ts";
+import { alive, gone } from "./helpers/process.ts";
 
 const LIB = new URL("../lib/storage_daemon.ts", import.meta.url).href;
 const GEN = new URL("../scripts/gen-qapi.ts", import.meta.url).pathname;
-
-function alive(pid: number): boolean {
-  try {
-    Deno.kill(pid, "SIGCONT");
-    return true;
-  } catch {
-    return false;
-  }
-}
-
-async function gone(pid: number, ms = 5000): Promise<boolean> {
-  const end = Date.now() + ms;
-  while (Date.now() < end) {
-    if (!alive(pid)) return true;
-    await new Promise((r) => setTimeout(r, 50));
-  }
-  return !alive(pid);
-}
 
 async function run(cmd: string, args: string[]): Promise<{ code: number; out: string }> {
   const o = await new Deno.Command(cmd, { args, stdout: "piped", stderr: "piped" }).output();

@@ -8,7 +8,7 @@ import assert from "node:assert/strict";
 import { connect } from "../lib/client.ts";
 import { ProtocolError, QmpError, TimeoutError, TlsError, type TlsFailure } from "../lib/errors.ts";
 import { launch } from "../lib/machine.ts";
-import { LOCAL_SAN, makePki } from "./helpers/tls_pki.ts";
+import { LOCAL_SAN, localServerDir, makePki } from "./helpers/tls_pki.ts";
 import { startQemu } from "./helpers/qemu.ts";
 
 const T = { sanitizeOps: true, sanitizeResources: true };
@@ -33,13 +33,7 @@ Deno.test({
   ...T,
   async fn() {
     await using pki = await makePki();
-    const dir = await pki.serverDir(
-      "s",
-      await pki.leaf("server", {
-        usage: "server",
-        san: LOCAL_SAN,
-      }),
-    );
+    const dir = await localServerDir(pki);
     await using vm = await launch({ tls: { dir }, timeout: "30s" });
     assert.match(vm.tlsAddress ?? "", /^tls:\/\/127\.0\.0\.1:\d+$/);
     await using qmp = await connect(vm.tlsAddress!, {
@@ -92,13 +86,7 @@ Deno.test({
   ...T,
   async fn() {
     await using pki = await makePki();
-    const dir = await pki.serverDir(
-      "s",
-      await pki.leaf("server", {
-        usage: "server",
-        san: LOCAL_SAN,
-      }),
-    );
+    const dir = await localServerDir(pki);
     const client = await pki.leaf("client", { usage: "client" });
     await using vm = await launch({ tls: { dir }, timeout: "30s" });
     // Both paths: Deno.startTls (no client certificate) and node:tls (with one).
@@ -141,13 +129,7 @@ Deno.test({
   ...T,
   async fn() {
     await using pki = await makePki();
-    const dir = await pki.serverDir(
-      "s",
-      await pki.leaf("server", {
-        usage: "server",
-        san: LOCAL_SAN,
-      }),
-    );
+    const dir = await localServerDir(pki);
     await using vm = await launch({ tls: { dir }, timeout: "30s" });
     const port = Number(vm.tlsAddress!.split(":").pop());
     const caCerts = [await Deno.readTextFile(pki.caFile)];
@@ -236,13 +218,7 @@ Deno.test({
   ...T,
   async fn() {
     await using pki = await makePki();
-    const dir = await pki.serverDir(
-      "s",
-      await pki.leaf("server", {
-        usage: "server",
-        san: LOCAL_SAN,
-      }),
-    );
+    const dir = await localServerDir(pki);
     const client = await pki.leaf("client", { usage: "client" });
     const expired = await pki.leaf("expired", {
       usage: "client",
@@ -331,13 +307,7 @@ Deno.test({
   ...T,
   async fn() {
     await using pki = await makePki();
-    const dir = await pki.serverDir(
-      "s",
-      await pki.leaf("server", {
-        usage: "server",
-        san: LOCAL_SAN,
-      }),
-    );
+    const dir = await localServerDir(pki);
     await using vm = await launch({ tls: { dir }, timeout: "30s" });
     const tcp = vm.tlsAddress!.replace("tls://", "tcp:");
     const t0 = Date.now();
@@ -367,13 +337,7 @@ Deno.test({
   ...T,
   async fn() {
     await using pki = await makePki();
-    const dir = await pki.serverDir(
-      "s",
-      await pki.leaf("server", {
-        usage: "server",
-        san: LOCAL_SAN,
-      }),
-    );
+    const dir = await localServerDir(pki);
     await Deno.remove(`${dir}/dh-params.pem`);
     await assert.rejects(launch({ tls: { dir } }), (e: unknown) => {
       assert.ok(e instanceof QmpError);

@@ -5,6 +5,7 @@
  * @module
  */
 import { QmpError } from "../errors.ts";
+import { editDistance } from "../edit_distance.ts";
 
 /** One entry of `query-qmp-schema` (QAPI `SchemaInfo`), as QEMU sends it. */
 export interface SchemaEntry {
@@ -262,16 +263,4 @@ function closest(word: string, candidates: string[]): string | undefined {
     }
   }
   return best;
-}
-
-function editDistance(a: string, b: string): number {
-  let prev = Array.from({ length: b.length + 1 }, (_, i) => i);
-  for (let i = 1; i <= a.length; i++) {
-    const cur = [i];
-    for (let j = 1; j <= b.length; j++) {
-      cur[j] = Math.min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (a[i - 1] === b[j - 1] ? 0 : 1));
-    }
-    prev = cur;
-  }
-  return prev[b.length];
 }

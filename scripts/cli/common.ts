@@ -25,6 +25,7 @@ import { stringifyJson } from "../../lib/json.ts";
 import { shellSplit, UsageError } from "./args.ts";
 import { onStopSignals, SIGNAL_EXIT_CODE, type StopSignal } from "./signals.ts";
 import { SSH_HELP, sshFlags } from "./ssh_flags.ts";
+import { editDistance } from "../../lib/edit_distance.ts";
 
 export { UsageError };
 
@@ -124,6 +125,16 @@ function fileErrorLine(e: Error): string | undefined {
   return `cannot ${m[2]} ${m[3]}: ${m[1]}`;
 }
 
+/** The `--tls-*` and `--ssh-*` options (of every subcommand and of play.ts), for `parseArgs`. */
+export const REMOTE_OPTIONS = {
+  "tls-ca": { type: "string" },
+  "tls-cert": { type: "string" },
+  "tls-key": { type: "string" },
+  "tls-hostname": { type: "string" },
+  "ssh-config": { type: "string" },
+  "ssh-option": { type: "string", multiple: true },
+} as const satisfies ParseArgsConfig["options"];
+
 /** Options every subcommand accepts, for `node:util` `parseArgs`. */
 export const COMMON_OPTIONS = {
   help: { type: "boolean", short: "h" },
@@ -134,12 +145,7 @@ export const COMMON_OPTIONS = {
   memory: { type: "string" },
   "connect-timeout": { type: "string" },
   retry: { type: "boolean" },
-  "tls-ca": { type: "string" },
-  "tls-cert": { type: "string" },
-  "tls-key": { type: "string" },
-  "tls-hostname": { type: "string" },
-  "ssh-config": { type: "string" },
-  "ssh-option": { type: "string", multiple: true },
+  ...REMOTE_OPTIONS,
 } as const satisfies ParseArgsConfig["options"];
 
 /** Help text for {@link COMMON_OPTIONS}. */
@@ -300,18 +306,6 @@ function nearestOption(
     if (d < bestDist) [best, bestDist] = [k, d];
   }
   return best === undefined ? undefined : `--${best}`;
-}
-
-function editDistance(a: string, b: string): number {
-  let prev = Array.from({ length: b.length + 1 }, (_, j) => j);
-  for (let i = 1; i <= a.length; i++) {
-    const cur = [i];
-    for (let j = 1; j <= b.length; j++) {
-      cur[j] = Math.min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (a[i - 1] === b[j - 1] ? 0 : 1));
-    }
-    prev = cur;
-  }
-  return prev[b.length];
 }
 
 /**

@@ -9,6 +9,7 @@ import { parseArgs } from "node:util";
 import { parseAddress } from "../../lib/address.ts";
 import type { SshOptions } from "../../lib/ssh_transport.ts";
 import { sshFlags } from "./ssh_flags.ts";
+import { REMOTE_OPTIONS } from "./common.ts";
 import { parseDuration } from "../../lib/duration.ts";
 import { parseFilter, type StepFilter } from "../../lib/runner/filter.ts";
 import {
@@ -165,12 +166,7 @@ export function parseOptions(argv: string[]): Options | "help" {
       options: {
         qmp: { type: "string" },
         retry: { type: "boolean", default: false },
-        "tls-ca": { type: "string" },
-        "tls-cert": { type: "string" },
-        "tls-key": { type: "string" },
-        "tls-hostname": { type: "string" },
-        "ssh-config": { type: "string" },
-        "ssh-option": { type: "string", multiple: true },
+        ...REMOTE_OPTIONS,
         filter: { type: "string" },
         tag: { type: "string", multiple: true },
         "forbid-only": { type: "boolean", default: false },

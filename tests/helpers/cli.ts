@@ -1,6 +1,6 @@
 /**
- * Runs the `qmp` CLI (scripts/qmp.ts) as a subprocess for tests: stdin text,
- * environment, working directory; killed after a deadline.
+ * Runs the `qmp` CLI (scripts/qmp.ts), or any Deno script, as a subprocess for
+ * tests: stdin text, environment, working directory; killed after a deadline.
  *
  * @module
  */
@@ -26,7 +26,7 @@ export interface Run {
   stderr: string;
 }
 
-/** Options of {@link qmp}. */
+/** Options of {@link qmp} and {@link runDeno}. */
 export interface QmpRunOptions {
   /** Text (or bytes) written to stdin, then closed; stdin is /dev/null otherwise. */
   stdin?: string | Uint8Array;
@@ -38,10 +38,20 @@ export interface QmpRunOptions {
   timeoutMs?: number;
 }
 
-/** Runs `deno run scripts/qmp.ts ARGS` to completion. */
-export async function qmp(args: string[], opts: QmpRunOptions = {}): Promise<Run> {
+/** Options of {@link runDeno}. */
+export interface DenoRunOptions extends QmpRunOptions {
+  /** `deno run` flags before the script (default: `--quiet` and {@link PERMS}). */
+  flags?: string[];
+}
+
+/** Runs `deno run FLAGS SCRIPT ARGS` to completion, output captured, killed after a deadline. */
+export async function runDeno(
+  script: string,
+  args: string[],
+  opts: DenoRunOptions = {},
+): Promise<Run> {
   const child = new Deno.Command(Deno.execPath(), {
-    args: ["run", "--quiet", ...PERMS, QMP_TS, ...args],
+    args: ["run", ...(opts.flags ?? ["--quiet", ...PERMS]), script, ...args],
     stdin: opts.stdin === undefined ? "null" : "piped",
     stdout: "piped",
     stderr: "piped",
@@ -62,7 +72,7 @@ export async function qmp(args: string[], opts: QmpRunOptions = {}): Promise<Run
           typeof opts.stdin === "string" ? new TextEncoder().encode(opts.stdin) : opts.stdin,
         );
         await w.close();
-      } catch { /* the CLI stopped reading (it exited) */ }
+      } catch { /* the script stopped reading (it exited) */ }
     })();
     const [out] = await Promise.all([child.output(), feed]);
     const decoder = new TextDecoder();
@@ -74,6 +84,11 @@ export async function qmp(args: string[], opts: QmpRunOptions = {}): Promise<Run
   } finally {
     clearTimeout(timer);
   }
+}
+
+/** Runs `deno run scripts/qmp.ts ARGS` to completion. */
+export function qmp(args: string[], opts: QmpRunOptions = {}): Promise<Run> {
+  return runDeno(QMP_TS, args, opts);
 }
 
 /** A readable dump of a run, for assertion messages. */

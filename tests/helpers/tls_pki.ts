@@ -201,3 +201,11 @@ export async function makePki(): Promise<TestPki> {
 
 /** The usual server certificate: valid for 127.0.0.1, ::1 and localhost. */
 export const LOCAL_SAN = ["IP:127.0.0.1", "IP:::1", "DNS:localhost"];
+
+/**
+ * A QEMU server credentials directory for a monitor on 127.0.0.1: leaf
+ * `server` with {@link LOCAL_SAN}, directory `qemu-s` of `pki`.
+ */
+export async function localServerDir(pki: TestPki): Promise<string> {
+  return await pki.serverDir("s", await pki.leaf("server", { usage: "server", san: LOCAL_SAN }));
+}
