@@ -11,6 +11,9 @@
  * are here too, with the lists `AGENT_COMMAND_ARGUMENTS` and
  * `AGENT_NO_REPLY_COMMANDS`.
  *
+ * So are the storage daemon's (`StorageDaemonCommands`, ...: `deno task
+ * gen-qapi --storage-daemon`; see `lib/qapi/storage_daemon_types.ts`).
+ *
  * The main entry (`mod.ts`) exports only the few of them its API is written
  * in (`CommandName`, `CommandArgs`, `CommandReturn`, `EventName`,
  * `AgentCommandName`, ...); import the rest from here.
@@ -28,3 +31,4 @@
  */
 export type * from "./lib/qapi/types.ts";
 export * from "./lib/qapi/agent_types.ts";
+export type * from "./lib/qapi/storage_daemon_types.ts";
