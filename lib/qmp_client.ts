@@ -1,0 +1,999 @@
+/**
+ * QmpClient, the QMP session: greeting, capability negotiation, commands
+ * routed by id, events fanned out to listeners, close. `connect()` (in
+ * `connect.ts`) dials and hands the transport to it.
+ *
+ * @module
+ */
+import { type Duration, parseDuration } from "./duration.ts";
+import {
+  AbortError,
+  ConnectionClosedError,
+  NegotiationError,
+  ProtocolError,
+  QmpCommandError,
+  QmpError,
+  ServerParseError,
+  TimeoutError,
+} from "./errors.ts";
+import { EventListener, eventPredicate, type ListenOptions } from "./events.ts";
+import { ListenerRegistry } from "./listener_registry.ts";
+import { waitForEvent } from "./event_wait.ts";
+import { boundedWait } from "./deadline.ts";
+import { excerpt, JsonObjectFramer } from "./framing.ts";
+import { stringifyJson } from "./json.ts";
+import {
+  classifyMessage,
+  commandMessage,
+  type Greeting,
+  parseGreeting,
+  type QmpEvent,
+  timestampToDate,
+} from "./protocol.ts";
+import type { Transport } from "./transport.ts";
+import { REDACTED, redactMessage, redactReply } from "./redact.ts";
+import { QmpSchema, QmpValidationError, type SchemaEntry } from "./qapi/schema.ts";
+import type { CommandName, CommandReturn, EventName } from "./qapi/types.ts";
+import type {
+  ClientOptions,
+  ClientState,
+  ExecuteOptions,
+  ExecuteRest,
+  ReconnectPolicy,
+  TypedEvent,
+  WaitEventOptions,
+} from "./client_options.ts";
+
+/** How many in-band commands QEMU queues when oob is on (`QMP_REQ_QUEUE_LEN_MAX`). */
+export const MAX_INBAND_IN_FLIGHT = 8;
+
+interface Pending {
+  id: number;
+  command: string;
+  args: unknown;
+  oob: boolean;
+  message: Record<string, unknown>;
+  sent: boolean;
+  resolve(value: unknown): void;
+  reject(error: unknown): void;
+  cleanup(): void;
+}
+
+const encoder = new TextEncoder();
+/** First size of a connection's read buffer; a full read makes it 4× larger, up to the max. */
+const READ_BUFFER_MIN = 4 * 1024;
+const READ_BUFFER_MAX = 64 * 1024;
+/** Microtask turns per catch-up round (a `for await` consumer takes ~1 per event). */
+const CATCH_UP_TICKS = 8;
+
+/**
+ * A QMP connection. Get one with {@link connect} (or `launch()`); it is
+ * negotiated and ready when the promise resolves.
+ *
+ * Commands may be issued concurrently; replies are routed by id. Events are
+ * delivered to every listener registered when they arrive, so arm a wait
+ * *before* the action that causes the event:
+ *
+ * @example
+ * ```ts ignore
+ * await using qmp = await connect("unix:/run/vm1/qmp.sock");
+ * const stopped = qmp.waitEvent("STOP", { timeout: "5s" }); // armed now
+ * await qmp.execute("stop");
+ * await stopped; // caught although QEMU sends STOP before stop's reply
+ * ```
+ */
+export class QmpClient implements AsyncDisposable {
+  /** The address this client is connected to, for messages (`unix:/x`, `tcp:h:p`). */
+  readonly address: string;
+  #transport: Transport;
+  #framer: JsonObjectFramer;
+  readonly #options: ClientOptions;
+  readonly #commandTimeout: number | undefined;
+  readonly #historySize: number;
+  #state: ClientState = "connecting";
+  #greeting: Greeting | undefined;
+  #greetingWaiter: { resolve(g: Greeting): void; reject(e: unknown): void } | undefined;
+  #negotiated = false;
+  #oob = false;
+  #nextId = 0;
+  #pending = new Map<number, Pending>();
+  /** Ids given up on (timeout/abort) whose reply has not come yet (kept to redact the reply). */
+  #abandoned = new Map<number, Pending>();
+  #inbandInFlight = 0;
+  #inbandQueue: Pending[] = [];
+  #outQueue: Uint8Array[] = [];
+  #flushing: Promise<void> | undefined;
+  readonly #listeners = new ListenerRegistry();
+  #history: QmpEvent[] = [];
+  #seq = 0;
+  #quitSent = false;
+  #closeError: ConnectionClosedError | undefined;
+  #schema: Promise<QmpSchema> | undefined;
+  /** Set when a listener is half full: the read loop yields so its consumer can run. */
+  #letListenersCatchUp = false;
+  readonly #dial: ((signal: AbortSignal) => Promise<Transport>) | undefined;
+  #reconnecting: Promise<void> | undefined;
+  #stopReconnect: (() => void) | undefined;
+  #readLoop: Promise<void>;
+  #resolveClosed!: () => void;
+  /** Resolves once the connection is closed, for whatever reason. Never rejects. */
+  readonly closed: Promise<void>;
+
+  /**
+   * Wraps an open transport and starts reading. Most code should call
+   * {@link connect} instead; use this to run QMP over a custom transport
+   * (e.g. an in-memory pair in tests), then `await client.handshake()`.
+   * `dial` opens a fresh transport; it is needed only for `reconnect`.
+   */
+  constructor(
+    transport: Transport,
+    options: ClientOptions = {},
+    dial?: (signal: AbortSignal) => Promise<Transport>,
+  ) {
+    this.#dial = dial;
+    this.#transport = transport;
+    this.#options = options;
+    this.address = options.address ?? "(transport)";
+    this.#framer = new JsonObjectFramer({ maxMessageSize: options.maxMessageSize });
+    this.#commandTimeout = options.commandTimeout === undefined
+      ? undefined
+      : parseDuration(options.commandTimeout);
+    this.#historySize = options.historySize ?? 256;
+    this.closed = new Promise((resolve) => (this.#resolveClosed = resolve));
+    this.#readLoop = this.#read(transport, this.#framer);
+  }
+
+  /** The server's greeting (version and offered capabilities). Throws before it arrived. */
+  get greeting(): Greeting {
+    if (!this.#greeting) throw new QmpError("No greeting received yet: await handshake() first");
+    return this.#greeting;
+  }
+
+  /** Current state: `"connecting"` until the greeting, `"open"`, `"reconnecting"`, `"closed"`. */
+  get state(): ClientState {
+    return this.#state;
+  }
+
+  /** True once `qmp_capabilities` succeeded. */
+  get negotiated(): boolean {
+    return this.#negotiated;
+  }
+
+  /** True when the `oob` capability was enabled, so {@link executeOob} can be used. */
+  get oob(): boolean {
+    return this.#oob;
+  }
+
+  /** Why the connection closed, once it has; `undefined` while open. */
+  get closeError(): ConnectionClosedError | undefined {
+    return this.#closeError;
+  }
+
+  /** Number of commands awaiting a reply (sent or queued). */
+  get pendingCommands(): number {
+    return this.#pending.size;
+  }
+
+  /**
+   * Waits for the greeting and, unless `negotiate: false`, negotiates. Called
+   * by {@link connect}; call it yourself after `new QmpClient(transport)`.
+   *
+   * Events that arrive before the greeting (some servers send them) are kept
+   * like any other event: listeners registered before the handshake receive
+   * them, and they stay in the recent-event history, so
+   * `waitEvent(name, { since: 0 })` finds them after `connect()`.
+   */
+  handshake(options: { timeout?: Duration; signal?: AbortSignal } = {}): Promise<Greeting> {
+    return this.#handshake(options, () => this.#shutdown("error", undefined));
+  }
+
+  /** The handshake; `giveUp` runs when the greeting does not come in time. */
+  async #handshake(
+    options: { timeout?: Duration; signal?: AbortSignal },
+    giveUp: () => void,
+  ): Promise<Greeting> {
+    const ms = options.timeout === undefined ? 10_000 : parseDuration(options.timeout);
+    const deadline = Date.now() + ms;
+    const greeting = await boundedWait<Greeting>(
+      `Waiting for the QMP greeting from ${this.address}`,
+      { timeout: ms, signal: options.signal },
+      (resolve, reject) => void this.#greetingPromise().then(resolve, reject),
+      {
+        hint: () =>
+          "QEMU sends it at once unless the monitor is busy: another client is connected " +
+          "(QMP serves one client at a time). Or this is not a QMP socket",
+        onGiveUp: giveUp,
+      },
+    );
+    if (this.#options.negotiate !== false) {
+      await this.negotiate({
+        oob: this.#options.oob,
+        timeout: Math.max(1, deadline - Date.now()),
+        signal: options.signal,
+      });
+    }
+    return greeting;
+  }
+
+  /**
+   * Runs `qmp_capabilities`, enabling `oob` when asked. Throws
+   * {@link NegotiationError} when `oob` is requested but not offered, or QEMU
+   * refuses.
+   */
+  async negotiate(
+    options: { oob?: boolean; timeout?: Duration; signal?: AbortSignal } = {},
+  ): Promise<void> {
+    const greeting = this.#greeting ?? await this.#greetingPromise();
+    if (this.#negotiated) throw new NegotiationError("Capabilities were already negotiated");
+    const enable: string[] = [];
+    if (options.oob) {
+      if (!greeting.capabilities.includes("oob")) {
+        throw new NegotiationError(
+          `The oob capability was requested but ${this.address} offers only ` +
+            `[${greeting.capabilities.join(", ")}]. Connect without oob: true.`,
+        );
+      }
+      enable.push("oob");
+    }
+    try {
+      await this.#submit("qmp_capabilities", enable.length ? { enable } : undefined, false, {
+        timeout: options.timeout,
+        signal: options.signal,
+      });
+    } catch (err) {
+      if (err instanceof QmpCommandError) {
+        throw new NegotiationError(`Capability negotiation failed: ${err.desc}`, { cause: err });
+      }
+      throw err;
+    }
+    this.#negotiated = true;
+    this.#oob = enable.includes("oob");
+  }
+
+  /**
+   * Runs a command and resolves with its `return` value. Rejects with
+   * {@link QmpCommandError} when QEMU answers with an error,
+   * {@link TimeoutError} / {@link AbortError} per `options`, and
+   * {@link ConnectionClosedError} when the connection is or becomes closed.
+   *
+   * @example
+   * ```ts ignore
+   * const { status } = await qmp.execute("query-status");
+   * await qmp.execute("device_add", { driver: "usb-tablet", id: "tab0" });
+   * ```
+   */
+  execute<K extends CommandName>(command: K, ...rest: ExecuteRest<K>): Promise<CommandReturn<K>> {
+    const [args, options] = rest;
+    return this.#run(command, args, false, options) as Promise<CommandReturn<K>>;
+  }
+
+  /**
+   * Untyped escape hatch: runs any command by name, for commands the generated
+   * types do not know (newer QEMU, downstream `__` commands).
+   */
+  executeRaw(
+    command: string,
+    args?: Record<string, unknown>,
+    options?: ExecuteOptions,
+  ): Promise<unknown> {
+    return this.#run(command, args, false, options);
+  }
+
+  /**
+   * Runs a command out-of-band (`exec-oob`): it may overtake queued in-band
+   * commands. Needs `oob: true` at connect time and a command that allows it
+   * (QEMU 7.2: `migrate-recover`, `migrate-pause`, `yank`, `query-yank`).
+   */
+  executeOob<K extends CommandName>(
+    command: K,
+    ...rest: ExecuteRest<K>
+  ): Promise<CommandReturn<K>> {
+    const [args, options] = rest;
+    if (!this.#oob && (this.#state === "open" || this.#state === "connecting")) {
+      return Promise.reject(
+        new NegotiationError(
+          `exec-oob needs the oob capability: connect with { oob: true } (${command} not sent)`,
+        ),
+      );
+    }
+    return this.#run(command, args, true, options) as Promise<CommandReturn<K>>;
+  }
+
+  /**
+   * Registers a listener now and returns it: every event that arrives from
+   * this moment on and passes the filter is buffered until read.
+   *
+   * @example
+   * ```ts ignore
+   * using devs = qmp.listen({ names: ["DEVICE_DELETED"], where: { device: "tab0" } });
+   * await qmp.execute("device_del", { id: "tab0" });
+   * const ev = await devs.get({ timeout: "5s" });
+   * ```
+   */
+  listen<N extends EventName>(
+    options: ListenOptions<TypedEvent<N>> & { names: readonly N[] },
+  ): EventListener<TypedEvent<N>>;
+  /** Registers a listener for all events (or those `where` accepts). */
+  listen(options?: ListenOptions<TypedEvent>): EventListener<TypedEvent>;
+  listen(options: ListenOptions<QmpEvent> = {}): EventListener<QmpEvent> {
+    const listener: EventListener<QmpEvent> = new EventListener(
+      options,
+      () => this.#listeners.delete(listener),
+    );
+    if (this.#state === "closed") {
+      const reason = this.#closeError?.reason;
+      listener.end(this.#closeError, reason === "client" || reason === "quit");
+    } else if (!listener.ended) {
+      this.#listeners.add(listener, options.names, this.#seq);
+    }
+    return listener;
+  }
+
+  /**
+   * Events as an async iterator, filtered by name; the same as {@link listen}.
+   * Iteration ends when the connection closes cleanly, and throws
+   * {@link ConnectionClosedError} when the peer went away unexpectedly.
+   *
+   * @example
+   * ```ts ignore
+   * for await (const ev of qmp.events({ names: ["RESET", "SHUTDOWN"] })) {
+   *   console.log(ev.event, ev.data.reason, ev.time);
+   * }
+   * ```
+   */
+  events<N extends EventName>(
+    options: ListenOptions<TypedEvent<N>> & { names: readonly N[] },
+  ): EventListener<TypedEvent<N>>;
+  /** All events (or those `where` accepts) as an async iterator. */
+  events(options?: ListenOptions<TypedEvent>): EventListener<TypedEvent>;
+  events(options: ListenOptions<QmpEvent> = {}): EventListener<QmpEvent> {
+    return this.listen(options as ListenOptions<TypedEvent>) as EventListener<QmpEvent>;
+  }
+
+  /**
+   * The sequence number of the last event received. Pass it as `since` to
+   * {@link waitEvent} to also catch events that arrive before the wait is made.
+   */
+  mark(): number {
+    return this.#seq;
+  }
+
+  /**
+   * Waits for one event named `name` (and matching `where`). The listener is
+   * registered when this is called, so call it before the action and await
+   * it after: no event can slip between. The returned promise is marked
+   * handled, so an unawaited wait that times out does not crash the process.
+   *
+   * @example
+   * ```ts ignore
+   * const gone = qmp.waitEvent("DEVICE_DELETED", { where: { device: "tab0" }, timeout: "5s" });
+   * await qmp.execute("device_del", { id: "tab0" });
+   * const ev = await gone; // ev.data.path === "/machine/peripheral/tab0"
+   * ```
+   */
+  waitEvent<N extends EventName>(
+    name: N,
+    options: WaitEventOptions<TypedEvent<N>> = {},
+  ): Promise<TypedEvent<N>> {
+    if (options.since !== undefined) {
+      const since = options.since;
+      const accepts = eventPredicate([name], options.where);
+      const hit = this.#history.find((e) => e.seq > since && accepts(e));
+      if (hit) return Promise.resolve(hit as TypedEvent<N>);
+    }
+    if (this.#state === "closed") {
+      const p = Promise.reject(this.#closeError);
+      p.catch(() => {});
+      return p;
+    }
+    // Marked handled by waitForEvent.
+    return waitForEvent<TypedEvent<N>>(this.#listeners, name, options.where, options, this.#seq);
+  }
+
+  /**
+   * The server's QAPI schema (`query-qmp-schema`), fetched on first use and
+   * cached for the connection: command/event names, argument checks.
+   */
+  schema(): Promise<QmpSchema> {
+    if (!this.#schema) {
+      const schema = this.#submit("query-qmp-schema", undefined, false, undefined).then(
+        (entries) => new QmpSchema(entries as SchemaEntry[]),
+      );
+      this.#schema = schema;
+      schema.catch(() => {
+        if (this.#schema === schema) this.#schema = undefined; // retry on next use
+      });
+    }
+    return this.#schema;
+  }
+
+  /**
+   * Closes the connection. Pending commands and waits reject with
+   * {@link ConnectionClosedError}; event iterators end. Idempotent.
+   */
+  async close(): Promise<void> {
+    this.#shutdown("client", undefined);
+    await this.#reconnecting;
+    await this.#readLoop;
+    await this.#flushing;
+  }
+
+  /** Closes the connection (for `await using`). */
+  [Symbol.asyncDispose](): Promise<void> {
+    return this.close();
+  }
+
+  // ---------------------------------------------------------------- internals
+
+  #greetingPromise(): Promise<Greeting> {
+    if (this.#greeting) return Promise.resolve(this.#greeting);
+    if (this.#state === "closed") return Promise.reject(this.#closedError("the greeting"));
+    return new Promise((resolve, reject) => {
+      const prev = this.#greetingWaiter;
+      this.#greetingWaiter = {
+        resolve: (g) => {
+          prev?.resolve(g);
+          resolve(g);
+        },
+        reject: (e) => {
+          prev?.reject(e);
+          reject(e);
+        },
+      };
+    });
+  }
+
+  #run(
+    command: string,
+    args: unknown,
+    oob: boolean,
+    options: ExecuteOptions | undefined,
+  ): Promise<unknown> {
+    if (!this.#options.validate || this.#state === "closed") {
+      return this.#submit(command, args, oob, options);
+    }
+    return this.schema().then((schema) => {
+      const problem = schema.validateArguments(command, args);
+      if (problem) throw problem;
+      return this.#submit(command, args, oob, options);
+    });
+  }
+
+  #submit(
+    command: string,
+    args: unknown,
+    oob: boolean,
+    options: ExecuteOptions | undefined,
+  ): Promise<unknown> {
+    if (this.#state === "closed") return Promise.reject(this.#closedError(command));
+    if (this.#state === "reconnecting" && command !== "qmp_capabilities") {
+      return Promise.reject(
+        new ConnectionClosedError(
+          `Cannot run ${command}: the connection to ${this.address} dropped and is being ` +
+            `re-established`,
+          { address: this.address, reason: "peer" },
+        ),
+      );
+    }
+    if (typeof command !== "string" || command === "") {
+      return Promise.reject(
+        new QmpValidationError(
+          "",
+          "",
+          `the command name must be a non-empty string; got ${preview(command)}; nothing was sent`,
+        ),
+      );
+    }
+    if (args !== undefined && (typeof args !== "object" || args === null || Array.isArray(args))) {
+      // QEMU would answer GenericError "QMP input member 'arguments' must be an object".
+      return Promise.reject(
+        new QmpValidationError(
+          command,
+          "",
+          `the arguments must be a JSON object (QEMU refuses anything else), got ${
+            preview(args)
+          }; nothing was sent`,
+        ),
+      );
+    }
+    const timeoutMs = options?.timeout === undefined
+      ? this.#commandTimeout
+      : parseDuration(options.timeout);
+    const signal = options?.signal;
+    if (signal?.aborted) {
+      return Promise.reject(new AbortError(`${command}`, { cause: signal.reason }));
+    }
+    const id = ++this.#nextId;
+    return new Promise((resolve, reject) => {
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      const onAbort = () => giveUp(new AbortError(command, { cause: signal!.reason }));
+      const entry: Pending = {
+        id,
+        command,
+        args,
+        oob,
+        message: commandMessage(command, args, id, oob),
+        sent: false,
+        resolve,
+        reject,
+        cleanup: () => {
+          if (timer !== undefined) clearTimeout(timer);
+          signal?.removeEventListener("abort", onAbort);
+        },
+      };
+      const giveUp = (err: QmpError) => {
+        if (this.#pending.get(id) !== entry) return;
+        this.#pending.delete(id);
+        entry.cleanup();
+        if (entry.sent) {
+          this.#abandoned.set(id, entry);
+        } else {
+          const i = this.#inbandQueue.indexOf(entry);
+          if (i >= 0) this.#inbandQueue.splice(i, 1);
+        }
+        reject(err);
+      };
+      if (timeoutMs !== undefined) {
+        timer = setTimeout(
+          () =>
+            giveUp(
+              new TimeoutError(command, timeoutMs, {
+                hint: "the command may still complete in QEMU; its late reply will be ignored",
+              }),
+            ),
+          timeoutMs,
+        );
+      }
+      signal?.addEventListener("abort", onAbort, { once: true });
+      this.#pending.set(id, entry);
+      if (!oob && this.#oob && this.#inbandInFlight >= MAX_INBAND_IN_FLIGHT) {
+        this.#inbandQueue.push(entry);
+      } else {
+        this.#send(entry);
+      }
+    });
+  }
+
+  #send(entry: Pending): void {
+    let bytes: Uint8Array;
+    try {
+      bytes = encoder.encode(stringifyJson(entry.message));
+    } catch (cause) {
+      this.#pending.delete(entry.id);
+      entry.cleanup();
+      entry.reject(
+        new TypeError(`Arguments of ${entry.command} cannot be encoded as JSON`, { cause }),
+      );
+      return;
+    }
+    entry.sent = true;
+    if (!entry.oob) this.#inbandInFlight++;
+    if (entry.command === "quit") this.#quitSent = true;
+    this.#record("send", entry.message);
+    this.#outQueue.push(bytes);
+    this.#flushing ??= this.#flush();
+  }
+
+  async #flush(): Promise<void> {
+    try {
+      while (this.#outQueue.length > 0 && this.#state !== "closed") {
+        const chunks = this.#outQueue;
+        this.#outQueue = [];
+        const data = chunks.length === 1 ? chunks[0] : concat(chunks);
+        let off = 0;
+        while (off < data.length) off += await this.#transport.write(data.subarray(off));
+      }
+    } catch (err) {
+      if (this.#state !== "closed") this.#onReadOrWriteError(err);
+    } finally {
+      this.#flushing = undefined;
+    }
+  }
+
+  async #read(transport: Transport, framer: JsonObjectFramer): Promise<void> {
+    // Small while replies are small (an idle connection holds 4 KiB, not 64 KiB),
+    // larger once a read fills it: floods and big replies still take few reads.
+    let buf = new Uint8Array(READ_BUFFER_MIN);
+    const current = () => !this.#isClosed() && this.#transport === transport;
+    try {
+      while (true) {
+        const n = await transport.read(buf);
+        if (!current()) return;
+        if (n === null) {
+          framer.end();
+          this.#lost(this.#quitSent ? "quit" : "peer", undefined);
+          return;
+        }
+        const messages = framer.push(buf.subarray(0, n));
+        if (n === buf.length && n < READ_BUFFER_MAX) buf = new Uint8Array(n * 4);
+        for (const m of messages) {
+          this.#dispatch(m);
+          if (!current()) return;
+          if (this.#letListenersCatchUp) {
+            // One read can hold thousands of events; let consumers drain their buffers
+            // before delivering more. Microtasks, not a timer: setTimeout(0) sleeps
+            // ~1-2 ms in Deno, which capped a flood at ~160k events/s.
+            this.#letListenersCatchUp = false;
+            await this.#catchUp();
+            if (!current()) return;
+          }
+        }
+        if (framer.failure) throw framer.failure;
+      }
+    } catch (err) {
+      if (current()) this.#onReadOrWriteError(err);
+    }
+  }
+
+  /**
+   * Yields microtasks while listeners' buffers keep shrinking: consumers that read
+   * events without awaiting I/O drain them all. Stops as soon as a round makes no
+   * progress (nobody reading, or a consumer waiting on I/O), so it never stalls
+   * the connection, even for a full listener nobody reads.
+   */
+  async #catchUp(): Promise<void> {
+    let left = this.#buffered();
+    while (left > 0) {
+      for (let i = 0; i < CATCH_UP_TICKS; i++) await null;
+      const now = this.#buffered();
+      if (now >= left) break;
+      left = now;
+    }
+    this.#listeners.clearBehind();
+  }
+
+  /** Events buffered in the listeners that were more than half full (only those: O(1) typically). */
+  #buffered(): number {
+    return this.#listeners.behind();
+  }
+
+  /** A method, so TypeScript does not narrow the state across awaits. */
+  #isClosed(): boolean {
+    return this.#state === "closed";
+  }
+
+  #onReadOrWriteError(err: unknown): void {
+    if (err instanceof ProtocolError) {
+      this.#lost("error", err);
+    } else if (
+      this.#quitSent && err instanceof Error &&
+      (err.name === "ConnectionReset" || err.name === "BrokenPipe")
+    ) {
+      this.#lost("quit", undefined); // QEMU exits right after quit; a reset is normal.
+    } else {
+      this.#lost("peer", err);
+    }
+  }
+
+  /** The connection ended on its own: reconnect when the policy says so, else shut down. */
+  #lost(reason: "peer" | "quit" | "error", cause: unknown): void {
+    const policy = this.#options.reconnect;
+    if (this.#state === "reconnecting") {
+      // A fresh connection failed during its handshake: fail the attempt.
+      try {
+        this.#transport.close();
+      } catch { /* closed */ }
+      const w = this.#greetingWaiter;
+      this.#greetingWaiter = undefined;
+      w?.reject(cause ?? new ConnectionClosedError("Connection lost during the handshake"));
+      this.#failPending("peer", cause, "the connection dropped during a reconnect");
+      return;
+    }
+    if (reason === "peer" && policy && this.#dial && this.#state === "open") {
+      const error = new ConnectionClosedError(this.#reasonText("peer", cause), {
+        address: this.address,
+        reason: "peer",
+        cause,
+      });
+      this.#state = "reconnecting";
+      try {
+        this.#transport.close();
+      } catch { /* closed */ }
+      this.#failPending("peer", cause, this.#reasonText("peer", cause));
+      const p = typeof policy === "object" ? policy : {};
+      p.onDisconnect?.(error);
+      this.#reconnecting = this.#reconnectLoop(p, error).finally(() => {
+        this.#reconnecting = undefined;
+        this.#stopReconnect = undefined;
+      });
+      return;
+    }
+    this.#shutdown(reason, cause);
+  }
+
+  async #reconnectLoop(policy: ReconnectPolicy, error: ConnectionClosedError): Promise<void> {
+    const maxTries = policy.maxTries ?? 10;
+    const maxDelay = parseDuration(policy.maxDelay ?? "5s");
+    let delay = parseDuration(policy.initialDelay ?? "100ms");
+    const abort = new AbortController();
+    this.#stopReconnect = () => abort.abort();
+    for (let attempt = 1; attempt <= maxTries; attempt++) {
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(done, delay);
+        function done() {
+          clearTimeout(timer);
+          abort.signal.removeEventListener("abort", done);
+          resolve();
+        }
+        abort.signal.addEventListener("abort", done);
+      });
+      delay = Math.min(delay * 2, maxDelay);
+      if (this.#isClosed()) return;
+      let transport: Transport;
+      try {
+        transport = await this.#dial!(abort.signal);
+      } catch {
+        continue;
+      }
+      if (this.#isClosed()) {
+        transport.close();
+        return;
+      }
+      this.#transport = transport;
+      this.#framer = new JsonObjectFramer({ maxMessageSize: this.#options.maxMessageSize });
+      this.#greeting = undefined;
+      this.#negotiated = false;
+      this.#oob = false;
+      this.#quitSent = false;
+      this.#schema = undefined; // the server may have changed (restarted, upgraded)
+      this.#readLoop = this.#read(transport, this.#framer);
+      try {
+        // A server that accepts but never greets fails this attempt only.
+        const greeting = await this.#handshake({
+          timeout: policy.handshakeTimeout ?? "10s",
+          signal: abort.signal,
+        }, () => {
+          try {
+            transport.close();
+          } catch { /* closed */ }
+        });
+        if (this.#isClosed()) return;
+        this.#state = "open";
+        policy.onReconnect?.({ attempt, greeting });
+        return;
+      } catch {
+        if (this.#isClosed()) return;
+        try {
+          transport.close();
+        } catch { /* closed */ }
+      }
+    }
+    this.#shutdown("peer", error.cause ?? error);
+  }
+
+  #dispatch(raw: Record<string, unknown>): void {
+    if (this.#options.transcript) {
+      // Replies are recorded with their request as context, for redaction.
+      const request = typeof raw.id === "number"
+        ? this.#pending.get(raw.id) ?? this.#abandoned.get(raw.id)
+        : undefined;
+      this.#record("recv", raw, request);
+    }
+    if (!this.#greeting && !isEarlyEvent(raw)) {
+      const greeting = parseGreeting(raw); // throws ProtocolError: ends the connection
+      this.#greeting = greeting;
+      if (this.#state === "connecting") this.#state = "open";
+      const w = this.#greetingWaiter;
+      this.#greetingWaiter = undefined;
+      w?.resolve(greeting);
+      return;
+    }
+    if ("QMP" in raw && !("return" in raw) && !("error" in raw) && !("event" in raw)) {
+      // QEMU 7.2 over TCP can send a second greeting on a new connection when the previous
+      // client disconnected just before (its "opened" handling races the new accept).
+      // It carries nothing new: skip it.
+      return;
+    }
+    const msg = classifyMessage(raw);
+    if (msg.kind === "event") {
+      const event: QmpEvent = {
+        event: msg.event,
+        data: msg.data,
+        timestamp: msg.timestamp,
+        time: timestampToDate(msg.timestamp),
+        seq: ++this.#seq,
+      };
+      if (this.#historySize > 0) {
+        if (this.#history.length >= this.#historySize) this.#history.shift();
+        this.#history.push(event);
+      }
+      if (this.#listeners.deliver(event)) this.#letListenersCatchUp = true;
+      return;
+    }
+    const id = msg.id;
+    const entry = typeof id === "number" ? this.#pending.get(id) : undefined;
+    if (!entry) {
+      this.#unrouted(msg, raw);
+      return;
+    }
+    this.#pending.delete(entry.id);
+    entry.cleanup();
+    if (!entry.oob) this.#inbandReplied();
+    if (msg.kind === "return") {
+      entry.resolve(msg.value);
+    } else {
+      entry.reject(new QmpCommandError(entry.command, entry.args, msg.class, msg.desc));
+    }
+  }
+
+  #unrouted(
+    msg: { kind: "return" | "error"; id: unknown; class?: string; desc?: string },
+    raw: Record<string, unknown>,
+  ): void {
+    if (typeof msg.id === "number" && this.#abandoned.has(msg.id)) {
+      const wasOob = this.#abandoned.get(msg.id)!.oob;
+      this.#abandoned.delete(msg.id);
+      if (!wasOob) this.#inbandReplied();
+      return; // late reply to a command that timed out or was aborted
+    }
+    if (msg.kind === "error" && msg.id === undefined) {
+      const err = new ServerParseError(msg.class ?? "GenericError", msg.desc ?? "");
+      const sent = [...this.#pending.values()].filter((p) => p.sent);
+      if (sent.length === 1) {
+        // The only request QEMU was reading is the one it failed to parse.
+        const entry = sent[0];
+        this.#pending.delete(entry.id);
+        entry.cleanup();
+        if (!entry.oob) this.#inbandReplied();
+        entry.reject(err);
+      } else {
+        this.#warn(err);
+      }
+      return;
+    }
+    this.#warn(
+      new ProtocolError(
+        `Discarded a reply with an unknown id ${stringifyJson(msg.id)}: ${
+          stringifyJson(raw).slice(0, 120)
+        }`,
+        { received: stringifyJson(raw).slice(0, 120) },
+      ),
+    );
+  }
+
+  #record(
+    direction: "send" | "recv",
+    message: Record<string, unknown>,
+    request?: Pending,
+  ): void {
+    const hook = this.#options.transcript;
+    if (!hook) return;
+    let redacted: Record<string, unknown>;
+    try {
+      redacted = this.#options.redact === false
+        ? message
+        : request
+        ? redactReply(message, request.command, request.args)
+        : redactMessage(message);
+    } catch (cause) {
+      // Never let a message that cannot be redacted end the connection, nor reach the hook.
+      this.#warn(
+        new QmpError("A message could not be redacted; transcript entry withheld", { cause }),
+      );
+      redacted = { [REDACTED]: "message withheld: it could not be redacted" };
+    }
+    try {
+      hook({ time: new Date(), direction, message: redacted });
+    } catch (cause) {
+      // A faulty hook must not corrupt routing state; report it and go on.
+      this.#warn(new QmpError("The transcript hook threw an error; entry skipped", { cause }));
+    }
+  }
+
+  #inbandReplied(): void {
+    this.#inbandInFlight--;
+    while (this.#inbandQueue.length > 0 && this.#inbandInFlight < MAX_INBAND_IN_FLIGHT) {
+      this.#send(this.#inbandQueue.shift()!);
+    }
+  }
+
+  #warn(err: QmpError): void {
+    if (this.#options.onWarning) this.#options.onWarning(err);
+    else console.warn(`qmpkit: ${err.message}`);
+  }
+
+  #closedError(what: string): ConnectionClosedError {
+    const base = this.#closeError;
+    const why = base ? base.message : `the connection to ${this.address} is closed`;
+    return new ConnectionClosedError(`Cannot run ${what}: ${why}`, {
+      address: this.address,
+      reason: base?.reason ?? "client",
+      cause: base?.cause,
+    });
+  }
+
+  #reasonText(reason: "client" | "peer" | "quit" | "error", cause: unknown): string {
+    switch (reason) {
+      case "client":
+        return `the connection to ${this.address} was closed by the client`;
+      case "peer":
+        return `QEMU closed the connection to ${this.address} (it exited or was killed)` +
+          (cause instanceof Error ? `: ${cause.message}` : "");
+      case "quit":
+        return `QEMU closed the connection to ${this.address} after quit`;
+      case "error":
+        return cause instanceof Error
+          ? `the connection to ${this.address} was closed after a protocol error: ${cause.message}`
+          : `the connection to ${this.address} was abandoned`;
+    }
+  }
+
+  /** Settles every pending command: rejected, except a `quit` that the close fulfilled. */
+  #failPending(reason: "client" | "peer" | "quit" | "error", cause: unknown, text: string): void {
+    const pending = [...this.#pending.values()];
+    this.#pending.clear();
+    this.#inbandQueue = [];
+    this.#outQueue = [];
+    this.#abandoned.clear();
+    this.#inbandInFlight = 0;
+    for (const entry of pending) {
+      entry.cleanup();
+      // A quit whose reply was lost to the close still did what it was asked.
+      if (entry.command === "quit" && reason === "quit") entry.resolve({});
+      else {
+        entry.reject(
+          new ConnectionClosedError(`${entry.command} did not complete: ${text}`, {
+            address: this.address,
+            reason,
+            cause,
+          }),
+        );
+      }
+    }
+  }
+
+  #shutdown(reason: "client" | "peer" | "quit" | "error", cause: unknown): void {
+    if (this.#state === "closed") return;
+    this.#state = "closed";
+    this.#stopReconnect?.();
+    const text = this.#reasonText(reason, cause);
+    const closeError = new ConnectionClosedError(
+      text.charAt(0).toUpperCase() + text.slice(1),
+      { address: this.address, reason, cause },
+    );
+    this.#closeError = closeError;
+    try {
+      this.#transport.close();
+    } catch { /* already closed */ }
+    const graceful = reason === "client" || reason === "quit";
+    this.#failPending(reason, cause, text);
+    for (const l of this.#listeners.clear()) l.end(closeError, graceful);
+    const w = this.#greetingWaiter;
+    this.#greetingWaiter = undefined;
+    w?.reject(
+      cause instanceof ProtocolError ? cause : new ConnectionClosedError(
+        `No QMP greeting: ${text}`,
+        { address: this.address, reason, cause },
+      ),
+    );
+    this.#resolveClosed();
+  }
+}
+
+function preview(value: unknown): string {
+  let text: string;
+  try {
+    text = JSON.stringify(value) ?? String(value);
+  } catch {
+    text = Array.isArray(value) ? "an array" : String(value);
+  }
+  return excerpt(text, 60);
+}
+
+/** An event (not a greeting) that arrived before the greeting: tolerated, and kept. */
+function isEarlyEvent(raw: Record<string, unknown>): boolean {
+  return typeof raw.event === "string" && !("QMP" in raw) && !("return" in raw) &&
+    !("error" in raw);
+}
+
+function concat(chunks: Uint8Array[]): Uint8Array {
+  let size = 0;
+  for (const c of chunks) size += c.length;
+  const out = new Uint8Array(size);
+  let off = 0;
+  for (const c of chunks) {
+    out.set(c, off);
+    off += c.length;
+  }
+  return out;
+}
