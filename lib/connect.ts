@@ -110,5 +110,3 @@ function handshakeTimeoutHint(client: QmpClient, connectMs: number, err: Timeout
     `the monitor is busy (another client is connected, and QMP serves one client at a time), ` +
     `or this is not a QMP socket`;
 }
-
-/** A short printable form of a bad value, for messages; never throws. */

@@ -1,70 +1,52 @@
 /**
- * QmpClient, the QMP session: greeting, capability negotiation, commands
- * routed by id, events fanned out to listeners, close. `connect()` (in
- * `connect.ts`) dials and hands the transport to it.
+ * QmpClient, the QMP session (what qemu.qmp calls `qmp_client`): greeting,
+ * capability negotiation, the session state, message dispatch (greeting,
+ * events into history and listeners, replies to the command engine), the
+ * event API (listen, events, mark, waitEvent), schema, close and shutdown.
+ * The parts it drives live beside it: `command_engine.ts` (ids, pending,
+ * oob window, timeouts, writes), `read_loop.ts` (reads, framing, catch-up),
+ * `reconnect.ts` (back-off and re-handshake), `transcript.ts` (redacted
+ * recording). `connect()` (`connect.ts`) dials and hands the transport here.
  *
  * @module
  */
 import { type Duration, parseDuration } from "./duration.ts";
 import {
-  AbortError,
   ConnectionClosedError,
   NegotiationError,
   ProtocolError,
   QmpCommandError,
   QmpError,
-  ServerParseError,
-  TimeoutError,
 } from "./errors.ts";
 import { EventListener, eventPredicate, type ListenOptions } from "./events.ts";
 import { ListenerRegistry } from "./listener_registry.ts";
 import { waitForEvent } from "./event_wait.ts";
 import { boundedWait } from "./deadline.ts";
-import { excerpt, JsonObjectFramer } from "./framing.ts";
-import { stringifyJson } from "./json.ts";
+import { JsonObjectFramer } from "./framing.ts";
 import {
   classifyMessage,
-  commandMessage,
   type Greeting,
   parseGreeting,
   type QmpEvent,
   timestampToDate,
 } from "./protocol.ts";
 import type { Transport } from "./transport.ts";
-import { REDACTED, redactMessage, redactReply } from "./redact.ts";
-import { QmpSchema, QmpValidationError, type SchemaEntry } from "./qapi/schema.ts";
+import { QmpSchema, type SchemaEntry } from "./qapi/schema.ts";
+import { CommandEngine } from "./command_engine.ts";
+import { readLoop, type ReadLoopHost } from "./read_loop.ts";
+import { type ReconnectHost, reconnectLoop } from "./reconnect.ts";
+import { recordTranscript } from "./transcript.ts";
 import type { CommandName, CommandReturn, EventName } from "./qapi/types.ts";
 import type {
   ClientOptions,
   ClientState,
   ExecuteOptions,
   ExecuteRest,
-  ReconnectPolicy,
   TypedEvent,
   WaitEventOptions,
 } from "./client_options.ts";
 
-/** How many in-band commands QEMU queues when oob is on (`QMP_REQ_QUEUE_LEN_MAX`). */
-export const MAX_INBAND_IN_FLIGHT = 8;
-
-interface Pending {
-  id: number;
-  command: string;
-  args: unknown;
-  oob: boolean;
-  message: Record<string, unknown>;
-  sent: boolean;
-  resolve(value: unknown): void;
-  reject(error: unknown): void;
-  cleanup(): void;
-}
-
-const encoder = new TextEncoder();
-/** First size of a connection's read buffer; a full read makes it 4× larger, up to the max. */
-const READ_BUFFER_MIN = 4 * 1024;
-const READ_BUFFER_MAX = 64 * 1024;
-/** Microtask turns per catch-up round (a `for await` consumer takes ~1 per event). */
-const CATCH_UP_TICKS = 8;
+export { MAX_INBAND_IN_FLIGHT } from "./command_engine.ts";
 
 /**
  * A QMP connection. Get one with {@link connect} (or `launch()`); it is
@@ -88,25 +70,16 @@ export class QmpClient implements AsyncDisposable {
   #transport: Transport;
   #framer: JsonObjectFramer;
   readonly #options: ClientOptions;
-  readonly #commandTimeout: number | undefined;
   readonly #historySize: number;
   #state: ClientState = "connecting";
   #greeting: Greeting | undefined;
   #greetingWaiter: { resolve(g: Greeting): void; reject(e: unknown): void } | undefined;
   #negotiated = false;
   #oob = false;
-  #nextId = 0;
-  #pending = new Map<number, Pending>();
-  /** Ids given up on (timeout/abort) whose reply has not come yet (kept to redact the reply). */
-  #abandoned = new Map<number, Pending>();
-  #inbandInFlight = 0;
-  #inbandQueue: Pending[] = [];
-  #outQueue: Uint8Array[] = [];
-  #flushing: Promise<void> | undefined;
+  readonly #commands: CommandEngine;
   readonly #listeners = new ListenerRegistry();
   #history: QmpEvent[] = [];
   #seq = 0;
-  #quitSent = false;
   #closeError: ConnectionClosedError | undefined;
   #schema: Promise<QmpSchema> | undefined;
   /** Set when a listener is half full: the read loop yields so its consumer can run. */
@@ -135,12 +108,20 @@ export class QmpClient implements AsyncDisposable {
     this.#options = options;
     this.address = options.address ?? "(transport)";
     this.#framer = new JsonObjectFramer({ maxMessageSize: options.maxMessageSize });
-    this.#commandTimeout = options.commandTimeout === undefined
-      ? undefined
-      : parseDuration(options.commandTimeout);
+    this.#commands = new CommandEngine(
+      {
+        oob: () => this.#oob,
+        isClosed: () => this.#isClosed(),
+        write: (data) => this.#transport.write(data),
+        writeFailed: (err) => this.#onReadOrWriteError(err),
+        sent: (message) => this.#record("send", message),
+        warn: (err) => this.#warn(err),
+      },
+      options.commandTimeout === undefined ? undefined : parseDuration(options.commandTimeout),
+    );
     this.#historySize = options.historySize ?? 256;
     this.closed = new Promise((resolve) => (this.#resolveClosed = resolve));
-    this.#readLoop = this.#read(transport, this.#framer);
+    this.#readLoop = readLoop(transport, this.#framer, this.#readHost());
   }
 
   /** The server's greeting (version and offered capabilities). Throws before it arrived. */
@@ -171,7 +152,7 @@ export class QmpClient implements AsyncDisposable {
 
   /** Number of commands awaiting a reply (sent or queued). */
   get pendingCommands(): number {
-    return this.#pending.size;
+    return this.#commands.size;
   }
 
   /**
@@ -415,7 +396,7 @@ export class QmpClient implements AsyncDisposable {
     this.#shutdown("client", undefined);
     await this.#reconnecting;
     await this.#readLoop;
-    await this.#flushing;
+    await this.#commands.flushing;
   }
 
   /** Closes the connection (for `await using`). */
@@ -475,176 +456,23 @@ export class QmpClient implements AsyncDisposable {
         ),
       );
     }
-    if (typeof command !== "string" || command === "") {
-      return Promise.reject(
-        new QmpValidationError(
-          "",
-          "",
-          `the command name must be a non-empty string; got ${preview(command)}; nothing was sent`,
-        ),
-      );
-    }
-    if (args !== undefined && (typeof args !== "object" || args === null || Array.isArray(args))) {
-      // QEMU would answer GenericError "QMP input member 'arguments' must be an object".
-      return Promise.reject(
-        new QmpValidationError(
-          command,
-          "",
-          `the arguments must be a JSON object (QEMU refuses anything else), got ${
-            preview(args)
-          }; nothing was sent`,
-        ),
-      );
-    }
-    const timeoutMs = options?.timeout === undefined
-      ? this.#commandTimeout
-      : parseDuration(options.timeout);
-    const signal = options?.signal;
-    if (signal?.aborted) {
-      return Promise.reject(new AbortError(`${command}`, { cause: signal.reason }));
-    }
-    const id = ++this.#nextId;
-    return new Promise((resolve, reject) => {
-      let timer: ReturnType<typeof setTimeout> | undefined;
-      const onAbort = () => giveUp(new AbortError(command, { cause: signal!.reason }));
-      const entry: Pending = {
-        id,
-        command,
-        args,
-        oob,
-        message: commandMessage(command, args, id, oob),
-        sent: false,
-        resolve,
-        reject,
-        cleanup: () => {
-          if (timer !== undefined) clearTimeout(timer);
-          signal?.removeEventListener("abort", onAbort);
-        },
-      };
-      const giveUp = (err: QmpError) => {
-        if (this.#pending.get(id) !== entry) return;
-        this.#pending.delete(id);
-        entry.cleanup();
-        if (entry.sent) {
-          this.#abandoned.set(id, entry);
-        } else {
-          const i = this.#inbandQueue.indexOf(entry);
-          if (i >= 0) this.#inbandQueue.splice(i, 1);
-        }
-        reject(err);
-      };
-      if (timeoutMs !== undefined) {
-        timer = setTimeout(
-          () =>
-            giveUp(
-              new TimeoutError(command, timeoutMs, {
-                hint: "the command may still complete in QEMU; its late reply will be ignored",
-              }),
-            ),
-          timeoutMs,
-        );
-      }
-      signal?.addEventListener("abort", onAbort, { once: true });
-      this.#pending.set(id, entry);
-      if (!oob && this.#oob && this.#inbandInFlight >= MAX_INBAND_IN_FLIGHT) {
-        this.#inbandQueue.push(entry);
-      } else {
-        this.#send(entry);
-      }
-    });
+    return this.#commands.submit(command, args, oob, options);
   }
 
-  #send(entry: Pending): void {
-    let bytes: Uint8Array;
-    try {
-      bytes = encoder.encode(stringifyJson(entry.message));
-    } catch (cause) {
-      this.#pending.delete(entry.id);
-      entry.cleanup();
-      entry.reject(
-        new TypeError(`Arguments of ${entry.command} cannot be encoded as JSON`, { cause }),
-      );
-      return;
-    }
-    entry.sent = true;
-    if (!entry.oob) this.#inbandInFlight++;
-    if (entry.command === "quit") this.#quitSent = true;
-    this.#record("send", entry.message);
-    this.#outQueue.push(bytes);
-    this.#flushing ??= this.#flush();
-  }
-
-  async #flush(): Promise<void> {
-    try {
-      while (this.#outQueue.length > 0 && this.#state !== "closed") {
-        const chunks = this.#outQueue;
-        this.#outQueue = [];
-        const data = chunks.length === 1 ? chunks[0] : concat(chunks);
-        let off = 0;
-        while (off < data.length) off += await this.#transport.write(data.subarray(off));
-      }
-    } catch (err) {
-      if (this.#state !== "closed") this.#onReadOrWriteError(err);
-    } finally {
-      this.#flushing = undefined;
-    }
-  }
-
-  async #read(transport: Transport, framer: JsonObjectFramer): Promise<void> {
-    // Small while replies are small (an idle connection holds 4 KiB, not 64 KiB),
-    // larger once a read fills it: floods and big replies still take few reads.
-    let buf = new Uint8Array(READ_BUFFER_MIN);
-    const current = () => !this.#isClosed() && this.#transport === transport;
-    try {
-      while (true) {
-        const n = await transport.read(buf);
-        if (!current()) return;
-        if (n === null) {
-          framer.end();
-          this.#lost(this.#quitSent ? "quit" : "peer", undefined);
-          return;
-        }
-        const messages = framer.push(buf.subarray(0, n));
-        if (n === buf.length && n < READ_BUFFER_MAX) buf = new Uint8Array(n * 4);
-        for (const m of messages) {
-          this.#dispatch(m);
-          if (!current()) return;
-          if (this.#letListenersCatchUp) {
-            // One read can hold thousands of events; let consumers drain their buffers
-            // before delivering more. Microtasks, not a timer: setTimeout(0) sleeps
-            // ~1-2 ms in Deno, which capped a flood at ~160k events/s.
-            this.#letListenersCatchUp = false;
-            await this.#catchUp();
-            if (!current()) return;
-          }
-        }
-        if (framer.failure) throw framer.failure;
-      }
-    } catch (err) {
-      if (current()) this.#onReadOrWriteError(err);
-    }
-  }
-
-  /**
-   * Yields microtasks while listeners' buffers keep shrinking: consumers that read
-   * events without awaiting I/O drain them all. Stops as soon as a round makes no
-   * progress (nobody reading, or a consumer waiting on I/O), so it never stalls
-   * the connection, even for a full listener nobody reads.
-   */
-  async #catchUp(): Promise<void> {
-    let left = this.#buffered();
-    while (left > 0) {
-      for (let i = 0; i < CATCH_UP_TICKS; i++) await null;
-      const now = this.#buffered();
-      if (now >= left) break;
-      left = now;
-    }
-    this.#listeners.clearBehind();
-  }
-
-  /** Events buffered in the listeners that were more than half full (only those: O(1) typically). */
-  #buffered(): number {
-    return this.#listeners.behind();
+  /** The read loop's view of this session. */
+  #readHost(): ReadLoopHost {
+    return {
+      isCurrent: (transport) => !this.#isClosed() && this.#transport === transport,
+      dispatch: (m) => this.#dispatch(m),
+      takeCatchUp: () => {
+        const yes = this.#letListenersCatchUp;
+        this.#letListenersCatchUp = false;
+        return yes;
+      },
+      listeners: this.#listeners,
+      ended: () => this.#lost(this.#commands.quitSent ? "quit" : "peer", undefined),
+      failed: (err) => this.#onReadOrWriteError(err),
+    };
   }
 
   /** A method, so TypeScript does not narrow the state across awaits. */
@@ -656,7 +484,7 @@ export class QmpClient implements AsyncDisposable {
     if (err instanceof ProtocolError) {
       this.#lost("error", err);
     } else if (
-      this.#quitSent && err instanceof Error &&
+      this.#commands.quitSent && err instanceof Error &&
       (err.name === "ConnectionReset" || err.name === "BrokenPipe")
     ) {
       this.#lost("quit", undefined); // QEMU exits right after quit; a reset is normal.
@@ -692,7 +520,12 @@ export class QmpClient implements AsyncDisposable {
       this.#failPending("peer", cause, this.#reasonText("peer", cause));
       const p = typeof policy === "object" ? policy : {};
       p.onDisconnect?.(error);
-      this.#reconnecting = this.#reconnectLoop(p, error).finally(() => {
+      this.#reconnecting = reconnectLoop(
+        p,
+        error,
+        this.#reconnectHost(),
+        (stop) => (this.#stopReconnect = stop),
+      ).finally(() => {
         this.#reconnecting = undefined;
         this.#stopReconnect = undefined;
       });
@@ -701,72 +534,31 @@ export class QmpClient implements AsyncDisposable {
     this.#shutdown(reason, cause);
   }
 
-  async #reconnectLoop(policy: ReconnectPolicy, error: ConnectionClosedError): Promise<void> {
-    const maxTries = policy.maxTries ?? 10;
-    const maxDelay = parseDuration(policy.maxDelay ?? "5s");
-    let delay = parseDuration(policy.initialDelay ?? "100ms");
-    const abort = new AbortController();
-    this.#stopReconnect = () => abort.abort();
-    for (let attempt = 1; attempt <= maxTries; attempt++) {
-      await new Promise<void>((resolve) => {
-        const timer = setTimeout(done, delay);
-        function done() {
-          clearTimeout(timer);
-          abort.signal.removeEventListener("abort", done);
-          resolve();
-        }
-        abort.signal.addEventListener("abort", done);
-      });
-      delay = Math.min(delay * 2, maxDelay);
-      if (this.#isClosed()) return;
-      let transport: Transport;
-      try {
-        transport = await this.#dial!(abort.signal);
-      } catch {
-        continue;
-      }
-      if (this.#isClosed()) {
-        transport.close();
-        return;
-      }
-      this.#transport = transport;
-      this.#framer = new JsonObjectFramer({ maxMessageSize: this.#options.maxMessageSize });
-      this.#greeting = undefined;
-      this.#negotiated = false;
-      this.#oob = false;
-      this.#quitSent = false;
-      this.#schema = undefined; // the server may have changed (restarted, upgraded)
-      this.#readLoop = this.#read(transport, this.#framer);
-      try {
-        // A server that accepts but never greets fails this attempt only.
-        const greeting = await this.#handshake({
-          timeout: policy.handshakeTimeout ?? "10s",
-          signal: abort.signal,
-        }, () => {
-          try {
-            transport.close();
-          } catch { /* closed */ }
-        });
-        if (this.#isClosed()) return;
-        this.#state = "open";
-        policy.onReconnect?.({ attempt, greeting });
-        return;
-      } catch {
-        if (this.#isClosed()) return;
-        try {
-          transport.close();
-        } catch { /* closed */ }
-      }
-    }
-    this.#shutdown("peer", error.cause ?? error);
+  /** The reconnect loop's view of this session. */
+  #reconnectHost(): ReconnectHost {
+    return {
+      isClosed: () => this.#isClosed(),
+      dial: (signal) => this.#dial!(signal),
+      attach: (transport) => {
+        this.#transport = transport;
+        this.#framer = new JsonObjectFramer({ maxMessageSize: this.#options.maxMessageSize });
+        this.#greeting = undefined;
+        this.#negotiated = false;
+        this.#oob = false;
+        this.#commands.quitSent = false;
+        this.#schema = undefined; // the server may have changed (restarted, upgraded)
+        this.#readLoop = readLoop(transport, this.#framer, this.#readHost());
+      },
+      handshake: (options, giveUp) => this.#handshake(options, giveUp),
+      reopened: () => (this.#state = "open"),
+      giveUp: (cause) => this.#shutdown("peer", cause),
+    };
   }
 
   #dispatch(raw: Record<string, unknown>): void {
     if (this.#options.transcript) {
       // Replies are recorded with their request as context, for redaction.
-      const request = typeof raw.id === "number"
-        ? this.#pending.get(raw.id) ?? this.#abandoned.get(raw.id)
-        : undefined;
+      const request = typeof raw.id === "number" ? this.#commands.request(raw.id) : undefined;
       this.#record("recv", raw, request);
     }
     if (!this.#greeting && !isEarlyEvent(raw)) {
@@ -800,91 +592,24 @@ export class QmpClient implements AsyncDisposable {
       if (this.#listeners.deliver(event)) this.#letListenersCatchUp = true;
       return;
     }
-    const id = msg.id;
-    const entry = typeof id === "number" ? this.#pending.get(id) : undefined;
-    if (!entry) {
-      this.#unrouted(msg, raw);
-      return;
-    }
-    this.#pending.delete(entry.id);
-    entry.cleanup();
-    if (!entry.oob) this.#inbandReplied();
-    if (msg.kind === "return") {
-      entry.resolve(msg.value);
-    } else {
-      entry.reject(new QmpCommandError(entry.command, entry.args, msg.class, msg.desc));
-    }
-  }
-
-  #unrouted(
-    msg: { kind: "return" | "error"; id: unknown; class?: string; desc?: string },
-    raw: Record<string, unknown>,
-  ): void {
-    if (typeof msg.id === "number" && this.#abandoned.has(msg.id)) {
-      const wasOob = this.#abandoned.get(msg.id)!.oob;
-      this.#abandoned.delete(msg.id);
-      if (!wasOob) this.#inbandReplied();
-      return; // late reply to a command that timed out or was aborted
-    }
-    if (msg.kind === "error" && msg.id === undefined) {
-      const err = new ServerParseError(msg.class ?? "GenericError", msg.desc ?? "");
-      const sent = [...this.#pending.values()].filter((p) => p.sent);
-      if (sent.length === 1) {
-        // The only request QEMU was reading is the one it failed to parse.
-        const entry = sent[0];
-        this.#pending.delete(entry.id);
-        entry.cleanup();
-        if (!entry.oob) this.#inbandReplied();
-        entry.reject(err);
-      } else {
-        this.#warn(err);
-      }
-      return;
-    }
-    this.#warn(
-      new ProtocolError(
-        `Discarded a reply with an unknown id ${stringifyJson(msg.id)}: ${
-          stringifyJson(raw).slice(0, 120)
-        }`,
-        { received: stringifyJson(raw).slice(0, 120) },
-      ),
-    );
+    this.#commands.route(msg, raw);
   }
 
   #record(
     direction: "send" | "recv",
     message: Record<string, unknown>,
-    request?: Pending,
+    request?: { command: string; args: unknown },
   ): void {
     const hook = this.#options.transcript;
     if (!hook) return;
-    let redacted: Record<string, unknown>;
-    try {
-      redacted = this.#options.redact === false
-        ? message
-        : request
-        ? redactReply(message, request.command, request.args)
-        : redactMessage(message);
-    } catch (cause) {
-      // Never let a message that cannot be redacted end the connection, nor reach the hook.
-      this.#warn(
-        new QmpError("A message could not be redacted; transcript entry withheld", { cause }),
-      );
-      redacted = { [REDACTED]: "message withheld: it could not be redacted" };
-    }
-    try {
-      hook({ time: new Date(), direction, message: redacted });
-    } catch (cause) {
-      // A faulty hook must not corrupt routing state; report it and go on.
-      this.#warn(new QmpError("The transcript hook threw an error; entry skipped", { cause }));
-    }
-  }
-
-  #inbandReplied(): void {
-    this.#inbandInFlight--;
-    while (this.#inbandQueue.length > 0 && this.#inbandInFlight < MAX_INBAND_IN_FLIGHT) {
-      this.#send(this.#inbandQueue.shift()!);
-    }
+    recordTranscript(
+      hook,
+      this.#options.redact !== false,
+      (e) => this.#warn(e),
+      direction,
+      message,
+      request,
+    );
   }
 
   #warn(err: QmpError): void {
@@ -920,26 +645,15 @@ export class QmpClient implements AsyncDisposable {
 
   /** Settles every pending command: rejected, except a `quit` that the close fulfilled. */
   #failPending(reason: "client" | "peer" | "quit" | "error", cause: unknown, text: string): void {
-    const pending = [...this.#pending.values()];
-    this.#pending.clear();
-    this.#inbandQueue = [];
-    this.#outQueue = [];
-    this.#abandoned.clear();
-    this.#inbandInFlight = 0;
-    for (const entry of pending) {
-      entry.cleanup();
-      // A quit whose reply was lost to the close still did what it was asked.
-      if (entry.command === "quit" && reason === "quit") entry.resolve({});
-      else {
-        entry.reject(
-          new ConnectionClosedError(`${entry.command} did not complete: ${text}`, {
-            address: this.address,
-            reason,
-            cause,
-          }),
-        );
-      }
-    }
+    this.#commands.failAll(
+      reason === "quit",
+      (entry) =>
+        new ConnectionClosedError(`${entry.command} did not complete: ${text}`, {
+          address: this.address,
+          reason,
+          cause,
+        }),
+    );
   }
 
   #shutdown(reason: "client" | "peer" | "quit" | "error", cause: unknown): void {
@@ -970,30 +684,8 @@ export class QmpClient implements AsyncDisposable {
   }
 }
 
-function preview(value: unknown): string {
-  let text: string;
-  try {
-    text = JSON.stringify(value) ?? String(value);
-  } catch {
-    text = Array.isArray(value) ? "an array" : String(value);
-  }
-  return excerpt(text, 60);
-}
-
 /** An event (not a greeting) that arrived before the greeting: tolerated, and kept. */
 function isEarlyEvent(raw: Record<string, unknown>): boolean {
   return typeof raw.event === "string" && !("QMP" in raw) && !("return" in raw) &&
     !("error" in raw);
-}
-
-function concat(chunks: Uint8Array[]): Uint8Array {
-  let size = 0;
-  for (const c of chunks) size += c.length;
-  const out = new Uint8Array(size);
-  let off = 0;
-  for (const c of chunks) {
-    out.set(c, off);
-    off += c.length;
-  }
-  return out;
 }
