@@ -98,7 +98,11 @@ async function connectOnce(address: Address, options: OpenOptions): Promise<Deno
   const where = formatAddress(address);
   const remaining = options.deadline - Date.now();
   if (remaining <= 0) throw new TimeoutError(`Connecting to ${where}`, options.timeoutMs);
-  const timeout = AbortSignal.timeout(remaining);
+  // A timer cleared once connected, not AbortSignal.timeout(): that one keeps its timer
+  // (and signal) alive for the whole connect timeout, per connection, after it succeeded.
+  const timeoutController = new AbortController();
+  const timeout = timeoutController.signal;
+  const timer = setTimeout(() => timeoutController.abort(), remaining);
   const signal = options.signal ? AbortSignal.any([options.signal, timeout]) : timeout;
   const pending = address.transport === "unix"
     ? Deno.connect({ transport: "unix", path: address.path })
@@ -128,6 +132,7 @@ async function connectOnce(address: Address, options: OpenOptions): Promise<Deno
     }
     throw err;
   } finally {
+    clearTimeout(timer);
     signal.removeEventListener("abort", onAbort!);
     aborted.catch(() => {});
   }
