@@ -65,9 +65,10 @@ export class CommandEngine {
   #nextId = 0;
   #pending = new Map<number, Pending>();
   /** Ids given up on (timeout/abort) whose reply has not come yet (kept to redact the reply). */
-  #abandoned = new Map<number, Pending>();
+  #abandoned: Map<number, Pending> | undefined;
   #inbandInFlight = 0;
-  #inbandQueue: Pending[] = [];
+  /** In-band commands waiting for the window (oob only); created when one has to wait. */
+  #inbandQueue: Pending[] | undefined;
   #outQueue: Uint8Array[] = [];
   /** The running write loop, if any. */
   flushing: Promise<void> | undefined;
@@ -86,7 +87,7 @@ export class CommandEngine {
 
   /** The command a reply id belongs to, pending or given up on (for redaction). */
   request(id: number): Pending | undefined {
-    return this.#pending.get(id) ?? this.#abandoned.get(id);
+    return this.#pending.get(id) ?? this.#abandoned?.get(id);
   }
 
   /** Checks the command and its arguments, assigns an id, sends or queues it. */
@@ -147,10 +148,10 @@ export class CommandEngine {
         this.#pending.delete(id);
         entry.cleanup();
         if (entry.sent) {
-          this.#abandoned.set(id, entry);
+          (this.#abandoned ??= new Map()).set(id, entry);
         } else {
-          const i = this.#inbandQueue.indexOf(entry);
-          if (i >= 0) this.#inbandQueue.splice(i, 1);
+          const i = this.#inbandQueue?.indexOf(entry) ?? -1;
+          if (i >= 0) this.#inbandQueue!.splice(i, 1);
         }
         reject(err);
       };
@@ -168,7 +169,7 @@ export class CommandEngine {
       signal?.addEventListener("abort", onAbort, { once: true });
       this.#pending.set(id, entry);
       if (!oob && this.#host.oob() && this.#inbandInFlight >= MAX_INBAND_IN_FLIGHT) {
-        this.#inbandQueue.push(entry);
+        (this.#inbandQueue ??= []).push(entry);
       } else {
         this.#send(entry);
       }
@@ -205,9 +206,9 @@ export class CommandEngine {
   failAll(quitDone: boolean, error: (entry: Pending) => ConnectionClosedError): void {
     const pending = [...this.#pending.values()];
     this.#pending.clear();
-    this.#inbandQueue = [];
+    this.#inbandQueue = undefined;
     this.#outQueue = [];
-    this.#abandoned.clear();
+    this.#abandoned = undefined;
     this.#inbandInFlight = 0;
     for (const entry of pending) {
       entry.cleanup();
@@ -221,9 +222,10 @@ export class CommandEngine {
     msg: { kind: "return" | "error"; id: unknown; class?: string; desc?: string },
     raw: Record<string, unknown>,
   ): void {
-    if (typeof msg.id === "number" && this.#abandoned.has(msg.id)) {
-      const wasOob = this.#abandoned.get(msg.id)!.oob;
-      this.#abandoned.delete(msg.id);
+    const abandoned = typeof msg.id === "number" ? this.#abandoned?.get(msg.id) : undefined;
+    if (abandoned !== undefined) {
+      const wasOob = abandoned.oob;
+      this.#abandoned!.delete(abandoned.id);
       if (!wasOob) this.#inbandReplied();
       return; // late reply to a command that timed out or was aborted
     }
@@ -290,8 +292,9 @@ export class CommandEngine {
 
   #inbandReplied(): void {
     this.#inbandInFlight--;
-    while (this.#inbandQueue.length > 0 && this.#inbandInFlight < MAX_INBAND_IN_FLIGHT) {
-      this.#send(this.#inbandQueue.shift()!);
+    const queue = this.#inbandQueue;
+    while (queue && queue.length > 0 && this.#inbandInFlight < MAX_INBAND_IN_FLIGHT) {
+      this.#send(queue.shift()!);
     }
   }
 }

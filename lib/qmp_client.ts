@@ -32,7 +32,7 @@ import {
 } from "./protocol.ts";
 import type { Transport } from "./transport.ts";
 import { QmpSchema, type SchemaEntry } from "./qapi/schema.ts";
-import { CommandEngine } from "./command_engine.ts";
+import { CommandEngine, type CommandHost } from "./command_engine.ts";
 import { readLoop, type ReadLoopHost } from "./read_loop.ts";
 import { type ReconnectHost, reconnectLoop } from "./reconnect.ts";
 import { recordTranscript } from "./transcript.ts";
@@ -77,8 +77,12 @@ export class QmpClient implements AsyncDisposable {
   #negotiated = false;
   #oob = false;
   readonly #commands: CommandEngine;
-  readonly #listeners = new ListenerRegistry();
-  #history: QmpEvent[] = [];
+  /** Created with the first listener or wait: an idle connection needs none. */
+  #registry: ListenerRegistry | undefined;
+  /** Recent events for `since`; created with the first event. */
+  #history: QmpEvent[] | undefined;
+  /** The engine's and the read loop's view of this client (one object, no closures). */
+  readonly #host: CommandHost & ReadLoopHost;
   #seq = 0;
   #closeError: ConnectionClosedError | undefined;
   #schema: Promise<QmpSchema> | undefined;
@@ -108,20 +112,14 @@ export class QmpClient implements AsyncDisposable {
     this.#options = options;
     this.address = options.address ?? "(transport)";
     this.#framer = new JsonObjectFramer({ maxMessageSize: options.maxMessageSize });
+    this.#host = new QmpClient.#Host(this);
     this.#commands = new CommandEngine(
-      {
-        oob: () => this.#oob,
-        isClosed: () => this.#isClosed(),
-        write: (data) => this.#transport.write(data),
-        writeFailed: (err) => this.#onReadOrWriteError(err),
-        sent: (message) => this.#record("send", message),
-        warn: (err) => this.#warn(err),
-      },
+      this.#host,
       options.commandTimeout === undefined ? undefined : parseDuration(options.commandTimeout),
     );
     this.#historySize = options.historySize ?? 256;
     this.closed = new Promise((resolve) => (this.#resolveClosed = resolve));
-    this.#readLoop = readLoop(transport, this.#framer, this.#readHost());
+    this.#readLoop = readLoop(transport, this.#framer, this.#host);
   }
 
   /** The server's greeting (version and offered capabilities). Throws before it arrived. */
@@ -299,13 +297,13 @@ export class QmpClient implements AsyncDisposable {
   listen(options: ListenOptions<QmpEvent> = {}): EventListener<QmpEvent> {
     const listener: EventListener<QmpEvent> = new EventListener(
       options,
-      () => this.#listeners.delete(listener),
+      () => this.#registry?.delete(listener),
     );
     if (this.#state === "closed") {
       const reason = this.#closeError?.reason;
       listener.end(this.#closeError, reason === "client" || reason === "quit");
     } else if (!listener.ended) {
-      this.#listeners.add(listener, options.names, this.#seq);
+      this.#listeners().add(listener, options.names, this.#seq);
     }
     return listener;
   }
@@ -359,7 +357,7 @@ export class QmpClient implements AsyncDisposable {
     if (options.since !== undefined) {
       const since = options.since;
       const accepts = eventPredicate([name], options.where);
-      const hit = this.#history.find((e) => e.seq > since && accepts(e));
+      const hit = this.#history?.find((e) => e.seq > since && accepts(e));
       if (hit) return Promise.resolve(hit as TypedEvent<N>);
     }
     if (this.#state === "closed") {
@@ -368,7 +366,7 @@ export class QmpClient implements AsyncDisposable {
       return p;
     }
     // Marked handled by waitForEvent.
-    return waitForEvent<TypedEvent<N>>(this.#listeners, name, options.where, options, this.#seq);
+    return waitForEvent<TypedEvent<N>>(this.#listeners(), name, options.where, options, this.#seq);
   }
 
   /**
@@ -459,21 +457,64 @@ export class QmpClient implements AsyncDisposable {
     return this.#commands.submit(command, args, oob, options);
   }
 
-  /** The read loop's view of this session. */
-  #readHost(): ReadLoopHost {
-    return {
-      isCurrent: (transport) => !this.#isClosed() && this.#transport === transport,
-      dispatch: (m) => this.#dispatch(m),
-      takeCatchUp: () => {
-        const yes = this.#letListenersCatchUp;
-        this.#letListenersCatchUp = false;
-        return yes;
-      },
-      listeners: this.#listeners,
-      ended: () => this.#lost(this.#commands.quitSent ? "quit" : "peer", undefined),
-      failed: (err) => this.#onReadOrWriteError(err),
-    };
+  /** The listener registry, created on first use. */
+  #listeners(): ListenerRegistry {
+    return this.#registry ??= new ListenerRegistry();
   }
+
+  /**
+   * The command engine's and the read loop's view of a client: one small object per
+   * connection whose methods live on a shared prototype (a host of arrow functions
+   * cost ~1 KiB of closures per connection). Declared inside the class so that its
+   * methods reach the client's private members.
+   */
+  static readonly #Host = class implements CommandHost, ReadLoopHost {
+    readonly #c: QmpClient;
+    constructor(client: QmpClient) {
+      this.#c = client;
+    }
+    oob(): boolean {
+      return this.#c.#oob;
+    }
+    isClosed(): boolean {
+      return this.#c.#isClosed();
+    }
+    write(data: Uint8Array): Promise<number> {
+      return this.#c.#transport.write(data);
+    }
+    writeFailed(err: unknown): void {
+      this.#c.#onReadOrWriteError(err);
+    }
+    sent(message: Record<string, unknown>): void {
+      this.#c.#record("send", message);
+    }
+    warn(err: QmpError): void {
+      this.#c.#warn(err);
+    }
+    isCurrent(transport: Transport): boolean {
+      return !this.#c.#isClosed() && this.#c.#transport === transport;
+    }
+    dispatch(message: Record<string, unknown>): void {
+      this.#c.#dispatch(message);
+    }
+    takeCatchUp(): boolean {
+      const yes = this.#c.#letListenersCatchUp;
+      this.#c.#letListenersCatchUp = false;
+      return yes;
+    }
+    behind(): number {
+      return this.#c.#registry?.behind() ?? 0;
+    }
+    clearBehind(): void {
+      this.#c.#registry?.clearBehind();
+    }
+    ended(): void {
+      this.#c.#lost(this.#c.#commands.quitSent ? "quit" : "peer", undefined);
+    }
+    failed(err: unknown): void {
+      this.#c.#onReadOrWriteError(err);
+    }
+  };
 
   /** A method, so TypeScript does not narrow the state across awaits. */
   #isClosed(): boolean {
@@ -547,7 +588,7 @@ export class QmpClient implements AsyncDisposable {
         this.#oob = false;
         this.#commands.quitSent = false;
         this.#schema = undefined; // the server may have changed (restarted, upgraded)
-        this.#readLoop = readLoop(transport, this.#framer, this.#readHost());
+        this.#readLoop = readLoop(transport, this.#framer, this.#host);
       },
       handshake: (options, giveUp) => this.#handshake(options, giveUp),
       reopened: () => (this.#state = "open"),
@@ -586,10 +627,11 @@ export class QmpClient implements AsyncDisposable {
         seq: ++this.#seq,
       };
       if (this.#historySize > 0) {
-        if (this.#history.length >= this.#historySize) this.#history.shift();
-        this.#history.push(event);
+        const history = this.#history ??= [];
+        if (history.length >= this.#historySize) history.shift();
+        history.push(event);
       }
-      if (this.#listeners.deliver(event)) this.#letListenersCatchUp = true;
+      if (this.#registry?.deliver(event)) this.#letListenersCatchUp = true;
       return;
     }
     this.#commands.route(msg, raw);
@@ -671,7 +713,7 @@ export class QmpClient implements AsyncDisposable {
     } catch { /* already closed */ }
     const graceful = reason === "client" || reason === "quit";
     this.#failPending(reason, cause, text);
-    for (const l of this.#listeners.clear()) l.end(closeError, graceful);
+    for (const l of this.#registry?.clear() ?? []) l.end(closeError, graceful);
     const w = this.#greetingWaiter;
     this.#greetingWaiter = undefined;
     w?.reject(
