@@ -8,11 +8,17 @@
  * @module
  */
 import type { JsonObjectFramer } from "./framing.ts";
-import type { ListenerRegistry } from "./listener_registry.ts";
 import type { Transport } from "./transport.ts";
 
-/** First size of a connection's read buffer; a full read makes it 4× larger, up to the max. */
-const READ_BUFFER_MIN = 4 * 1024;
+/**
+ * First size of a connection's read buffer: an idle connection holds only this (QEMU's
+ * greeting, replies like query-status's and most events fit). A full read makes it 4×
+ * larger, up to the max; {@link SHRINK_AFTER} reads in a row that would have fit the
+ * first size return to it.
+ */
+const READ_BUFFER_MIN = 1024;
+/** Small reads in a row after which a grown buffer is dropped (not on a flood's lulls). */
+const SHRINK_AFTER = 16;
 const READ_BUFFER_MAX = 64 * 1024;
 /** Microtask turns per catch-up round (a `for await` consumer takes ~1 per event). */
 const CATCH_UP_TICKS = 8;
@@ -25,8 +31,10 @@ export interface ReadLoopHost {
   dispatch(message: Record<string, unknown>): void;
   /** True (once) when a listener became half full since the last call. */
   takeCatchUp(): boolean;
-  /** The listeners, to see whether their consumers are draining. */
-  readonly listeners: ListenerRegistry;
+  /** Events buffered in listeners that were more than half full (see ListenerRegistry). */
+  behind(): number;
+  /** Forgets which listeners were behind. */
+  clearBehind(): void;
   /** The peer closed the stream. */
   ended(): void;
   /** Reading or framing failed. */
@@ -39,9 +47,11 @@ export async function readLoop(
   framer: JsonObjectFramer,
   host: ReadLoopHost,
 ): Promise<void> {
-  // Small while replies are small (an idle connection holds 4 KiB, not 64 KiB),
-  // larger once a read fills it: floods and big replies still take few reads.
+  // Small while replies are small (an idle connection holds 1 KiB, not 64 KiB),
+  // larger once a read fills it: floods and big replies still take few reads; back to
+  // small once reads are small again (after a big reply, the connection idles small).
   let buf = new Uint8Array(READ_BUFFER_MIN);
+  let small = 0;
   try {
     while (true) {
       const n = await transport.read(buf);
@@ -52,7 +62,16 @@ export async function readLoop(
         return;
       }
       const messages = framer.push(buf.subarray(0, n));
-      if (n === buf.length && n < READ_BUFFER_MAX) buf = new Uint8Array(n * 4);
+      if (n === buf.length) {
+        small = 0;
+        if (n < READ_BUFFER_MAX) buf = new Uint8Array(Math.min(n * 4, READ_BUFFER_MAX));
+      } else if (buf.length > READ_BUFFER_MIN) {
+        small = n <= READ_BUFFER_MIN ? small + 1 : 0;
+        if (small >= SHRINK_AFTER) {
+          small = 0;
+          buf = new Uint8Array(READ_BUFFER_MIN);
+        }
+      }
       for (const m of messages) {
         host.dispatch(m);
         if (!host.isCurrent(transport)) return;
@@ -60,7 +79,7 @@ export async function readLoop(
           // One read can hold thousands of events; let consumers drain their buffers
           // before delivering more. Microtasks, not a timer: setTimeout(0) sleeps
           // ~1-2 ms in Deno, which capped a flood at ~160k events/s.
-          await catchUp(host.listeners);
+          await catchUp(host);
           if (!host.isCurrent(transport)) return;
         }
       }
@@ -78,7 +97,7 @@ export async function readLoop(
  * the connection, even for a full listener nobody reads. Only listeners that were
  * more than half full are counted (O(1) typically).
  */
-async function catchUp(listeners: ListenerRegistry): Promise<void> {
+async function catchUp(listeners: ReadLoopHost): Promise<void> {
   let left = listeners.behind();
   while (left > 0) {
     for (let i = 0; i < CATCH_UP_TICKS; i++) await null;
