@@ -5,20 +5,14 @@
  *
  * @module
  */
-import { parseArgs, type ParseArgsConfig } from "node:util";
-import {
-  AddressError,
-  type ClientOptions,
-  connect,
-  launch,
-  LaunchError,
-  type Machine,
-  parseDuration,
-  type QmpClient,
-  QmpCommandError,
-  QmpError,
-  redactText,
-} from "../../mod.ts";
+import { type OptionSpecs, parseArgs } from "./parse_args.ts";
+// The library's files, not mod.ts: `qmp exec` should load what it uses, nothing more
+// (module loading dominated its start-up). The launcher is imported only for --launch.
+import { type ClientOptions, connect, type QmpClient } from "../../lib/client.ts";
+import { AddressError, LaunchError, QmpCommandError, QmpError } from "../../lib/errors.ts";
+import { parseDuration } from "../../lib/duration.ts";
+import { redactText } from "../../lib/redact.ts";
+import type { Machine } from "../../lib/machine.ts";
 import { stringifyJson } from "../../lib/json.ts";
 import { shellSplit, UsageError } from "./args.ts";
 import { onStopSignals, SIGNAL_EXIT_CODE, type StopSignal } from "./signals.ts";
@@ -116,7 +110,7 @@ function fileErrorLine(e: Error): string | undefined {
   return `cannot ${m[2]} ${m[3]}: ${m[1]}`;
 }
 
-/** Options every subcommand accepts, for `node:util` `parseArgs`. */
+/** Options every subcommand accepts (see `parse_args.ts`). */
 export const COMMON_OPTIONS = {
   help: { type: "boolean", short: "h" },
   verbose: { type: "boolean", short: "v" },
@@ -126,7 +120,7 @@ export const COMMON_OPTIONS = {
   memory: { type: "string" },
   "connect-timeout": { type: "string" },
   retry: { type: "boolean" },
-} as const satisfies ParseArgsConfig["options"];
+} as const satisfies OptionSpecs;
 
 /** Help text for {@link COMMON_OPTIONS}. */
 export const COMMON_HELP = `Target (ADDRESS, or one of the --launch options instead of it):
@@ -166,7 +160,7 @@ export interface CommonValues {
  * Parses `argv` with the common options plus `extra`. Unknown options and
  * bad values throw (mapped to exit code 2 by {@link exitCodeFor}).
  */
-export function parseCommandLine<O extends NonNullable<ParseArgsConfig["options"]>>(
+export function parseCommandLine<O extends OptionSpecs>(
   argv: string[],
   extra: O,
 ): { values: CommonValues & Record<string, unknown>; positionals: string[] } {
@@ -176,8 +170,6 @@ export function parseCommandLine<O extends NonNullable<ParseArgsConfig["options"
     parsed = parseArgs({
       args: attachDashValues(argv, options),
       options,
-      allowPositionals: true,
-      strict: true,
     });
   } catch (e) {
     if (!isParseArgsError(e)) throw e;
@@ -201,7 +193,7 @@ const FOREIGN_FLAGS: Record<string, string> = {
 /** One line for a `parseArgs` error, naming the option and the nearest one we have. */
 function describeParseArgsError(
   e: Error,
-  options: NonNullable<ParseArgsConfig["options"]>,
+  options: OptionSpecs,
 ): string {
   const code = (e as { code?: string }).code;
   const quoted = /'([^']+)'/.exec(e.message)?.[1] ?? "";
@@ -223,7 +215,7 @@ function describeParseArgsError(
 
 function nearestOption(
   flag: string,
-  options: NonNullable<ParseArgsConfig["options"]>,
+  options: OptionSpecs,
 ): string | undefined {
   if (!flag.startsWith("--")) {
     // -p where only --pretty exists: the one long option with that initial.
@@ -262,7 +254,7 @@ function editDistance(a: string, b: string): number {
  */
 function attachDashValues(
   argv: string[],
-  options: NonNullable<ParseArgsConfig["options"]>,
+  options: OptionSpecs,
 ): string[] {
   const out: string[] = [];
   for (let i = 0; i < argv.length; i++) {
@@ -426,6 +418,7 @@ export async function openTarget(
     // Every stop signal during the launch (the command's own handling starts after it).
     let signals = onStopSignals(handlers);
     try {
+      const { launch } = await import("../../lib/machine.ts");
       machine = await launch({
         args,
         guest: values.guest === "tiny" ? "tiny" : undefined,
