@@ -98,6 +98,13 @@ async function connectOnce(address: Address, options: OpenOptions): Promise<Deno
   const where = formatAddress(address);
   const remaining = options.deadline - Date.now();
   if (remaining <= 0) throw new TimeoutError(`Connecting to ${where}`, options.timeoutMs);
+  if (address.transport === "unix" && !options.signal) {
+    // A unix connect never waits: it succeeds, or fails at once (EAGAIN when the monitor's
+    // queue is full, see tests/cli_connect_errors_test.ts). So no timer to race it: one per
+    // connection cost ~1.6 KiB of garbage, and the first use of setTimeout loads Deno's
+    // Node-compatible timers (~7 ms of a one-shot CLI run).
+    return await Deno.connect({ transport: "unix", path: address.path });
+  }
   // A timer cleared once connected, not AbortSignal.timeout(): that one keeps its timer
   // (and signal) alive for the whole connect timeout, per connection, after it succeeded.
   const timeoutController = new AbortController();
