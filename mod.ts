@@ -10,7 +10,7 @@
  * ```ts ignore
  * import { connect } from "./mod.ts";
  *
- * await using qmp = await connect("unix:/run/vm1/qmp.sock"); // or "tcp:127.0.0.1:4444"
+ * await using qmp = await connect("unix:/run/vm1/qmp.sock"); // or "tcp:127.0.0.1:4444", "tls://..."
  * console.log(qmp.greeting.version.qemu);
  * const { status } = await qmp.execute("query-status");
  * const stopped = qmp.waitEvent("STOP", { timeout: "5s" }); // arm before acting
@@ -65,6 +65,7 @@ export {
   ConnectionClosedError,
   ConnectionError,
   EventOverflowError,
+  FdPassingError,
   LaunchError,
   MonitorBusyError,
   NegotiationError,
@@ -73,7 +74,11 @@ export {
   QmpError,
   type QmpErrorOptions,
   ServerParseError,
+  SshError,
+  type SshFailure,
   TimeoutError,
+  TlsError,
+  type TlsFailure,
 } from "./lib/errors.ts";
 export {
   type DataPattern,
@@ -87,15 +92,35 @@ export {
 export {
   type Address,
   formatAddress,
+  type LibvirtAddress,
   parseAddress,
+  type SshAddress,
   type TcpAddress,
+  type TlsAddress,
   type UnixAddress,
 } from "./lib/address.ts";
+export { type AcceptOptions, listen, QmpServer, type ServerOptions } from "./lib/server.ts";
+export {
+  type FdSource,
+  FileDescriptor,
+  MAX_FDS_PER_COMMAND,
+  openFd,
+  type OpenFdOptions,
+} from "./lib/fd_passing.ts";
+export { LibvirtError } from "./lib/libvirt_ffi.ts";
+export {
+  LibvirtDomain,
+  type LibvirtVmOptions,
+  startLibvirtDomain,
+  type StartLibvirtDomainOptions,
+} from "./lib/libvirt_domain.ts";
 export { type Duration, formatDuration, parseDuration } from "./lib/duration.ts";
 export { DEFAULT_MAX_MESSAGE_SIZE, type FramerOptions, JsonObjectFramer } from "./lib/framing.ts";
 export { parseJson, stringifyJson } from "./lib/json.ts";
 export type { Greeting, QemuVersionTriple, QmpEvent, QmpTimestamp } from "./lib/protocol.ts";
 export type { Transport } from "./lib/transport.ts";
+export type { TlsOptions } from "./lib/tls_transport.ts";
+export type { SshOptions } from "./lib/ssh_transport.ts";
 export {
   forgetSecrets,
   redactCommandLine,
@@ -109,6 +134,7 @@ export { QmpSchema, QmpValidationError, type SchemaEntry } from "./lib/qapi/sche
 export {
   launch,
   type LaunchOptions,
+  type LaunchTlsOptions,
   Machine,
   type ShutdownOptions,
   type ShutdownStep,
@@ -122,6 +148,31 @@ export {
   type ResolveAccelOptions,
 } from "./lib/accel.ts";
 export type { OrphanGuard } from "./lib/orphan_guard.ts";
+export { type ArgsIn, type ExecuteRestIn, type ReturnIn } from "./lib/command_map.ts";
+export {
+  launchStorageDaemon,
+  StorageDaemon,
+  type StorageDaemonOptions,
+  type StorageDaemonShutdownOptions,
+} from "./lib/storage_daemon.ts";
+export type {
+  StorageDaemonCommandName,
+  StorageDaemonCommands,
+  StorageDaemonEventName,
+  StorageDaemonEvents,
+} from "./lib/qapi/storage_daemon_types.ts";
+export {
+  QOM_TREE_CONCURRENCY,
+  type QomClient,
+  qomGet,
+  qomList,
+  type QomNode,
+  type QomProperty,
+  type QomPropertyValue,
+  qomSet,
+  qomTree,
+  type QomTreeOptions,
+} from "./lib/qom.ts";
 export {
   CONSOLE_BUFFER_LIMIT,
   type ConsoleMatch,
@@ -189,10 +240,14 @@ export {
   type PlaybookFactory,
   type PlaybookFn,
   type PlaybookLaunchOptions,
+  type PlaybookLibvirtVm,
   type PlaybookMeta,
+  type PlaybookStorageDaemonOptions,
   type PlaybookVmOptions,
   type QmpErrorClass,
   type StepOptions,
+  type StorageDaemonPlaybookFn,
+  type StorageDaemonPlaybookMeta,
 } from "./lib/runner/playbook.ts";
 export {
   type Comparable,

@@ -5,7 +5,7 @@
  * met?. Timing ratios come from the same run, ours and the baseline
  * interleaved (A B A B ...), medians. Prints only; never asserts.
  *
- *   deno run -A bench/main.ts [--quick] [--only=pipelined,schema,events,waits,cli_startup,fleet]
+ *   deno run -A bench/main.ts [--quick] [--only=pipelined,schema,events,waits,cli_startup,fleet,remote,launch,ssh,libvirt]
  *                             [--compare=LIBDIR]   (also measure a patched copy of lib/)
  *                             [--compare-tree=DIR] (cli_startup: also time another checkout's CLI)
  *
@@ -122,6 +122,7 @@ export const DENO_FLAGS = [
   "--allow-net",
   "--allow-run",
   "--allow-env",
+  "--allow-ffi",
 ];
 
 /** The library modules the benches drive (dynamically imported, see {@link loadLib}). */
@@ -210,6 +211,10 @@ const SUITE: { name: string; script: string; timeoutMs: number }[] = [
   { name: "waits", script: "waits.ts", timeoutMs: 240_000 },
   { name: "cli_startup", script: "cli_startup.ts", timeoutMs: 240_000 },
   { name: "fleet", script: "fleet.ts", timeoutMs: 300_000 },
+  { name: "remote", script: "remote.ts", timeoutMs: 240_000 },
+  { name: "launch", script: "launch.ts", timeoutMs: 180_000 },
+  { name: "ssh", script: "ssh.ts", timeoutMs: 180_000 },
+  { name: "libvirt", script: "libvirt.ts", timeoutMs: 240_000 },
 ];
 
 async function main(): Promise<void> {

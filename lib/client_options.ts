@@ -8,7 +8,10 @@
 import type { Duration } from "./duration.ts";
 import type { ConnectionClosedError, QmpError } from "./errors.ts";
 import type { EventWhere } from "./events.ts";
+import type { FdSource } from "./fd_passing.ts";
 import type { Greeting, QmpEvent } from "./protocol.ts";
+import type { SshOptions } from "./ssh_transport.ts";
+import type { TlsOptions } from "./tls_transport.ts";
 import type { CommandArgs, CommandName, EventName, QmpEvents } from "./qapi/types.ts";
 
 /** A typed event: `event` is the name, `data` its payload type. */
@@ -87,6 +90,22 @@ export interface ConnectOptions extends ClientOptions {
    * that is not a socket, or a busy monitor (`MonitorBusyError`), still fails at once.
    */
   retry?: boolean;
+  /**
+   * Certificates for a `tls://HOST:PORT` address (QEMU's `tls-creds-x509`):
+   * the CA, a client certificate and key when the monitor has
+   * `verify-peer=on`. Only valid with a `tls://` address.
+   */
+  tls?: TlsOptions;
+  /**
+   * Open the unix socket through libc (FFI) so commands can pass file descriptors
+   * (`execute(cmd, args, { fds })`). Needs `--allow-ffi`; unix sockets only.
+   */
+  fdPassing?: boolean;
+  /**
+   * How to run the system `ssh` for `ssh://` addresses: a config file, a key,
+   * more options, the program (see {@link SshOptions}).
+   */
+  ssh?: SshOptions;
 }
 
 /** Per-command options. */
@@ -95,6 +114,14 @@ export interface ExecuteOptions {
   timeout?: Duration;
   /** Reject with {@link AbortError} when aborted. The command may still run in QEMU. */
   signal?: AbortSignal;
+  /**
+   * File descriptors sent with the command (`SCM_RIGHTS`), for `getfd` and `add-fd`
+   * (QEMU takes the first one). Needs a client made by `connect(addr, { fdPassing: true })`;
+   * otherwise the command fails with `FdPassingError` and nothing is sent. Commands with
+   * fds go one at a time (each waits for the previous one's reply), so QEMU cannot pair a
+   * command with another one's descriptor. QEMU gets copies: close yours when convenient.
+   */
+  fds?: readonly FdSource[];
 }
 
 /** Options of {@link QmpClient.waitEvent}. */

@@ -2,8 +2,9 @@
  * The command engine of one QMP session: command ids, the pending map, the
  * in-band window when oob is on (QEMU queues at most
  * {@link MAX_INBAND_IN_FLIGHT}), per-command timeouts and aborts, ids given up
- * on (their late replies are dropped), the write queue, and routing of
- * replies back to their command. It knows nothing of greetings, events or
+ * on (their late replies are dropped), the write queue (a command carrying
+ * file descriptors starts its own write; such commands go one at a time), and
+ * routing of replies back to their command. It knows nothing of greetings, events or
  * reconnection: {@link QmpClient} drives it through {@link CommandHost}.
  *
  * @module
@@ -34,6 +35,8 @@ export interface Pending {
   args: unknown;
   oob: boolean;
   message: Record<string, unknown>;
+  /** Descriptors to send with the message (`SCM_RIGHTS`), if any. */
+  fds?: number[];
   sent: boolean;
   resolve(value: unknown): void;
   reject(error: unknown): void;
@@ -48,6 +51,11 @@ export interface CommandHost {
   isClosed(): boolean;
   /** Writes to the current transport. */
   write(data: Uint8Array): Promise<number>;
+  /**
+   * Writes `data` with `fds` attached to its first byte; resolves to the bytes written
+   * (0 when the transport cannot carry descriptors: the rest goes through `write`).
+   */
+  writeWithFds(data: Uint8Array, fds: number[]): Promise<number>;
   /** A write failed. */
   writeFailed(err: unknown): void;
   /** Records a sent message (transcript). */
@@ -70,6 +78,10 @@ export class CommandEngine {
   /** In-band commands waiting for the window (oob only); created when one has to wait. */
   #inbandQueue: Pending[] | undefined;
   #outQueue: Uint8Array[] = [];
+  /** Descriptors to attach to a queued message's first byte; created with the first one. */
+  #outFds: WeakMap<Uint8Array, number[]> | undefined;
+  /** The last command carrying fds: the next one waits for its reply. */
+  #fdTurn: Promise<unknown> | undefined;
   /** The running write loop, if any. */
   flushing: Promise<void> | undefined;
   /** True once `quit` was written: the peer closing is then expected. */
@@ -90,12 +102,23 @@ export class CommandEngine {
     return this.#pending.get(id) ?? this.#abandoned?.get(id);
   }
 
-  /** Checks the command and its arguments, assigns an id, sends or queues it. */
+  /**
+   * Runs `send` (which submits a command carrying fds) once the previous fd-carrying
+   * command is answered, so QEMU cannot pair a command with another one's descriptor.
+   */
+  inFdTurn(send: () => Promise<unknown>): Promise<unknown> {
+    const turn = (this.#fdTurn ?? Promise.resolve()).then(send);
+    this.#fdTurn = turn.catch(() => {});
+    return turn;
+  }
+
+  /** Checks the command and its arguments, assigns an id, sends or queues it (with `fds`). */
   submit(
     command: string,
     args: unknown,
     oob: boolean,
     options: ExecuteOptions | undefined,
+    fds?: number[],
   ): Promise<unknown> {
     if (typeof command !== "string" || command === "") {
       return Promise.reject(
@@ -135,6 +158,7 @@ export class CommandEngine {
         args,
         oob,
         message: commandMessage(command, args, id, oob),
+        ...(fds?.length ? { fds } : {}),
         sent: false,
         resolve,
         reject,
@@ -270,6 +294,7 @@ export class CommandEngine {
     if (!entry.oob) this.#inbandInFlight++;
     if (entry.command === "quit") this.quitSent = true;
     this.#host.sent(entry.message);
+    if (entry.fds) (this.#outFds ??= new WeakMap()).set(bytes, entry.fds);
     this.#outQueue.push(bytes);
     this.flushing ??= this.#flush();
   }
@@ -279,9 +304,22 @@ export class CommandEngine {
       while (this.#outQueue.length > 0 && !this.#host.isClosed()) {
         const chunks = this.#outQueue;
         this.#outQueue = [];
-        const data = chunks.length === 1 ? chunks[0] : concat(chunks);
-        let off = 0;
-        while (off < data.length) off += await this.#host.write(data.subarray(off));
+        const outFds = this.#outFds;
+        if (outFds === undefined) {
+          const data = chunks.length === 1 ? chunks[0] : concat(chunks);
+          let off = 0;
+          while (off < data.length) off += await this.#host.write(data.subarray(off));
+          continue;
+        }
+        // A message with fds starts its own write, so they ride on its first byte.
+        for (let i = 0, j = 1; i < chunks.length; i = j, j = i + 1) {
+          while (j < chunks.length && !outFds.has(chunks[j])) j++;
+          const data = j - i === 1 ? chunks[i] : concat(chunks.slice(i, j));
+          const fds = outFds.get(chunks[i]);
+          let off = 0;
+          if (fds) off = await this.#host.writeWithFds(data, fds);
+          while (off < data.length) off += await this.#host.write(data.subarray(off));
+        }
       }
     } catch (err) {
       if (!this.#host.isClosed()) this.#host.writeFailed(err);

@@ -8,8 +8,9 @@
  */
 import { type Address, formatAddress, isLoopback, parseAddress } from "./address.ts";
 import { formatDuration, parseDuration } from "./duration.ts";
-import { QmpError, TimeoutError } from "./errors.ts";
+import { AddressError, FdPassingError, QmpError, TimeoutError } from "./errors.ts";
 import { openTransport } from "./transport.ts";
+import { openUnixFdTransport } from "./transports/unix_fd.ts";
 import type { ConnectOptions } from "./client_options.ts";
 import { QmpClient } from "./qmp_client.ts";
 
@@ -17,14 +18,21 @@ import { QmpClient } from "./qmp_client.ts";
  * Connects to a QMP server, reads the greeting and negotiates capabilities.
  *
  * Addresses: `"unix:/path"`, `"tcp:HOST:PORT"`, `"HOST:PORT"`, `"[::1]:PORT"`,
- * or an object (`{ transport: "unix", path }`). A bad address throws
- * `AddressError` before any I/O.
+ * `"tls://HOST:PORT"` (with `tls` options), `"ssh://[USER@]HOST[:PORT]/PATH"`
+ * (a socket on another host, through the system ssh client: see `ssh`), or an
+ * object (`{ transport: "unix", path }`). A bad address throws `AddressError`
+ * before any I/O; a TLS or ssh failure is a `TlsError` / `SshError` saying
+ * what to fix.
  *
  * @example
  * ```ts ignore
  * await using qmp = await connect("unix:/run/vm1/qmp.sock", { timeout: "5s", retry: true });
  * console.log(qmp.greeting.version.qemu); // { major: 7, minor: 2, micro: 22 }
  * const { status } = await qmp.execute("query-status");
+ *
+ * await using remote = await connect("tls://vm1.example:4444", {
+ *   tls: { caFile: "ca-cert.pem", certFile: "client-cert.pem", keyFile: "client-key.pem" },
+ * });
  * ```
  */
 export async function connect(
@@ -43,7 +51,10 @@ export async function connect(
   const parsed = parseAddress(addr);
   const where = formatAddress(parsed);
   const timeoutMs = parseDuration(opts.timeout ?? "10s");
-  if (!isLoopback(parsed)) {
+  if (opts.tls !== undefined && parsed.transport !== "tls") {
+    throw new AddressError(addr, "TLS options were given for an address that is not tls://");
+  }
+  if (parsed.transport === "tcp" && !isLoopback(parsed)) {
     const warning = new QmpError(
       `${where} is not a loopback address; QMP has no authentication or encryption, ` +
         `so anyone who can reach it controls the VM`,
@@ -52,18 +63,32 @@ export async function connect(
     else console.warn(`qmpkit: warning: ${warning.message}`);
   }
   const deadline = Date.now() + timeoutMs;
-  const conn = await openTransport(parsed, {
+  if (opts.fdPassing && parsed.transport !== "unix") {
+    throw new FdPassingError(
+      `fdPassing needs a unix socket: ${where} is ${parsed.transport === "tls" ? "TLS" : "TCP"}, ` +
+        `which cannot carry file descriptors. ` +
+        `Give QEMU a unix socket monitor (-qmp unix:/path,server=on,wait=off).`,
+    );
+  }
+  const open = opts.fdPassing && parsed.transport === "unix"
+    ? (o: Parameters<typeof openTransport>[1]) => openUnixFdTransport(parsed, o)
+    : (o: Parameters<typeof openTransport>[1]) => openTransport(parsed, o);
+  const conn = await open({
     deadline,
     timeoutMs,
     signal: opts.signal,
     retry: opts.retry,
+    tls: opts.tls,
+    ssh: opts.ssh,
   });
   const dial = (signal: AbortSignal) =>
-    openTransport(parsed, {
+    open({
       deadline: Date.now() + timeoutMs,
       timeoutMs,
       retry: false,
       signal,
+      tls: opts.tls,
+      ssh: opts.ssh,
     });
   const client = new QmpClient(conn, { ...opts, address: where }, dial);
   const connected = Date.now();
@@ -77,7 +102,10 @@ export async function connect(
     if (err instanceof TimeoutError) {
       throw new TimeoutError(`Connecting to ${where}`, timeoutMs, {
         cause: err,
-        hint: handshakeTimeoutHint(client, connected - (deadline - timeoutMs), err),
+        hint: handshakeTimeoutHint(client, connected - (deadline - timeoutMs), err) +
+          (parsed.transport === "tcp"
+            ? `; a TLS monitor (tls-creds=...) says nothing to a plain client: use tls://`
+            : ""),
       });
     }
     throw err;

@@ -40,7 +40,8 @@ export class AddressError extends QmpError {
   constructor(address: unknown, reason: string, options?: QmpErrorOptions) {
     super(
       `Invalid QMP address ${JSON.stringify(address)}: ${reason}. ` +
-        `Use "unix:/path/to/qmp.sock", "tcp:HOST:PORT", "HOST:PORT" or "[::1]:PORT".`,
+        `Use "unix:/path/to/qmp.sock", "tcp:HOST:PORT", "HOST:PORT", "[::1]:PORT", ` +
+        `"tls://HOST:PORT", "ssh://[USER@]HOST[:PORT]/PATH" or "libvirt:DOMAIN".`,
       options,
     );
     this.name = "AddressError";
@@ -86,6 +87,90 @@ export class MonitorBusyError extends ConnectionError {
       { ...options, address },
     );
     this.name = "MonitorBusyError";
+  }
+}
+
+/**
+ * What went wrong in a {@link TlsError}: `credentials` (a certificate or key
+ * file unreadable or not PEM, checked before any I/O), `untrusted` (the
+ * server's certificate is not signed by the given CA), `name-mismatch` (it does
+ * not carry the name connected to), `expired` (it has expired or is not yet
+ * valid), `client-certificate-required` (the server closed the connection
+ * after the handshake and no client certificate was given),
+ * `client-certificate-rejected` (it closed it although one was given),
+ * `not-tls` (the server answered in plain text), `handshake` (anything else).
+ */
+export type TlsFailure =
+  | "credentials"
+  | "untrusted"
+  | "name-mismatch"
+  | "expired"
+  | "client-certificate-required"
+  | "client-certificate-rejected"
+  | "not-tls"
+  | "handshake";
+
+/**
+ * A TLS connection could not be set up. `kind` says why; the message says
+ * what to do. Messages name certificate files by path, never their contents.
+ */
+export class TlsError extends ConnectionError {
+  /** Why: see {@link TlsFailure}. */
+  readonly kind: TlsFailure;
+  /** Creates a TLS error. */
+  constructor(
+    message: string,
+    options: QmpErrorOptions & { address?: string; kind: TlsFailure },
+  ) {
+    super(message, options);
+    this.name = "TlsError";
+    this.kind = options.kind;
+  }
+}
+
+/**
+ * What went wrong when reaching a QMP socket through ssh (see {@link SshError}):
+ * - `"ssh-missing"`: the ssh program could not be run;
+ * - `"config"`: ssh refused its configuration or options (a bad `-F` file, a bad `-o`);
+ * - `"unreachable"`: name lookup, TCP connect or the SSH handshake failed (no route,
+ *   refused, timed out, reset);
+ * - `"auth"`: the server refused every key (`Permission denied (publickey)`);
+ * - `"host-key"`: the host key is unknown or has changed (`Host key verification failed`);
+ * - `"remote-socket"`: sshd could not open the remote socket (missing, not a socket,
+ *   no permission, or forwarding to unix sockets disabled);
+ * - `"forward"`: the local end of the tunnel could not be set up;
+ * - `"exited"`: ssh ended for another reason (its last message says which).
+ */
+export type SshFailure =
+  | "ssh-missing"
+  | "config"
+  | "unreachable"
+  | "auth"
+  | "host-key"
+  | "remote-socket"
+  | "forward"
+  | "exited";
+
+/**
+ * Reaching a remote QMP socket through the system `ssh` client failed.
+ * `failure` says how; `sshMessage` is what ssh printed about it (never key
+ * material: ssh prints none).
+ */
+export class SshError extends ConnectionError {
+  /** The kind of failure. */
+  readonly failure: SshFailure;
+  /** ssh's own message (its relevant stderr line), when it printed one. */
+  readonly sshMessage?: string;
+  /** Creates an ssh error. */
+  constructor(
+    message: string,
+    failure: SshFailure,
+    options?: QmpErrorOptions & { address?: string; sshMessage?: string },
+  ) {
+    super(message, options);
+    this.name = "SshError";
+    this.failure = failure;
+    this.sshMessage = options?.sshMessage;
   }
 }
 
@@ -242,6 +327,19 @@ export class EventOverflowError extends QmpError {
     );
     this.name = "EventOverflowError";
     this.bufferSize = bufferSize;
+  }
+}
+
+/**
+ * File descriptors cannot be passed: the connection is not a unix socket opened
+ * with `{ fdPassing: true }`, Deno lacks `--allow-ffi`, the platform is not Linux,
+ * or a descriptor is closed or invalid. Nothing was sent.
+ */
+export class FdPassingError extends QmpError {
+  /** Creates an fd passing error. */
+  constructor(message: string, options?: QmpErrorOptions) {
+    super(message, options);
+    this.name = "FdPassingError";
   }
 }
 

@@ -4,7 +4,8 @@
  *
  * @module
  */
-import { type ClientOptions, connect, type QmpClient } from "./client.ts";
+import type { ClientOptions, QmpClient } from "./client.ts";
+import { listen, type QmpServer } from "./server.ts";
 import { SerialConsole } from "./console.ts";
 import { type Duration, formatDuration, parseDuration } from "./duration.ts";
 import { type Accel, resolveAccel } from "./accel.ts";
@@ -22,6 +23,8 @@ import { AGENT_DEFAULT_MEMORY_MIB, agentArgs, AgentChannel } from "./agent_chann
 import type { AgentClient } from "./agent/client.ts";
 import { AgentError } from "./agent/errors.ts";
 import { redactCommandLine, redactText } from "./redact.ts";
+import { findOnPath, PIPE_GRACE_MS, pump, STDERR_KEEP } from "./child_process.ts";
+import { exitedWithin, ladder } from "./shutdown_ladder.ts";
 
 /** Options of {@link launch}. */
 export interface LaunchOptions {
@@ -83,10 +86,30 @@ export interface LaunchOptions {
   timeout?: Duration;
   /** Cancels the launch: QEMU is killed and an {@link AbortError} is thrown. */
   signal?: AbortSignal;
-  /** Options for the QMP client (`oob`, `transcript`, `commandTimeout`, ...). */
-  qmp?: ClientOptions;
+  /**
+   * Options for the QMP client (`oob`, `transcript`, `commandTimeout`, ...). Not `reconnect`:
+   * QEMU dials this connection itself (accept mode) and cannot dial again; a second client
+   * uses {@link Machine.socketPath}.
+   */
+  qmp?: Omit<ClientOptions, "reconnect">;
+  /**
+   * Also serve a QMP monitor over TLS on 127.0.0.1 (a free port), for tests of
+   * remote access: `dir` is a `tls-creds-x509` directory (`ca-cert.pem`,
+   * `server-cert.pem`, `server-key.pem`, and `dh-params.pem`, without which
+   * QEMU spends minutes generating DH parameters). Its address is
+   * {@link Machine.tlsAddress}; {@link Machine.qmp} stays on the private unix socket.
+   */
+  tls?: LaunchTlsOptions;
   /** Receives one line per lifecycle step (launch, each shutdown step), e.g. `console.error`. */
   log?: (message: string) => void;
+}
+
+/** The TLS monitor of {@link LaunchOptions.tls}. */
+export interface LaunchTlsOptions {
+  /** The credentials directory (QEMU's `tls-creds-x509` `dir=`). */
+  dir: string;
+  /** Require a client certificate signed by the directory's CA (`verify-peer=on`; default false). */
+  verifyPeer?: boolean;
 }
 
 /** Options of {@link Machine.shutdown}. */
@@ -116,9 +139,6 @@ export interface ShutdownStep {
   note?: string;
 }
 
-const STDERR_KEEP = 64 * 1024;
-/** After QEMU exits, how long its pipes may take to reach EOF before they are cancelled. */
-const PIPE_GRACE_MS = 500;
 let counter = 0;
 const live = new Set<Machine>();
 let unloadHooked = false;
@@ -137,10 +157,16 @@ export class Machine implements AsyncDisposable {
   readonly name: string;
   /** QEMU's process id. */
   readonly pid: number;
-  /** The private directory holding the QMP socket (mode 0700; removed at exit). */
+  /** The private directory holding the QMP sockets (mode 0700; removed at exit). */
   readonly dir: string;
-  /** Path of the QMP unix socket. */
+  /**
+   * Path of a second QMP monitor, in server mode and free for another client (the CLI,
+   * `--keep-vm`, `socat`, `connect(vm.socketPath, { fdPassing: true })`). {@link Machine.qmp}
+   * is not on it: QEMU dialed {@link launch} on a socket of its own (accept mode).
+   */
   readonly socketPath: string;
+  /** `tls://127.0.0.1:PORT` of the TLS monitor, when launched with `tls`. */
+  readonly tlsAddress?: string;
   /** The full QEMU command line, secrets included: print `redactCommandLine(commandLine)`. */
   readonly commandLine: string[];
   /** The accelerator in use. */
@@ -172,6 +198,7 @@ export class Machine implements AsyncDisposable {
     child: Deno.ChildProcess;
     dir: string;
     socketPath: string;
+    tlsAddress?: string;
     commandLine: string[];
     accel: "kvm" | "tcg";
     accelReason: string;
@@ -189,6 +216,7 @@ export class Machine implements AsyncDisposable {
     this.pid = init.child.pid;
     this.dir = init.dir;
     this.socketPath = init.socketPath;
+    this.tlsAddress = init.tlsAddress;
     this.commandLine = init.commandLine;
     this.accel = init.accel;
     this.accelReason = init.accelReason;
@@ -298,29 +326,7 @@ export class Machine implements AsyncDisposable {
   async #runShutdown(options: ShutdownOptions): Promise<Deno.CommandStatus> {
     await this.#agent?.close(); // pending agent calls fail now, not when QEMU is gone
     // Each step gets one budget, shared by its action (a QMP command) and the wait for exit.
-    const step = async (
-      name: ShutdownStep["step"],
-      timeout: number,
-      action: (budget: number) => Promise<unknown> | void,
-    ): Promise<boolean> => {
-      if (!this.running) return true;
-      const t0 = performance.now();
-      let note: string | undefined;
-      try {
-        await action(timeout);
-      } catch (e) {
-        note = e instanceof Error ? e.message : String(e);
-      }
-      const left = Math.max(0, timeout - (performance.now() - t0));
-      const exited = await this.#exitedWithin(left);
-      const ms = Math.round(performance.now() - t0);
-      if (!exited) note ??= `still running after ${formatDuration(timeout)}`;
-      this.shutdownSteps.push({ step: name, ms, exited, ...(note ? { note } : {}) });
-      this.#log(
-        `${this.name}: ${name} → ${exited ? `exited in ${formatDuration(ms)}` : note}`,
-      );
-      return exited;
-    };
+    const step = ladder(this, this.shutdownSteps, this.#log);
     const qmpOpen = () => this.qmp.state === "open";
     let powerdown = options.powerdown;
     if (powerdown === undefined) {
@@ -359,15 +365,8 @@ export class Machine implements AsyncDisposable {
     } catch { /* already gone */ }
   }
 
-  async #exitedWithin(ms: number): Promise<boolean> {
-    if (!this.running) return true;
-    let timer: ReturnType<typeof setTimeout> | undefined;
-    const timeout = new Promise<false>((r) => (timer = setTimeout(() => r(false), ms)));
-    try {
-      return await Promise.race([this.exited.then(() => true), timeout]);
-    } finally {
-      clearTimeout(timer);
-    }
+  #exitedWithin(ms: number): Promise<boolean> {
+    return exitedWithin(this, ms);
   }
 
   /** @internal Kills QEMU synchronously (process exit hook). */
@@ -399,6 +398,13 @@ export async function launch(options: LaunchOptions = {}): Promise<Machine> {
   const name = options.name ?? `qmpkit-${Deno.pid}-${++counter}`;
   const log = options.log ?? (() => {});
   refuseEscapes(binary, options.args ?? []);
+  if ((options.qmp as ClientOptions | undefined)?.reconnect) {
+    throw new LaunchError(
+      "launch() has no qmp.reconnect: QEMU dials the launcher's monitor itself and cannot dial " +
+        "again. For a client that reconnects, use connect(vm.socketPath, { reconnect: true }).",
+      { commandLine: [] },
+    );
+  }
   let { kernel, initrd, append } = options;
   if (options.guest === "tiny") {
     const guest = await findTinyGuest();
@@ -441,9 +447,23 @@ export async function launch(options: LaunchOptions = {}): Promise<Machine> {
     );
   const wantConsole = options.console ?? !machineName?.startsWith("none");
 
+  const tlsArgs = options.tls ? await tlsMonitorArgs(options.tls, binary) : [];
   const dir = await Deno.makeTempDir({ prefix: "qmpkit-vm-" });
   await Deno.chmod(dir, 0o700);
   const socketPath = `${dir}/qmp.sock`;
+  // Accept mode: QEMU dials this socket while it starts, so nothing polls for a socket file,
+  // and QEMU's exit racing accept() makes a QEMU that dies early fail the launch at once.
+  let server: QmpServer;
+  try {
+    server = await listen(`unix:${dir}/qmp-launch.sock`, options.qmp);
+  } catch (cause) {
+    await Deno.remove(dir, { recursive: true }).catch(() => {});
+    throw new LaunchError(
+      `Cannot listen for ${name}'s QMP monitor: ${cause instanceof Error ? cause.message : cause}`,
+      { commandLine: [] },
+      { cause },
+    );
+  }
   const agentSocketPath = options.agent ? `${dir}/qga.sock` : undefined;
   const memory = options.memory ?? (options.agent ? AGENT_DEFAULT_MEMORY_MIB : undefined);
   const qemuArgs = [
@@ -456,7 +476,10 @@ export async function launch(options: LaunchOptions = {}): Promise<Machine> {
     "-monitor",
     "none",
     "-qmp",
+    server.qemuArg,
+    "-qmp",
     `unix:${socketPath},server=on,wait=off`,
+    ...tlsArgs,
     ...(wantConsole && !has("-serial") ? ["-serial", "stdio"] : []),
     ...(memory !== undefined && !has("-m") ? ["-m", String(memory)] : []),
     ...(agentSocketPath ? agentArgs(agentSocketPath) : []),
@@ -468,6 +491,7 @@ export async function launch(options: LaunchOptions = {}): Promise<Machine> {
   ];
   const resolved = findOnPath(binary);
   if (resolved === null) {
+    await server.close();
     await Deno.remove(dir, { recursive: true }).catch(() => {});
     throw new LaunchError(
       `Cannot start ${binary}: ${binary.includes("/") ? "no such file" : "not found on PATH"}. ` +
@@ -481,6 +505,7 @@ export async function launch(options: LaunchOptions = {}): Promise<Machine> {
     try {
       consoleFile = await Deno.open(options.consoleLog, { create: true, append: true });
     } catch (cause) {
+      await server.close();
       await Deno.remove(dir, { recursive: true }).catch(() => {});
       throw new LaunchError(
         `Cannot open the console log ${options.consoleLog}: ` +
@@ -505,6 +530,7 @@ export async function launch(options: LaunchOptions = {}): Promise<Machine> {
     }).spawn();
   } catch (cause) {
     consoleFile?.close();
+    await server.close();
     await Deno.remove(dir, { recursive: true }).catch(() => {});
     const notFound = cause instanceof Deno.errors.NotFound;
     throw new LaunchError(
@@ -567,8 +593,8 @@ export async function launch(options: LaunchOptions = {}): Promise<Machine> {
     return status;
   })();
 
-  // Connect, racing QEMU's early exit (the process itself: its pipes may outlive it)
-  // and the deadline (counted from the start of launch()).
+  // Accept QEMU's connection, racing its early exit (the process itself: its pipes may
+  // outlive it) and the deadline (counted from the start of launch()).
   const exitAbort = new AbortController();
   let early: Deno.CommandStatus | undefined;
   child.status.then((s) => {
@@ -578,9 +604,7 @@ export async function launch(options: LaunchOptions = {}): Promise<Machine> {
   const signals = [exitAbort.signal, ...(options.signal ? [options.signal] : [])];
   let qmp: QmpClient;
   try {
-    qmp = await connect(`unix:${socketPath}`, {
-      ...options.qmp,
-      retry: true,
+    qmp = await server.accept({
       timeout: Math.max(1, timeoutMs - (performance.now() - startedAt)),
       signal: AbortSignal.any(signals),
     });
@@ -603,8 +627,8 @@ export async function launch(options: LaunchOptions = {}): Promise<Machine> {
       ? `${binary} exited before its QMP monitor was ready (` +
         (status.signal ? `signal ${status.signal}` : `exit code ${status.code}`) + ")"
       : timedOut
-      ? `${name} did not answer on its QMP socket within ${formatDuration(timeoutMs)}; ${killed}`
-      : `Cannot use ${name}'s QMP socket: ` +
+      ? `${name} did not connect to its QMP monitor within ${formatDuration(timeoutMs)}; ${killed}`
+      : `Cannot use ${name}'s QMP monitor: ` +
         `${cause instanceof Error ? cause.message : String(cause)}; ${killed}`;
     throw new LaunchError(message, {
       exitCode: exitedEarly ? status.code : undefined,
@@ -613,6 +637,26 @@ export async function launch(options: LaunchOptions = {}): Promise<Machine> {
       stderr: stderr.text.slice(-4000),
       commandLine,
     }, { cause });
+  } finally {
+    await server.close(); // one QEMU per launch: stop listening, remove the socket file
+  }
+  let tlsAddress: string | undefined;
+  if (options.tls) {
+    try {
+      tlsAddress = await tlsMonitorAddress(qmp);
+    } catch (cause) {
+      await qmp.close();
+      try {
+        child.kill("SIGKILL");
+      } catch { /* gone */ }
+      await exited;
+      throw new LaunchError(
+        `Cannot find the port of ${name}'s TLS monitor: ` +
+          `${cause instanceof Error ? cause.message : String(cause)}; QEMU was killed`,
+        { stderr: stderr.text.slice(-4000), commandLine },
+        { cause },
+      );
+    }
   }
   const vm = new Machine({
     qmp,
@@ -621,6 +665,7 @@ export async function launch(options: LaunchOptions = {}): Promise<Machine> {
     child,
     dir,
     socketPath,
+    tlsAddress,
     commandLine,
     accel,
     accelReason,
@@ -637,33 +682,47 @@ export async function launch(options: LaunchOptions = {}): Promise<Machine> {
   return vm;
 }
 
-/**
- * Looks `binary` up on PATH. Returns the path, `null` when it is certainly
- * missing, or the name itself when PATH cannot be read (no permission).
- */
-function findOnPath(binary: string): string | null {
-  if (binary.includes("/")) {
+const TLS_MONITOR = "qmpkit-tls-mon";
+
+/** QEMU arguments of the TLS monitor; checks the credentials directory first. */
+async function tlsMonitorArgs(tls: LaunchTlsOptions, binary: string): Promise<string[]> {
+  const dir = tls.dir;
+  const args = [
+    "-object",
+    `tls-creds-x509,id=qmpkit-tls,dir=${dir.replaceAll(",", ",,")},endpoint=server,` +
+    `verify-peer=${tls.verifyPeer ? "on" : "off"}`,
+    "-chardev",
+    `socket,id=${TLS_MONITOR},host=127.0.0.1,port=0,server=on,wait=off,tls-creds=qmpkit-tls`,
+    "-mon",
+    `chardev=${TLS_MONITOR},mode=control`,
+  ];
+  for (const file of ["ca-cert.pem", "server-cert.pem", "server-key.pem", "dh-params.pem"]) {
     try {
-      return Deno.statSync(binary).isFile ? binary : null;
-    } catch (e) {
-      return e instanceof Deno.errors.NotFound ? null : binary;
+      await Deno.stat(`${dir}/${file}`);
+    } catch (cause) {
+      throw new LaunchError(
+        `The TLS credentials directory ${dir} has no ${file}` +
+          (file === "dh-params.pem"
+            ? " (without it QEMU spends minutes generating DH parameters; write one with " +
+              `openssl genpkey -genparam -algorithm DH -pkeyopt group:ffdhe2048 -out ${dir}/dh-params.pem)`
+            : ""),
+        { commandLine: [binary, ...args] },
+        { cause },
+      );
     }
   }
-  let path: string | undefined;
-  try {
-    path = Deno.env.get("PATH");
-  } catch {
-    return binary;
+  return args;
+}
+
+/** The TLS monitor listens on port 0: ask QEMU which port it got. */
+async function tlsMonitorAddress(qmp: QmpClient): Promise<string> {
+  const chardevs = await qmp.execute("query-chardev", undefined, { timeout: "5s" });
+  const filename = chardevs.find((c) => c.label === TLS_MONITOR)?.filename ?? "";
+  const port = /:(\d+)(,|$)/.exec(filename.replace(/^disconnected:/, ""))?.[1];
+  if (port === undefined) {
+    throw new QmpError(`unexpected chardev filename ${JSON.stringify(filename)}`);
   }
-  for (const dir of (path ?? "").split(":")) {
-    if (!dir) continue;
-    try {
-      if (Deno.statSync(`${dir}/${binary}`).isFile) return `${dir}/${binary}`;
-    } catch (e) {
-      if (!(e instanceof Deno.errors.NotFound)) return binary;
-    }
-  }
-  return null;
+  return `tls://127.0.0.1:${port}`;
 }
 
 function argValue(args: string[], ...flags: string[]): string | undefined {
@@ -674,26 +733,6 @@ function argValue(args: string[], ...flags: string[]): string | undefined {
 function versionString(qmp: QmpClient): string {
   const v = qmp.greeting.version.qemu;
   return `${v.major}.${v.minor}.${v.micro}`;
-}
-
-/** Reads `stream` into `sink` until EOF or `cancel()`. */
-function pump(
-  stream: ReadableStream<Uint8Array>,
-  sink: (text: string) => void,
-): { done: Promise<void>; cancel: () => void } {
-  const decoder = new TextDecoder();
-  const reader = stream.getReader();
-  const done = (async () => {
-    try {
-      while (true) {
-        const { value, done } = await reader.read();
-        if (done) break;
-        sink(decoder.decode(value, { stream: true }));
-      }
-    } catch { /* the process went away */ }
-    sink(decoder.decode());
-  })();
-  return { done, cancel: () => void reader.cancel().catch(() => {}) };
 }
 
 /**

@@ -27,10 +27,10 @@ export interface GuardedCommand {
 }
 
 const SETPRIV_DIRS = ["/usr/bin", "/bin"];
-let wrapper: { prefix: string[]; guard: OrphanGuard; warning?: string } | undefined;
-let warned = false;
+let wrapper: { prefix: string[]; guard: OrphanGuard; why?: (binary: string) => string } | undefined;
+const warned = new Set<string>();
 
-function detect(): { prefix: string[]; guard: OrphanGuard; warning?: string } {
+function detect(): { prefix: string[]; guard: OrphanGuard; why?: (binary: string) => string } {
   if (Deno.build.os !== "linux") return { prefix: [], guard: "exit-hook" };
   let found: string | undefined;
   for (const dir of SETPRIV_DIRS) {
@@ -41,23 +41,22 @@ function detect(): { prefix: string[]; guard: OrphanGuard; warning?: string } {
       }
     } catch { /* not here, or not allowed to look */ }
   }
-  const consequence = "QEMU started by launch() will outlive this process if it is killed " +
-    "(SIGKILL, SIGTERM, SIGINT): only a normal exit stops it";
   if (found === undefined) {
     return {
       prefix: [],
       guard: "exit-hook",
-      warning: `qmpkit: warning: ${consequence}. util-linux setpriv was not found in ` +
-        `${SETPRIV_DIRS.join(" or ")} (Debian: apt-get install util-linux), or --allow-read ` +
-        `does not cover it.`,
+      why: () =>
+        `util-linux setpriv was not found in ${SETPRIV_DIRS.join(" or ")} (Debian: ` +
+        `apt-get install util-linux), or --allow-read does not cover it.`,
     };
   }
   if (Deno.permissions.querySync({ name: "run", command: found }).state !== "granted") {
     return {
       prefix: [],
       guard: "exit-hook",
-      warning: `qmpkit: warning: ${consequence}. Deno may not run ${found}: add it, e.g. ` +
-        `--allow-run=qemu-system-x86_64,setpriv (or plain --allow-run).`,
+      why: (binary) =>
+        `Deno may not run ${found}: add it, e.g. ` +
+        `--allow-run=${binary.slice(binary.lastIndexOf("/") + 1)},setpriv (or plain --allow-run).`,
     };
   }
   return { prefix: [found, "--pdeathsig", "SIGKILL", "--"], guard: "pdeathsig" };
@@ -66,14 +65,22 @@ function detect(): { prefix: string[]; guard: OrphanGuard; warning?: string } {
 /**
  * Wraps `binary args...` so that the kernel kills it when this process dies,
  * when possible (Linux, `setpriv` present and allowed). When it is not
- * possible on Linux, prints one warning per process (naming the missing
- * permission or package) on stderr.
+ * possible on Linux, prints one warning per `subject` and process (naming the
+ * missing permission or package) on stderr. `subject` names what outlives its
+ * owner in that warning (default: QEMU started by `launch()`).
  */
-export function guardCommand(binary: string, args: string[]): GuardedCommand {
+export function guardCommand(
+  binary: string,
+  args: string[],
+  subject = "QEMU started by launch()",
+): GuardedCommand {
   wrapper ??= detect();
-  if (wrapper.warning && !warned) {
-    warned = true;
-    console.warn(wrapper.warning);
+  if (wrapper.why && !warned.has(subject)) {
+    warned.add(subject);
+    console.warn(
+      `qmpkit: warning: ${subject} will outlive this process if it is killed ` +
+        `(SIGKILL, SIGTERM, SIGINT): only a normal exit stops it. ${wrapper.why(binary)}`,
+    );
   }
   return wrapper.prefix.length
     ? {

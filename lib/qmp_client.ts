@@ -13,6 +13,8 @@
 import { type Duration, parseDuration } from "./duration.ts";
 import {
   ConnectionClosedError,
+  ConnectionError,
+  FdPassingError,
   NegotiationError,
   ProtocolError,
   QmpCommandError,
@@ -31,17 +33,19 @@ import {
   timestampToDate,
 } from "./protocol.ts";
 import type { Transport } from "./transport.ts";
+import { type FdSource, rawFds } from "./fd_passing.ts";
+import { isFdTransport } from "./transports/unix_fd.ts";
 import { QmpSchema, type SchemaEntry } from "./qapi/schema.ts";
 import { CommandEngine, type CommandHost } from "./command_engine.ts";
 import { readLoop, type ReadLoopHost } from "./read_loop.ts";
 import { type ReconnectHost, reconnectLoop } from "./reconnect.ts";
 import { recordTranscript } from "./transcript.ts";
-import type { CommandName, CommandReturn, EventName } from "./qapi/types.ts";
+import type { EventName, QmpCommands } from "./qapi/types.ts";
+import type { ExecuteRestIn, ReturnIn } from "./command_map.ts";
 import type {
   ClientOptions,
   ClientState,
   ExecuteOptions,
-  ExecuteRest,
   TypedEvent,
   WaitEventOptions,
 } from "./client_options.ts";
@@ -64,7 +68,7 @@ export { MAX_INBAND_IN_FLIGHT } from "./command_engine.ts";
  * await stopped; // caught although QEMU sends STOP before stop's reply
  * ```
  */
-export class QmpClient implements AsyncDisposable {
+export class QmpClient<C = QmpCommands> implements AsyncDisposable {
   /** The address this client is connected to, for messages (`unix:/x`, `tcp:h:p`). */
   readonly address: string;
   #transport: Transport;
@@ -112,7 +116,7 @@ export class QmpClient implements AsyncDisposable {
     this.#options = options;
     this.address = options.address ?? "(transport)";
     this.#framer = new JsonObjectFramer({ maxMessageSize: options.maxMessageSize });
-    this.#host = new QmpClient.#Host(this);
+    this.#host = new QmpClient.#Host<C>(this);
     this.#commands = new CommandEngine(
       this.#host,
       options.commandTimeout === undefined ? undefined : parseDuration(options.commandTimeout),
@@ -241,9 +245,12 @@ export class QmpClient implements AsyncDisposable {
    * await qmp.execute("device_add", { driver: "usb-tablet", id: "tab0" });
    * ```
    */
-  execute<K extends CommandName>(command: K, ...rest: ExecuteRest<K>): Promise<CommandReturn<K>> {
+  execute<K extends keyof C & string>(
+    command: K,
+    ...rest: ExecuteRestIn<C, K>
+  ): Promise<ReturnIn<C, K>> {
     const [args, options] = rest;
-    return this.#run(command, args, false, options) as Promise<CommandReturn<K>>;
+    return this.#run(command, args, false, options) as Promise<ReturnIn<C, K>>;
   }
 
   /**
@@ -263,10 +270,10 @@ export class QmpClient implements AsyncDisposable {
    * commands. Needs `oob: true` at connect time and a command that allows it
    * (QEMU 7.2: `migrate-recover`, `migrate-pause`, `yank`, `query-yank`).
    */
-  executeOob<K extends CommandName>(
+  executeOob<K extends keyof C & string>(
     command: K,
-    ...rest: ExecuteRest<K>
-  ): Promise<CommandReturn<K>> {
+    ...rest: ExecuteRestIn<C, K>
+  ): Promise<ReturnIn<C, K>> {
     const [args, options] = rest;
     if (!this.#oob && (this.#state === "open" || this.#state === "connecting")) {
       return Promise.reject(
@@ -275,7 +282,7 @@ export class QmpClient implements AsyncDisposable {
         ),
       );
     }
-    return this.#run(command, args, true, options) as Promise<CommandReturn<K>>;
+    return this.#run(command, args, true, options) as Promise<ReturnIn<C, K>>;
   }
 
   /**
@@ -427,15 +434,43 @@ export class QmpClient implements AsyncDisposable {
     args: unknown,
     oob: boolean,
     options: ExecuteOptions | undefined,
+    fds?: number[],
   ): Promise<unknown> {
+    if (options?.fds !== undefined && fds === undefined) {
+      return this.#runWithFds(command, args, oob, options, options.fds);
+    }
     if (!this.#options.validate || this.#state === "closed") {
-      return this.#submit(command, args, oob, options);
+      return this.#submit(command, args, oob, options, fds);
     }
     return this.schema().then((schema) => {
       const problem = schema.validateArguments(command, args);
       if (problem) throw problem;
-      return this.#submit(command, args, oob, options);
+      return this.#submit(command, args, oob, options, fds);
     });
+  }
+
+  /** Checks the fds now; sends the command once the previous fd-carrying one is answered. */
+  #runWithFds(
+    command: string,
+    args: unknown,
+    oob: boolean,
+    options: ExecuteOptions,
+    sources: readonly FdSource[],
+  ): Promise<unknown> {
+    let fds: number[];
+    try {
+      if (!isFdTransport(this.#transport)) {
+        throw new FdPassingError(
+          `Cannot pass file descriptors with ${command}: ${this.address} is not a unix socket ` +
+            `opened for fd passing. Connect with connect("unix:/path", { fdPassing: true }) ` +
+            `(and --allow-ffi); TCP cannot carry descriptors.`,
+        );
+      }
+      fds = rawFds(command, sources);
+    } catch (err) {
+      return Promise.reject(err);
+    }
+    return this.#commands.inFdTurn(() => this.#run(command, args, oob, options, fds));
   }
 
   #submit(
@@ -443,6 +478,7 @@ export class QmpClient implements AsyncDisposable {
     args: unknown,
     oob: boolean,
     options: ExecuteOptions | undefined,
+    fds?: number[],
   ): Promise<unknown> {
     if (this.#state === "closed") return Promise.reject(this.#closedError(command));
     if (this.#state === "reconnecting" && command !== "qmp_capabilities") {
@@ -454,7 +490,7 @@ export class QmpClient implements AsyncDisposable {
         ),
       );
     }
-    return this.#commands.submit(command, args, oob, options);
+    return this.#commands.submit(command, args, oob, options, fds);
   }
 
   /** The listener registry, created on first use. */
@@ -468,9 +504,9 @@ export class QmpClient implements AsyncDisposable {
    * cost ~1 KiB of closures per connection). Declared inside the class so that its
    * methods reach the client's private members.
    */
-  static readonly #Host = class implements CommandHost, ReadLoopHost {
-    readonly #c: QmpClient;
-    constructor(client: QmpClient) {
+  static readonly #Host = class<M> implements CommandHost, ReadLoopHost {
+    readonly #c: QmpClient<M>;
+    constructor(client: QmpClient<M>) {
       this.#c = client;
     }
     oob(): boolean {
@@ -481,6 +517,10 @@ export class QmpClient implements AsyncDisposable {
     }
     write(data: Uint8Array): Promise<number> {
       return this.#c.#transport.write(data);
+    }
+    writeWithFds(data: Uint8Array, fds: number[]): Promise<number> {
+      const transport = this.#c.#transport;
+      return isFdTransport(transport) ? transport.writeWithFds(data, fds) : Promise.resolve(0);
     }
     writeFailed(err: unknown): void {
       this.#c.#onReadOrWriteError(err);
@@ -674,6 +714,10 @@ export class QmpClient implements AsyncDisposable {
       case "client":
         return `the connection to ${this.address} was closed by the client`;
       case "peer":
+        // A transport that knows why it broke (an ssh tunnel that died) says so itself.
+        if (cause instanceof ConnectionError && !(cause instanceof ConnectionClosedError)) {
+          return `the connection to ${this.address} was lost: ${cause.message}`;
+        }
         return `QEMU closed the connection to ${this.address} (it exited or was killed)` +
           (cause instanceof Error ? `: ${cause.message}` : "");
       case "quit":

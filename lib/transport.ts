@@ -1,11 +1,16 @@
 /**
  * Byte transports: the minimal connection interface the client needs, and
- * opening unix/TCP sockets with a deadline, cancellation and retry.
+ * opening one (unix, TCP; TLS in lib/tls_transport.ts, `ssh://` in
+ * lib/ssh_transport.ts, libvirt domains in lib/transports/libvirt.ts) with a
+ * deadline, cancellation and retry.
  *
  * @module
  */
 import { type Address, formatAddress } from "./address.ts";
-import { AbortError, ConnectionError, MonitorBusyError, TimeoutError } from "./errors.ts";
+import { AbortError, ConnectionError, MonitorBusyError, TimeoutError, TlsError } from "./errors.ts";
+import { openSshTransport, type SshOptions } from "./ssh_transport.ts";
+import { openTlsTransport, type TlsOptions } from "./tls_transport.ts";
+import { LibvirtAgentTransport, LibvirtQmpTransport } from "./transports/libvirt.ts";
 
 /**
  * A bidirectional byte stream. `Deno.Conn` satisfies it; tests can supply an
@@ -30,20 +35,36 @@ export interface OpenOptions {
   signal?: AbortSignal;
   /** Keep retrying "no such socket" / "connection refused" until the deadline. */
   retry?: boolean;
+  /** Certificates and checks for a `tls://` address. */
+  tls?: TlsOptions;
+  /** How to run ssh, for `ssh://` addresses. */
+  ssh?: SshOptions;
+  /**
+   * What the stream will carry (default `"qmp"`). Sockets carry either; a libvirt
+   * address needs it, since libvirt passes QMP and the guest agent through separately.
+   */
+  purpose?: "qmp" | "agent";
 }
 
 const RETRYABLE = new Set(["NotFound", "ConnectionRefused", "ConnectionReset"]);
 
 /**
- * Connects to a unix or TCP address. With `retry`, a missing socket or a
- * refused connection (QEMU still starting) is retried with a short backoff
- * until the deadline. Errors are {@link ConnectionError} (a path that is not
- * a socket says so), {@link MonitorBusyError} (a unix monitor whose
- * connection queue is full: another client is attached),
- * {@link TimeoutError} (a TCP connection nothing accepts) or
- * {@link AbortError}.
+ * Connects to a unix, TCP, TLS or ssh address, or a libvirt domain. With
+ * `retry`, a missing socket or a refused connection (QEMU still starting; for
+ * libvirt, a domain not defined or not running yet) is retried with a short
+ * backoff until the deadline. Errors are {@link ConnectionError} (a path that
+ * is not a socket says so; a {@link TlsError} when TLS fails, an `SshError`
+ * for ssh, a `LibvirtError` for libvirt), {@link MonitorBusyError} (a unix
+ * monitor whose connection queue is full: another client is attached),
+ * {@link TimeoutError} (a TCP connection nothing accepts) or {@link AbortError}.
  */
-export async function openTransport(address: Address, options: OpenOptions): Promise<Deno.Conn> {
+export async function openTransport(address: Address, options: OpenOptions): Promise<Transport> {
+  if (address.transport === "ssh") return await openSshTransport(address, options);
+  if (address.transport === "libvirt") {
+    return options.purpose === "agent"
+      ? await LibvirtAgentTransport.open(address, options)
+      : await LibvirtQmpTransport.open(address, options);
+  }
   const where = formatAddress(address);
   let delay = 10;
   let lastError: unknown;
@@ -58,7 +79,9 @@ export async function openTransport(address: Address, options: OpenOptions): Pro
     try {
       return await connectOnce(address, options);
     } catch (err) {
-      if (err instanceof TimeoutError || err instanceof AbortError) throw err;
+      if (err instanceof TimeoutError || err instanceof AbortError || err instanceof TlsError) {
+        throw err;
+      }
       const kind = err instanceof Error ? err.name : "";
       if (address.transport === "unix") {
         // EAGAIN: QEMU accepts no connection while a client is attached, so the queue filled up.
@@ -94,7 +117,13 @@ export async function openTransport(address: Address, options: OpenOptions): Pro
   }
 }
 
-async function connectOnce(address: Address, options: OpenOptions): Promise<Deno.Conn> {
+async function connectOnce(
+  address: Exclude<Address, { transport: "ssh" | "libvirt" }>,
+  options: OpenOptions,
+): Promise<Transport> {
+  if (address.transport === "tls") {
+    return await openTlsTransport(address, options.tls ?? {}, options);
+  }
   const where = formatAddress(address);
   const remaining = options.deadline - Date.now();
   if (remaining <= 0) throw new TimeoutError(`Connecting to ${where}`, options.timeoutMs);

@@ -2,7 +2,8 @@
 /**
  * `qmp`: the qmpkit command line. Subcommands: `shell` (interactive REPL with
  * completion), `exec` (one command), `info` (VM summary), `events` (event
- * stream as JSON lines), `run` (playbooks), `agent` (the guest agent).
+ * stream as JSON lines), `run` (playbooks), `agent` (the guest agent), `qom`
+ * (the QEMU object model).
  *
  * Run it with `deno task qmp ...`, or install it:
  * `deno install -g -n qmp --allow-read --allow-write --allow-net --allow-run --allow-env scripts/qmp.ts`.
@@ -37,6 +38,9 @@ Commands:
   exec ADDRESS CMD [k=v..]  run one command, print its return value as JSON
   info ADDRESS              summary of the VM (version, state, devices, ...); --json
   events ADDRESS            stream events as JSON lines (--name, --count, --timeout)
+  qom [ADDRESS] ls|get|set|tree ...
+                            the QEMU object model: list, read, set properties; the
+                            composition tree (--props: with values); --json
   run PLAYBOOK              run a playbook (see qmp run --help)
   agent ADDRESS CMD [k=v..] talk to the guest agent (qemu-ga); agent ADDRESS exec -- PROG ARGS
                             runs a program in the guest and exits with its exit code
@@ -44,8 +48,9 @@ Commands:
   version                   print the version (also --version)
 
 ADDRESS is unix:PATH, a path (with "/", or a bare name such as qmp.sock: a
-socket in the current directory), tcp:HOST:PORT, HOST:PORT or [::1]:PORT;
-without one, $QMP_SOCKET is used. Every command also takes --launch (a
+socket in the current directory), tcp:HOST:PORT, HOST:PORT or [::1]:PORT, or
+ssh://[USER@]HOST[:PORT]/PATH (a socket on another host, through the system ssh:
+--ssh-config FILE, --ssh-option KEY=VALUE); without one, $QMP_SOCKET is used. Every command also takes --launch (a
 throwaway QEMU, -machine none by default; --launch-args "..." or --guest tiny)
 instead of an ADDRESS.
 Options common to all commands (-v/--verbose, --retry, --connect-timeout D,
@@ -63,6 +68,7 @@ const COMMANDS: Record<string, { handler: Handler; help?: () => Promise<string> 
   info: { handler: async (argv) => (await import("./cli/info.ts")).infoCommand(argv) },
   events: { handler: async (argv) => (await import("./cli/events.ts")).eventsCommand(argv) },
   agent: { handler: async (argv) => (await import("./cli/agent.ts")).agentCommand(argv) },
+  qom: { handler: async (argv) => (await import("./cli/qom.ts")).qomCommand(argv) },
   run: { handler: async (argv) => (await import("./cli/run.ts")).runCommand(argv) },
 };
 

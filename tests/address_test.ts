@@ -79,3 +79,52 @@ Deno.test("duration: parse and format", () => {
   assert.equal(formatDuration(1250), "1.25s");
   assert.equal(formatDuration(125000), "2m05s");
 });
+
+Deno.test("address: tls://HOST:PORT", () => {
+  assert.deepEqual(parseAddress("tls://127.0.0.1:4444"), {
+    transport: "tls",
+    hostname: "127.0.0.1",
+    port: 4444,
+  });
+  assert.deepEqual(parseAddress("tls://[::1]:4444"), {
+    transport: "tls",
+    hostname: "::1",
+    port: 4444,
+  });
+  assert.deepEqual(parseAddress("TLS://vm1.example:1"), {
+    transport: "tls",
+    hostname: "vm1.example",
+    port: 1,
+  });
+  assert.deepEqual(parseAddress({ transport: "tls", hostname: "h", port: 5 }), {
+    transport: "tls",
+    hostname: "h",
+    port: 5,
+  });
+  assert.equal(formatAddress(parseAddress("tls://[::1]:5")), "tls://[::1]:5");
+  assert.equal(formatAddress(parseAddress("tls://localhost:5")), "tls://localhost:5");
+  assert.equal(isLoopback(parseAddress("tls://127.0.0.1:5")), true);
+  assert.equal(isLoopback(parseAddress("tls://vm1.example:5")), false);
+});
+
+Deno.test("address: a bad scheme or a bad tls:// address is an AddressError", () => {
+  const cases: [string, RegExp][] = [
+    // Before, these were taken for unix socket paths (they contain "/").
+    ["ftp://host:21", /unknown scheme "ftp:\/\/" \(known: tls:\/\/, ssh:\/\/\)/],
+    ["https://host:443/x", /unknown scheme "https:\/\/"/],
+    ["tls://host", /missing ':PORT'/],
+    ["tls://:4444", /host is empty/],
+    ["tls://host:0", /1 to 65535/],
+    ["tls://", /missing ':PORT'|host is empty/],
+    ["tls://host:4444/qmp", /takes no path/],
+    ["tls:host:4444", /tls:\/\/HOST:PORT/],
+  ];
+  for (const [input, re] of cases) {
+    assert.throws(() => parseAddress(input), (e: unknown) => {
+      assert.ok(e instanceof AddressError, input);
+      assert.match(e.message, re, input);
+      assert.match(e.message, /tls:\/\/HOST:PORT/, input);
+      return true;
+    });
+  }
+});

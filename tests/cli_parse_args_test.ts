@@ -15,6 +15,9 @@ const OPTIONS: OptionSpecs = {
   name: { type: "string", short: "n", multiple: true },
   count: { type: "string", short: "c" },
   reporter: { type: "string", default: "pretty" },
+  // The shapes of qmp's --ssh-option (repeatable, KEY=VALUE) and qmp shell's -N.
+  "ssh-option": { type: "string", multiple: true },
+  "skip-negotiation": { type: "boolean", short: "N" },
 };
 
 const CASES: string[][] = [
@@ -33,12 +36,18 @@ const CASES: string[][] = [
   ["a", "--", "--pretty", "-v"],
   ["--reporter", "dot"],
   ["--count", "1", "--count", "2"],
+  ["--ssh-option", "StrictHostKeyChecking=no", "--ssh-option=IdentityFile=/k", "ssh://h/s"],
+  ["-N", "unix:/x"],
+  ["-vN"],
+  ["--skip-negotiation"],
   // errors
   ["--nope"],
   ["--nope=1"],
   ["-x"],
   ["-vx"],
   ["--pretty=yes"],
+  ["--skip-negotiation=1"],
+  ["--ssh-option"],
   ["--count"],
   ["-c"],
   ["--count", "-v"],

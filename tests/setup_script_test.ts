@@ -19,7 +19,7 @@ function installed(): boolean {
   return ["qemu-system-x86_64", "qemu-img", "cpio", "tmux"].every((c) =>
     has(c, "--version") || has(c, "-V")
   ) &&
-    has("dpkg", "-s", "busybox-static");
+    has("dpkg", "-s", "busybox-static") && has("ssh", "-V") && has("test", "-x", "/usr/sbin/sshd");
 }
 
 Deno.test({

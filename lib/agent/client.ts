@@ -952,6 +952,7 @@ export async function connectAgent(
       timeoutMs,
       signal: options.signal,
       retry: options.retry,
+      purpose: "agent",
     });
   }
   const client = new AgentClient(transport, {

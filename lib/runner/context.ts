@@ -12,6 +12,8 @@ import type { EventName } from "../qapi/types.ts";
 import { type Duration, formatDuration, parseDuration } from "../duration.ts";
 import { AbortError, ConnectionClosedError, QmpCommandError } from "../errors.ts";
 import { launch, type Machine } from "../machine.ts";
+import type { LibvirtDomain } from "../libvirt_domain.ts";
+import type { StorageDaemon } from "../storage_daemon.ts";
 import {
   ExpectationError,
   InterruptedError,
@@ -92,6 +94,10 @@ export interface ContextInit {
   file: string | undefined;
   qmp: QmpClient;
   machine: Machine | undefined;
+  /** The libvirt domain the playbook started (`vm: { libvirt }`), if any. */
+  domain?: LibvirtDomain;
+  /** The daemon of a `vm: { storageDaemon: true }` playbook. */
+  daemon?: StorageDaemon;
   attachedTo: string | undefined;
   tempDir: string;
   root: Frame;
@@ -136,6 +142,18 @@ export class Context implements PlaybookContext {
 
   get vm(): Machine {
     const m = this.#init.machine;
+    if (!m && this.#init.domain) {
+      throw new PlaybookUsageError(
+        `t.vm is not available: playbook "${this.name}" runs libvirt domain ` +
+          `${this.#init.domain.name}, not a QEMU it launched; use t.qmp and t.agent`,
+      );
+    }
+    if (!m && this.#init.daemon) {
+      throw new PlaybookUsageError(
+        `t.vm is not available: playbook "${this.name}" runs qemu-storage-daemon ` +
+          `(vm: { storageDaemon: true }), not a VM; use t.qmp and t.daemon`,
+      );
+    }
     if (!m) {
       throw new PlaybookUsageError(
         `t.vm is not available: playbook "${this.name}" is attached to an existing VM ` +
@@ -145,7 +163,22 @@ export class Context implements PlaybookContext {
     return m;
   }
 
+  get daemon(): StorageDaemon {
+    const d = this.#init.daemon;
+    if (!d) {
+      throw new PlaybookUsageError(
+        this.#init.attachedTo !== undefined
+          ? `t.daemon is not available: playbook "${this.name}" is attached with --qmp ` +
+            `${this.#init.attachedTo}; use t.qmp`
+          : `t.daemon is not available: playbook "${this.name}" launches a VM; ` +
+            `use vm: { storageDaemon: true } for a storage daemon`,
+      );
+    }
+    return d;
+  }
+
   get agent(): AgentClient {
+    if (this.#init.domain) return this.#init.domain.agent;
     const m = this.#init.machine;
     if (!m) {
       throw new PlaybookUsageError(
@@ -279,7 +312,7 @@ export class Context implements PlaybookContext {
     if (error instanceof StepFailedError) result.nestedFailure = true;
     else {
       result.failure = describeFailure(error, text, this.#init.ring, this.#consoleTail());
-      const exit = await qemuExit(error, this.#init.machine);
+      const exit = await qemuExit(error, this.#init.machine ?? this.#init.daemon);
       if (exit) result.failure.qemuExit = exit;
     }
     observer.stepEnd?.(info, result);

@@ -10,8 +10,14 @@ import { stringifyJson } from "../json.ts";
 import { redactText } from "../redact.ts";
 import { join } from "node:path";
 import { connect, type QmpClient, type TranscriptEntry } from "../client.ts";
+import type { SshOptions } from "../ssh_transport.ts";
 import { type Duration, parseDuration } from "../duration.ts";
 import { launch, type Machine } from "../machine.ts";
+import type { TlsOptions } from "../tls_transport.ts";
+import { formatAddress, parseAddress } from "../address.ts";
+import { type LibvirtDomain, startLibvirtDomain } from "../libvirt_domain.ts";
+import { launchStorageDaemon, type StorageDaemon } from "../storage_daemon.ts";
+import { isStorageDaemonVm } from "./playbook.ts";
 import { Context } from "./context.ts";
 import {
   PlaybookSkip,
@@ -41,6 +47,10 @@ export interface RunPlaybookOptions {
   qmp?: string;
   /** With `qmp`: keep retrying while the socket does not exist yet (within the 10 s deadline). */
   retry?: boolean;
+  /** With a `tls://` `qmp` address: its certificates (see `connect()`'s `tls`). */
+  tls?: TlsOptions;
+  /** With an `ssh://` `qmp` address: how to run ssh (config file, options). */
+  ssh?: SshOptions;
   /** Playbook timeout; overrides `meta.timeout` (default `"5m"`). */
   timeout?: Duration;
   /** Default step timeout; overrides `meta.stepTimeout`. */
@@ -59,17 +69,22 @@ export interface RunPlaybookOptions {
   observer?: RunObserver;
 }
 
-const liveMachines = new Set<Machine>();
+const liveDomains = new Set<LibvirtDomain>();
+const liveMachines = new Set<Machine | StorageDaemon>();
 const liveTempDirs = new Set<string>();
 
 /**
- * Kills (SIGKILL) every VM the engine launched that is still running, and
- * removes the playbook temp dirs still there (kept with a `--keep-vm` VM, or
- * left by a run stopped at once).
+ * Kills (SIGKILL) every VM the engine launched that is still running, destroys
+ * the libvirt domains it started, and removes the playbook temp dirs still
+ * there (kept with a `--keep-vm` VM, or left by a run stopped at once).
  */
 export async function killAllMachines(): Promise<void> {
-  await Promise.all([...liveMachines].map((m) => m.kill().catch(() => undefined)));
+  await Promise.all([
+    ...[...liveMachines].map((m) => m.kill().catch(() => undefined)),
+    ...[...liveDomains].map((d) => d.destroy().catch(() => undefined)),
+  ]);
   liveMachines.clear();
+  liveDomains.clear();
   await Promise.all(
     [...liveTempDirs].map((d) => Deno.remove(d, { recursive: true }).catch(() => undefined)),
   );
@@ -119,10 +134,11 @@ export async function runPlaybook(
     record = await openPrivateFile(options.recordFile);
     result.recording = options.recordFile;
   }
-  const transcript = (vm: string) => (entry: TranscriptEntry) => {
+  const transcript = (vm: string, address?: string) => (entry: TranscriptEntry) => {
     const rec: TranscriptRecord = {
       time: entry.time.toISOString(),
       vm,
+      ...(address !== undefined ? { address } : {}),
       direction: entry.direction,
       message: entry.message,
     };
@@ -159,6 +175,8 @@ export async function runPlaybook(
   const tempDir = await Deno.makeTempDir({ prefix: "qmpkit-play-" });
   liveTempDirs.add(tempDir);
   const machines: { label: string; machine: Machine }[] = [];
+  let domain: LibvirtDomain | undefined;
+  let daemon: StorageDaemon | undefined;
   let client: QmpClient | undefined;
   let ctx: Context | undefined;
   const playbookMatched = !options.filter ||
@@ -171,10 +189,32 @@ export async function runPlaybook(
         client = await connect(options.qmp, {
           timeout: "10s",
           retry: options.retry === true,
+          ssh: options.ssh,
           signal,
-          transcript: transcript("vm"),
+          transcript: transcript("vm", formatAddress(parseAddress(options.qmp))),
+          ...(options.tls ? { tls: options.tls } : {}),
         });
         log("runner", [], `attached to ${client.address}`);
+      } else if (pb.meta.vm && "libvirt" in pb.meta.vm) {
+        domain = await startLibvirtDomain({
+          ...pb.meta.vm.libvirt,
+          signal,
+          qmp: { transcript: transcript("vm") },
+        });
+        liveDomains.add(domain);
+        client = domain.qmp;
+        log("vm", [], `started libvirt domain ${domain.name} (${domain.address})`);
+      } else if (isStorageDaemonVm(pb.meta.vm)) {
+        const { storageDaemon: _, ...daemonOptions } = pb.meta.vm;
+        daemon = await launchStorageDaemon({
+          ...daemonOptions,
+          signal,
+          log: (m) => log("vm", [], m),
+          qmp: { transcript: transcript("vm") },
+        });
+        liveMachines.add(daemon);
+        // One connection; the body sees it typed for the daemon's schema.
+        client = daemon.qmp as unknown as QmpClient;
       } else if (pb.meta.vm) {
         const machine = await launch({
           ...pb.meta.vm,
@@ -196,6 +236,8 @@ export async function runPlaybook(
         file: options.file,
         qmp: client,
         machine: machines[0]?.machine,
+        domain,
+        daemon,
         attachedTo: options.qmp ? client.address : undefined,
         tempDir,
         root: { path: [], signal, children: result.steps, matched: playbookMatched },
@@ -215,7 +257,7 @@ export async function runPlaybook(
       if (e instanceof PlaybookSkip) skipped = e.reason;
       else if (!(e instanceof StepFailedError)) {
         result.failure = describeFailure(e, "(playbook)", ring, consoleTail(machines[0]?.machine));
-        const exit = await qemuExit(e, machines[0]?.machine);
+        const exit = await qemuExit(e, machines[0]?.machine ?? daemon);
         if (exit) result.failure.qemuExit = exit;
       }
     }
@@ -239,6 +281,17 @@ export async function runPlaybook(
     } else {
       result.cleanupFailures = await ctx.runCleanups(interrupted ? 10_000 : 30_000, interrupted);
     }
+  }
+
+  if (daemon) {
+    // --keep-vm keeps VMs only: a daemon is always stopped.
+    try {
+      await daemon.shutdown({ quitTimeout: "5s", termTimeout: "3s" });
+    } catch (e) {
+      log("runner", [], `stopping ${daemon.name} failed: ${errorText(e)}`);
+      await daemon.kill().catch(() => undefined);
+    }
+    liveMachines.delete(daemon);
   }
 
   if (keep) {
@@ -267,6 +320,16 @@ export async function runPlaybook(
     }
     await Deno.remove(tempDir, { recursive: true }).catch(() => undefined);
     liveTempDirs.delete(tempDir);
+  }
+  if (domain) {
+    // Started with autodestroy: it cannot outlive this process, so --keep-vm does not keep it.
+    try {
+      await domain.destroy();
+      log("runner", [], `destroyed libvirt domain ${domain.name}`);
+    } catch (e) {
+      log("runner", [], `destroying libvirt domain ${domain.name} failed: ${errorText(e)}`);
+    }
+    liveDomains.delete(domain);
   }
   if (options.qmp && client) await client.close();
   record?.close();

@@ -17,7 +17,7 @@ import type { Failure, TranscriptRecord } from "./results.ts";
  */
 export async function qemuExit(
   error: unknown,
-  machine: Machine | undefined,
+  machine: Pick<Machine, "running" | "exited" | "describeExit"> | undefined,
 ): Promise<string | undefined> {
   if (!machine) return undefined;
   let lost = false;

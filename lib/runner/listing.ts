@@ -98,6 +98,9 @@ export async function listPlaybook(
     get agent(): AgentClient {
       return stop("uses t.agent");
     },
+    get daemon(): never {
+      return stop("uses t.daemon");
+    },
     attached: false,
     signal: never,
     get tempDir(): string {

@@ -23,11 +23,35 @@ import type { EventName } from "../qapi/types.ts";
 import type { Duration } from "../duration.ts";
 import type { QmpCommandError } from "../errors.ts";
 import type { LaunchOptions, Machine } from "../machine.ts";
+import type { StorageDaemon, StorageDaemonOptions } from "../storage_daemon.ts";
+import type { QmpCommands } from "../qapi/types.ts";
+import type { StorageDaemonCommands } from "../qapi/storage_daemon_types.ts";
 import type { AgentClient } from "../agent/client.ts";
+import type { LibvirtVmOptions } from "../libvirt_domain.ts";
 import type { DeepPartial, Expectation } from "./expect.ts";
 
 /** How a playbook's VM is launched: {@link LaunchOptions} without the runner-owned members. */
 export type PlaybookVmOptions = Omit<LaunchOptions, "signal" | "log" | "qmp">;
+
+/**
+ * A playbook VM that libvirt runs: a transient domain defined and started from `xml`
+ * (at `uri`, default `qemu:///system`), destroyed after the cleanups, even on Ctrl-C.
+ * `t.qmp` and `t.agent` go through libvirt; `t.vm` (a launched QEMU) is not available.
+ */
+export interface PlaybookLibvirtVm {
+  /** The domain to start. */
+  libvirt: LibvirtVmOptions;
+}
+
+/**
+ * A playbook whose target is `qemu-storage-daemon` instead of a VM:
+ * `vm: { storageDaemon: true, args: [...] }` (the rest as
+ * {@link StorageDaemonOptions}). `t.qmp` is then typed for the daemon's schema
+ * and `t.daemon` is the daemon; `t.vm` and `t.agent` are unavailable.
+ */
+export type PlaybookStorageDaemonOptions =
+  & { storageDaemon: true }
+  & Omit<StorageDaemonOptions, "signal" | "log" | "qmp">;
 
 /** A playbook's name, VM and limits. */
 export interface PlaybookMeta {
@@ -36,11 +60,13 @@ export interface PlaybookMeta {
   /** A longer description, shown by `--list`. */
   description?: string;
   /**
-   * The VM to launch for this playbook (`{ guest: "tiny" }`, `{ machine: "pc", paused: true }`).
+   * The VM to launch for this playbook (`{ guest: "tiny" }`, `{ machine: "pc", paused: true }`),
+   * or a libvirt domain to start (`{ libvirt: { xml } }`, see {@link PlaybookLibvirtVm}).
    * Ignored when the runner attaches to an existing VM with `--qmp`. When omitted, the
-   * playbook can only run with `--qmp`.
+   * playbook can only run with `--qmp`. `{ storageDaemon: true }` starts a
+   * `qemu-storage-daemon` instead (see {@link PlaybookStorageDaemonOptions}).
    */
-  vm?: PlaybookVmOptions;
+  vm?: PlaybookVmOptions | PlaybookLibvirtVm | PlaybookStorageDaemonOptions;
   /** Limit for the whole playbook, VM launch included (default `"5m"`; `--timeout` overrides). */
   timeout?: Duration;
   /** Default limit of every step that sets none (default: no limit but the playbook's). */
@@ -120,15 +146,21 @@ export interface PlaybookLaunchOptions extends PlaybookVmOptions {
 
 /**
  * The `t` handed to a playbook: its VM and QMP connection, steps, cleanups
- * and assertions.
+ * and assertions. `C` is the command map of `t.qmp`: QEMU's (`QmpCommands`),
+ * or the storage daemon's for a `vm: { storageDaemon: true }` playbook.
  */
-export interface PlaybookContext {
+export interface PlaybookContext<C = QmpCommands> {
   /** The playbook's name. */
   readonly name: string;
   /** The file the playbook was loaded from, when known. */
   readonly file: string | undefined;
   /** The QMP connection to the playbook's VM (launched, or attached with `--qmp`). */
-  readonly qmp: QmpClient;
+  readonly qmp: QmpClient<C>;
+  /**
+   * The storage daemon of a `vm: { storageDaemon: true }` playbook (pid, log,
+   * socket). Throws `PlaybookUsageError` for other playbooks and with `--qmp`.
+   */
+  readonly daemon: StorageDaemon;
   /**
    * The launched VM (console, pid, log). Throws `PlaybookUsageError` when the
    * runner attached to an existing VM with `--qmp`: check {@link attached} first.
@@ -170,7 +202,7 @@ export interface PlaybookContext {
    */
   step(
     name: string,
-    fn: (t: PlaybookContext) => unknown,
+    fn: (t: PlaybookContext<C>) => unknown,
     options?: StepOptions,
   ): Promise<boolean>;
   /**
@@ -269,6 +301,15 @@ export interface PlaybookContext {
 /** The body of a playbook. */
 export type PlaybookFn = (t: PlaybookContext) => unknown;
 
+/** The meta of a playbook run against `qemu-storage-daemon`: `vm: { storageDaemon: true }`. */
+export interface StorageDaemonPlaybookMeta extends PlaybookMeta {
+  /** The daemon to start (its arguments, binary, timeout). */
+  vm: PlaybookStorageDaemonOptions;
+}
+
+/** The body of a storage daemon playbook: `t.qmp` speaks the daemon's schema. */
+export type StorageDaemonPlaybookFn = (t: PlaybookContext<StorageDaemonCommands>) => unknown;
+
 /** A playbook definition, as returned by {@link playbook}; export it as the module's default. */
 export interface Playbook {
   /** Marks the object as a playbook (checked when a playbook file is loaded). */
@@ -310,9 +351,21 @@ export interface PlaybookFactory {
    * Defines a playbook. Export the result as the default export of a
    * `*.playbook.ts` file and run it with `deno task play FILE`.
    */
+  (meta: StorageDaemonPlaybookMeta, fn: StorageDaemonPlaybookFn): Playbook;
+  /**
+   * Defines a playbook. Export the result as the default export of a
+   * `*.playbook.ts` file and run it with `deno task play FILE`.
+   */
   (meta: PlaybookMeta | string, fn: PlaybookFn): Playbook;
   /** Defines a playbook that is skipped (reported as skipped, never run): `meta.skip` set. */
+  skip(meta: StorageDaemonPlaybookMeta, fn: StorageDaemonPlaybookFn): Playbook;
+  /** Defines a playbook that is skipped (reported as skipped, never run): `meta.skip` set. */
   skip(meta: PlaybookMeta | string, fn: PlaybookFn): Playbook;
+  /**
+   * Defines a focused playbook: when any playbook of a run is `only`, the
+   * others are skipped. `--forbid-only` (for CI) refuses to run them.
+   */
+  only(meta: StorageDaemonPlaybookMeta, fn: StorageDaemonPlaybookFn): Playbook;
   /**
    * Defines a focused playbook: when any playbook of a run is `only`, the
    * others are skipped. `--forbid-only` (for CI) refuses to run them.
@@ -341,7 +394,15 @@ export const playbook: PlaybookFactory = Object.assign(definePlaybook, {
     const m = typeof meta === "string" ? { name: meta } : meta;
     return definePlaybook({ ...m, only: true }, fn);
   },
-});
+}) as PlaybookFactory;
+
+/** True when a playbook's `vm` asks for a storage daemon (`{ storageDaemon: true }`). */
+export function isStorageDaemonVm(
+  vm: PlaybookMeta["vm"],
+): vm is PlaybookStorageDaemonOptions {
+  return typeof vm === "object" && vm !== null &&
+    (vm as { storageDaemon?: unknown }).storageDaemon === true;
+}
 
 /** True when `value` is a playbook made by {@link playbook} (from any copy of the library). */
 export function isPlaybook(value: unknown): value is Playbook {

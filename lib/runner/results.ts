@@ -16,6 +16,8 @@ export interface TranscriptRecord {
   time: string;
   /** Which VM's connection: `vm` for the playbook's own, `vm2`... for `t.launch()` ones. */
   vm: string;
+  /** The QMP address attached to with `--qmp` (`unix:/x`, `tls://host:port`, ...), if any. */
+  address?: string;
   /** `send` (runner → QEMU) or `recv` (QEMU → runner). Secrets are already redacted. */
   direction: "send" | "recv";
   /** The message. */

@@ -29,7 +29,16 @@ export interface RunUnit {
 export interface RunPlaybooksOptions extends
   Pick<
     RunPlaybookOptions,
-    "qmp" | "retry" | "timeout" | "stepTimeout" | "filter" | "signal" | "keepVm" | "ringSize"
+    | "qmp"
+    | "retry"
+    | "tls"
+    | "ssh"
+    | "timeout"
+    | "stepTimeout"
+    | "filter"
+    | "signal"
+    | "keepVm"
+    | "ringSize"
   > {
   /** Run up to this many playbooks at once (default 1). */
   parallel?: number;

@@ -30,6 +30,8 @@ export const AGENT_HELP = `Usage: qmp agent ADDRESS COMMAND [key=value ...] [opt
 Talks to the QEMU guest agent (qemu-ga) through the host side of its virtio-serial
 port: a chardev socket, e.g. -chardev socket,id=qga0,path=/tmp/qga.sock,server=on,wait=off
 -device virtio-serial -device virtserialport,chardev=qga0,name=org.qemu.guest_agent.0
+ADDRESS may also be a libvirt domain (libvirt:DOMAIN, libvirt+URI#DOMAIN): the commands
+then go through libvirt (virDomainQemuAgentCommand).
 
 COMMAND is any agent command (guest-info lists them): its return value is printed as
 JSON. Arguments are key=value as in qmp exec (JSON literals when they parse, dotted keys

@@ -44,6 +44,8 @@ Options:
   --retry                   keep retrying while the socket does not exist yet
   --keep-going              batch mode: continue after errors
   --pretty | --compact      force indented / one-line JSON
+  -N, --skip-negotiation    accepted, as in qemu's qmp-shell -N for qemu-ga (the agent never
+                            negotiates)
   -v, --verbose             show details of errors
   -h, --help                show this help`;
 
@@ -122,6 +124,7 @@ export async function agentShellCommand(argv: string[]): Promise<number> {
       "keep-going": { type: "boolean" },
       pretty: { type: "boolean" },
       compact: { type: "boolean" },
+      "skip-negotiation": { type: "boolean", short: "N" }, // qmp-shell -N: nothing to skip
     },
     allowPositionals: true,
     strict: true,

@@ -9,13 +9,21 @@ import { type OptionSpecs, parseArgs } from "./parse_args.ts";
 // The library's files, not mod.ts: `qmp exec` should load what it uses, nothing more
 // (module loading dominated its start-up). The launcher is imported only for --launch.
 import { type ClientOptions, connect, type QmpClient } from "../../lib/client.ts";
-import { AddressError, LaunchError, QmpCommandError, QmpError } from "../../lib/errors.ts";
+import {
+  AddressError,
+  LaunchError,
+  QmpCommandError,
+  QmpError,
+  TlsError,
+} from "../../lib/errors.ts";
+import type { TlsOptions } from "../../lib/tls_transport.ts";
 import { parseDuration } from "../../lib/duration.ts";
 import { redactText } from "../../lib/redact.ts";
 import type { Machine } from "../../lib/machine.ts";
 import { stringifyJson } from "../../lib/json.ts";
 import { shellSplit, UsageError } from "./args.ts";
 import { onStopSignals, SIGNAL_EXIT_CODE, type StopSignal } from "./signals.ts";
+import { SSH_HELP, sshFlags } from "./ssh_flags.ts";
 
 export { UsageError };
 
@@ -31,6 +39,8 @@ export function exitCodeFor(err: unknown): number {
   if (err instanceof UsageError || err instanceof AddressError || isParseArgsError(err)) {
     return EXIT_USAGE;
   }
+  // A --tls-ca/--tls-cert/--tls-key file that cannot be read or is not PEM.
+  if (err instanceof TlsError && err.kind === "credentials") return EXIT_USAGE;
   if (err instanceof RangeError && /duration/i.test(err.message)) return EXIT_USAGE;
   return EXIT_FAILURE;
 }
@@ -87,6 +97,9 @@ const CLI_WORDING: [string | RegExp, string][] = [
     /Raise maxMessageSize if this peer is trusted and really sends messages this large/,
     "qmp accepts messages up to 10 MiB",
   ],
+  ["the ssh option -o ", "--ssh-option "],
+  ["the ssh options' identityFile", "--ssh-option IdentityFile=PATH"],
+  ["or name it in the ssh options' binary", "or put it on PATH"],
 ];
 
 /** Rewrites library advice (API option names) as CLI advice. */
@@ -120,18 +133,31 @@ export const COMMON_OPTIONS = {
   memory: { type: "string" },
   "connect-timeout": { type: "string" },
   retry: { type: "boolean" },
+  "tls-ca": { type: "string" },
+  "tls-cert": { type: "string" },
+  "tls-key": { type: "string" },
+  "tls-hostname": { type: "string" },
+  "ssh-config": { type: "string" },
+  "ssh-option": { type: "string", multiple: true },
 } as const satisfies OptionSpecs;
 
 /** Help text for {@link COMMON_OPTIONS}. */
 export const COMMON_HELP = `Target (ADDRESS, or one of the --launch options instead of it):
   ADDRESS                   unix:PATH, a path (with "/", or a bare name such as qmp.sock),
-                            tcp:HOST:PORT, HOST:PORT, [::1]:PORT; default: $QMP_SOCKET
+                            tcp:HOST:PORT, HOST:PORT, [::1]:PORT, tls://HOST:PORT (QEMU's TLS
+                            monitor, see --tls-*), or a socket on another host through ssh:
+                            ssh://[USER@]HOST[:PORT]/PATH; default: $QMP_SOCKET
   --launch                  start a throwaway QEMU (-machine none) and use it; killed at exit
   --launch-args "ARGS"      QEMU arguments for --launch (implies --launch), e.g. "-M pc -S"
   --guest tiny              boot the tiny test guest (implies --launch; deno task guest builds it)
   --memory SIZE             guest memory for --launch (e.g. 256, 1G)
   --connect-timeout D       connect + greeting deadline (default 5s; e.g. 500ms, 2s, 1m)
   --retry                   keep retrying while the socket does not exist yet (until the deadline)
+  --tls-ca FILE             with tls://: the CA that signed QEMU's certificate (its ca-cert.pem)
+  --tls-cert FILE           with tls://: client certificate, for a monitor with verify-peer=on
+  --tls-key FILE            with tls://: the client certificate's private key
+  --tls-hostname NAME       with tls://: the name QEMU's certificate must carry, if not HOST
+${SSH_HELP}
 Common:
   -v, --verbose             show details of errors (stack, causes) and launch steps
   -h, --help                show this help`;
@@ -154,6 +180,45 @@ export interface CommonValues {
   "connect-timeout"?: string;
   /** `--retry`. */
   retry?: boolean;
+  /** `--tls-ca`. */
+  "tls-ca"?: string;
+  /** `--tls-cert`. */
+  "tls-cert"?: string;
+  /** `--tls-key`. */
+  "tls-key"?: string;
+  /** `--tls-hostname`. */
+  "tls-hostname"?: string;
+  /** `--ssh-config`. */
+  "ssh-config"?: string;
+  /** `--ssh-option` (repeatable). */
+  "ssh-option"?: string[];
+}
+
+/**
+ * The `--tls-*` options as {@link TlsOptions} (file paths, read by the
+ * library), or `undefined` when none is given. Throws {@link UsageError} when
+ * they are given without a `tls://` address.
+ */
+export function tlsOptions(
+  values: CommonValues,
+  address: string | undefined,
+): TlsOptions | undefined {
+  const given = (["tls-ca", "tls-cert", "tls-key", "tls-hostname"] as const)
+    .filter((k) => values[k] !== undefined);
+  const isTls = address !== undefined && /^tls:\/\//i.test(address.trim());
+  if (given.length > 0 && !isTls) {
+    throw new UsageError(
+      `--${given[0]} applies to a tls://HOST:PORT address` +
+        (address === undefined ? " (not to --launch)" : `, not ${address}`),
+    );
+  }
+  if (!isTls) return undefined;
+  return {
+    caFile: values["tls-ca"],
+    certFile: values["tls-cert"],
+    keyFile: values["tls-key"],
+    hostname: values["tls-hostname"],
+  };
 }
 
 /**
@@ -184,10 +249,9 @@ export function parseCommandLine<O extends OptionSpecs>(
 
 /** What qemu's qmp-shell users may type, and what to say when qmpkit has no such flag. */
 const FOREIGN_FLAGS: Record<string, string> = {
-  "-N":
-    "qmpkit always negotiates capabilities (the -N of qemu qmp-shell, for qemu-ga, is not supported)",
+  "-N": "it is a qmp shell option (skip capabilities negotiation; for qemu-ga: qmp agent)",
   "--skip-negotiation":
-    "qmpkit always negotiates capabilities (the -N of qemu qmp-shell, for qemu-ga, is not supported)",
+    "it is a qmp shell option (skip capabilities negotiation; for qemu-ga: qmp agent)",
 };
 
 /** One line for a `parseArgs` error, naming the option and the nearest one we have. */
@@ -387,8 +451,10 @@ export async function openTarget(
   targetOptions: TargetOptions = {},
 ): Promise<Target> {
   const verbose = Boolean(values.verbose);
+  const ssh = sshFlags(address, values["ssh-config"], values["ssh-option"]);
   const onWarning = (w: QmpError) => console.error(`qmp: warning: ${w.message}`);
   const options: ClientOptions = { onWarning, ...clientOptions };
+  const tls = tlsOptions(values, address);
   if (address === undefined) {
     if (values.guest !== undefined && values.guest !== "tiny") {
       throw new UsageError(`--guest must be "tiny", got ${JSON.stringify(values.guest)}`);
@@ -469,6 +535,8 @@ export async function openTarget(
       ? "5s"
       : durationOption("connect-timeout", values["connect-timeout"]),
     retry: Boolean(values.retry),
+    ...(tls ? { tls } : {}),
+    ...(ssh ? { ssh } : {}),
   });
   return { client, address: client.address, close: () => client.close() };
 }

@@ -6,7 +6,7 @@
  *
  * Permissions: `--allow-read --allow-write --allow-net --allow-run --allow-env`
  * (read: playbook imports, the guest cache, PATH lookups; write: temp dirs,
- * `--record`, `--output`, QMP unix sockets, /dev/kvm; net: `--qmp tcp:`
+ * `--record`, `--output`, QMP unix sockets, /dev/kvm; net: `--qmp tcp:`/`tls://`
  * addresses; run: QEMU, qemu-img, setpriv; env: HOME / QMPKIT_* / NO_COLOR / CI).
  *
  * @module
@@ -245,6 +245,8 @@ export async function runCommand(argv: string[]): Promise<number> {
     const outcome = await runPlaybooks(units, {
       qmp: opts.qmp,
       retry: opts.retry,
+      tls: opts.tls,
+      ssh: opts.ssh,
       timeout: opts.timeout,
       stepTimeout: opts.stepTimeout,
       filter: opts.filter,
@@ -353,7 +355,9 @@ function cliWording(reporter: Reporter, opts: Options): Reporter {
       r.failure.message = r.failure.message.replace(
         "Pass retry: true to wait",
         "Use --retry to wait",
-      );
+      ).replace("the ssh option -o ", "--ssh-option ")
+        .replace("the ssh options' identityFile", "--ssh-option IdentityFile=PATH")
+        .replace("or name it in the ssh options' binary", "or put it on PATH");
     }
   };
   return {

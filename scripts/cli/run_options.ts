@@ -4,8 +4,11 @@
  *
  * @module
  */
+import type { TlsOptions } from "../../lib/tls_transport.ts";
 import { parseArgs } from "node:util";
 import { parseAddress } from "../../lib/address.ts";
+import type { SshOptions } from "../../lib/ssh_transport.ts";
+import { sshFlags } from "./ssh_flags.ts";
 import { parseDuration } from "../../lib/duration.ts";
 import { parseFilter, type StepFilter } from "../../lib/runner/filter.ts";
 import {
@@ -28,9 +31,17 @@ file, a directory (every *.playbook.ts below it) or a name (lifecycle →
 examples/lifecycle.playbook.ts). Each playbook gets its own VM (meta.vm) unless --qmp.
 
 Options:
-  --qmp ADDRESS        attach to an existing VM (unix:/path or tcp:host:port) instead of
-                       launching one; playbooks then run one at a time and t.vm is unavailable
+  --qmp ADDRESS        attach to an existing VM (unix:/path, tcp:host:port, tls://host:port, or
+                       ssh://[user@]host[:port]/path for a remote one) instead of launching
+                       one; playbooks then run one at a time and t.vm is unavailable
   --retry              with --qmp: keep retrying while the socket does not exist yet (up to 10s)
+  --tls-ca FILE        with --qmp tls://: the CA that signed QEMU's certificate (its ca-cert.pem)
+  --tls-cert FILE      with --qmp tls://: client certificate (monitor with verify-peer=on)
+  --tls-key FILE       with --qmp tls://: the client certificate's private key
+  --tls-hostname NAME  with --qmp tls://: the name QEMU's certificate must carry, if not HOST
+  --ssh-config FILE    with --qmp ssh://: the ssh client config file (ssh -F FILE)
+  --ssh-option OPT     with --qmp ssh://: an ssh option (ssh -o OPT, e.g.
+                       StrictHostKeyChecking=accept-new); repeatable
   --filter TEXT        only playbooks/steps whose name or path ("block › backup") contains
                        TEXT; /regex/flags for a regular expression
   --tag TAG            only playbooks tagged TAG; --tag !TAG leaves out those tagged TAG.
@@ -100,6 +111,10 @@ export interface Options {
   list: boolean;
   verbose: boolean;
   retry: boolean;
+  /** Certificates for a `--qmp tls://` address. */
+  tls?: TlsOptions;
+  /** With an `ssh://` `--qmp`: `--ssh-config` / `--ssh-option`. */
+  ssh?: SshOptions;
 }
 
 /** Parses `--reporter a,b`; throws {@link UsageError}. */
@@ -150,6 +165,12 @@ export function parseOptions(argv: string[]): Options | "help" {
       options: {
         qmp: { type: "string" },
         retry: { type: "boolean", default: false },
+        "tls-ca": { type: "string" },
+        "tls-cert": { type: "string" },
+        "tls-key": { type: "string" },
+        "tls-hostname": { type: "string" },
+        "ssh-config": { type: "string" },
+        "ssh-option": { type: "string", multiple: true },
         filter: { type: "string" },
         tag: { type: "string", multiple: true },
         "forbid-only": { type: "boolean", default: false },
@@ -227,6 +248,18 @@ export function parseOptions(argv: string[]): Options | "help" {
       `--output is where file reporters write: add --reporter blob or html (got --reporter ${v.reporter})`,
     );
   }
+  const tlsFlags = (["tls-ca", "tls-cert", "tls-key", "tls-hostname"] as const)
+    .filter((k) => v[k] !== undefined);
+  const isTls = v.qmp !== undefined && /^tls:\/\//i.test(v.qmp.trim());
+  if (tlsFlags.length > 0 && !isTls) {
+    throw new UsageError(`--${tlsFlags[0]} applies to --qmp tls://HOST:PORT`);
+  }
+  let ssh: SshOptions | undefined;
+  try {
+    ssh = sshFlags(v.qmp, v["ssh-config"], v["ssh-option"]);
+  } catch (e) {
+    throw new UsageError(e instanceof Error ? e.message : String(e));
+  }
   if (v.retry && v.qmp === undefined) {
     throw new UsageError("--retry applies to --qmp (each playbook launches its own VM otherwise)");
   }
@@ -256,6 +289,15 @@ export function parseOptions(argv: string[]): Options | "help" {
     list: v.list,
     verbose: v.verbose,
     retry: v.retry,
+    tls: isTls
+      ? {
+        caFile: v["tls-ca"],
+        certFile: v["tls-cert"],
+        keyFile: v["tls-key"],
+        hostname: v["tls-hostname"],
+      }
+      : undefined,
+    ssh,
   };
 }
 

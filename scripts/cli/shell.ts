@@ -14,6 +14,7 @@ import {
   ConnectionClosedError,
   type QmpClient,
   QmpCommandError,
+  QmpError,
   type QmpEvent,
   redactMessage,
   redactReply,
@@ -77,6 +78,10 @@ Blank lines and lines starting with # are skipped. A line may be up to 64 MiB
 
 Options:
   -H, --hmp                 start in HMP mode
+  -N, --skip-negotiation    do not send qmp_capabilities: the monitor stays in capabilities
+                            negotiation mode until you type it (to test or debug a QMP
+                            server); commands are still sent with ids. For a guest agent
+                            (qemu-ga, no greeting) use --agent
   -l, --log FILE            append every command and its reply to FILE as JSON lines,
                             secrets redacted (a new FILE is created with mode 0600)
   --keep-going              batch mode: continue after errors
@@ -90,8 +95,7 @@ Options:
   --timeout D               per-command timeout (default: none; Ctrl-C cancels)
   -v, --verbose             also print each command as the JSON sent (stderr in batch mode)
   --agent                   ADDRESS is a guest agent (qemu-ga) socket: see qmp shell --agent --help
-qemu's qmp-shell flags -H, -p, -l and -v mean the same here; -N does not exist (qmpkit
-always negotiates).
+qemu's qmp-shell flags -H, -N, -p, -l and -v mean the same here.
 
 ${COMMON_HELP}
 
@@ -126,6 +130,11 @@ export interface ShellSessionOptions {
   width?: () => number;
   /** Receives each QMP command as the JSON sent (`--verbose`, like qmp-shell -v). */
   echo?: (json: string) => void;
+  /**
+   * Called when a `qmp_capabilities` typed by the user succeeded (`-N`): the
+   * schema, unavailable before, is loaded afresh on next use.
+   */
+  onNegotiated?: () => void;
 }
 
 /**
@@ -330,6 +339,13 @@ export class ShellSession {
       return this.#failed(err, record);
     }
     this.#opts.log?.({ ...record, return: value });
+    if (cmd.execute === "qmp_capabilities") {
+      // Typed by the user after -N: commands (and the schema) are available now.
+      this.#schema = undefined;
+      this.#schemaLoading = undefined;
+      this.#schemaProblem = undefined;
+      this.#opts.onNegotiated?.();
+    }
     // Outside the try: a closed stdout (| head) is not a failure of the command.
     this.#out.result(toJson(value, this.#opts.pretty ?? false));
     return cmd.execute === "quit" ? "quit" : "ok";
@@ -529,6 +545,7 @@ export async function shellCommand(argv: string[]): Promise<number> {
   }
   const { values, positionals } = parseCommandLine(argv, {
     hmp: { type: "boolean", short: "H" },
+    "skip-negotiation": { type: "boolean", short: "N" },
     log: { type: "string", short: "l" },
     "keep-going": { type: "boolean" },
     echo: { type: "boolean" },
@@ -561,33 +578,51 @@ export async function shellCommand(argv: string[]): Promise<number> {
     }
     : undefined;
   const interactive = stdinIsTty() && stdoutIsTty();
+  const skipNegotiation = Boolean(values["skip-negotiation"]);
   try {
-    return await withTarget(address, values, {}, async ({ client }) => {
-      const pretty = values.pretty ? true : values.compact ? false : undefined;
-      if (interactive) {
-        return await interactiveLoop(client, {
+    return await withTarget(
+      address,
+      values,
+      skipNegotiation ? { negotiate: false } : {},
+      async ({ client }) => {
+        const pretty = values.pretty ? true : values.compact ? false : undefined;
+        if (interactive) {
+          return await interactiveLoop(client, {
+            hmp: Boolean(values.hmp),
+            pretty: pretty ?? true,
+            timeoutMs,
+            log,
+            showEvents: !values["no-events"],
+            verbose: Boolean(values.verbose),
+            skipNegotiation,
+            historyPath: values["no-history"]
+              ? undefined
+              : (values.history as string | undefined) ??
+                defaultHistoryPath((n) => Deno.env.get(n)),
+          });
+        }
+        return await batchLoop(client, {
           hmp: Boolean(values.hmp),
-          pretty: pretty ?? true,
+          pretty: pretty ?? stdoutIsTty(),
           timeoutMs,
           log,
-          showEvents: !values["no-events"],
+          keepGoing: Boolean(values["keep-going"]),
+          echo: Boolean(values.echo),
+          showEvents: Boolean(values.events),
           verbose: Boolean(values.verbose),
-          historyPath: values["no-history"]
-            ? undefined
-            : (values.history as string | undefined) ?? defaultHistoryPath((n) => Deno.env.get(n)),
         });
-      }
-      return await batchLoop(client, {
-        hmp: Boolean(values.hmp),
-        pretty: pretty ?? stdoutIsTty(),
-        timeoutMs,
-        log,
-        keepGoing: Boolean(values["keep-going"]),
-        echo: Boolean(values.echo),
-        showEvents: Boolean(values.events),
-        verbose: Boolean(values.verbose),
-      });
-    });
+      },
+    );
+  } catch (err) {
+    if (skipNegotiation && err instanceof TimeoutError && /greeting/i.test(err.message)) {
+      throw new QmpError(
+        `${
+          err.message.split("\n")[0]
+        } (a guest agent, qemu-ga, sends none: use qmp shell --agent -N)`,
+        { cause: err },
+      );
+    }
+    throw err;
   } finally {
     logFile?.close();
   }
@@ -600,6 +635,8 @@ interface LoopOptions {
   log?: (record: Record<string, unknown>) => void;
   showEvents: boolean;
   verbose?: boolean;
+  /** `-N`: capabilities are not negotiated; the schema waits for the user's qmp_capabilities. */
+  skipNegotiation?: boolean;
 }
 
 /** Batch mode: runs stdin's lines in order. */
@@ -738,29 +775,40 @@ async function interactiveLoop(
     ...opts,
     width,
     echo: opts.verbose ? (json) => out.info(json) : undefined,
+    onNegotiated: () => {
+      // -N: the schema can be read now; a Tab pressed meanwhile is replayed once it is.
+      sourcesReady = false;
+      session.loadSchema().catch(() => {}).finally(sourcesArrived);
+    },
   });
-
-  if (historyWarning) editor.print(`qmp shell: warning: ${historyWarning}`);
-  const v = client.greeting.version.qemu;
-  editor.print(
-    `Connected to QEMU ${v.major}.${v.minor}.${v.micro} at ${client.address}.` +
-      `\nTab completes; "help" lists commands, "help CMD" describes one; Ctrl-D exits.`,
-  );
-  // The prompt comes at once; completion data arrives when the monitor answers.
-  Promise.allSettled([
-    session.loadSchema().then((schema) => {
-      if (!schema && session.schemaProblem) {
-        editor.print(`qmp shell: note: no Tab completion: ${session.schemaProblem}`);
-      }
-    }),
-    opts.hmp ? session.loadHmpNames() : undefined,
-  ]).then(() => {
+  const sourcesArrived = () => {
     sourcesReady = true;
     // The line is still the one Tab was pressed on: complete it now.
     if (tabPendingOn !== undefined && editor.active && editor.text === tabPendingOn) {
       editor.feed("\t");
     }
     tabPendingOn = undefined;
+  };
+
+  if (historyWarning) editor.print(`qmp shell: warning: ${historyWarning}`);
+  const v = client.greeting.version.qemu;
+  editor.print(
+    `Connected to QEMU ${v.major}.${v.minor}.${v.micro} at ${client.address}.` +
+      (opts.skipNegotiation
+        ? `\nCapabilities not negotiated (-N): QEMU accepts only qmp_capabilities until you ` +
+          `run it;\nTab completion and help come after that. Ctrl-D exits.`
+        : `\nTab completes; "help" lists commands, "help CMD" describes one; Ctrl-D exits.`),
+  );
+  // The prompt comes at once; completion data arrives when the monitor answers.
+  Promise.allSettled([
+    opts.skipNegotiation ? undefined : session.loadSchema().then((schema) => {
+      if (!schema && session.schemaProblem) {
+        editor.print(`qmp shell: note: no Tab completion: ${session.schemaProblem}`);
+      }
+    }),
+    opts.hmp ? session.loadHmpNames() : undefined,
+  ]).then(() => {
+    sourcesArrived();
   });
 
   Deno.stdin.setRaw(true);

@@ -7,7 +7,14 @@
 
 const QMP_TS = new URL("../../scripts/qmp.ts", import.meta.url).pathname;
 /** The permissions of `deno task qmp`. */
-export const PERMS = ["--allow-read", "--allow-write", "--allow-net", "--allow-run", "--allow-env"];
+export const PERMS = [
+  "--allow-read",
+  "--allow-write",
+  "--allow-net",
+  "--allow-run",
+  "--allow-env",
+  "--allow-ffi",
+];
 
 /** The outcome of a CLI run. */
 export interface Run {
