@@ -8,9 +8,10 @@
  */
 import { type Address, formatAddress } from "./address.ts";
 import { AbortError, ConnectionError, MonitorBusyError, TimeoutError, TlsError } from "./errors.ts";
-import { openSshTransport, type SshOptions } from "./ssh_transport.ts";
-import { openTlsTransport, type TlsOptions } from "./tls_transport.ts";
-import { LibvirtAgentTransport, LibvirtQmpTransport } from "./transports/libvirt.ts";
+// Types only: the ssh, TLS and libvirt transports are imported when an address needs
+// them, so a unix or TCP client (a one-shot `qmp exec`) does not load them.
+import type { SshOptions } from "./ssh_transport.ts";
+import type { TlsOptions } from "./tls_transport.ts";
 
 /**
  * A bidirectional byte stream. `Deno.Conn` satisfies it; tests can supply an
@@ -59,8 +60,14 @@ const RETRYABLE = new Set(["NotFound", "ConnectionRefused", "ConnectionReset"]);
  * {@link TimeoutError} (a TCP connection nothing accepts) or {@link AbortError}.
  */
 export async function openTransport(address: Address, options: OpenOptions): Promise<Transport> {
-  if (address.transport === "ssh") return await openSshTransport(address, options);
+  if (address.transport === "ssh") {
+    const { openSshTransport } = await import("./ssh_transport.ts");
+    return await openSshTransport(address, options);
+  }
   if (address.transport === "libvirt") {
+    const { LibvirtAgentTransport, LibvirtQmpTransport } = await import(
+      "./transports/libvirt.ts"
+    );
     return options.purpose === "agent"
       ? await LibvirtAgentTransport.open(address, options)
       : await LibvirtQmpTransport.open(address, options);
@@ -122,6 +129,7 @@ async function connectOnce(
   options: OpenOptions,
 ): Promise<Transport> {
   if (address.transport === "tls") {
+    const { openTlsTransport } = await import("./tls_transport.ts");
     return await openTlsTransport(address, options.tls ?? {}, options);
   }
   const where = formatAddress(address);
