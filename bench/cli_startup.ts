@@ -10,8 +10,13 @@
  * one-shot (`bench/baselines/oneshot.ts`: `connect` from mod.ts), an empty
  * Deno script and `python3 -c pass` (start-up floors). Each variant runs once
  * first (warm caches), then rounds interleave every variant, order rotating.
+ * The target is the CLI against the empty Deno script (Deno's own start-up);
+ * Python is a comparison row. `baselines/exec_phases.ts` splits the CLI's
+ * time into runtime start, module load, connect, command (same rounds).
+ * `--compare-tree=DIR` also times the CLI of another checkout (e.g. the
+ * commit before a patch, `git archive REV | tar -x -C DIR`).
  *
- *   deno run -A bench/cli_startup.ts [--rounds=10] [--quick] [--json]
+ *   deno run -A bench/cli_startup.ts [--rounds=10] [--quick] [--json] [--compare-tree=DIR]
  *
  * @module
  */
@@ -25,6 +30,17 @@ interface Variant {
   cmd: string;
   args: string[];
   expect?: string;
+  /** Receives stdout (the phases runs). */
+  sink?: (stdout: string) => void;
+}
+
+/** Milliseconds per phase, from baselines/exec_phases.ts. */
+interface Phases {
+  boot: number;
+  load: number;
+  connect: number;
+  command: number;
+  close: number;
 }
 
 async function time(v: Variant): Promise<number> {
@@ -43,11 +59,12 @@ async function time(v: Variant): Promise<number> {
       `${v.name} failed (${out.code}): ${text} ${new TextDecoder().decode(out.stderr)}`,
     );
   }
+  v.sink?.(text);
   return ms;
 }
 
 /** Runs the rounds; returns rows. */
-export async function bench(options: { rounds: number }) {
+export async function bench(options: { rounds: number; compareTree?: string }) {
   const dir = await Deno.makeTempDir({ prefix: "qmpkit-bench-" });
   const sock = `${dir}/cli.sock`;
   try {
@@ -107,12 +124,47 @@ export async function bench(options: { rounds: number }) {
           minimal,
         ]
         : []),
-      { name: "deno run empty.ts (floor)", cmd: deno, args: ["run", here("baselines/empty.ts")] },
+      ...(haveCli && options.compareTree
+        ? [{
+          name: `qmp.ts exec, ${options.compareTree}`,
+          cmd: deno,
+          args: [
+            "run",
+            ...TASK_FLAGS,
+            `${options.compareTree}/scripts/qmp.ts`,
+            "exec",
+            address,
+            "query-status",
+          ],
+          expect,
+        }]
+        : []),
       { name: "python3 -c pass (floor)", cmd: py, args: ["-c", "pass"] },
     ];
-    const all = [ours, raw, ...extra];
+    const empty: Variant = {
+      name: "deno run empty.ts (floor)",
+      cmd: deno,
+      args: ["run", here("baselines/empty.ts")],
+    };
+    const phaseRuns = [undefined, ...(options.compareTree ? [options.compareTree] : [])];
+    const phases = new Map<string | undefined, Phases[]>(phaseRuns.map((t) => [t, []]));
+    const phaseVariants: Variant[] = haveCli
+      ? phaseRuns.map((tree) => ({
+        name: `phases ${tree ?? "ours"}`,
+        cmd: deno,
+        args: [
+          "run",
+          ...TASK_FLAGS,
+          here("baselines/exec_phases.ts"),
+          address,
+          ...(tree ? [tree] : []),
+        ],
+        sink: (out: string) => phases.get(tree)!.push(JSON.parse(out)),
+      }))
+      : [];
+    const all = [ours, raw, empty, ...extra, ...phaseVariants];
     const times = new Map<Variant, number[]>(all.map((v) => [v, []]));
-    for (const v of all) await time(v); // warm caches (transpile, code cache, type-check)
+    for (const v of all) await time({ ...v, sink: undefined }); // warm caches (transpile, code cache)
     for (let r = 0; r < options.rounds; r++) {
       const k = r % all.length;
       for (const v of [...all.slice(k), ...all.slice(0, k)]) times.get(v)!.push(await time(v));
@@ -121,13 +173,52 @@ export async function bench(options: { rounds: number }) {
     const ms = (x: number) => `${num(x, 1)} ms`;
     const rows: Row[] = [
       ratioRow(
-        haveCli ? "CLI `qmp exec ADDR query-status` wall time" : "one-shot (no qmp.ts) wall time",
+        haveCli
+          ? "CLI `qmp exec ADDR query-status` vs deno empty.ts"
+          : "one-shot (no qmp.ts) vs deno empty.ts",
         med(ours),
-        med(raw),
+        med(empty),
         ms,
-        { op: "≤", value: 1.5 },
+        { op: "≤", value: 1.25 },
       ),
+      {
+        figure: "  same, vs python3 oneshot.py",
+        ours: ms(med(ours)),
+        baseline: ms(med(raw)),
+        ratio: med(ours) / med(raw),
+        target: "compare",
+        met: undefined,
+      },
     ];
+    for (const tree of phaseRuns) {
+      const list = phases.get(tree)!;
+      if (list.length === 0) continue;
+      const label = tree ? ` (${tree})` : "";
+      for (const key of ["boot", "load", "connect", "command"] as const) {
+        const what = {
+          boot: "runtime start until the entry runs",
+          load: "module load: qmp.ts + exec.ts graph",
+          connect: "connect: dial, greeting, negotiate",
+          command: "query-status round trip",
+        }[key];
+        rows.push({
+          figure: `  ${what}${label}`,
+          ours: ms(median(list.map((p) => p[key]))),
+          baseline: "—",
+          ratio: NaN,
+          target: "report",
+          met: undefined,
+        });
+      }
+    }
+    rows.push({
+      figure: `  ${empty.name}`,
+      ours: ms(med(empty)),
+      baseline: ms(med(raw)),
+      ratio: med(empty) / med(raw),
+      target: "—",
+      met: undefined,
+    });
     for (const v of extra) {
       rows.push({
         figure: `  ${v.name}`,
@@ -152,6 +243,9 @@ export async function bench(options: { rounds: number }) {
 
 if (import.meta.main) {
   const quick = flag("quick") !== undefined;
-  const out = await bench({ rounds: Number(flag("rounds") ?? (quick ? 4 : 10)) });
+  const out = await bench({
+    rounds: Number(flag("rounds") ?? (quick ? 4 : 10)),
+    compareTree: flag("compare-tree"),
+  });
   emit(out.rows, out.notes);
 }

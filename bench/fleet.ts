@@ -10,13 +10,16 @@
  * - 1,000 connections to a fake server (`bench/baselines/fake_fleet_server.ts`,
  *   its own process) at once; each: greeting, negotiate, wait until all are
  *   connected (RSS sampled there), N × `query-status`, close. Baseline:
- *   `fleet.py fake`.
+ *   `fleet.py fake`. Floor: the same work from bare `Deno.connect`s in this
+ *   runtime (`--worker=bare`: greeting, negotiate, one read pending each into
+ *   a buffer the size of the client's idle read buffer, 1 KiB; the commands as
+ *   fixed bytes), so "per connection" is compared with what Deno itself costs.
  *
  * Each side runs in a fresh process (RSS delta = peak RSS during the run minus
  * RSS before it, sampled every 20 ms and at the all-connected point), ours
  * and the baseline alternating; medians of the runs.
  *
- *   deno run -A bench/fleet.ts [--vms=50] [--conns=1000] [--commands=100] [--fake-commands=10]
+ *   deno run -A bench/fleet.ts [--vms=50 (0: skip)] [--conns=1000] [--commands=100] [--fake-commands=10]
  *                              [--runs=3]
  *                              [--quick] [--json] [--compare=LIBDIR]
  *
@@ -33,6 +36,7 @@ import {
   num,
   percentile,
   python,
+  ratioRow,
   type Row,
   runJson,
 } from "./main.ts";
@@ -45,6 +49,8 @@ interface FleetResult {
   rssDelta: number;
   /** Fake fleet: RSS, V8 heap and external memory at the all-connected point, minus before. */
   connected?: { rss: number; heapUsed: number; external: number };
+  /** The same once idle: after a full GC (workers run with --expose-gc) and 100 ms. */
+  idle?: { rss: number; heapUsed: number; external: number };
   commandMs?: number[];
 }
 
@@ -55,6 +61,23 @@ const EVENTS = [
   ["cont", "RESUME"],
   ["system_reset", "RESET"],
 ] as const;
+
+/**
+ * Memory of an idle fleet, minus `mem0`: collects the garbage the connects left (twice, as
+ * V8 needs for promoted objects), waits 100 ms, and reads the counters.
+ */
+async function idleMemory(mem0: Deno.MemoryUsage): Promise<NonNullable<FleetResult["idle"]>> {
+  const gc = (globalThis as { gc?: () => void }).gc;
+  gc?.();
+  gc?.();
+  await new Promise((r) => setTimeout(r, 100));
+  const m = Deno.memoryUsage();
+  return {
+    rss: m.rss - mem0.rss,
+    heapUsed: m.heapUsed - mem0.heapUsed,
+    external: m.external - mem0.external,
+  };
+}
 
 /** Samples RSS every 20 ms until stopped; returns the peak. */
 function rssSampler(): { stop(): number; sample(): void } {
@@ -115,6 +138,7 @@ async function workerFake(address: string, count: number, commands: number) {
   let allConnected!: () => void;
   const barrier = new Promise<void>((r) => (allConnected = r));
   let connected: FleetResult["connected"];
+  let idle: FleetResult["idle"];
   const one = async () => {
     const t0 = performance.now();
     await using qmp = await client.connect(address, { timeout: "120s", retry: true });
@@ -126,6 +150,7 @@ async function workerFake(address: string, count: number, commands: number) {
         heapUsed: m.heapUsed - mem0.heapUsed,
         external: m.external - mem0.external,
       };
+      idle = await idleMemory(mem0);
       allConnected();
     }
     await barrier;
@@ -136,13 +161,72 @@ async function workerFake(address: string, count: number, commands: number) {
   const t0 = performance.now();
   const items = await Promise.all(Array.from({ length: count }, one));
   const seconds = (performance.now() - t0) / 1000;
-  return { seconds, items, rssDelta: rss.stop() - before, connected };
+  return { seconds, items, rssDelta: rss.stop() - before, connected, idle };
+}
+
+/**
+ * Worker: the floor. `count` bare `Deno.connect`s doing the same exchange
+ * with fixed bytes; each keeps one read pending while idle, like a client.
+ */
+async function workerBare(address: string, count: number, commands: number) {
+  const path = address.slice("unix:".length);
+  const mem0 = Deno.memoryUsage();
+  const before = mem0.rss;
+  const rss = rssSampler();
+  const enc = new TextEncoder();
+  let arrived = 0;
+  let allConnected!: () => void;
+  const barrier = new Promise<void>((r) => (allConnected = r));
+  let connected: FleetResult["connected"];
+  let idle: FleetResult["idle"];
+  /** Reads until a whole line (CRLF) has arrived. */
+  const line = async (conn: Deno.Conn, buf: Uint8Array) => {
+    while (true) {
+      const n = await conn.read(buf);
+      if (n === null) throw new Error("fake server closed the connection");
+      if (buf[n - 1] === 0x0a) return;
+    }
+  };
+  const one = async () => {
+    const t0 = performance.now();
+    const conn = await Deno.connect({ transport: "unix", path });
+    const buf = new Uint8Array(1024);
+    await line(conn, buf); // greeting
+    await conn.write(enc.encode('{"execute":"qmp_capabilities","id":1}'));
+    await line(conn, buf);
+    let pendingRead: Promise<void> | undefined = line(conn, buf); // one read pending, as a client keeps
+    if (++arrived === count) {
+      rss.sample();
+      const m = Deno.memoryUsage();
+      connected = {
+        rss: m.rss - mem0.rss,
+        heapUsed: m.heapUsed - mem0.heapUsed,
+        external: m.external - mem0.external,
+      };
+      idle = await idleMemory(mem0);
+      allConnected();
+    }
+    await barrier;
+    for (let k = 0; k < commands; k++) {
+      await conn.write(enc.encode(`{"execute":"query-status","id":${k + 2}}`));
+      await (pendingRead ?? line(conn, buf));
+      pendingRead = undefined;
+    }
+    conn.close();
+    await pendingRead?.catch(() => {});
+    return (performance.now() - t0) / 1000;
+  };
+  const t0 = performance.now();
+  const items = await Promise.all(Array.from({ length: count }, one));
+  const seconds = (performance.now() - t0) / 1000;
+  return { seconds, items, rssDelta: rss.stop() - before, connected, idle };
 }
 
 async function spawnWorker(args: string[], lib?: string): Promise<FleetResult> {
   return await runJson<FleetResult>(Deno.execPath(), [
     "run",
     ...DENO_FLAGS,
+    "--v8-flags=--expose-gc",
     here("fleet.ts"),
     ...args,
     ...(lib ? [`--lib=${lib}`] : []),
@@ -225,48 +309,55 @@ export async function bench(
   };
 
   // Real QEMUs.
-  const argv = await launchArgv();
-  const dir = await Deno.makeTempDir({ prefix: "qmpkit-bench-" });
-  try {
-    const ours: FleetResult[] = [];
-    const patched: FleetResult[] = [];
-    const raw: FleetResult[] = [];
-    const workerArgs = [`--worker=vms`, `--count=${options.vms}`, `--commands=${options.commands}`];
-    const rawRun = () =>
-      runJson<FleetResult>(py, [
-        here("baselines/fleet.py"),
-        "vms",
-        String(options.vms),
-        String(options.commands),
-        dir,
-        JSON.stringify(argv),
-      ], 240_000);
-    for (let r = 0; r < options.runs; r++) {
-      const steps = [
-        async () => ours.push(await spawnWorker(workerArgs)),
-        async () => raw.push(await rawRun()),
-        ...(options.compare
-          ? [async () => patched.push(await spawnWorker(workerArgs, options.compare))]
-          : []),
+  if (options.vms > 0) await vmFleet();
+  async function vmFleet() {
+    const argv = await launchArgv();
+    const dir = await Deno.makeTempDir({ prefix: "qmpkit-bench-" });
+    try {
+      const ours: FleetResult[] = [];
+      const patched: FleetResult[] = [];
+      const raw: FleetResult[] = [];
+      const workerArgs = [
+        `--worker=vms`,
+        `--count=${options.vms}`,
+        `--commands=${options.commands}`,
       ];
-      for (const step of r % 2 === 0 ? steps : steps.reverse()) await step();
+      const rawRun = () =>
+        runJson<FleetResult>(py, [
+          here("baselines/fleet.py"),
+          "vms",
+          String(options.vms),
+          String(options.commands),
+          dir,
+          JSON.stringify(argv),
+        ], 240_000);
+      for (let r = 0; r < options.runs; r++) {
+        const steps = [
+          async () => ours.push(await spawnWorker(workerArgs)),
+          async () => raw.push(await rawRun()),
+          ...(options.compare
+            ? [async () => patched.push(await spawnWorker(workerArgs, options.compare))]
+            : []),
+        ];
+        for (const step of r % 2 === 0 ? steps : steps.reverse()) await step();
+      }
+      summarize(`fleet: ${options.vms} QEMUs launch→quit, total`, "VM", options.vms, ours, raw);
+      if (options.compare) {
+        summarize(`  patched lib: ${options.vms} QEMUs`, "VM", options.vms, patched, ours);
+      }
+      const cmd = ours.flatMap((r) => r.commandMs ?? []);
+      notes.push(
+        `${options.vms} QEMUs x (${options.commands} query-status + 5 events + quit), ` +
+          `${options.runs} runs; totals ours [${ours.map((r) => s(r.seconds)).join(" ")}] raw [${
+            raw.map((r) => s(r.seconds)).join(" ")
+          }]; query-status latency under load p50 ${num(percentile(cmd, 50), 2)} ms, ` +
+          `p99 ${num(percentile(cmd, 99), 2)} ms; QEMU: ${
+            argv.slice(argv.indexOf("-name") + 2).join(" ")
+          }`,
+      );
+    } finally {
+      await Deno.remove(dir, { recursive: true }).catch(() => {});
     }
-    summarize(`fleet: ${options.vms} QEMUs launch→quit, total`, "VM", options.vms, ours, raw);
-    if (options.compare) {
-      summarize(`  patched lib: ${options.vms} QEMUs`, "VM", options.vms, patched, ours);
-    }
-    const cmd = ours.flatMap((r) => r.commandMs ?? []);
-    notes.push(
-      `${options.vms} QEMUs x (${options.commands} query-status + 5 events + quit), ` +
-        `${options.runs} runs; totals ours [${ours.map((r) => s(r.seconds)).join(" ")}] raw [${
-          raw.map((r) => s(r.seconds)).join(" ")
-        }]; query-status latency under load p50 ${num(percentile(cmd, 50), 2)} ms, ` +
-        `p99 ${num(percentile(cmd, 99), 2)} ms; QEMU: ${
-          argv.slice(argv.indexOf("-name") + 2).join(" ")
-        }`,
-    );
-  } finally {
-    await Deno.remove(dir, { recursive: true }).catch(() => {});
   }
 
   // Fake server connections.
@@ -286,6 +377,7 @@ export async function bench(
     const ours: FleetResult[] = [];
     const patched: FleetResult[] = [];
     const raw: FleetResult[] = [];
+    const bare: FleetResult[] = [];
     const workerArgs = [
       `--worker=fake`,
       `--address=${address}`,
@@ -305,11 +397,65 @@ export async function bench(
               path,
             ], 240_000),
           ),
+        async () =>
+          bare.push(await spawnWorker(workerArgs.map((a) => a.replace("=fake", "=bare")))),
         ...(options.compare
           ? [async () => patched.push(await spawnWorker(workerArgs, options.compare))]
           : []),
       ];
       for (const step of r % 2 === 0 ? steps : steps.reverse()) await step();
+    }
+    // Memory per connection against the runtime's own floor (target) and asyncio (comparison).
+    // Python frees by reference counting: its "all connected" figure is already idle.
+    const idle = (rs: FleetResult[]) =>
+      median(rs.map((r) => ((r.idle ?? r.connected)?.rss ?? NaN) / options.conns));
+    const instant = (rs: FleetResult[]) =>
+      median(rs.map((r) => (r.connected?.rss ?? NaN) / options.conns));
+    const peak = (rs: FleetResult[]) => median(rs.map((r) => r.rssDelta / options.conns));
+    rows.push(
+      ratioRow(
+        `memory per idle conn (after GC), vs bare Deno.connect`,
+        idle(ours),
+        idle(bare),
+        bytes,
+        { op: "≤", value: 1.3 },
+      ),
+      ratioRow(`  same, vs Python asyncio`, idle(ours), idle(raw), bytes, { op: "≤", value: 4 }),
+      ratioRow(
+        `  at the all-connected instant (no GC), vs bare`,
+        instant(ours),
+        instant(bare),
+        bytes,
+        { op: "≤", value: 1.3 },
+      ),
+      ratioRow(`  same, vs Python asyncio`, instant(ours), instant(raw), bytes, {
+        op: "≤",
+        value: 4,
+      }),
+      ratioRow(
+        `  peak RSS per conn (with commands), vs bare`,
+        peak(ours),
+        peak(bare),
+        bytes,
+        { op: "≤", value: 1.3 },
+      ),
+      ratioRow(`  same, vs Python asyncio`, peak(ours), peak(raw), bytes, { op: "≤", value: 4 }),
+    );
+    if (options.compare) {
+      rows.push(
+        report(
+          `  patched lib: memory per idle conn (after GC)`,
+          bytes(idle(patched)),
+          bytes(idle(ours)),
+          idle(patched) / idle(ours),
+        ),
+        report(
+          `  patched lib: peak RSS per conn`,
+          bytes(peak(patched)),
+          bytes(peak(ours)),
+          peak(patched) / peak(ours),
+        ),
+      );
     }
     summarize(
       `fleet: ${num(options.conns)} fake conns x ${options.fakeCommands} cmds, total`,
@@ -326,7 +472,31 @@ export async function bench(
         ours.map((r) => s(r.seconds)).join(" ")
       }] raw [${raw.map((r) => s(r.seconds)).join(" ")}]; RSS delta ours [${
         ours.map((r) => bytes(r.rssDelta)).join(" ")
-      }] raw [${raw.map((r) => bytes(r.rssDelta)).join(" ")}]; at all-connected, ours V8 heap ` +
+      }] raw [${raw.map((r) => bytes(r.rssDelta)).join(" ")}] bare Deno.connect [${
+        bare.map((r) => bytes(r.rssDelta)).join(" ")
+      }]; per conn at all-connected: ours [${
+        ours.map((r) => bytes((r.connected?.rss ?? NaN) / options.conns)).join(" ")
+      }] bare [${
+        bare.map((r) => bytes((r.connected?.rss ?? NaN) / options.conns)).join(" ")
+      }] raw [${raw.map((r) => bytes((r.connected?.rss ?? NaN) / options.conns)).join(" ")}]${
+        options.compare
+          ? ` patched [${
+            patched.map((r) => bytes((r.connected?.rss ?? NaN) / options.conns)).join(" ")
+          }]`
+          : ""
+      }; idle (after GC): ours [${
+        ours.map((r) => bytes((r.idle?.rss ?? NaN) / options.conns)).join(" ")
+      }] bare [${bare.map((r) => bytes((r.idle?.rss ?? NaN) / options.conns)).join(" ")}]${
+        options.compare
+          ? ` patched [${
+            patched.map((r) => bytes((r.idle?.rss ?? NaN) / options.conns)).join(" ")
+          }]`
+          : ""
+      }, V8 heap used per conn ours ${
+        bytes(median(ours.map((r) => (r.idle?.heapUsed ?? NaN) / options.conns)))
+      } bare ${
+        bytes(median(bare.map((r) => (r.idle?.heapUsed ?? NaN) / options.conns)))
+      }; at all-connected, ours V8 heap ` +
         `+${bytes(median(ours.map((r) => r.connected?.heapUsed ?? NaN)))}, external ` +
         `+${bytes(median(ours.map((r) => r.connected?.external ?? NaN)))}`,
     );
@@ -347,6 +517,8 @@ if (import.meta.main) {
   const commands = Number(flag("commands"));
   if (worker === "vms") {
     console.log(JSON.stringify(await workerVms(count, commands)));
+  } else if (worker === "bare") {
+    console.log(JSON.stringify(await workerBare(flag("address")!, count, commands)));
   } else if (worker === "fake") {
     console.log(JSON.stringify(await workerFake(flag("address")!, count, commands)));
   } else {

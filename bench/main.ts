@@ -7,6 +7,7 @@
  *
  *   deno run -A bench/main.ts [--quick] [--only=pipelined,schema,events,waits,cli_startup,fleet,remote,launch,ssh,libvirt]
  *                             [--compare=LIBDIR]   (also measure a patched copy of lib/)
+ *                             [--compare-tree=DIR] (cli_startup: also time another checkout's CLI)
  *
  * Also the shared helpers of the bench scripts (imported by them; this module
  * runs the suite only when it is the main module).
@@ -220,6 +221,7 @@ async function main(): Promise<void> {
   const only = flag("only")?.split(",").filter(Boolean);
   const quick = flag("quick") !== undefined;
   const compare = flag("compare");
+  const compareTree = flag("compare-tree");
   const rows: Row[] = [];
   const notes: string[] = [];
   const started = performance.now();
@@ -237,6 +239,7 @@ async function main(): Promise<void> {
           "--json",
           ...(quick ? ["--quick"] : []),
           ...(compare ? [`--compare=${compare}`] : []),
+          ...(compareTree ? [`--compare-tree=${compareTree}`] : []),
         ],
         b.timeoutMs,
       );

@@ -25,6 +25,8 @@ const BACKSLASH = 0x5c;
 
 /** Fast-path misses after which a framer scans bytes only. */
 const MAX_MISSES = 8;
+/** One strict UTF-8 decoder for every framer: decoding whole messages (no `stream`) keeps no state. */
+const DECODER = new TextDecoder("utf-8", { fatal: true });
 
 function isWhitespace(b: number): boolean {
   return b === 0x20 || b === 0x0a || b === 0x0d || b === 0x09;
@@ -56,7 +58,6 @@ export interface FramerOptions {
  */
 export class JsonObjectFramer {
   readonly #max: number;
-  readonly #decoder = new TextDecoder("utf-8", { fatal: true });
   #depth = 0;
   #inString = false;
   #escape = false;
@@ -185,7 +186,7 @@ export class JsonObjectFramer {
     const bytes = from === 0 ? chunk : chunk.subarray(from);
     let text: string;
     try {
-      text = this.#decoder.decode(bytes);
+      text = DECODER.decode(bytes);
     } catch {
       return this.#miss(from);
     }
@@ -260,7 +261,7 @@ export class JsonObjectFramer {
     }
     let text: string;
     try {
-      text = this.#decoder.decode(bytes);
+      text = DECODER.decode(bytes);
     } catch (cause) {
       throw this.#fail(
         new ProtocolError("Received a message that is not valid UTF-8", {

@@ -8,9 +8,10 @@
  */
 import { type Address, formatAddress } from "./address.ts";
 import { AbortError, ConnectionError, MonitorBusyError, TimeoutError, TlsError } from "./errors.ts";
-import { openSshTransport, type SshOptions } from "./ssh_transport.ts";
-import { openTlsTransport, type TlsOptions } from "./tls_transport.ts";
-import { LibvirtAgentTransport, LibvirtQmpTransport } from "./transports/libvirt.ts";
+// Types only: the ssh, TLS and libvirt transports are imported when an address needs
+// them, so a unix or TCP client (a one-shot `qmp exec`) does not load them.
+import type { SshOptions } from "./ssh_transport.ts";
+import type { TlsOptions } from "./tls_transport.ts";
 
 /**
  * A bidirectional byte stream. `Deno.Conn` satisfies it; tests can supply an
@@ -59,8 +60,14 @@ const RETRYABLE = new Set(["NotFound", "ConnectionRefused", "ConnectionReset"]);
  * {@link TimeoutError} (a TCP connection nothing accepts) or {@link AbortError}.
  */
 export async function openTransport(address: Address, options: OpenOptions): Promise<Transport> {
-  if (address.transport === "ssh") return await openSshTransport(address, options);
+  if (address.transport === "ssh") {
+    const { openSshTransport } = await import("./ssh_transport.ts");
+    return await openSshTransport(address, options);
+  }
   if (address.transport === "libvirt") {
+    const { LibvirtAgentTransport, LibvirtQmpTransport } = await import(
+      "./transports/libvirt.ts"
+    );
     return options.purpose === "agent"
       ? await LibvirtAgentTransport.open(address, options)
       : await LibvirtQmpTransport.open(address, options);
@@ -122,12 +129,24 @@ async function connectOnce(
   options: OpenOptions,
 ): Promise<Transport> {
   if (address.transport === "tls") {
+    const { openTlsTransport } = await import("./tls_transport.ts");
     return await openTlsTransport(address, options.tls ?? {}, options);
   }
   const where = formatAddress(address);
   const remaining = options.deadline - Date.now();
   if (remaining <= 0) throw new TimeoutError(`Connecting to ${where}`, options.timeoutMs);
-  const timeout = AbortSignal.timeout(remaining);
+  if (address.transport === "unix" && !options.signal) {
+    // A unix connect never waits: it succeeds, or fails at once (EAGAIN when the monitor's
+    // queue is full, see tests/cli_connect_errors_test.ts). So no timer to race it: one per
+    // connection cost ~1.6 KiB of garbage, and the first use of setTimeout loads Deno's
+    // Node-compatible timers (~7 ms of a one-shot CLI run).
+    return await Deno.connect({ transport: "unix", path: address.path });
+  }
+  // A timer cleared once connected, not AbortSignal.timeout(): that one keeps its timer
+  // (and signal) alive for the whole connect timeout, per connection, after it succeeded.
+  const timeoutController = new AbortController();
+  const timeout = timeoutController.signal;
+  const timer = setTimeout(() => timeoutController.abort(), remaining);
   const signal = options.signal ? AbortSignal.any([options.signal, timeout]) : timeout;
   const pending = address.transport === "unix"
     ? Deno.connect({ transport: "unix", path: address.path })
@@ -157,6 +176,7 @@ async function connectOnce(
     }
     throw err;
   } finally {
+    clearTimeout(timer);
     signal.removeEventListener("abort", onAbort!);
     aborted.catch(() => {});
   }

@@ -22,12 +22,6 @@ import {
   writeErr,
   writeOut,
 } from "./cli/common.ts";
-import { agentCommand } from "./cli/agent.ts";
-import { execCommand } from "./cli/exec.ts";
-import { eventsCommand } from "./cli/events.ts";
-import { infoCommand } from "./cli/info.ts";
-import { qomCommand } from "./cli/qom.ts";
-import { shellCommand } from "./cli/shell.ts";
 
 /** The version printed by `qmp --version`. */
 export const VERSION: string = denoJson.version;
@@ -66,19 +60,16 @@ Exit status: 0 ok, 1 QMP/connection error, 2 usage error.`;
 
 type Handler = (argv: string[]) => Promise<number>;
 
+// Each subcommand's module is imported when it runs: `qmp exec` does not load the
+// shell's line editor and schema help, the agent client or the playbook runner.
 const COMMANDS: Record<string, { handler: Handler; help?: () => Promise<string> }> = {
-  shell: { handler: shellCommand },
-  exec: { handler: execCommand },
-  info: { handler: infoCommand },
-  events: { handler: eventsCommand },
-  agent: { handler: agentCommand },
-  qom: { handler: qomCommand },
-  run: {
-    handler: async (argv) => {
-      const mod = await import("./cli/run.ts");
-      return await mod.runCommand(argv);
-    },
-  },
+  shell: { handler: async (argv) => (await import("./cli/shell.ts")).shellCommand(argv) },
+  exec: { handler: async (argv) => (await import("./cli/exec.ts")).execCommand(argv) },
+  info: { handler: async (argv) => (await import("./cli/info.ts")).infoCommand(argv) },
+  events: { handler: async (argv) => (await import("./cli/events.ts")).eventsCommand(argv) },
+  agent: { handler: async (argv) => (await import("./cli/agent.ts")).agentCommand(argv) },
+  qom: { handler: async (argv) => (await import("./cli/qom.ts")).qomCommand(argv) },
+  run: { handler: async (argv) => (await import("./cli/run.ts")).runCommand(argv) },
 };
 
 /** Runs the CLI with `argv` (without the program name); returns the exit code. */

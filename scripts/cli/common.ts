@@ -5,22 +5,21 @@
  *
  * @module
  */
-import { parseArgs, type ParseArgsConfig } from "node:util";
+import { type OptionSpecs, parseArgs } from "./parse_args.ts";
+// The library's files, not mod.ts: `qmp exec` should load what it uses, nothing more
+// (module loading dominated its start-up). The launcher is imported only for --launch.
+import { type ClientOptions, connect, type QmpClient } from "../../lib/client.ts";
 import {
   AddressError,
-  type ClientOptions,
-  connect,
-  launch,
   LaunchError,
-  type Machine,
-  parseDuration,
-  type QmpClient,
   QmpCommandError,
   QmpError,
-  redactText,
   TlsError,
-  type TlsOptions,
-} from "../../mod.ts";
+} from "../../lib/errors.ts";
+import type { TlsOptions } from "../../lib/tls_transport.ts";
+import { parseDuration } from "../../lib/duration.ts";
+import { redactText } from "../../lib/redact.ts";
+import type { Machine } from "../../lib/machine.ts";
 import { stringifyJson } from "../../lib/json.ts";
 import { shellSplit, UsageError } from "./args.ts";
 import { onStopSignals, SIGNAL_EXIT_CODE, type StopSignal } from "./signals.ts";
@@ -133,9 +132,9 @@ export const REMOTE_OPTIONS = {
   "tls-hostname": { type: "string" },
   "ssh-config": { type: "string" },
   "ssh-option": { type: "string", multiple: true },
-} as const satisfies ParseArgsConfig["options"];
+} as const satisfies OptionSpecs;
 
-/** Options every subcommand accepts, for `node:util` `parseArgs`. */
+/** Options every subcommand accepts (see `parse_args.ts`). */
 export const COMMON_OPTIONS = {
   help: { type: "boolean", short: "h" },
   verbose: { type: "boolean", short: "v" },
@@ -146,7 +145,7 @@ export const COMMON_OPTIONS = {
   "connect-timeout": { type: "string" },
   retry: { type: "boolean" },
   ...REMOTE_OPTIONS,
-} as const satisfies ParseArgsConfig["options"];
+} as const satisfies OptionSpecs;
 
 /** Help text for {@link COMMON_OPTIONS}. */
 export const COMMON_HELP = `Target (ADDRESS, or one of the --launch options instead of it):
@@ -232,7 +231,7 @@ export function tlsOptions(
  * Parses `argv` with the common options plus `extra`. Unknown options and
  * bad values throw (mapped to exit code 2 by {@link exitCodeFor}).
  */
-export function parseCommandLine<O extends NonNullable<ParseArgsConfig["options"]>>(
+export function parseCommandLine<O extends OptionSpecs>(
   argv: string[],
   extra: O,
 ): { values: CommonValues & Record<string, unknown>; positionals: string[] } {
@@ -242,8 +241,6 @@ export function parseCommandLine<O extends NonNullable<ParseArgsConfig["options"
     parsed = parseArgs({
       args: attachDashValues(argv, options),
       options,
-      allowPositionals: true,
-      strict: true,
     });
   } catch (e) {
     if (!isParseArgsError(e)) throw e;
@@ -266,7 +263,7 @@ const FOREIGN_FLAGS: Record<string, string> = {
 /** One line for a `parseArgs` error, naming the option and the nearest one we have. */
 function describeParseArgsError(
   e: Error,
-  options: NonNullable<ParseArgsConfig["options"]>,
+  options: OptionSpecs,
 ): string {
   const code = (e as { code?: string }).code;
   const quoted = /'([^']+)'/.exec(e.message)?.[1] ?? "";
@@ -288,7 +285,7 @@ function describeParseArgsError(
 
 function nearestOption(
   flag: string,
-  options: NonNullable<ParseArgsConfig["options"]>,
+  options: OptionSpecs,
 ): string | undefined {
   if (!flag.startsWith("--")) {
     // -p where only --pretty exists: the one long option with that initial.
@@ -315,7 +312,7 @@ function nearestOption(
  */
 function attachDashValues(
   argv: string[],
-  options: NonNullable<ParseArgsConfig["options"]>,
+  options: OptionSpecs,
 ): string[] {
   const out: string[] = [];
   for (let i = 0; i < argv.length; i++) {
@@ -481,6 +478,7 @@ export async function openTarget(
     // Every stop signal during the launch (the command's own handling starts after it).
     let signals = onStopSignals(handlers);
     try {
+      const { launch } = await import("../../lib/machine.ts");
       machine = await launch({
         args,
         guest: values.guest === "tiny" ? "tiny" : undefined,

@@ -4,7 +4,8 @@
  *
  * @module
  */
-import { QmpError, type TranscriptEntry } from "../../mod.ts";
+import { QmpError } from "../../lib/errors.ts";
+import type { TranscriptEntry } from "../../lib/client.ts";
 import { parseArgsJson, parseKeyValues } from "./args.ts";
 import {
   COMMON_HELP,

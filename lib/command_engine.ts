@@ -1,0 +1,361 @@
+/**
+ * The command engine of one QMP session: command ids, the pending map, the
+ * in-band window when oob is on (QEMU queues at most
+ * {@link MAX_INBAND_IN_FLIGHT}), per-command timeouts and aborts, ids given up
+ * on (their late replies are dropped), the write queue (a command carrying
+ * file descriptors starts its own write; such commands go one at a time), and
+ * routing of replies back to their command. It knows nothing of greetings, events or
+ * reconnection: {@link QmpClient} drives it through {@link CommandHost}.
+ *
+ * @module
+ */
+import { parseDuration } from "./duration.ts";
+import {
+  AbortError,
+  type ConnectionClosedError,
+  ProtocolError,
+  QmpCommandError,
+  type QmpError,
+  ServerParseError,
+  TimeoutError,
+} from "./errors.ts";
+import { excerpt } from "./framing.ts";
+import { stringifyJson } from "./json.ts";
+import { commandMessage } from "./protocol.ts";
+import { QmpValidationError } from "./qapi/schema.ts";
+import type { ExecuteOptions } from "./client_options.ts";
+
+/** How many in-band commands QEMU queues when oob is on (`QMP_REQ_QUEUE_LEN_MAX`). */
+export const MAX_INBAND_IN_FLIGHT = 8;
+
+/** A command sent or queued, awaiting its reply. */
+export interface Pending {
+  id: number;
+  command: string;
+  args: unknown;
+  oob: boolean;
+  message: Record<string, unknown>;
+  /** Descriptors to send with the message (`SCM_RIGHTS`), if any. */
+  fds?: number[];
+  sent: boolean;
+  resolve(value: unknown): void;
+  reject(error: unknown): void;
+  cleanup(): void;
+}
+
+/** What the engine needs from its session. */
+export interface CommandHost {
+  /** True when oob was negotiated (the in-band window applies). */
+  oob(): boolean;
+  /** True once the session is closed: the write queue stops. */
+  isClosed(): boolean;
+  /** Writes to the current transport. */
+  write(data: Uint8Array): Promise<number>;
+  /**
+   * Writes `data` with `fds` attached to its first byte; resolves to the bytes written
+   * (0 when the transport cannot carry descriptors: the rest goes through `write`).
+   */
+  writeWithFds(data: Uint8Array, fds: number[]): Promise<number>;
+  /** A write failed. */
+  writeFailed(err: unknown): void;
+  /** Records a sent message (transcript). */
+  sent(message: Record<string, unknown>): void;
+  /** Reports a message that could not be routed. */
+  warn(err: QmpError): void;
+}
+
+const encoder = new TextEncoder();
+
+/** Ids, pending commands, the oob window, timeouts, the write queue and reply routing. */
+export class CommandEngine {
+  readonly #host: CommandHost;
+  readonly #defaultTimeout: number | undefined;
+  #nextId = 0;
+  #pending = new Map<number, Pending>();
+  /** Ids given up on (timeout/abort) whose reply has not come yet (kept to redact the reply). */
+  #abandoned: Map<number, Pending> | undefined;
+  #inbandInFlight = 0;
+  /** In-band commands waiting for the window (oob only); created when one has to wait. */
+  #inbandQueue: Pending[] | undefined;
+  #outQueue: Uint8Array[] = [];
+  /** Descriptors to attach to a queued message's first byte; created with the first one. */
+  #outFds: WeakMap<Uint8Array, number[]> | undefined;
+  /** The last command carrying fds: the next one waits for its reply. */
+  #fdTurn: Promise<unknown> | undefined;
+  /** The running write loop, if any. */
+  flushing: Promise<void> | undefined;
+  /** True once `quit` was written: the peer closing is then expected. */
+  quitSent = false;
+
+  constructor(host: CommandHost, defaultTimeout: number | undefined) {
+    this.#host = host;
+    this.#defaultTimeout = defaultTimeout;
+  }
+
+  /** Number of commands awaiting a reply (sent or queued). */
+  get size(): number {
+    return this.#pending.size;
+  }
+
+  /** The command a reply id belongs to, pending or given up on (for redaction). */
+  request(id: number): Pending | undefined {
+    return this.#pending.get(id) ?? this.#abandoned?.get(id);
+  }
+
+  /**
+   * Runs `send` (which submits a command carrying fds) once the previous fd-carrying
+   * command is answered, so QEMU cannot pair a command with another one's descriptor.
+   */
+  inFdTurn(send: () => Promise<unknown>): Promise<unknown> {
+    const turn = (this.#fdTurn ?? Promise.resolve()).then(send);
+    this.#fdTurn = turn.catch(() => {});
+    return turn;
+  }
+
+  /** Checks the command and its arguments, assigns an id, sends or queues it (with `fds`). */
+  submit(
+    command: string,
+    args: unknown,
+    oob: boolean,
+    options: ExecuteOptions | undefined,
+    fds?: number[],
+  ): Promise<unknown> {
+    if (typeof command !== "string" || command === "") {
+      return Promise.reject(
+        new QmpValidationError(
+          "",
+          "",
+          `the command name must be a non-empty string; got ${preview(command)}; nothing was sent`,
+        ),
+      );
+    }
+    if (args !== undefined && (typeof args !== "object" || args === null || Array.isArray(args))) {
+      // QEMU would answer GenericError "QMP input member 'arguments' must be an object".
+      return Promise.reject(
+        new QmpValidationError(
+          command,
+          "",
+          `the arguments must be a JSON object (QEMU refuses anything else), got ${
+            preview(args)
+          }; nothing was sent`,
+        ),
+      );
+    }
+    const timeoutMs = options?.timeout === undefined
+      ? this.#defaultTimeout
+      : parseDuration(options.timeout);
+    const signal = options?.signal;
+    if (signal?.aborted) {
+      return Promise.reject(new AbortError(`${command}`, { cause: signal.reason }));
+    }
+    const id = ++this.#nextId;
+    return new Promise((resolve, reject) => {
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      const onAbort = () => giveUp(new AbortError(command, { cause: signal!.reason }));
+      const entry: Pending = {
+        id,
+        command,
+        args,
+        oob,
+        message: commandMessage(command, args, id, oob),
+        ...(fds?.length ? { fds } : {}),
+        sent: false,
+        resolve,
+        reject,
+        cleanup: () => {
+          if (timer !== undefined) clearTimeout(timer);
+          signal?.removeEventListener("abort", onAbort);
+        },
+      };
+      const giveUp = (err: QmpError) => {
+        if (this.#pending.get(id) !== entry) return;
+        this.#pending.delete(id);
+        entry.cleanup();
+        if (entry.sent) {
+          (this.#abandoned ??= new Map()).set(id, entry);
+        } else {
+          const i = this.#inbandQueue?.indexOf(entry) ?? -1;
+          if (i >= 0) this.#inbandQueue!.splice(i, 1);
+        }
+        reject(err);
+      };
+      if (timeoutMs !== undefined) {
+        timer = setTimeout(
+          () =>
+            giveUp(
+              new TimeoutError(command, timeoutMs, {
+                hint: "the command may still complete in QEMU; its late reply will be ignored",
+              }),
+            ),
+          timeoutMs,
+        );
+      }
+      signal?.addEventListener("abort", onAbort, { once: true });
+      this.#pending.set(id, entry);
+      if (!oob && this.#host.oob() && this.#inbandInFlight >= MAX_INBAND_IN_FLIGHT) {
+        (this.#inbandQueue ??= []).push(entry);
+      } else {
+        this.#send(entry);
+      }
+    });
+  }
+
+  /** Routes a reply (`return` or `error`) to its command; warns about one nobody asked for. */
+  route(
+    msg:
+      | { kind: "return"; id: unknown; value: unknown }
+      | { kind: "error"; id: unknown; class: string; desc: string },
+    raw: Record<string, unknown>,
+  ): void {
+    const id = msg.id;
+    const entry = typeof id === "number" ? this.#pending.get(id) : undefined;
+    if (!entry) {
+      this.#unrouted(msg, raw);
+      return;
+    }
+    this.#pending.delete(entry.id);
+    entry.cleanup();
+    if (!entry.oob) this.#inbandReplied();
+    if (msg.kind === "return") {
+      entry.resolve(msg.value);
+    } else {
+      entry.reject(new QmpCommandError(entry.command, entry.args, msg.class, msg.desc));
+    }
+  }
+
+  /**
+   * Settles every pending command and forgets queued writes: `error(entry)`
+   * rejects each, except a `quit` when `quitDone` (the close did what it asked).
+   */
+  failAll(quitDone: boolean, error: (entry: Pending) => ConnectionClosedError): void {
+    const pending = [...this.#pending.values()];
+    this.#pending.clear();
+    this.#inbandQueue = undefined;
+    this.#outQueue = [];
+    this.#abandoned = undefined;
+    this.#inbandInFlight = 0;
+    for (const entry of pending) {
+      entry.cleanup();
+      // A quit whose reply was lost to the close still did what it was asked.
+      if (entry.command === "quit" && quitDone) entry.resolve({});
+      else entry.reject(error(entry));
+    }
+  }
+
+  #unrouted(
+    msg: { kind: "return" | "error"; id: unknown; class?: string; desc?: string },
+    raw: Record<string, unknown>,
+  ): void {
+    const abandoned = typeof msg.id === "number" ? this.#abandoned?.get(msg.id) : undefined;
+    if (abandoned !== undefined) {
+      const wasOob = abandoned.oob;
+      this.#abandoned!.delete(abandoned.id);
+      if (!wasOob) this.#inbandReplied();
+      return; // late reply to a command that timed out or was aborted
+    }
+    if (msg.kind === "error" && msg.id === undefined) {
+      const err = new ServerParseError(msg.class ?? "GenericError", msg.desc ?? "");
+      const sent = [...this.#pending.values()].filter((p) => p.sent);
+      if (sent.length === 1) {
+        // The only request QEMU was reading is the one it failed to parse.
+        const entry = sent[0];
+        this.#pending.delete(entry.id);
+        entry.cleanup();
+        if (!entry.oob) this.#inbandReplied();
+        entry.reject(err);
+      } else {
+        this.#host.warn(err);
+      }
+      return;
+    }
+    this.#host.warn(
+      new ProtocolError(
+        `Discarded a reply with an unknown id ${stringifyJson(msg.id)}: ${
+          stringifyJson(raw).slice(0, 120)
+        }`,
+        { received: stringifyJson(raw).slice(0, 120) },
+      ),
+    );
+  }
+
+  #send(entry: Pending): void {
+    let bytes: Uint8Array;
+    try {
+      bytes = encoder.encode(stringifyJson(entry.message));
+    } catch (cause) {
+      this.#pending.delete(entry.id);
+      entry.cleanup();
+      entry.reject(
+        new TypeError(`Arguments of ${entry.command} cannot be encoded as JSON`, { cause }),
+      );
+      return;
+    }
+    entry.sent = true;
+    if (!entry.oob) this.#inbandInFlight++;
+    if (entry.command === "quit") this.quitSent = true;
+    this.#host.sent(entry.message);
+    if (entry.fds) (this.#outFds ??= new WeakMap()).set(bytes, entry.fds);
+    this.#outQueue.push(bytes);
+    this.flushing ??= this.#flush();
+  }
+
+  async #flush(): Promise<void> {
+    try {
+      while (this.#outQueue.length > 0 && !this.#host.isClosed()) {
+        const chunks = this.#outQueue;
+        this.#outQueue = [];
+        const outFds = this.#outFds;
+        if (outFds === undefined) {
+          const data = chunks.length === 1 ? chunks[0] : concat(chunks);
+          let off = 0;
+          while (off < data.length) off += await this.#host.write(data.subarray(off));
+          continue;
+        }
+        // A message with fds starts its own write, so they ride on its first byte.
+        for (let i = 0, j = 1; i < chunks.length; i = j, j = i + 1) {
+          while (j < chunks.length && !outFds.has(chunks[j])) j++;
+          const data = j - i === 1 ? chunks[i] : concat(chunks.slice(i, j));
+          const fds = outFds.get(chunks[i]);
+          let off = 0;
+          if (fds) off = await this.#host.writeWithFds(data, fds);
+          while (off < data.length) off += await this.#host.write(data.subarray(off));
+        }
+      }
+    } catch (err) {
+      if (!this.#host.isClosed()) this.#host.writeFailed(err);
+    } finally {
+      this.flushing = undefined;
+    }
+  }
+
+  #inbandReplied(): void {
+    this.#inbandInFlight--;
+    const queue = this.#inbandQueue;
+    while (queue && queue.length > 0 && this.#inbandInFlight < MAX_INBAND_IN_FLIGHT) {
+      this.#send(queue.shift()!);
+    }
+  }
+}
+
+/** A short printable form of a bad value, for messages; never throws. */
+function preview(value: unknown): string {
+  let text: string;
+  try {
+    text = JSON.stringify(value) ?? String(value);
+  } catch {
+    text = Array.isArray(value) ? "an array" : String(value);
+  }
+  return excerpt(text, 60);
+}
+
+function concat(chunks: Uint8Array[]): Uint8Array {
+  let size = 0;
+  for (const c of chunks) size += c.length;
+  const out = new Uint8Array(size);
+  let off = 0;
+  for (const c of chunks) {
+    out.set(c, off);
+    off += c.length;
+  }
+  return out;
+}

@@ -1,0 +1,140 @@
+/**
+ * `connect()`: parses the address, warns about non-loopback ones, dials the
+ * transport (with retry and the connect deadline), wraps it in a
+ * {@link QmpClient} and runs the handshake; a handshake timeout says whether
+ * the connection, the greeting or the negotiation ate the budget.
+ *
+ * @module
+ */
+import { type Address, formatAddress, isLoopback, parseAddress } from "./address.ts";
+import { formatDuration, parseDuration } from "./duration.ts";
+import { AddressError, FdPassingError, QmpError, TimeoutError } from "./errors.ts";
+import { openTransport } from "./transport.ts";
+import { openUnixFdTransport } from "./transports/unix_fd.ts";
+import type { ConnectOptions } from "./client_options.ts";
+import { QmpClient } from "./qmp_client.ts";
+
+/**
+ * Connects to a QMP server, reads the greeting and negotiates capabilities.
+ *
+ * Addresses: `"unix:/path"`, `"tcp:HOST:PORT"`, `"HOST:PORT"`, `"[::1]:PORT"`,
+ * `"tls://HOST:PORT"` (with `tls` options), `"ssh://[USER@]HOST[:PORT]/PATH"`
+ * (a socket on another host, through the system ssh client: see `ssh`), or an
+ * object (`{ transport: "unix", path }`). A bad address throws `AddressError`
+ * before any I/O; a TLS or ssh failure is a `TlsError` / `SshError` saying
+ * what to fix.
+ *
+ * @example
+ * ```ts ignore
+ * await using qmp = await connect("unix:/run/vm1/qmp.sock", { timeout: "5s", retry: true });
+ * console.log(qmp.greeting.version.qemu); // { major: 7, minor: 2, micro: 22 }
+ * const { status } = await qmp.execute("query-status");
+ *
+ * await using remote = await connect("tls://vm1.example:4444", {
+ *   tls: { caFile: "ca-cert.pem", certFile: "client-cert.pem", keyFile: "client-key.pem" },
+ * });
+ * ```
+ */
+export async function connect(
+  address: string | Address | (ConnectOptions & { address: string | Address }),
+  options: ConnectOptions = {},
+): Promise<QmpClient> {
+  let opts = options;
+  let addr: string | Address;
+  if (typeof address === "object" && address !== null && "address" in address) {
+    const { address: a, ...rest } = address;
+    addr = a;
+    opts = { ...rest, ...options };
+  } else {
+    addr = address as string | Address;
+  }
+  const parsed = parseAddress(addr);
+  const where = formatAddress(parsed);
+  const timeoutMs = parseDuration(opts.timeout ?? "10s");
+  if (opts.tls !== undefined && parsed.transport !== "tls") {
+    throw new AddressError(addr, "TLS options were given for an address that is not tls://");
+  }
+  if (parsed.transport === "tcp" && !isLoopback(parsed)) {
+    const warning = new QmpError(
+      `${where} is not a loopback address; QMP has no authentication or encryption, ` +
+        `so anyone who can reach it controls the VM`,
+    );
+    if (opts.onWarning) opts.onWarning(warning);
+    else console.warn(`qmpkit: warning: ${warning.message}`);
+  }
+  const deadline = Date.now() + timeoutMs;
+  if (opts.fdPassing && parsed.transport !== "unix") {
+    throw new FdPassingError(
+      `fdPassing needs a unix socket: ${where} is ${parsed.transport === "tls" ? "TLS" : "TCP"}, ` +
+        `which cannot carry file descriptors. ` +
+        `Give QEMU a unix socket monitor (-qmp unix:/path,server=on,wait=off).`,
+    );
+  }
+  const open = opts.fdPassing && parsed.transport === "unix"
+    ? (o: Parameters<typeof openTransport>[1]) => openUnixFdTransport(parsed, o)
+    : (o: Parameters<typeof openTransport>[1]) => openTransport(parsed, o);
+  const conn = await open({
+    deadline,
+    timeoutMs,
+    signal: opts.signal,
+    retry: opts.retry,
+    tls: opts.tls,
+    ssh: opts.ssh,
+  });
+  const dial = (signal: AbortSignal) =>
+    open({
+      deadline: Date.now() + timeoutMs,
+      timeoutMs,
+      retry: false,
+      signal,
+      tls: opts.tls,
+      ssh: opts.ssh,
+    });
+  const client = new QmpClient(conn, { ...opts, address: where }, dial);
+  const connected = Date.now();
+  try {
+    await client.handshake({
+      timeout: Math.max(1, deadline - Date.now()),
+      signal: opts.signal,
+    });
+  } catch (err) {
+    await client.close();
+    if (err instanceof TimeoutError) {
+      throw new TimeoutError(`Connecting to ${where}`, timeoutMs, {
+        cause: err,
+        hint: handshakeTimeoutHint(client, connected - (deadline - timeoutMs), err) +
+          (parsed.transport === "tcp"
+            ? `; a TLS monitor (tls-creds=...) says nothing to a plain client: use tls://`
+            : ""),
+      });
+    }
+    throw err;
+  }
+  return client;
+}
+
+/**
+ * Why a connect that reached the server timed out: no greeting (the monitor
+ * is busy, or not QMP), or no reply to `qmp_capabilities`. `connectMs` is
+ * how long the connection itself took.
+ */
+function handshakeTimeoutHint(client: QmpClient, connectMs: number, err: TimeoutError): string {
+  let greeted = true;
+  try {
+    client.greeting;
+  } catch {
+    greeted = false;
+  }
+  if (greeted) return `the greeting came, but ${err.message}`;
+  const left = formatDuration(err.timeoutMs);
+  if (connectMs > err.timeoutMs) {
+    // The connection itself ate the budget: blaming the greeting would be wrong.
+    return `the connection timed out: it took ${formatDuration(connectMs)} to be accepted, ` +
+      `leaving ${left} for the QMP greeting. The server is slow to accept connections (its ` +
+      `queue is full, as when a QMP monitor is busy with another client): allow a longer timeout`;
+  }
+  const after = connectMs >= 100 ? ` after ${formatDuration(connectMs)}` : "";
+  return `connected${after}, but no QMP greeting came in ${left}: ` +
+    `the monitor is busy (another client is connected, and QMP serves one client at a time), ` +
+    `or this is not a QMP socket`;
+}
