@@ -9,6 +9,7 @@ import {
   rejects as assertRejects,
 } from "node:assert/strict";
 import { ConnectionClosedError, QmpCommandError } from "../mod.ts";
+import { qmp, show } from "./helpers/cli.ts";
 import {
   type CommandRunner,
   flattenPci,
@@ -275,4 +276,16 @@ test("parsers: info network, info usb, query-pci bridges, byte sizes", () => {
   assertEquals(formatBytes(512), "512 B");
   assertEquals(formatBytes(64 * 1024 * 1024), "64 MiB");
   assertEquals(formatBytes(1.5 * 1024 ** 3), "1.5 GiB");
+});
+
+Deno.test("qmp info --launch: Address is the VM's monitor socket a second client can use", async () => {
+  const r = await qmp(
+    ["info", "--launch", "--launch-args", "-machine none", "--json"],
+    { timeoutMs: 60_000 },
+  );
+  assertEquals(r.code, 0, show(r));
+  const address: string = JSON.parse(r.stdout).address;
+  // QEMU dials the launcher's socket (accept mode), which is gone once it is in;
+  // the address to report is the VM's server-mode monitor, qmp.sock.
+  assert(/^unix:.*\/qmp\.sock$/.test(address), address);
 });

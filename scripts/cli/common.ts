@@ -502,7 +502,8 @@ export async function openTarget(
     }
     return {
       client: machine.qmp,
-      address: machine.qmp.address,
+      // QEMU dialed the launcher's own socket (gone now); this one is free for a second client.
+      address: `unix:${machine.socketPath}`,
       machine,
       close: () => {
         signals.dispose();

@@ -584,10 +584,11 @@ export async function shellCommand(argv: string[]): Promise<number> {
       address,
       values,
       skipNegotiation ? { negotiate: false } : {},
-      async ({ client }) => {
+      async ({ client, address: target }) => {
         const pretty = values.pretty ? true : values.compact ? false : undefined;
         if (interactive) {
           return await interactiveLoop(client, {
+            address: target,
             hmp: Boolean(values.hmp),
             pretty: pretty ?? true,
             timeoutMs,
@@ -732,7 +733,7 @@ export async function* readLines(stream: ReadableStream<Uint8Array>): AsyncGener
 /** The interactive REPL on a raw-mode terminal. */
 async function interactiveLoop(
   client: QmpClient,
-  opts: LoopOptions & { historyPath?: string },
+  opts: LoopOptions & { historyPath?: string; address: string },
 ): Promise<number> {
   const loaded = opts.historyPath ? await loadHistoryFile(opts.historyPath) : undefined;
   const history = loaded?.history ?? new History();
@@ -793,7 +794,7 @@ async function interactiveLoop(
   if (historyWarning) editor.print(`qmp shell: warning: ${historyWarning}`);
   const v = client.greeting.version.qemu;
   editor.print(
-    `Connected to QEMU ${v.major}.${v.minor}.${v.micro} at ${client.address}.` +
+    `Connected to QEMU ${v.major}.${v.minor}.${v.micro} at ${opts.address}.` +
       (opts.skipNegotiation
         ? `\nCapabilities not negotiated (-N): QEMU accepts only qmp_capabilities until you ` +
           `run it;\nTab completion and help come after that. Ctrl-D exits.`
