@@ -265,7 +265,11 @@ export async function launchStorageDaemon(
     await Deno.remove(dir, { recursive: true }).catch(() => {});
     throw notFound();
   }
-  const guarded = guardCommand(binary, args);
+  const guarded = guardCommand(
+    binary,
+    args,
+    "qemu-storage-daemon started by launchStorageDaemon()",
+  );
   let child: Deno.ChildProcess;
   try {
     child = spawnDetached(guarded, "null");

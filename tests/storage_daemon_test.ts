@@ -201,3 +201,38 @@ Deno.test("gen-qapi --storage-daemon: the checked-in types match the fixture and
     assert.match(r.out, /365 types shared with lib\/qapi\/types\.ts, 0 differ/);
   }
 });
+
+Deno.test("storage daemon: without setpriv the one-time warning names the daemon, not QEMU", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "qmpkit-qsd-guard-" });
+  try {
+    const script = `${dir}/owner.ts`;
+    await Deno.writeTextFile(
+      script,
+      `import { launchStorageDaemon } from "${LIB}";\n` +
+        `const d = await launchStorageDaemon({ timeout: "20s" });\n` +
+        `console.log(d.orphanGuard);\nawait d.shutdown();\n`,
+    );
+    const out = await new Deno.Command(Deno.execPath(), {
+      args: [
+        "run",
+        "--quiet",
+        "--allow-read",
+        "--allow-write",
+        "--allow-env",
+        "--allow-net",
+        "--allow-run=qemu-storage-daemon",
+        script,
+      ],
+      env: { NO_COLOR: "1" },
+      stdout: "piped",
+      stderr: "piped",
+      signal: AbortSignal.timeout(60_000),
+    }).output();
+    const stderr = new TextDecoder().decode(out.stderr);
+    assert.equal(out.code, 0, stderr);
+    assert.match(stderr, /qemu-storage-daemon started by launchStorageDaemon\(\) will outlive/);
+    assert.doesNotMatch(stderr, /QEMU started by launch\(\)/);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
