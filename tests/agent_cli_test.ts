@@ -6,6 +6,7 @@ import assert from "node:assert/strict";
 import { completeAgent } from "../scripts/cli/agent_shell.ts";
 import { hostAgentAvailable, startHostAgent } from "./helpers/host_agent.ts";
 import { qmp } from "./helpers/cli.ts";
+import { startFakeAgent } from "./helpers/fake_agent.ts";
 
 const ignore = !hostAgentAvailable();
 
@@ -187,4 +188,19 @@ Deno.test("qmp shell --agent: completion of enabled commands and of argument nam
   assert.deepEqual(completeAgent("ex", 2, commands).candidates, ["exec", "exit"]);
   // A command the agent does not enable is not offered even though the schema has it.
   assert.deepEqual(completeAgent("guest-shut", 10, commands).candidates, []);
+});
+
+Deno.test("qmp shell --agent: a guest-info reply without supported_commands: a notice, the shell lives", async () => {
+  await using agent = await startFakeAgent((req) =>
+    req.execute === "guest-info"
+      ? { return: { version: "odd" } }
+      : req.execute === "guest-ping"
+      ? { return: {} }
+      : { error: { class: "CommandNotFound", desc: `${req.execute} not found` } }
+  );
+  const r = await qmp(["shell", "--agent", agent.address], { stdin: "guest-ping\n" });
+  assert.equal(r.code, 0, `${r.stdout}\n${r.stderr}`);
+  assert.match(r.stderr, /guest-info.*supported_commands/);
+  assert.doesNotMatch(r.stderr, /Cannot read properties/);
+  assert.match(r.stdout, /\{\}/);
 });

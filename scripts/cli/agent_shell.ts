@@ -147,7 +147,18 @@ export async function agentShellCommand(argv: string[]): Promise<number> {
     retry: values.retry,
   });
   const info = await agent.info({ timeout: timeoutMs });
-  const commands = info.supported_commands.filter((c) => c.enabled).map((c) => c.name).sort();
+  // Completion comes from guest-info's list; an agent that answers something else still gets
+  // a shell, without completion.
+  const listed = Array.isArray(info?.supported_commands) ? info.supported_commands : undefined;
+  if (!listed) {
+    writeErr(
+      "qmp shell: notice: the agent's guest-info reply has no supported_commands list; " +
+        "no completion\n",
+    );
+  }
+  const commands = (listed ?? [])
+    .filter((c) => c !== null && typeof c === "object" && c.enabled && typeof c.name === "string")
+    .map((c) => c.name).sort();
   const interactive = Deno.stdin.isTerminal() && stdoutIsTty();
   const pretty = values.pretty ? true : values.compact ? false : interactive;
   if (!interactive) {
