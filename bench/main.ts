@@ -32,6 +32,39 @@ export interface Row {
   met: boolean | undefined;
 }
 
+/** Round trips one after another (`seq`), or `ROUND_TRIP_WINDOW` in flight (`pipe`, oob). */
+export type RoundTripMode = "seq" | "pipe";
+
+/** In-band commands in flight for `pipe` (QEMU's queue length with oob). */
+export const ROUND_TRIP_WINDOW = 8;
+
+/**
+ * `n` timed `query-status` round trips on `qmp` after `warmup` untimed ones, per second.
+ * `qmp` is any client (this checkout's or a `--compare` copy's).
+ */
+export async function queryStatusRate(
+  qmp: { execute(command: "query-status"): Promise<unknown> },
+  mode: RoundTripMode,
+  n: number,
+  warmup: number,
+): Promise<number> {
+  const batch = async (count: number) => {
+    if (mode === "seq") {
+      for (let i = 0; i < count; i++) await qmp.execute("query-status");
+      return;
+    }
+    let left = count;
+    const worker = async () => {
+      while (left-- > 0) await qmp.execute("query-status");
+    };
+    await Promise.all(Array.from({ length: ROUND_TRIP_WINDOW }, worker));
+  };
+  await batch(warmup);
+  const t0 = performance.now();
+  await batch(n);
+  return n / ((performance.now() - t0) / 1000);
+}
+
 /** Median (mean of the two middle values for an even count), ignoring NaN; NaN if none. */
 export function median(xs: number[]): number {
   const s = xs.filter((x) => !Number.isNaN(x)).sort((a, b) => a - b);

@@ -30,32 +30,21 @@ import {
   median,
   num,
   python,
+  queryStatusRate,
   ratioRow,
+  ROUND_TRIP_WINDOW,
+  type RoundTripMode,
   type Row,
   runJson,
 } from "./main.ts";
 
-type Mode = "seq" | "pipe";
-const WINDOW = 8;
+type Mode = RoundTripMode;
+const WINDOW = ROUND_TRIP_WINDOW;
 
 /** Our client: `n` timed round trips after `warmup`, on a fresh connection; returns per second. */
 export async function ours(lib: Lib, address: string, mode: Mode, n: number, warmup: number) {
   await using qmp = await lib.client.connect(address, { timeout: "10s", oob: mode === "pipe" });
-  const batch = async (count: number) => {
-    if (mode === "seq") {
-      for (let i = 0; i < count; i++) await qmp.execute("query-status");
-      return;
-    }
-    let left = count;
-    const worker = async () => {
-      while (left-- > 0) await qmp.execute("query-status");
-    };
-    await Promise.all(Array.from({ length: WINDOW }, worker));
-  };
-  await batch(warmup);
-  const t0 = performance.now();
-  await batch(n);
-  return n / ((performance.now() - t0) / 1000);
+  return await queryStatusRate(qmp, mode, n, warmup);
 }
 
 /**

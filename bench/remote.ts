@@ -15,10 +15,9 @@
 import { connect, type ConnectOptions } from "../lib/client.ts";
 import { launch } from "../lib/machine.ts";
 import { LOCAL_SAN, makePki } from "../tests/helpers/tls_pki.ts";
-import { emit, flag, median, num, type Row } from "./main.ts";
+import { emit, flag, median, num, queryStatusRate, type RoundTripMode, type Row } from "./main.ts";
 
-type Mode = "seq" | "pipe";
-const WINDOW = 8;
+type Mode = RoundTripMode;
 
 async function roundTrips(
   address: string,
@@ -28,21 +27,7 @@ async function roundTrips(
   warmup: number,
 ): Promise<number> {
   await using qmp = await connect(address, { ...options, timeout: "10s", oob: mode === "pipe" });
-  const batch = async (count: number) => {
-    if (mode === "seq") {
-      for (let i = 0; i < count; i++) await qmp.execute("query-status");
-      return;
-    }
-    let left = count;
-    const worker = async () => {
-      while (left-- > 0) await qmp.execute("query-status");
-    };
-    await Promise.all(Array.from({ length: WINDOW }, worker));
-  };
-  await batch(warmup);
-  const t0 = performance.now();
-  await batch(n);
-  return n / ((performance.now() - t0) / 1000);
+  return await queryStatusRate(qmp, mode, n, warmup);
 }
 
 async function main(): Promise<void> {

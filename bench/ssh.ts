@@ -15,10 +15,9 @@ import { connect } from "../lib/client.ts";
 import { launch } from "../lib/machine.ts";
 import type { SshOptions } from "../lib/ssh_transport.ts";
 import { startSshd } from "../tests/helpers/sshd.ts";
-import { emit, flag, median, num, type Row } from "./main.ts";
+import { emit, flag, median, num, queryStatusRate, type RoundTripMode, type Row } from "./main.ts";
 
-type Mode = "seq" | "pipe";
-const WINDOW = 8;
+type Mode = RoundTripMode;
 
 async function roundTrips(
   address: string,
@@ -30,21 +29,7 @@ async function roundTrips(
   const t0 = performance.now();
   await using qmp = await connect(address, { timeout: "10s", oob: mode === "pipe", ssh });
   const connectMs = performance.now() - t0;
-  const batch = async (count: number) => {
-    if (mode === "seq") {
-      for (let i = 0; i < count; i++) await qmp.execute("query-status");
-      return;
-    }
-    let left = count;
-    const worker = async () => {
-      while (left-- > 0) await qmp.execute("query-status");
-    };
-    await Promise.all(Array.from({ length: WINDOW }, worker));
-  };
-  await batch(warmup);
-  const t1 = performance.now();
-  await batch(n);
-  return { perSecond: n / ((performance.now() - t1) / 1000), connectMs };
+  return { perSecond: await queryStatusRate(qmp, mode, n, warmup), connectMs };
 }
 
 /** Runs both modes over ssh and unix, interleaved `runs` times; returns table rows. */
