@@ -71,6 +71,11 @@ async function idleMemory(mem0: Deno.MemoryUsage): Promise<NonNullable<FleetResu
   gc?.();
   gc?.();
   await new Promise((r) => setTimeout(r, 100));
+  return memoryDelta(mem0);
+}
+
+/** Memory now, less `mem0` (RSS, V8 heap used, external). */
+function memoryDelta(mem0: Deno.MemoryUsage): NonNullable<FleetResult["connected"]> {
   const m = Deno.memoryUsage();
   return {
     rss: m.rss - mem0.rss,
@@ -144,12 +149,7 @@ async function workerFake(address: string, count: number, commands: number) {
     await using qmp = await client.connect(address, { timeout: "120s", retry: true });
     if (++arrived === count) {
       rss.sample();
-      const m = Deno.memoryUsage();
-      connected = {
-        rss: m.rss - mem0.rss,
-        heapUsed: m.heapUsed - mem0.heapUsed,
-        external: m.external - mem0.external,
-      };
+      connected = memoryDelta(mem0);
       idle = await idleMemory(mem0);
       allConnected();
     }
@@ -197,12 +197,7 @@ async function workerBare(address: string, count: number, commands: number) {
     let pendingRead: Promise<void> | undefined = line(conn, buf); // one read pending, as a client keeps
     if (++arrived === count) {
       rss.sample();
-      const m = Deno.memoryUsage();
-      connected = {
-        rss: m.rss - mem0.rss,
-        heapUsed: m.heapUsed - mem0.heapUsed,
-        external: m.external - mem0.external,
-      };
+      connected = memoryDelta(mem0);
       idle = await idleMemory(mem0);
       allConnected();
     }
