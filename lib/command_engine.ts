@@ -23,6 +23,7 @@ import { excerpt } from "./framing.ts";
 import { stringifyJson } from "./json.ts";
 import { commandMessage } from "./protocol.ts";
 import { QmpValidationError } from "./qapi/schema.ts";
+import { startTimer, type Timer } from "./runtime_timer.ts";
 import type { ExecuteOptions } from "./client_options.ts";
 
 /** How many in-band commands QEMU queues when oob is on (`QMP_REQ_QUEUE_LEN_MAX`). */
@@ -150,7 +151,7 @@ export class CommandEngine {
     }
     const id = ++this.#nextId;
     return new Promise((resolve, reject) => {
-      let timer: ReturnType<typeof setTimeout> | undefined;
+      let timer: Timer | undefined;
       const onAbort = () => giveUp(new AbortError(command, { cause: signal!.reason }));
       const entry: Pending = {
         id,
@@ -163,7 +164,7 @@ export class CommandEngine {
         resolve,
         reject,
         cleanup: () => {
-          if (timer !== undefined) clearTimeout(timer);
+          timer?.cancel();
           signal?.removeEventListener("abort", onAbort);
         },
       };
@@ -180,7 +181,7 @@ export class CommandEngine {
         reject(err);
       };
       if (timeoutMs !== undefined) {
-        timer = setTimeout(
+        timer = startTimer(
           () =>
             giveUp(
               new TimeoutError(command, timeoutMs, {

@@ -3,14 +3,17 @@
  * expire in the order they were scheduled, so each distinct duration gets one
  * "lane": a FIFO list with a single runtime timer armed for its head.
  * Scheduling appends to a lane and cancelling unlinks an entry, both O(1);
- * 30,000 waits with the same timeout cost one `setTimeout`, not 30,000
+ * 30,000 waits with the same timeout cost one runtime timer, not 30,000
  * (Deno spends ~4 µs to create a timer and ~1.5 µs to clear one).
  *
- * A lane's timer is cleared as soon as the lane is empty, so nothing keeps the
+ * A lane's timer is cancelled as soon as the lane is empty, so nothing keeps the
  * process alive (or trips Deno's test sanitizers) once every wait has ended.
+ * The timer comes from `runtime_timer.ts`: arming one does not load Deno's
+ * Node-compatible timers.
  *
  * @module
  */
+import { startTimer, type Timer } from "./runtime_timer.ts";
 
 /** What a {@link LaneTimeout} calls when it expires. */
 export interface TimeoutTarget {
@@ -22,7 +25,7 @@ interface Lane {
   ms: number;
   head: LaneTimeout | undefined;
   tail: LaneTimeout | undefined;
-  timer: ReturnType<typeof setTimeout> | undefined;
+  timer: Timer | undefined;
 }
 
 const lanes = new Map<number, Lane>();
@@ -85,14 +88,14 @@ function unlink(lane: Lane, entry: LaneTimeout): void {
 
 /** An empty lane: stop its timer and forget it. */
 function retire(lane: Lane): void {
-  if (lane.timer !== undefined) clearTimeout(lane.timer);
+  lane.timer?.cancel();
   lane.timer = undefined;
   if (lanes.get(lane.ms) === lane) lanes.delete(lane.ms);
 }
 
 function arm(lane: Lane): void {
   const wait = Math.max(0, Math.ceil(lane.head!.due - performance.now()));
-  lane.timer = setTimeout(() => run(lane), wait);
+  lane.timer = startTimer(() => run(lane), wait);
 }
 
 /** The lane's timer fired: run every entry that is due, then re-arm for the next one. */

@@ -8,6 +8,7 @@
  */
 import { type Address, formatAddress } from "./address.ts";
 import { AbortError, ConnectionError, MonitorBusyError, TimeoutError, TlsError } from "./errors.ts";
+import { startTimer } from "./runtime_timer.ts";
 // Types only: the ssh, TLS and libvirt transports are imported when an address needs
 // them, so a unix or TCP client (a one-shot `qmp exec`) does not load them.
 import type { SshOptions } from "./ssh_transport.ts";
@@ -138,15 +139,15 @@ async function connectOnce(
   if (address.transport === "unix" && !options.signal) {
     // A unix connect never waits: it succeeds, or fails at once (EAGAIN when the monitor's
     // queue is full, see tests/cli_connect_errors_test.ts). So no timer to race it: one per
-    // connection cost ~1.6 KiB of garbage, and the first use of setTimeout loads Deno's
-    // Node-compatible timers (~7 ms of a one-shot CLI run).
+    // connection cost ~1.6 KiB of garbage.
     return await Deno.connect({ transport: "unix", path: address.path });
   }
-  // A timer cleared once connected, not AbortSignal.timeout(): that one keeps its timer
-  // (and signal) alive for the whole connect timeout, per connection, after it succeeded.
+  // A timer cancelled once connected, not a bare AbortSignal.timeout(): that one keeps its
+  // timer (and signal) alive for the whole connect timeout, per connection, after it succeeded.
+  // startTimer does not load Deno's Node-compatible timers (~7 ms of a one-shot CLI run).
   const timeoutController = new AbortController();
   const timeout = timeoutController.signal;
-  const timer = setTimeout(() => timeoutController.abort(), remaining);
+  const timer = startTimer(() => timeoutController.abort(), remaining);
   const signal = options.signal ? AbortSignal.any([options.signal, timeout]) : timeout;
   const pending = address.transport === "unix"
     ? Deno.connect({ transport: "unix", path: address.path })
@@ -176,7 +177,7 @@ async function connectOnce(
     }
     throw err;
   } finally {
-    clearTimeout(timer);
+    timer.cancel();
     signal.removeEventListener("abort", onAbort!);
     aborted.catch(() => {});
   }

@@ -1,10 +1,12 @@
 /**
  * Shared timer lanes (lib/timer_lanes.ts): timeouts never fire early, fire in
  * order within and across durations, and a cancelled or fired timeout leaves
- * no runtime timer behind (the op sanitizer would flag one).
+ * no runtime timer behind (pendingTimers() counts them; the op sanitizer
+ * would flag a setTimeout).
  */
 import assert from "node:assert/strict";
 import { scheduleTimeout } from "../lib/timer_lanes.ts";
+import { pendingTimers } from "../lib/runtime_timer.ts";
 
 Deno.test("timer lanes: never early, each once, cancelled ones never", async () => {
   const fired: { id: string; late: number }[] = [];
@@ -55,6 +57,9 @@ Deno.test("timer lanes: all cancelled, nothing left running", () => {
     { length: 1000 },
     (_, i) => scheduleTimeout(1000 + (i % 3), { timedOut: () => assert.fail("cancelled") }),
   );
+  assert.ok(pendingTimers() > 0);
   for (const t of timers) t.cancel();
-  // The test ends now: a pending runtime timer would fail the op sanitizer.
+  // No runtime timer is left: the signal timers of lib/runtime_timer.ts are not seen
+  // by the op sanitizer, so count them; a pending setTimeout would fail the sanitizer.
+  assert.equal(pendingTimers(), 0);
 });
