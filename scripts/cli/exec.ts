@@ -101,7 +101,8 @@ export async function execCommand(argv: string[]): Promise<number> {
     ? undefined
     : durationOption("timeout", values.timeout as string);
 
-  // The raw reply, for --raw: the received message with the id we sent.
+  // The raw reply, for --raw: the received message with the id we sent. Only --raw
+  // records a transcript: it redacts every message (~0.7 ms of a one-shot run).
   let sentId: unknown;
   let reply: Record<string, unknown> | undefined;
   const transcript = (e: TranscriptEntry) => {
@@ -110,7 +111,7 @@ export async function execCommand(argv: string[]): Promise<number> {
     else if (e.direction === "recv" && sentId !== undefined && m.id === sentId) reply = m;
   };
 
-  return await withTarget(address, values, { transcript }, async ({ client }) => {
+  return await withTarget(address, values, values.raw ? { transcript } : {}, async ({ client }) => {
     let value: unknown;
     try {
       value = await client.executeRaw(command, args, {
