@@ -3,6 +3,9 @@
  * the global `setTimeout`/`clearTimeout`, whose first read in Deno 2.9 loads
  * the Node-compatible timers (~7 ms of a ~40 ms run); its deadlines use
  * lib/runtime_timer.ts. Unix and TCP addresses, with and without --timeout.
+ * And the module graph Deno loads at start-up (static imports and literal
+ * dynamic ones, which Deno reads and parses before the first line runs) holds
+ * no subcommand module and no launcher; `exec`'s none of the other commands.
  */
 import assert from "node:assert/strict";
 import { FAKE_STATUS, fakeMonitor } from "./helpers/fake_monitor.ts";
@@ -51,5 +54,51 @@ Deno.test("qmp exec: connect, negotiate and run a command without loading Node's
     assert.equal(r.code, 0, `${argv.join(" ")}: ${show(r)}`);
     assert.deepEqual(JSON.parse(r.stdout), FAKE_STATUS);
     assert.equal(r.stderr, "", `${argv.join(" ")}: ${show(r)}`);
+  }
+});
+
+/**
+ * The modules `deno run ROOT` reads before ROOT runs: code imports, static
+ * and literal dynamic (`deno info --json`), not type-only ones.
+ */
+async function startupGraph(root: string): Promise<Set<string>> {
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: ["info", "--json", new URL(root, import.meta.url).pathname],
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  assert.ok(out.success, new TextDecoder().decode(out.stderr));
+  const info = JSON.parse(new TextDecoder().decode(out.stdout)) as {
+    roots: string[];
+    modules: { specifier: string; dependencies?: { code?: { specifier: string } }[] }[];
+  };
+  const bySpecifier = new Map(info.modules.map((m) => [m.specifier, m]));
+  const seen = new Set<string>();
+  const visit = (specifier: string) => {
+    if (seen.has(specifier)) return;
+    seen.add(specifier);
+    for (const d of bySpecifier.get(specifier)?.dependencies ?? []) {
+      if (d.code) visit(d.code.specifier);
+    }
+  };
+  visit(info.roots[0]);
+  const base = new URL("../", import.meta.url).href;
+  return new Set([...seen].map((s) => s.replace(base, "")));
+}
+
+const SUBCOMMANDS = ["shell", "exec", "info", "events", "agent", "qom", "run"].map(
+  (c) => `scripts/cli/${c}.ts`,
+);
+
+Deno.test("qmp start-up graph: no subcommand module, no launcher; exec's: no other command's", async () => {
+  const main = await startupGraph("../scripts/qmp.ts");
+  assert.ok(main.has("scripts/cli/common.ts"), [...main].join(" ")); // the graph is read
+  for (const m of [...SUBCOMMANDS, "lib/machine.ts"]) {
+    assert.ok(!main.has(m), `scripts/qmp.ts loads ${m} at start-up`);
+  }
+  const exec = await startupGraph("../scripts/cli/exec.ts");
+  assert.ok(exec.has("lib/connect.ts"), [...exec].join(" "));
+  for (const m of [...SUBCOMMANDS.filter((c) => !c.endsWith("/exec.ts")), "lib/machine.ts"]) {
+    assert.ok(!exec.has(m), `qmp exec loads ${m} at start-up`);
   }
 });

@@ -478,7 +478,11 @@ export async function openTarget(
     // Every stop signal during the launch (the command's own handling starts after it).
     let signals = onStopSignals(handlers);
     try {
-      const { launch } = await import("../../lib/machine.ts");
+      // Not a literal specifier: Deno would load the launcher's module graph at start-up,
+      // with or without --launch (see `load` in scripts/qmp.ts).
+      const { launch }: typeof import("../../lib/machine.ts") = await import(
+        new URL("../../lib/machine.ts", import.meta.url).href
+      );
       machine = await launch({
         args,
         guest: values.guest === "tiny" ? "tiny" : undefined,
