@@ -7,9 +7,11 @@
  * To show what dominates, the same rounds also time: the CLI with
  * `--no-check` (Deno 2's `deno run` does not type-check, so it should equal
  * the default), with `--check` (cached type-check), the smallest qmpkit
- * one-shot (`bench/baselines/oneshot.ts`: `connect` from mod.ts), an empty
- * Deno script and `python3 -c pass` (start-up floors). Each variant runs once
- * first (warm caches), then rounds interleave every variant, order rotating.
+ * one-shot (`bench/baselines/oneshot.ts`: `connect` from mod.ts), a raw Deno
+ * one-shot without the library (`baselines/oneshot_raw.ts`, the realistic
+ * floor), an empty Deno script and `python3 -c pass` (start-up floors).
+ * Each variant runs once first (warm caches), then rounds interleave every
+ * variant, order rotating.
  * The target is the CLI against the empty Deno script (Deno's own start-up);
  * Python is a comparison row. `baselines/exec_phases.ts` splits the CLI's
  * time into runtime start, module load, connect, command (same rounds).
@@ -139,6 +141,19 @@ export async function bench(options: { rounds: number; compareTree?: string }) {
           expect,
         }]
         : []),
+      {
+        name: "deno oneshot_raw.ts (no library: the floor)",
+        cmd: deno,
+        args: [
+          "run",
+          "--allow-read",
+          "--allow-write",
+          "--allow-net",
+          here("baselines/oneshot_raw.ts"),
+          sock,
+        ],
+        expect,
+      },
       { name: "python3 -c pass (floor)", cmd: py, args: ["-c", "pass"] },
     ];
     const empty: Variant = {
