@@ -12,7 +12,7 @@
  * cancelled: until it expires it holds the bare signal (~1 KiB), nothing
  * else, and does not keep the process alive. So that leftovers stay bounded,
  * only the first {@link SIGNAL_TIMERS} timers of a process take that path (a
- * one-shot run arms 2 or 3); later ones use the global `setTimeout`, whose
+ * one-shot `qmp exec` arms 2 to 4); later ones use the global `setTimeout`, whose
  * load a long-lived process pays once.
  *
  * @module
