@@ -23,25 +23,83 @@ import { excerpt } from "./framing.ts";
 import { stringifyJson } from "./json.ts";
 import { commandMessage } from "./protocol.ts";
 import { QmpValidationError } from "./qapi/schema.ts";
-import { startTimer, type Timer } from "./runtime_timer.ts";
 import type { ExecuteOptions } from "./client_options.ts";
+import { type LaneTimeout, scheduleTimeout, type TimeoutTarget } from "./timer_lanes.ts";
+import { type AbortTarget, unwatchAbort, watchAbort } from "./abort_fanout.ts";
 
 /** How many in-band commands QEMU queues when oob is on (`QMP_REQ_QUEUE_LEN_MAX`). */
 export const MAX_INBAND_IN_FLIGHT = 8;
 
-/** A command sent or queued, awaiting its reply. */
-export interface Pending {
-  id: number;
-  command: string;
-  args: unknown;
-  oob: boolean;
-  message: Record<string, unknown>;
+/**
+ * A command sent or queued, awaiting its reply. One object per command: it is its
+ * own timeout and abort target (no closures per command, and its timeout shares a
+ * runtime timer with every other of the same duration, see `timer_lanes.ts`).
+ */
+export class Pending implements TimeoutTarget, AbortTarget {
+  readonly id: number;
+  readonly command: string;
+  readonly args: unknown;
+  readonly oob: boolean;
+  readonly message: Record<string, unknown>;
   /** Descriptors to send with the message (`SCM_RIGHTS`), if any. */
-  fds?: number[];
-  sent: boolean;
-  resolve(value: unknown): void;
-  reject(error: unknown): void;
-  cleanup(): void;
+  readonly fds: number[] | undefined;
+  sent = false;
+  readonly resolve: (value: unknown) => void;
+  readonly reject: (error: unknown) => void;
+  readonly #engine: CommandEngine;
+  readonly #timeoutMs: number | undefined;
+  readonly #signal: AbortSignal | undefined;
+  #timer: LaneTimeout | undefined;
+
+  constructor(
+    engine: CommandEngine,
+    id: number,
+    command: string,
+    args: unknown,
+    oob: boolean,
+    fds: number[] | undefined,
+    timeoutMs: number | undefined,
+    signal: AbortSignal | undefined,
+    resolve: (value: unknown) => void,
+    reject: (error: unknown) => void,
+  ) {
+    this.#engine = engine;
+    this.id = id;
+    this.command = command;
+    this.args = args;
+    this.oob = oob;
+    this.message = commandMessage(command, args, id, oob);
+    this.fds = fds?.length ? fds : undefined;
+    this.resolve = resolve;
+    this.reject = reject;
+    this.#timeoutMs = timeoutMs;
+    this.#signal = signal;
+    if (timeoutMs !== undefined) this.#timer = scheduleTimeout(timeoutMs, this);
+    if (signal) watchAbort(signal, this);
+  }
+
+  /** Its timeout expired (see `timer_lanes.ts`). */
+  timedOut(): void {
+    this.#timer = undefined;
+    this.#engine.giveUp(
+      this,
+      new TimeoutError(this.command, this.#timeoutMs!, {
+        hint: "the command may still complete in QEMU; its late reply will be ignored",
+      }),
+    );
+  }
+
+  /** Its signal aborted (see `abort_fanout.ts`). */
+  aborted(): void {
+    this.#engine.giveUp(this, new AbortError(this.command, { cause: this.#signal!.reason }));
+  }
+
+  /** Stops its timeout and abort watch; idempotent. */
+  cleanup(): void {
+    this.#timer?.cancel();
+    this.#timer = undefined;
+    if (this.#signal) unwatchAbort(this.#signal, this);
+  }
 }
 
 /** What the engine needs from its session. */
@@ -151,47 +209,18 @@ export class CommandEngine {
     }
     const id = ++this.#nextId;
     return new Promise((resolve, reject) => {
-      let timer: Timer | undefined;
-      const onAbort = () => giveUp(new AbortError(command, { cause: signal!.reason }));
-      const entry: Pending = {
+      const entry = new Pending(
+        this,
         id,
         command,
         args,
         oob,
-        message: commandMessage(command, args, id, oob),
-        ...(fds?.length ? { fds } : {}),
-        sent: false,
+        fds,
+        timeoutMs,
+        signal,
         resolve,
         reject,
-        cleanup: () => {
-          timer?.cancel();
-          signal?.removeEventListener("abort", onAbort);
-        },
-      };
-      const giveUp = (err: QmpError) => {
-        if (this.#pending.get(id) !== entry) return;
-        this.#pending.delete(id);
-        entry.cleanup();
-        if (entry.sent) {
-          (this.#abandoned ??= new Map()).set(id, entry);
-        } else {
-          const i = this.#inbandQueue?.indexOf(entry) ?? -1;
-          if (i >= 0) this.#inbandQueue!.splice(i, 1);
-        }
-        reject(err);
-      };
-      if (timeoutMs !== undefined) {
-        timer = startTimer(
-          () =>
-            giveUp(
-              new TimeoutError(command, timeoutMs, {
-                hint: "the command may still complete in QEMU; its late reply will be ignored",
-              }),
-            ),
-          timeoutMs,
-        );
-      }
-      signal?.addEventListener("abort", onAbort, { once: true });
+      );
       this.#pending.set(id, entry);
       if (!oob && this.#host.oob() && this.#inbandInFlight >= MAX_INBAND_IN_FLIGHT) {
         (this.#inbandQueue ??= []).push(entry);
@@ -199,6 +228,20 @@ export class CommandEngine {
         this.#send(entry);
       }
     });
+  }
+
+  /** A command's timeout expired or its signal aborted: reject it, remember its id if sent. */
+  giveUp(entry: Pending, err: QmpError): void {
+    if (this.#pending.get(entry.id) !== entry) return;
+    this.#pending.delete(entry.id);
+    entry.cleanup();
+    if (entry.sent) {
+      (this.#abandoned ??= new Map()).set(entry.id, entry);
+    } else {
+      const i = this.#inbandQueue?.indexOf(entry) ?? -1;
+      if (i >= 0) this.#inbandQueue!.splice(i, 1);
+    }
+    entry.reject(err);
   }
 
   /** Routes a reply (`return` or `error`) to its command; warns about one nobody asked for. */
@@ -300,18 +343,46 @@ export class CommandEngine {
     this.flushing ??= this.#flush();
   }
 
-  async #flush(): Promise<void> {
+  /**
+   * Writes the queued messages until the queue is empty. Without descriptors (the common
+   * case) a chain of writes, not an async function: one frame less per command.
+   */
+  #flush(): Promise<void> {
+    if (this.#outFds !== undefined) return this.#flushWithFds();
+    if (this.#outQueue.length === 0 || this.#host.isClosed()) {
+      this.flushing = undefined;
+      return Promise.resolve();
+    }
+    const chunks = this.#outQueue;
+    this.#outQueue = [];
+    return this.#write(chunks.length === 1 ? chunks[0] : concat(chunks));
+  }
+
+  /** Writes all of `data`, then flushes what was queued meanwhile. */
+  #write(data: Uint8Array): Promise<void> {
+    let written: Promise<number>;
+    try {
+      written = this.#host.write(data);
+    } catch (err) {
+      return Promise.resolve(this.#writeError(err));
+    }
+    return written.then(
+      (n) => n < data.length ? this.#write(data.subarray(n)) : this.#flush(),
+      (err) => this.#writeError(err),
+    );
+  }
+
+  #writeError(err: unknown): void {
+    this.flushing = undefined;
+    if (!this.#host.isClosed()) this.#host.writeFailed(err);
+  }
+
+  async #flushWithFds(): Promise<void> {
     try {
       while (this.#outQueue.length > 0 && !this.#host.isClosed()) {
         const chunks = this.#outQueue;
         this.#outQueue = [];
-        const outFds = this.#outFds;
-        if (outFds === undefined) {
-          const data = chunks.length === 1 ? chunks[0] : concat(chunks);
-          let off = 0;
-          while (off < data.length) off += await this.#host.write(data.subarray(off));
-          continue;
-        }
+        const outFds = this.#outFds!;
         // A message with fds starts its own write, so they ride on its first byte.
         for (let i = 0, j = 1; i < chunks.length; i = j, j = i + 1) {
           while (j < chunks.length && !outFds.has(chunks[j])) j++;

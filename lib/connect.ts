@@ -9,7 +9,7 @@
 import { type Address, formatAddress, isLoopback, parseAddress } from "./address.ts";
 import { formatDuration, parseDuration } from "./duration.ts";
 import { AddressError, FdPassingError, QmpError, TimeoutError } from "./errors.ts";
-import { openTransport } from "./transport.ts";
+import { openTransport, type Transport } from "./transport.ts";
 import { openUnixFdTransport } from "./transports/unix_fd.ts";
 import type { ConnectOptions } from "./client_options.ts";
 import { QmpClient } from "./qmp_client.ts";
@@ -35,82 +35,120 @@ import { QmpClient } from "./qmp_client.ts";
  * });
  * ```
  */
-export async function connect(
+export function connect(
   address: string | Address | (ConnectOptions & { address: string | Address }),
   options: ConnectOptions = {},
 ): Promise<QmpClient> {
-  let opts = options;
-  let addr: string | Address;
-  if (typeof address === "object" && address !== null && "address" in address) {
-    const { address: a, ...rest } = address;
-    addr = a;
-    opts = { ...rest, ...options };
-  } else {
-    addr = address as string | Address;
-  }
-  const parsed = parseAddress(addr);
-  const where = formatAddress(parsed);
-  const timeoutMs = parseDuration(opts.timeout ?? "10s");
-  if (opts.tls !== undefined && parsed.transport !== "tls") {
-    throw new AddressError(addr, "TLS options were given for an address that is not tls://");
-  }
-  if (parsed.transport === "tcp" && !isLoopback(parsed)) {
-    const warning = new QmpError(
-      `${where} is not a loopback address; QMP has no authentication or encryption, ` +
-        `so anyone who can reach it controls the VM`,
-    );
-    if (opts.onWarning) opts.onWarning(warning);
-    else console.warn(`qmpkit: warning: ${warning.message}`);
-  }
-  const deadline = Date.now() + timeoutMs;
-  if (opts.fdPassing && parsed.transport !== "unix") {
-    throw new FdPassingError(
-      `fdPassing needs a unix socket: ${where} is ${parsed.transport === "tls" ? "TLS" : "TCP"}, ` +
-        `which cannot carry file descriptors. ` +
-        `Give QEMU a unix socket monitor (-qmp unix:/path,server=on,wait=off).`,
-    );
-  }
-  const open = opts.fdPassing && parsed.transport === "unix"
-    ? (o: Parameters<typeof openTransport>[1]) => openUnixFdTransport(parsed, o)
-    : (o: Parameters<typeof openTransport>[1]) => openTransport(parsed, o);
-  const conn = await open({
-    deadline,
-    timeoutMs,
-    signal: opts.signal,
-    retry: opts.retry,
-    tls: opts.tls,
-    ssh: opts.ssh,
-  });
-  const dial = (signal: AbortSignal) =>
-    open({
-      deadline: Date.now() + timeoutMs,
-      timeoutMs,
-      retry: false,
-      signal,
-      tls: opts.tls,
-      ssh: opts.ssh,
-    });
-  const client = new QmpClient(conn, { ...opts, address: where }, dial);
-  const connected = Date.now();
+  // A chain, not an async function: the connect path runs once per connection, and its
+  // frames and closures are most of what 1,000 connects at once allocate (see bench/README.md).
+  let plan: ConnectPlan;
   try {
-    await client.handshake({
-      timeout: Math.max(1, deadline - Date.now()),
-      signal: opts.signal,
-    });
+    plan = new ConnectPlan(address, options);
   } catch (err) {
-    await client.close();
-    if (err instanceof TimeoutError) {
-      throw new TimeoutError(`Connecting to ${where}`, timeoutMs, {
-        cause: err,
-        hint: handshakeTimeoutHint(client, connected - (deadline - timeoutMs), err) +
-          (parsed.transport === "tcp"
-            ? `; a TLS monitor (tls-creds=...) says nothing to a plain client: use tls://`
-            : ""),
-      });
-    }
-    throw err;
+    return Promise.reject(err);
   }
-  return client;
+  return plan.open(plan.deadline, plan.opts.retry, plan.opts.signal).then((conn) =>
+    plan.handshake(conn)
+  );
+}
+
+/** What {@link connect} checked before any I/O: the address, options and deadline. */
+class ConnectPlan {
+  readonly opts: ConnectOptions;
+  readonly parsed: Address;
+  readonly where: string;
+  readonly timeoutMs: number;
+  readonly deadline: number;
+
+  constructor(
+    address: string | Address | (ConnectOptions & { address: string | Address }),
+    options: ConnectOptions,
+  ) {
+    let opts = options;
+    let addr: string | Address;
+    if (typeof address === "object" && address !== null && "address" in address) {
+      const { address: a, ...rest } = address;
+      addr = a;
+      opts = { ...rest, ...options };
+    } else {
+      addr = address as string | Address;
+    }
+    const parsed = parseAddress(addr);
+    const where = formatAddress(parsed);
+    const timeoutMs = opts.timeout === undefined ? 10_000 : parseDuration(opts.timeout);
+    if (opts.tls !== undefined && parsed.transport !== "tls") {
+      throw new AddressError(addr, "TLS options were given for an address that is not tls://");
+    }
+    if (parsed.transport === "tcp" && !isLoopback(parsed)) {
+      const warning = new QmpError(
+        `${where} is not a loopback address; QMP has no authentication or encryption, ` +
+          `so anyone who can reach it controls the VM`,
+      );
+      if (opts.onWarning) opts.onWarning(warning);
+      else console.warn(`qmpkit: warning: ${warning.message}`);
+    }
+    if (opts.fdPassing && parsed.transport !== "unix") {
+      throw new FdPassingError(
+        `fdPassing needs a unix socket: ${where} is ${
+          parsed.transport === "tls" ? "TLS" : "TCP"
+        }, which cannot carry file descriptors. ` +
+          `Give QEMU a unix socket monitor (-qmp unix:/path,server=on,wait=off).`,
+      );
+    }
+    this.opts = opts;
+    this.parsed = parsed;
+    this.where = where;
+    this.timeoutMs = timeoutMs;
+    this.deadline = Date.now() + timeoutMs;
+  }
+
+  /** Wraps `conn` in a client and runs the handshake; closes it if that fails. */
+  handshake(conn: Transport): Promise<QmpClient> {
+    const client = new QmpClient(
+      conn,
+      { ...this.opts, address: this.where },
+      (signal) => this.open(Date.now() + this.timeoutMs, false, signal),
+    );
+    const connectedAt = Date.now();
+    return client.handshake({
+      timeout: Math.max(1, this.deadline - Date.now()),
+      signal: this.opts.signal,
+    }).then(
+      () => client,
+      (err) =>
+        client.close().then(() => {
+          throw this.handshakeError(client, connectedAt, err);
+        }),
+    );
+  }
+
+  /** Dials the address (the first connect, and each reconnect). */
+  open(deadline: number, retry: boolean | undefined, signal: AbortSignal | undefined) {
+    const o = {
+      deadline,
+      timeoutMs: this.timeoutMs,
+      signal,
+      retry,
+      tls: this.opts.tls,
+      ssh: this.opts.ssh,
+    };
+    return this.opts.fdPassing && this.parsed.transport === "unix"
+      ? openUnixFdTransport(this.parsed, o)
+      : openTransport(this.parsed, o);
+  }
+
+  /** The error a failed handshake is reported as. */
+  handshakeError(client: QmpClient, connectedAt: number, err: unknown): unknown {
+    if (!(err instanceof TimeoutError)) return err;
+    const connected = connectedAt - (this.deadline - this.timeoutMs);
+    return new TimeoutError(`Connecting to ${this.where}`, this.timeoutMs, {
+      cause: err,
+      hint: handshakeTimeoutHint(client, connected, err) +
+        (this.parsed.transport === "tcp"
+          ? `; a TLS monitor (tls-creds=...) says nothing to a plain client: use tls://`
+          : ""),
+    });
+  }
 }
 
 /**

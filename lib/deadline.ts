@@ -7,8 +7,8 @@
  */
 import { type Duration, parseDuration } from "./duration.ts";
 import { AbortError, TimeoutError } from "./errors.ts";
-import { type LaneTimeout, scheduleTimeout } from "./timer_lanes.ts";
-import { unwatchAbort, watchAbort } from "./abort_fanout.ts";
+import { type LaneTimeout, scheduleTimeout, type TimeoutTarget } from "./timer_lanes.ts";
+import { type AbortTarget, unwatchAbort, watchAbort } from "./abort_fanout.ts";
 
 /** How long a wait may take, and what cancels it. */
 export interface WaitBounds {
@@ -42,39 +42,77 @@ export function boundedWait<T>(
 ): Promise<T> {
   const ms = bounds.timeout === undefined ? undefined : parseDuration(bounds.timeout);
   const signal = bounds.signal;
-  const name = typeof what === "string" ? () => what : what;
   if (signal?.aborted) {
     options.onGiveUp?.();
-    return Promise.reject(new AbortError(name(), { cause: signal.reason }));
+    return Promise.reject(new AbortError(nameOf(what), { cause: signal.reason }));
   }
   return new Promise<T>((resolve, reject) => {
-    let settled = false;
-    let cleanup: (() => void) | void;
-    let timer: LaneTimeout | undefined;
-    const finish = (): boolean => {
-      if (settled) return false;
-      settled = true;
-      timer?.cancel();
-      if (signal) unwatchAbort(signal, onAbort);
-      cleanup?.();
-      return true;
-    };
-    const giveUp = (error: () => Error) => {
-      if (!finish()) return;
-      options.onGiveUp?.();
-      reject(error());
-    };
-    const onAbort = {
-      aborted: () => giveUp(() => new AbortError(name(), { cause: signal!.reason })),
-    };
-    if (ms !== undefined) {
-      timer = scheduleTimeout(ms, {
-        timedOut: () => giveUp(() => new TimeoutError(name(), ms, { hint: options.hint?.() })),
-      });
-    }
-    if (signal) watchAbort(signal, onAbort);
-    const c = start((value) => finish() && resolve(value), (error) => finish() && reject(error));
-    if (settled) c?.(); // settled synchronously, before the cleanup was known
-    else cleanup = c;
+    // One object per wait (its own timeout and abort target), not a closure each.
+    const wait = new Wait(what, ms, signal, options, reject);
+    if (ms !== undefined) wait.timer = scheduleTimeout(ms, wait);
+    if (signal) watchAbort(signal, wait);
+    const c = start(
+      (value) => wait.finish() && resolve(value),
+      (error) => wait.finish() && reject(error),
+    );
+    if (wait.settled) c?.(); // settled synchronously, before the cleanup was known
+    else wait.cleanup = c;
   });
+}
+
+function nameOf(what: string | (() => string)): string {
+  return typeof what === "string" ? what : what();
+}
+
+/** The state of one {@link boundedWait}. */
+class Wait implements TimeoutTarget, AbortTarget {
+  settled = false;
+  cleanup: (() => void) | void = undefined;
+  timer: LaneTimeout | undefined = undefined;
+  readonly #what: string | (() => string);
+  readonly #ms: number | undefined;
+  readonly #signal: AbortSignal | undefined;
+  readonly #options: BoundedWaitOptions;
+  readonly #reject: (error: unknown) => void;
+
+  constructor(
+    what: string | (() => string),
+    ms: number | undefined,
+    signal: AbortSignal | undefined,
+    options: BoundedWaitOptions,
+    reject: (error: unknown) => void,
+  ) {
+    this.#what = what;
+    this.#ms = ms;
+    this.#signal = signal;
+    this.#options = options;
+    this.#reject = reject;
+  }
+
+  /** Marks the wait settled and cleans up; false when it already was. */
+  finish(): boolean {
+    if (this.settled) return false;
+    this.settled = true;
+    this.timer?.cancel();
+    if (this.#signal) unwatchAbort(this.#signal, this);
+    this.cleanup?.();
+    return true;
+  }
+
+  timedOut(): void {
+    this.timer = undefined;
+    this.#giveUp(() =>
+      new TimeoutError(nameOf(this.#what), this.#ms!, { hint: this.#options.hint?.() })
+    );
+  }
+
+  aborted(): void {
+    this.#giveUp(() => new AbortError(nameOf(this.#what), { cause: this.#signal!.reason }));
+  }
+
+  #giveUp(error: () => Error): void {
+    if (!this.finish()) return;
+    this.#options.onGiveUp?.();
+    this.#reject(error());
+  }
 }

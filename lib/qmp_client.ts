@@ -96,9 +96,9 @@ export class QmpClient<C = QmpCommands> implements AsyncDisposable {
   #reconnecting: Promise<void> | undefined;
   #stopReconnect: (() => void) | undefined;
   #readLoop: Promise<void>;
-  #resolveClosed!: () => void;
-  /** Resolves once the connection is closed, for whatever reason. Never rejects. */
-  readonly closed: Promise<void>;
+  /** {@link closed}, created when first asked for (most connections never are). */
+  #closed: Promise<void> | undefined;
+  #resolveClosed: (() => void) | undefined;
 
   /**
    * Wraps an open transport and starts reading. Most code should call
@@ -122,8 +122,14 @@ export class QmpClient<C = QmpCommands> implements AsyncDisposable {
       options.commandTimeout === undefined ? undefined : parseDuration(options.commandTimeout),
     );
     this.#historySize = options.historySize ?? 256;
-    this.closed = new Promise((resolve) => (this.#resolveClosed = resolve));
     this.#readLoop = readLoop(transport, this.#framer, this.#host);
+  }
+
+  /** Resolves once the connection is closed, for whatever reason. Never rejects. */
+  get closed(): Promise<void> {
+    return this.#closed ??= this.#state === "closed"
+      ? Promise.resolve()
+      : new Promise((resolve) => (this.#resolveClosed = resolve));
   }
 
   /** The server's greeting (version and offered capabilities). Throws before it arrived. */
@@ -171,66 +177,82 @@ export class QmpClient<C = QmpCommands> implements AsyncDisposable {
   }
 
   /** The handshake; `giveUp` runs when the greeting does not come in time. */
-  async #handshake(
+  #handshake(
     options: { timeout?: Duration; signal?: AbortSignal },
     giveUp: () => void,
   ): Promise<Greeting> {
-    const ms = options.timeout === undefined ? 10_000 : parseDuration(options.timeout);
+    // A chain, not an async function, and no closures per call but the last step's: a
+    // connect runs this once per connection (memory per connection, see bench/README.md).
+    let ms: number;
+    try {
+      ms = options.timeout === undefined ? 10_000 : parseDuration(options.timeout);
+    } catch (err) {
+      return Promise.reject(err);
+    }
     const deadline = Date.now() + ms;
-    const greeting = await boundedWait<Greeting>(
-      `Waiting for the QMP greeting from ${this.address}`,
-      { timeout: ms, signal: options.signal },
-      (resolve, reject) => void this.#greetingPromise().then(resolve, reject),
-      {
-        hint: () =>
-          "QEMU sends it at once unless the monitor is busy: another client is connected " +
-          "(QMP serves one client at a time). Or this is not a QMP socket",
-        onGiveUp: giveUp,
-      },
-    );
-    if (this.#options.negotiate !== false) {
-      await this.negotiate({
+    const greeting = this.#greeting !== undefined
+      ? Promise.resolve(this.#greeting)
+      : boundedWait<Greeting>(
+        this.#greetingWhat,
+        { timeout: ms, signal: options.signal },
+        this.#startGreetingWait,
+        { hint: greetingHint, onGiveUp: giveUp },
+      );
+    if (this.#options.negotiate === false) return greeting;
+    return greeting.then((g) =>
+      this.negotiate({
         oob: this.#options.oob,
         timeout: Math.max(1, deadline - Date.now()),
         signal: options.signal,
-      });
-    }
-    return greeting;
+      }).then(() => g)
+    );
   }
+
+  /** What the greeting wait is called in errors. */
+  readonly #greetingWhat = (): string => `Waiting for the QMP greeting from ${this.address}`;
+
+  /** Starts a bounded greeting wait (see {@link boundedWait}). */
+  readonly #startGreetingWait = (
+    resolve: (g: Greeting) => void,
+    reject: (e: unknown) => void,
+  ): void => {
+    if (this.#greeting) resolve(this.#greeting);
+    else if (this.#state === "closed") reject(this.#closedError("the greeting"));
+    else this.#addGreetingWaiter(resolve, reject);
+  };
 
   /**
    * Runs `qmp_capabilities`, enabling `oob` when asked. Throws
    * {@link NegotiationError} when `oob` is requested but not offered, or QEMU
    * refuses.
    */
-  async negotiate(
+  negotiate(
     options: { oob?: boolean; timeout?: Duration; signal?: AbortSignal } = {},
   ): Promise<void> {
-    const greeting = this.#greeting ?? await this.#greetingPromise();
-    if (this.#negotiated) throw new NegotiationError("Capabilities were already negotiated");
-    const enable: string[] = [];
-    if (options.oob) {
-      if (!greeting.capabilities.includes("oob")) {
-        throw new NegotiationError(
+    const greeting = this.#greeting;
+    if (greeting === undefined) return this.#greetingPromise().then(() => this.negotiate(options));
+    if (this.#negotiated) {
+      return Promise.reject(new NegotiationError("Capabilities were already negotiated"));
+    }
+    if (options.oob && !greeting.capabilities.includes("oob")) {
+      return Promise.reject(
+        new NegotiationError(
           `The oob capability was requested but ${this.address} offers only ` +
             `[${greeting.capabilities.join(", ")}]. Connect without oob: true.`,
-        );
-      }
-      enable.push("oob");
+        ),
+      );
     }
-    try {
-      await this.#submit("qmp_capabilities", enable.length ? { enable } : undefined, false, {
-        timeout: options.timeout,
-        signal: options.signal,
-      });
-    } catch (err) {
-      if (err instanceof QmpCommandError) {
-        throw new NegotiationError(`Capability negotiation failed: ${err.desc}`, { cause: err });
-      }
-      throw err;
-    }
-    this.#negotiated = true;
-    this.#oob = enable.includes("oob");
+    const oob = options.oob === true;
+    return this.#submit("qmp_capabilities", oob ? { enable: ["oob"] } : undefined, false, {
+      timeout: options.timeout,
+      signal: options.signal,
+    }).then(
+      () => {
+        this.#negotiated = true;
+        this.#oob = oob;
+      },
+      negotiationFailed,
+    );
   }
 
   /**
@@ -414,19 +436,22 @@ export class QmpClient<C = QmpCommands> implements AsyncDisposable {
   #greetingPromise(): Promise<Greeting> {
     if (this.#greeting) return Promise.resolve(this.#greeting);
     if (this.#state === "closed") return Promise.reject(this.#closedError("the greeting"));
-    return new Promise((resolve, reject) => {
-      const prev = this.#greetingWaiter;
-      this.#greetingWaiter = {
-        resolve: (g) => {
-          prev?.resolve(g);
-          resolve(g);
-        },
-        reject: (e) => {
-          prev?.reject(e);
-          reject(e);
-        },
-      };
-    });
+    return new Promise((resolve, reject) => this.#addGreetingWaiter(resolve, reject));
+  }
+
+  /** Calls `resolve` with the greeting when it comes, or `reject` if the connection ends first. */
+  #addGreetingWaiter(resolve: (g: Greeting) => void, reject: (e: unknown) => void): void {
+    const prev = this.#greetingWaiter;
+    this.#greetingWaiter = prev === undefined ? { resolve, reject } : {
+      resolve: (g) => {
+        prev.resolve(g);
+        resolve(g);
+      },
+      reject: (e) => {
+        prev.reject(e);
+        reject(e);
+      },
+    };
   }
 
   #run(
@@ -766,7 +791,7 @@ export class QmpClient<C = QmpCommands> implements AsyncDisposable {
         { address: this.address, reason, cause },
       ),
     );
-    this.#resolveClosed();
+    this.#resolveClosed?.();
   }
 }
 
@@ -774,4 +799,18 @@ export class QmpClient<C = QmpCommands> implements AsyncDisposable {
 function isEarlyEvent(raw: Record<string, unknown>): boolean {
   return typeof raw.event === "string" && !("QMP" in raw) && !("return" in raw) &&
     !("error" in raw);
+}
+
+/** The hint of a greeting timeout. */
+function greetingHint(): string {
+  return "QEMU sends it at once unless the monitor is busy: another client is connected " +
+    "(QMP serves one client at a time). Or this is not a QMP socket";
+}
+
+/** A refused `qmp_capabilities` is a {@link NegotiationError}. */
+function negotiationFailed(err: unknown): never {
+  if (err instanceof QmpCommandError) {
+    throw new NegotiationError(`Capability negotiation failed: ${err.desc}`, { cause: err });
+  }
+  throw err;
 }

@@ -6,6 +6,12 @@
  * 30,000 waits with the same timeout cost one runtime timer, not 30,000
  * (Deno spends ~4 µs to create a timer and ~1.5 µs to clear one).
  *
+ * Durations share a lane when they are within 1/128 of each other (a lane's
+ * duration is the requested one rounded up: a timeout never fires early, and
+ * at most 0.8% late), so timeouts computed from a deadline (9,998 ms, 9,997
+ * ms, ...) do not each cost a timer: 1,000 connects at once with a 10 s
+ * timeout share a handful.
+ *
  * A lane's timer is cancelled as soon as the lane is empty, so nothing keeps the
  * process alive (or trips Deno's test sanitizers) once every wait has ended.
  * The timer comes from `runtime_timer.ts`: arming one does not load Deno's
@@ -60,6 +66,7 @@ export class LaneTimeout {
  * earlier), unless the returned timeout is cancelled first.
  */
 export function scheduleTimeout(ms: number, target: TimeoutTarget): LaneTimeout {
+  ms = laneDuration(ms);
   let lane = lanes.get(ms);
   if (lane === undefined) {
     lane = { ms, head: undefined, tail: undefined, timer: undefined };
@@ -72,6 +79,16 @@ export function scheduleTimeout(ms: number, target: TimeoutTarget): LaneTimeout 
   lane.tail = entry;
   if (lane.timer === undefined) arm(lane);
   return entry;
+}
+
+/**
+ * The lane a duration joins: itself up to 256 ms, else rounded up to a multiple of
+ * the power of two just under 1/128 of it (1,000 ms: 4 ms steps; 10 s: 64 ms).
+ */
+export function laneDuration(ms: number): number {
+  if (!(ms > 256)) return ms;
+  const step = 2 ** (Math.floor(Math.log2(ms)) - 7);
+  return Math.ceil(ms / step) * step;
 }
 
 function unlink(lane: Lane, entry: LaneTimeout): void {

@@ -60,7 +60,29 @@ const RETRYABLE = new Set(["NotFound", "ConnectionRefused", "ConnectionReset"]);
  * monitor whose connection queue is full: another client is attached),
  * {@link TimeoutError} (a TCP connection nothing accepts) or {@link AbortError}.
  */
-export async function openTransport(address: Address, options: OpenOptions): Promise<Transport> {
+export function openTransport(address: Address, options: OpenOptions): Promise<Transport> {
+  if (address.transport === "unix" && !options.signal && options.deadline - Date.now() > 0) {
+    // The common case, without an async frame per connect (memory per connection, see
+    // bench/README.md): a unix connect never waits, it succeeds or fails at once (EAGAIN when
+    // the monitor's queue is full, see tests/cli_connect_errors_test.ts), so no timer races
+    // it. A failure goes through the full path below (retry, busy, not a socket).
+    let pending: Promise<Transport>;
+    try {
+      pending = Deno.connect({ transport: "unix", path: address.path });
+    } catch (err) {
+      return dial(address, options, err);
+    }
+    return pending.catch((err) => dial(address, options, err));
+  }
+  return dial(address, options, undefined);
+}
+
+/** Dials with retry until the deadline; `first` is the error of an attempt already made. */
+async function dial(
+  address: Address,
+  options: OpenOptions,
+  first: unknown,
+): Promise<Transport> {
   if (address.transport === "ssh") {
     const { openSshTransport } = await import("./ssh_transport.ts");
     return await openSshTransport(address, options);
@@ -85,8 +107,10 @@ export async function openTransport(address: Address, options: OpenOptions): Pro
       });
     }
     try {
+      if (first !== undefined) throw first;
       return await connectOnce(address, options);
     } catch (err) {
+      first = undefined;
       if (err instanceof TimeoutError || err instanceof AbortError || err instanceof TlsError) {
         throw err;
       }
@@ -137,8 +161,7 @@ async function connectOnce(
   const remaining = options.deadline - Date.now();
   if (remaining <= 0) throw new TimeoutError(`Connecting to ${where}`, options.timeoutMs);
   if (address.transport === "unix" && !options.signal) {
-    // A unix connect never waits: it succeeds, or fails at once (EAGAIN when the monitor's
-    // queue is full, see tests/cli_connect_errors_test.ts). So no timer to race it: one per
+    // A unix connect never waits (see openTransport). So no timer to race it: one per
     // connection cost ~1.6 KiB of garbage.
     return await Deno.connect({ transport: "unix", path: address.path });
   }
