@@ -199,9 +199,9 @@ Deno.test("load and --qmp connection errors: one line each, no stack, no colour 
   assert.equal(nowhere.code, 1, nowhere.stderr);
   assert.match(nowhere.stderr, /ConnectionError: Cannot connect to unix:\/tmp\/nonexistent\.sock/);
   assert.match(nowhere.stderr, /Use --retry to wait for a QEMU that is still starting/);
-  assert.doesNotMatch(nowhere.stderr, /retry: true|at openTransport|^\s*at /m);
+  assert.doesNotMatch(nowhere.stderr, /retry: true|lib\/transport\.ts|^\s*at /m);
   const verbose = await play(["lifecycle", "--qmp", "/tmp/nonexistent.sock", "-v"]);
-  assert.match(verbose.stderr, /at openTransport \(/);
+  assert.match(verbose.stderr, /at \w+ \(\S*lib\/transport\.ts:\d+/);
   assert.match(verbose.stderr, /caused by: NotFound/);
 });
 
