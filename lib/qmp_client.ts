@@ -27,10 +27,11 @@ import { boundedWait } from "./deadline.ts";
 import { JsonObjectFramer } from "./framing.ts";
 import {
   classifyMessage,
+  eventFromMessage,
   type Greeting,
+  isEventMessage,
   parseGreeting,
   type QmpEvent,
-  timestampToDate,
 } from "./protocol.ts";
 import type { Transport } from "./transport.ts";
 import { type FdSource, rawFds } from "./fd_passing.ts";
@@ -657,15 +658,8 @@ export class QmpClient<C = QmpCommands> implements AsyncDisposable {
       // It carries nothing new: skip it.
       return;
     }
-    const msg = classifyMessage(raw);
-    if (msg.kind === "event") {
-      const event: QmpEvent = {
-        event: msg.event,
-        data: msg.data,
-        timestamp: msg.timestamp,
-        time: timestampToDate(msg.timestamp),
-        seq: ++this.#seq,
-      };
+    if (isEventMessage(raw)) {
+      const event = eventFromMessage(raw, ++this.#seq);
       if (this.#historySize > 0) {
         const history = this.#history ??= [];
         if (history.length >= this.#historySize) history.shift();
@@ -674,6 +668,8 @@ export class QmpClient<C = QmpCommands> implements AsyncDisposable {
       if (this.#registry?.deliver(event)) this.#letListenersCatchUp = true;
       return;
     }
+    const msg = classifyMessage(raw);
+    if (msg.kind === "event") return; // isEventMessage took it (a type guard for route)
     this.#commands.route(msg, raw);
   }
 
