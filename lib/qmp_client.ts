@@ -23,6 +23,7 @@ import {
 import { EventListener, eventPredicate, type ListenOptions } from "./events.ts";
 import { ListenerRegistry } from "./listener_registry.ts";
 import { waitForEvent } from "./event_wait.ts";
+import { EventHistory } from "./event_history.ts";
 import { boundedWait } from "./deadline.ts";
 import { JsonObjectFramer } from "./framing.ts";
 import {
@@ -85,7 +86,7 @@ export class QmpClient<C = QmpCommands> implements AsyncDisposable {
   /** Created with the first listener or wait: an idle connection needs none. */
   #registry: ListenerRegistry | undefined;
   /** Recent events for `since`; created with the first event. */
-  #history: QmpEvent[] | undefined;
+  #history: EventHistory | undefined;
   /** The engine's and the read loop's view of this client (one object, no closures). */
   readonly #host: CommandHost & ReadLoopHost;
   #seq = 0;
@@ -661,9 +662,7 @@ export class QmpClient<C = QmpCommands> implements AsyncDisposable {
     if (isEventMessage(raw)) {
       const event = eventFromMessage(raw, ++this.#seq);
       if (this.#historySize > 0) {
-        const history = this.#history ??= [];
-        if (history.length >= this.#historySize) history.shift();
-        history.push(event);
+        (this.#history ??= new EventHistory(this.#historySize)).push(event);
       }
       if (this.#registry?.deliver(event)) this.#letListenersCatchUp = true;
       return;
