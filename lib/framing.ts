@@ -12,6 +12,7 @@
  */
 import { ProtocolError } from "./errors.ts";
 import { bytesMayHoldLongInteger, parseJson } from "./json.ts";
+import { parseEventLine } from "./event_line.ts";
 
 /** The default per-message size limit: 10 MiB (QEMU 7.2's largest reply, `query-qmp-schema`, is ~200 KB). */
 export const DEFAULT_MAX_MESSAGE_SIZE = 10 * 1024 * 1024;
@@ -181,7 +182,8 @@ export class JsonObjectFramer {
    * Fast path for QEMU's own output (compact ASCII, one message per CRLF-terminated
    * line): decodes the rest of the chunk once and hands each whole line ending in
    * `}` straight to `JSON.parse`, which also proves it is exactly one object, the
-   * one the byte scan would find. Returns the index of the first byte left to the
+   * one the byte scan would find (event lines in QEMU's exact form go to
+   * `parseEventLine`, which returns the same object). Returns the index of the first byte left to the
    * byte scan (a message that is not a whole line, anything unexpected), or its
    * bitwise complement when no newline follows a message start (the byte scan then
    * takes the rest of the chunk). Misses (e.g. a `pretty=on` monitor, non-ASCII
@@ -217,7 +219,10 @@ export class JsonObjectFramer {
       let msg: Record<string, unknown>;
       try {
         exact ??= bytesMayHoldLongInteger(bytes);
-        msg = exact ? parseJson(text.slice(p, end)) : JSON.parse(text.slice(p, end));
+        // QEMU's event lines are read by hand but for their data (see event_line.ts).
+        msg = exact
+          ? parseJson(text.slice(p, end))
+          : parseEventLine(text, p, end) ?? JSON.parse(text.slice(p, end));
       } catch {
         return this.#miss(from + p);
       }
