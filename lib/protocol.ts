@@ -38,9 +38,11 @@ export interface Greeting {
  * An asynchronous event from QEMU. `data` is `undefined` for events without a payload.
  *
  * Events a client receives compute `time` on first read (an accessor: a flood of events
- * does not pay for a `Date` each). `JSON.stringify` and `console.log` show it as before,
- * with the other fields; spreading (`{ ...ev }`), `Object.keys` and `structuredClone`
- * see only the own fields `event`, `data`, `timestamp` and `seq`.
+ * does not pay for a `Date` each). `JSON.stringify`, `console.log` and the runner's
+ * `expect` show and compare it as before, with the other fields; spreading (`{ ...ev }`),
+ * `Object.keys`, `structuredClone` and prototype-checking deep equality (`node:assert`'s
+ * `deepStrictEqual` against a plain object) see only the own fields `event`, `data`,
+ * `timestamp` and `seq`.
  */
 export interface QmpEvent<N extends string = string, D = unknown> {
   /** Event name, e.g. `STOP`, `SHUTDOWN`. */
@@ -171,13 +173,13 @@ class ReceivedEvent implements QmpEvent {
   }
 
   /** The plain object, with `time`, in the order events always had. */
-  #plain(): QmpEvent {
+  plain(): QmpEvent {
     const { event, data, timestamp, seq } = this;
     return { event, data, timestamp, time: this.time, seq };
   }
 
   toJSON(): QmpEvent {
-    return this.#plain();
+    return this.plain();
   }
 
   [INSPECT](
@@ -185,8 +187,18 @@ class ReceivedEvent implements QmpEvent {
     options: Record<string, unknown>,
     inspect: (value: unknown, options: unknown) => string,
   ): string {
-    return inspect(this.#plain(), { ...options, depth });
+    return inspect(this.plain(), { ...options, depth });
   }
+}
+
+/**
+ * A received event as the plain object events were before `time` became lazy
+ * (`time` an own property), for code that compares or walks objects by their
+ * own keys and prototype (the runner's `toEqual` and value formatting);
+ * `undefined` for any other value.
+ */
+export function plainEvent(value: unknown): QmpEvent | undefined {
+  return value instanceof ReceivedEvent ? value.plain() : undefined;
 }
 
 /**

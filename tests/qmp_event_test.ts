@@ -7,6 +7,8 @@ import assert from "node:assert/strict";
 import { inspect } from "node:util";
 import { QmpClient } from "../lib/client.ts";
 import { eventFromMessage, type QmpEvent } from "../lib/protocol.ts";
+import { equals, expect } from "../lib/runner/expect.ts";
+import { diffValues, formatShort, formatValue } from "../lib/runner/format.ts";
 import { memoryPair } from "./helpers/memory_transport.ts";
 
 /** What events were before `time` became lazy: a plain object with a `Date` in it. */
@@ -161,4 +163,21 @@ Deno.test("event: through a client, listeners and history get lazy events with t
   assert.equal(again.time, got[1].time);
   await client.close();
   await peer.done();
+});
+
+Deno.test("event: the runner's expect and value formatting treat events as the plain objects", () => {
+  const ts = { seconds: 1_700_000_000, microseconds: 1_000 };
+  const ev = eventFromMessage({ event: "RESET", data: { guest: false }, timestamp: ts }, 4);
+  const want = plain("RESET", { guest: false }, ts, 4);
+  assert.ok(equals(ev, want) && equals(want, ev), "toEqual's equality");
+  assert.ok(
+    equals(ev, eventFromMessage({ event: "RESET", data: { guest: false }, timestamp: ts }, 4)),
+  );
+  assert.ok(!equals(ev, { ...want, time: new Date(0) }), "time takes part");
+  assert.ok(!equals(ev, { ...want, seq: 5 }));
+  expect(ev).toEqual(want);
+  expect(ev).toMatchObject({ event: "RESET", time: want.time });
+  assert.equal(formatValue(ev), formatValue(want));
+  assert.equal(formatShort([ev]), formatShort([want]));
+  assert.equal(diffValues(want, ev), undefined);
 });
