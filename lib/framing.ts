@@ -12,6 +12,7 @@
  */
 import { ProtocolError } from "./errors.ts";
 import { bytesMayHoldLongInteger, parseJson } from "./json.ts";
+import { parseEventLine } from "./event_line.ts";
 
 /** The default per-message size limit: 10 MiB (QEMU 7.2's largest reply, `query-qmp-schema`, is ~200 KB). */
 export const DEFAULT_MAX_MESSAGE_SIZE = 10 * 1024 * 1024;
@@ -27,6 +28,11 @@ const BACKSLASH = 0x5c;
 const MAX_MISSES = 8;
 /** One strict UTF-8 decoder for every framer: decoding whole messages (no `stream`) keeps no state. */
 const DECODER = new TextDecoder("utf-8", { fatal: true });
+/**
+ * The fast path's decoder: not strict, as `fatal` makes a decode ~6× slower even for ASCII.
+ * An invalid byte becomes U+FFFD, which the fast path looks for (see `#lines`).
+ */
+const LENIENT = new TextDecoder("utf-8");
 
 function isWhitespace(b: number): boolean {
   return b === 0x20 || b === 0x0a || b === 0x0d || b === 0x09;
@@ -176,7 +182,8 @@ export class JsonObjectFramer {
    * Fast path for QEMU's own output (compact ASCII, one message per CRLF-terminated
    * line): decodes the rest of the chunk once and hands each whole line ending in
    * `}` straight to `JSON.parse`, which also proves it is exactly one object, the
-   * one the byte scan would find. Returns the index of the first byte left to the
+   * one the byte scan would find (event lines in QEMU's exact form go to
+   * `parseEventLine`, which returns the same object). Returns the index of the first byte left to the
    * byte scan (a message that is not a whole line, anything unexpected), or its
    * bitwise complement when no newline follows a message start (the byte scan then
    * takes the rest of the chunk). Misses (e.g. a `pretty=on` monitor, non-ASCII
@@ -184,14 +191,13 @@ export class JsonObjectFramer {
    */
   #lines(chunk: Uint8Array, from: number, out: Record<string, unknown>[]): number {
     const bytes = from === 0 ? chunk : chunk.subarray(from);
-    let text: string;
-    try {
-      text = DECODER.decode(bytes);
-    } catch {
-      return this.#miss(from);
-    }
-    // Byte offsets are character offsets only in ASCII: then, and only then, lengths match.
-    if (text.length !== bytes.length) return this.#miss(from);
+    const text = LENIENT.decode(bytes);
+    // Byte offsets are character offsets only in ASCII. Every byte gave one character only
+    // if the lengths match (a valid multi-byte sequence gives fewer) and none was invalid
+    // (an invalid byte gives U+FFFD, as does a valid U+FFFD in 3 bytes). The search for
+    // U+FFFD costs nothing when the text is ASCII: V8 knows at once that a one-byte string
+    // cannot hold it. A miss goes to the byte scan, whose strict decode reports bad bytes.
+    if (text.length !== bytes.length || text.indexOf("\uFFFD") >= 0) return this.#miss(from);
     const m = text.length;
     /** Exact integers: one quick look at the whole chunk spares each line its own. */
     let exact: boolean | undefined;
@@ -213,7 +219,10 @@ export class JsonObjectFramer {
       let msg: Record<string, unknown>;
       try {
         exact ??= bytesMayHoldLongInteger(bytes);
-        msg = exact ? parseJson(text.slice(p, end)) : JSON.parse(text.slice(p, end));
+        // QEMU's event lines are read by hand but for their data (see event_line.ts).
+        msg = exact
+          ? parseJson(text.slice(p, end))
+          : parseEventLine(text, p, end) ?? JSON.parse(text.slice(p, end));
       } catch {
         return this.#miss(from + p);
       }

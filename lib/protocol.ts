@@ -34,7 +34,16 @@ export interface Greeting {
   capabilities: string[];
 }
 
-/** An asynchronous event from QEMU. `data` is `undefined` for events without a payload. */
+/**
+ * An asynchronous event from QEMU. `data` is `undefined` for events without a payload.
+ *
+ * Events a client receives compute `time` on first read (an accessor: a flood of events
+ * does not pay for a `Date` each). `JSON.stringify`, `console.log` and the runner's
+ * `expect` show and compare it as before, with the other fields; spreading (`{ ...ev }`),
+ * `Object.keys`, `structuredClone` and prototype-checking deep equality (`node:assert`'s
+ * `deepStrictEqual` against a plain object) see only the own fields `event`, `data`,
+ * `timestamp` and `seq`.
+ */
 export interface QmpEvent<N extends string = string, D = unknown> {
   /** Event name, e.g. `STOP`, `SHUTDOWN`. */
   event: N;
@@ -42,7 +51,10 @@ export interface QmpEvent<N extends string = string, D = unknown> {
   data: D;
   /** QEMU's timestamp. */
   timestamp: QmpTimestamp;
-  /** The timestamp as a `Date`, or `undefined` when QEMU sent -1 (clock unavailable). */
+  /**
+   * The timestamp as a `Date` (the same object on every read), or `undefined` when QEMU
+   * sent -1 (clock unavailable).
+   */
   time: Date | undefined;
   /** Sequence number of the event on its connection, starting at 1 (see `QmpClient.mark()`). */
   seq: number;
@@ -122,6 +134,85 @@ export function classifyMessage(msg: Record<string, unknown>): ServerMessage {
     `Received a message that is neither a reply nor an event: ${show(msg)}`,
     { received: show(msg) },
   );
+}
+
+/** True when `msg` is an event (classified as one by {@link classifyMessage}). */
+export function isEventMessage(msg: Record<string, unknown>): boolean {
+  return typeof msg.event === "string" && !("return" in msg) && !("error" in msg);
+}
+
+const INSPECT = Symbol.for("nodejs.util.inspect.custom");
+
+/**
+ * A received event. Its `time` is computed from `timestamp` on first read and kept: a
+ * `Date` costs more than the rest of the event, and most readers never look at it.
+ * JSON and `console.log` show `time` like the plain object they replace.
+ */
+class ReceivedEvent implements QmpEvent {
+  event: string;
+  data: unknown;
+  timestamp: QmpTimestamp;
+  seq: number;
+  /** `null` until `time` is first read. */
+  #time: Date | undefined | null = null;
+
+  constructor(event: string, data: unknown, timestamp: QmpTimestamp, seq: number) {
+    this.event = event;
+    this.data = data;
+    this.timestamp = timestamp;
+    this.seq = seq;
+  }
+
+  get time(): Date | undefined {
+    if (this.#time === null) this.#time = timestampToDate(this.timestamp);
+    return this.#time;
+  }
+
+  set time(value: Date | undefined) {
+    this.#time = value;
+  }
+
+  /** The plain object, with `time`, in the order events always had. */
+  plain(): QmpEvent {
+    const { event, data, timestamp, seq } = this;
+    return { event, data, timestamp, time: this.time, seq };
+  }
+
+  toJSON(): QmpEvent {
+    return this.plain();
+  }
+
+  [INSPECT](
+    depth: number,
+    options: Record<string, unknown>,
+    inspect: (value: unknown, options: unknown) => string,
+  ): string {
+    return inspect(this.plain(), { ...options, depth });
+  }
+}
+
+/**
+ * A received event as the plain object events were before `time` became lazy
+ * (`time` an own property), for code that compares or walks objects by their
+ * own keys and prototype (the runner's `toEqual` and value formatting);
+ * `undefined` for any other value.
+ */
+export function plainEvent(value: unknown): QmpEvent | undefined {
+  return value instanceof ReceivedEvent ? value.plain() : undefined;
+}
+
+/**
+ * Builds the event numbered `seq` from a message that {@link isEventMessage} accepted. A
+ * missing or malformed timestamp field reads -1, as QEMU sends when it has no clock.
+ */
+export function eventFromMessage(msg: Record<string, unknown>, seq: number): QmpEvent {
+  const ts = msg.timestamp as Record<string, unknown> | null | undefined;
+  const seconds = typeof ts === "object" && ts !== null ? ts.seconds : undefined;
+  const microseconds = typeof ts === "object" && ts !== null ? ts.microseconds : undefined;
+  return new ReceivedEvent(msg.event as string, msg.data, {
+    seconds: typeof seconds === "number" ? seconds : -1,
+    microseconds: typeof microseconds === "number" ? microseconds : -1,
+  }, seq);
 }
 
 /** Converts a QMP timestamp to a `Date`; `undefined` when QEMU sent -1 (no clock). */

@@ -23,14 +23,16 @@ import {
 import { EventListener, eventPredicate, type ListenOptions } from "./events.ts";
 import { ListenerRegistry } from "./listener_registry.ts";
 import { waitForEvent } from "./event_wait.ts";
+import { EventHistory } from "./event_history.ts";
 import { boundedWait } from "./deadline.ts";
 import { JsonObjectFramer } from "./framing.ts";
 import {
   classifyMessage,
+  eventFromMessage,
   type Greeting,
+  isEventMessage,
   parseGreeting,
   type QmpEvent,
-  timestampToDate,
 } from "./protocol.ts";
 import type { Transport } from "./transport.ts";
 import { type FdSource, rawFds } from "./fd_passing.ts";
@@ -84,7 +86,7 @@ export class QmpClient<C = QmpCommands> implements AsyncDisposable {
   /** Created with the first listener or wait: an idle connection needs none. */
   #registry: ListenerRegistry | undefined;
   /** Recent events for `since`; created with the first event. */
-  #history: QmpEvent[] | undefined;
+  #history: EventHistory | undefined;
   /** The engine's and the read loop's view of this client (one object, no closures). */
   readonly #host: CommandHost & ReadLoopHost;
   #seq = 0;
@@ -682,23 +684,16 @@ export class QmpClient<C = QmpCommands> implements AsyncDisposable {
       // It carries nothing new: skip it.
       return;
     }
-    const msg = classifyMessage(raw);
-    if (msg.kind === "event") {
-      const event: QmpEvent = {
-        event: msg.event,
-        data: msg.data,
-        timestamp: msg.timestamp,
-        time: timestampToDate(msg.timestamp),
-        seq: ++this.#seq,
-      };
+    if (isEventMessage(raw)) {
+      const event = eventFromMessage(raw, ++this.#seq);
       if (this.#historySize > 0) {
-        const history = this.#history ??= [];
-        if (history.length >= this.#historySize) history.shift();
-        history.push(event);
+        (this.#history ??= new EventHistory(this.#historySize)).push(event);
       }
       if (this.#registry?.deliver(event)) this.#letListenersCatchUp = true;
       return;
     }
+    const msg = classifyMessage(raw);
+    if (msg.kind === "event") return; // isEventMessage took it (a type guard for route)
     this.#commands.route(msg, raw);
   }
 

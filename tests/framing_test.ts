@@ -92,6 +92,32 @@ Deno.test("framing: invalid UTF-8 is a ProtocolError", () => {
   );
 });
 
+Deno.test("framing: invalid UTF-8 on whole CRLF lines (the fast path) is a ProtocolError", () => {
+  // Each invalid sequence decodes leniently to U+FFFD: as many characters as bytes for
+  // most, so a length check alone would let them through as "\uFFFD" strings.
+  const bad = [[0xff], [0x80], [0xc0, 0xaf], [0xed, 0xa0, 0x80], [0xf4, 0x90, 0x80, 0x80], [
+    0xe2,
+    0x82,
+  ]];
+  const good = enc.encode('{"event": "STOP", "timestamp": {"seconds": 1, "microseconds": 2}}\r\n');
+  for (const seq of bad) {
+    const line = new Uint8Array([...enc.encode('{"s": "a'), ...seq, ...enc.encode('b"}\r\n')]);
+    // Alone, and after valid lines in the same chunk (those are still returned).
+    assert.throws(() => new JsonObjectFramer().push(line), /not valid UTF-8/, `bytes ${seq}`);
+    const framer = new JsonObjectFramer();
+    const out = framer.push(new Uint8Array([...good, ...good, ...line, ...good]));
+    assert.equal(out.length, 2, `bytes ${seq}`);
+    assert.match(framer.failure?.message ?? "", /not valid UTF-8/);
+    assert.throws(() => framer.push(good), /not valid UTF-8/);
+  }
+});
+
+Deno.test("framing: a real U+FFFD and other non-ASCII text on CRLF lines parse as sent", () => {
+  const framer = new JsonObjectFramer();
+  const out = framer.push(enc.encode('{"a": "\uFFFD"}\r\n{"b": "é€"}\r\n{"c": "x"}\r\n'));
+  assert.deepEqual(out, [{ a: "\uFFFD" }, { b: "é€" }, { c: "x" }]);
+});
+
 Deno.test("framing: oversize messages are rejected, in one chunk or many", () => {
   const big = `{"x": "${"a".repeat(200)}"}`;
   assert.throws(() => feed(new JsonObjectFramer({ maxMessageSize: 100 }), big), /100-byte limit/);

@@ -7,6 +7,7 @@
  */
 import { ExpectationError } from "./errors.ts";
 import { diffValues, formatShort } from "./format.ts";
+import { plainEvent } from "../protocol.ts";
 
 /**
  * A recursive partial of `T`: every object member optional, arrays matched
@@ -275,6 +276,9 @@ function isPlainObject(v: unknown): v is Record<string, unknown> {
 export function equals(a: unknown, b: unknown): boolean {
   if (Object.is(a, b)) return true;
   if (typeof a !== "object" || typeof b !== "object" || a === null || b === null) return false;
+  // Received events keep `time` on their prototype: compare them as the plain objects.
+  a = plainEvent(a) ?? a;
+  b = plainEvent(b) ?? b;
   if (Array.isArray(a) || Array.isArray(b)) {
     return Array.isArray(a) && Array.isArray(b) && a.length === b.length &&
       a.every((x, i) => equals(x, b[i]));

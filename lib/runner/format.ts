@@ -4,6 +4,8 @@
  * @module
  */
 
+import { plainEvent } from "../protocol.ts";
+
 const IDENT = /^[A-Za-z_$][\w$]*$/;
 
 /**
@@ -33,6 +35,7 @@ function fmt(v: unknown, indent: string, seen: Set<unknown>): string {
       return `[Function ${v.name || "(anonymous)"}]`;
   }
   if (v === null) return "null";
+  v = plainEvent(v) ?? v; // a received event shows as the plain object, with its time
   if (v instanceof Date) return `Date(${isNaN(v.getTime()) ? "invalid" : v.toISOString()})`;
   if (v instanceof RegExp) return String(v);
   if (v instanceof Error) return `${v.name}: ${v.message}`;
