@@ -14,10 +14,6 @@
  *   runtime (`--worker=bare`: greeting, negotiate, one read pending each into
  *   a buffer the size of the client's idle read buffer, 1 KiB; the commands as
  *   fixed bytes), so "per connection" is compared with what Deno itself costs.
- *   Once the first COUNT are idle, each worker (and `fleet.py`) opens COUNT
- *   more at once and reports what they added after GC ("marginal": a
- *   connection's cost without the one-time ones: code paged in, runtime
- *   modules loaded lazily, V8's heap growth during the first storm).
  *
  * Each side runs in a fresh process (RSS delta = peak RSS during the run minus
  * RSS before it, sampled every 20 ms and at the all-connected point), ours
@@ -55,11 +51,6 @@ interface FleetResult {
   connected?: { rss: number; heapUsed: number; external: number };
   /** The same once idle: after a full GC (workers run with --expose-gc) and 100 ms. */
   idle?: { rss: number; heapUsed: number; external: number };
-  /**
-   * What COUNT more connections (made at once, then idle, after GC) added to `idle`: the
-   * memory of a connection without the one-time costs (code, runtime modules, heap growth).
-   */
-  marginal?: { rss: number; heapUsed: number; external: number };
   commandMs?: number[];
 }
 
@@ -153,19 +144,13 @@ async function workerFake(address: string, count: number, commands: number) {
   const barrier = new Promise<void>((r) => (allConnected = r));
   let connected: FleetResult["connected"];
   let idle: FleetResult["idle"];
-  let marginal: FleetResult["marginal"];
-  const open = () => client.connect(address, { timeout: "120s", retry: true });
   const one = async () => {
     const t0 = performance.now();
-    await using qmp = await open();
+    await using qmp = await client.connect(address, { timeout: "120s", retry: true });
     if (++arrived === count) {
       rss.sample();
       connected = memoryDelta(mem0);
       idle = await idleMemory(mem0);
-      const extra = await Promise.all(Array.from({ length: count }, open));
-      rss.sample();
-      marginal = minus(await idleMemory(mem0), idle);
-      for (const c of extra) await c.close();
       allConnected();
     }
     await barrier;
@@ -176,19 +161,7 @@ async function workerFake(address: string, count: number, commands: number) {
   const t0 = performance.now();
   const items = await Promise.all(Array.from({ length: count }, one));
   const seconds = (performance.now() - t0) / 1000;
-  return { seconds, items, rssDelta: rss.stop() - before, connected, idle, marginal };
-}
-
-/** `a - b`, field by field. */
-function minus(
-  a: NonNullable<FleetResult["idle"]>,
-  b: NonNullable<FleetResult["idle"]>,
-): NonNullable<FleetResult["idle"]> {
-  return {
-    rss: a.rss - b.rss,
-    heapUsed: a.heapUsed - b.heapUsed,
-    external: a.external - b.external,
-  };
+  return { seconds, items, rssDelta: rss.stop() - before, connected, idle };
 }
 
 /**
@@ -214,31 +187,18 @@ async function workerBare(address: string, count: number, commands: number) {
       if (buf[n - 1] === 0x0a) return;
     }
   };
-  /** Greeting and negotiation; then one read pending, as a client keeps. */
-  const open = async () => {
+  const one = async () => {
+    const t0 = performance.now();
     const conn = await Deno.connect({ transport: "unix", path });
     const buf = new Uint8Array(1024);
     await line(conn, buf); // greeting
     await conn.write(enc.encode('{"execute":"qmp_capabilities","id":1}'));
     await line(conn, buf);
-    return { conn, buf, read: line(conn, buf) as Promise<void> | undefined };
-  };
-  let marginal: FleetResult["marginal"];
-  const one = async () => {
-    const t0 = performance.now();
-    const { conn, buf, read } = await open();
-    let pendingRead = read;
+    let pendingRead: Promise<void> | undefined = line(conn, buf); // one read pending, as a client keeps
     if (++arrived === count) {
       rss.sample();
       connected = memoryDelta(mem0);
       idle = await idleMemory(mem0);
-      const extra = await Promise.all(Array.from({ length: count }, open));
-      rss.sample();
-      marginal = minus(await idleMemory(mem0), idle);
-      for (const c of extra) {
-        c.conn.close();
-        await c.read?.catch(() => {});
-      }
       allConnected();
     }
     await barrier;
@@ -254,7 +214,7 @@ async function workerBare(address: string, count: number, commands: number) {
   const t0 = performance.now();
   const items = await Promise.all(Array.from({ length: count }, one));
   const seconds = (performance.now() - t0) / 1000;
-  return { seconds, items, rssDelta: rss.stop() - before, connected, idle, marginal };
+  return { seconds, items, rssDelta: rss.stop() - before, connected, idle };
 }
 
 async function spawnWorker(args: string[], lib?: string): Promise<FleetResult> {
@@ -447,8 +407,6 @@ export async function bench(
     const instant = (rs: FleetResult[]) =>
       median(rs.map((r) => (r.connected?.rss ?? NaN) / options.conns));
     const peak = (rs: FleetResult[]) => median(rs.map((r) => r.rssDelta / options.conns));
-    const added = (rs: FleetResult[]) =>
-      median(rs.map((r) => (r.marginal?.rss ?? NaN) / options.conns));
     rows.push(
       ratioRow(
         `memory per idle conn (after GC), vs bare Deno.connect`,
@@ -458,18 +416,6 @@ export async function bench(
         { op: "≤", value: 1.3 },
       ),
       ratioRow(`  same, vs Python asyncio`, idle(ours), idle(raw), bytes, { op: "≤", value: 4 }),
-      report(
-        `  ${num(options.conns)} more at once once those are idle (marginal), vs bare`,
-        bytes(added(ours)),
-        bytes(added(bare)),
-        added(ours) / added(bare),
-      ),
-      report(
-        `  same, vs Python asyncio`,
-        bytes(added(ours)),
-        bytes(added(raw)),
-        added(ours) / added(raw),
-      ),
       ratioRow(
         `  at the all-connected instant (no GC), vs bare`,
         instant(ours),
@@ -497,12 +443,6 @@ export async function bench(
           bytes(idle(patched)),
           bytes(idle(ours)),
           idle(patched) / idle(ours),
-        ),
-        report(
-          `  patched lib: memory per conn, ${num(options.conns)} more (marginal)`,
-          bytes(added(patched)),
-          bytes(added(ours)),
-          added(patched) / added(ours),
         ),
         report(
           `  patched lib: peak RSS per conn`,
@@ -545,16 +485,6 @@ export async function bench(
         options.compare
           ? ` patched [${
             patched.map((r) => bytes((r.idle?.rss ?? NaN) / options.conns)).join(" ")
-          }]`
-          : ""
-      }; ${num(options.conns)} more (marginal): ours [${
-        ours.map((r) => bytes((r.marginal?.rss ?? NaN) / options.conns)).join(" ")
-      }] bare [${
-        bare.map((r) => bytes((r.marginal?.rss ?? NaN) / options.conns)).join(" ")
-      }] raw [${raw.map((r) => bytes((r.marginal?.rss ?? NaN) / options.conns)).join(" ")}]${
-        options.compare
-          ? ` patched [${
-            patched.map((r) => bytes((r.marginal?.rss ?? NaN) / options.conns)).join(" ")
           }]`
           : ""
       }, V8 heap used per conn ours ${

@@ -96,21 +96,15 @@ async def vm(i: int, argv: list, sockdir: str, commands: int) -> float:
     return time.perf_counter() - t0
 
 
-async def handshake(path: str):
+async def fake(path: str, commands: int, connected: asyncio.Event, arrived: list, total: int):
+    t0 = time.perf_counter()
     reader, writer = await asyncio.open_unix_connection(path)
     await reader.readline()
     await call(reader, writer, CAPS)
-    return reader, writer
-
-
-async def fake(path: str, commands: int, connected: asyncio.Event, go: asyncio.Event,
-               arrived: list, total: int):
-    t0 = time.perf_counter()
-    reader, writer = await handshake(path)
     arrived[0] += 1
     if arrived[0] == total:
         connected.set()
-    await go.wait()
+    await connected.wait()
     for k in range(commands):
         await call(reader, writer, STATUS % k)
     writer.close()
@@ -136,7 +130,6 @@ async def main() -> None:
         items = await asyncio.gather(*(vm(i, argv, sockdir, commands) for i in range(count)))
     else:
         connected = asyncio.Event()
-        go = asyncio.Event()
         arrived = [0]
 
         async def at_barrier():
@@ -144,26 +137,16 @@ async def main() -> None:
             now = rss()
             peak[0] = max(peak[0], now)
             at_connected["rss"] = now - before
-            # COUNT more at once, idle: what one more connection costs once the first are open.
-            extra = await asyncio.gather(*(handshake(sys.argv[4]) for _ in range(count)))
-            after = rss()
-            peak[0] = max(peak[0], after)
-            marginal["rss"] = after - now
-            for _, writer in extra:
-                writer.close()
-            go.set()
 
-        marginal = {}
         barrier = asyncio.create_task(at_barrier())
         items = await asyncio.gather(
-            *(fake(sys.argv[4], commands, connected, go, arrived, count) for _ in range(count)))
+            *(fake(sys.argv[4], commands, connected, arrived, count) for _ in range(count)))
         await barrier
     seconds = time.perf_counter() - t0
     sampling.cancel()
     out = {"seconds": seconds, "items": items, "rssDelta": peak[0] - before}
     if at_connected:
         out["connected"] = at_connected
-        out["marginal"] = marginal
     print(json.dumps(out))
 
 
