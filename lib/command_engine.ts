@@ -130,7 +130,8 @@ export class CommandEngine {
   readonly #host: CommandHost;
   readonly #defaultTimeout: number | undefined;
   #nextId = 0;
-  #pending = new Map<number, Pending>();
+  /** The pending commands, oldest first (see {@link PendingSet}). */
+  #pending = new PendingSet();
   /** Ids given up on (timeout/abort) whose reply has not come yet (kept to redact the reply). */
   #abandoned: Map<number, Pending> | undefined;
   #inbandInFlight = 0;
@@ -272,7 +273,7 @@ export class CommandEngine {
    * rejects each, except a `quit` when `quitDone` (the close did what it asked).
    */
   failAll(quitDone: boolean, error: (entry: Pending) => ConnectionClosedError): void {
-    const pending = [...this.#pending.values()];
+    const pending = this.#pending.values();
     this.#pending.clear();
     this.#inbandQueue = undefined;
     this.#outQueue = [];
@@ -299,7 +300,7 @@ export class CommandEngine {
     }
     if (msg.kind === "error" && msg.id === undefined) {
       const err = new ServerParseError(msg.class ?? "GenericError", msg.desc ?? "");
-      const sent = [...this.#pending.values()].filter((p) => p.sent);
+      const sent = this.#pending.values().filter((p) => p.sent);
       if (sent.length === 1) {
         // The only request QEMU was reading is the one it failed to parse.
         const entry = sent[0];
@@ -406,6 +407,50 @@ export class CommandEngine {
     while (queue && queue.length > 0 && this.#inbandInFlight < MAX_INBAND_IN_FLIGHT) {
       this.#send(queue.shift()!);
     }
+  }
+}
+
+/**
+ * Pending commands by id, oldest first. Most of the time one command is pending (or
+ * none): it sits in a field, and a `Map` is made only when more are in flight, so a
+ * sequential caller never adds to or deletes from a map (a `Map` costs ~250 bytes per
+ * connection, and each delete allocated), see bench/README.md.
+ */
+class PendingSet {
+  /** The oldest pending command, when it was added while none other was pending. */
+  #first: Pending | undefined;
+  /** The others, in id order. */
+  #more: Map<number, Pending> | undefined;
+
+  get size(): number {
+    return (this.#first === undefined ? 0 : 1) + (this.#more?.size ?? 0);
+  }
+
+  get(id: number): Pending | undefined {
+    return this.#first?.id === id ? this.#first : this.#more?.get(id);
+  }
+
+  /** Adds a command with a higher id than every one already in. */
+  set(id: number, entry: Pending): void {
+    if (this.#first === undefined && !this.#more?.size) this.#first = entry;
+    else (this.#more ??= new Map()).set(id, entry);
+  }
+
+  delete(id: number): void {
+    if (this.#first?.id === id) this.#first = undefined;
+    else this.#more?.delete(id);
+  }
+
+  clear(): void {
+    this.#first = undefined;
+    this.#more = undefined;
+  }
+
+  /** A copy of the pending commands, oldest first. */
+  values(): Pending[] {
+    const out = this.#first === undefined ? [] : [this.#first];
+    if (this.#more) { for (const p of this.#more.values()) out.push(p); }
+    return out;
   }
 }
 

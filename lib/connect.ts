@@ -107,7 +107,10 @@ class ConnectPlan {
     const client = new QmpClient(
       conn,
       { ...this.opts, address: this.where },
-      (signal) => this.open(Date.now() + this.timeoutMs, false, signal),
+      // Kept for the connection's life: only reconnection needs it.
+      this.opts.reconnect
+        ? (signal) => this.open(Date.now() + this.timeoutMs, false, signal)
+        : undefined,
     );
     const connectedAt = Date.now();
     return client.handshake({

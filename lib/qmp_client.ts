@@ -195,9 +195,9 @@ export class QmpClient<C = QmpCommands> implements AsyncDisposable {
     const greeting = this.#greeting !== undefined
       ? Promise.resolve(this.#greeting)
       : boundedWait<Greeting>(
-        this.#greetingWhat,
+        () => `Waiting for the QMP greeting from ${this.address}`,
         { timeout: ms, signal: options.signal },
-        this.#startGreetingWait,
+        (resolve, reject) => this.#startGreetingWait(resolve, reject),
         { hint: greetingHint, onGiveUp: giveUp },
       );
     if (this.#options.negotiate === false) return greeting;
@@ -210,18 +210,12 @@ export class QmpClient<C = QmpCommands> implements AsyncDisposable {
     );
   }
 
-  /** What the greeting wait is called in errors. */
-  readonly #greetingWhat = (): string => `Waiting for the QMP greeting from ${this.address}`;
-
   /** Starts a bounded greeting wait (see {@link boundedWait}). */
-  readonly #startGreetingWait = (
-    resolve: (g: Greeting) => void,
-    reject: (e: unknown) => void,
-  ): void => {
+  #startGreetingWait(resolve: (g: Greeting) => void, reject: (e: unknown) => void): void {
     if (this.#greeting) resolve(this.#greeting);
     else if (this.#state === "closed") reject(this.#closedError("the greeting"));
     else this.#addGreetingWaiter(resolve, reject);
-  };
+  }
 
   /**
    * Runs `qmp_capabilities`, enabling `oob` when asked. Throws
