@@ -14,12 +14,17 @@
  *   runtime (`--worker=bare`: greeting, negotiate, one read pending each into
  *   a buffer the size of the client's idle read buffer, 1 KiB; the commands as
  *   fixed bytes), so "per connection" is compared with what Deno itself costs.
+ *   Each side runs twice: in a cold process, and in steady state (`--warm`:
+ *   that many connections one after the other first, so code compiled,
+ *   runtime modules loaded lazily and heap growth of the first use are paid
+ *   before memory is first read).
  *
  * Each side runs in a fresh process (RSS delta = peak RSS during the run minus
  * RSS before it, sampled every 20 ms and at the all-connected point), ours
  * and the baseline alternating; medians of the runs.
  *
  *   deno run -A bench/fleet.ts [--vms=50 (0: skip)] [--conns=1000] [--commands=100] [--fake-commands=10]
+ *                              [--warm=300]
  *                              [--runs=3]
  *                              [--quick] [--json] [--compare=LIBDIR]
  *
@@ -134,8 +139,14 @@ async function workerVms(count: number, commands: number): Promise<FleetResult> 
 }
 
 /** Worker: `count` connections at once to the fake server at `address`. */
-async function workerFake(address: string, count: number, commands: number) {
+async function workerFake(address: string, count: number, commands: number, warm: number) {
   const { client } = await loadLib();
+  for (let i = 0; i < warm; i++) {
+    const qmp = await client.connect(address, { timeout: "120s", retry: true });
+    await qmp.execute("query-status");
+    await qmp.close();
+  }
+  await idleMemory(Deno.memoryUsage()); // the warm-up's garbage is not the fleet's
   const mem0 = Deno.memoryUsage();
   const before = mem0.rss;
   const rss = rssSampler();
@@ -164,29 +175,41 @@ async function workerFake(address: string, count: number, commands: number) {
   return { seconds, items, rssDelta: rss.stop() - before, connected, idle };
 }
 
+/** Reads until a whole line (CRLF) has arrived. */
+async function line(conn: Deno.Conn, buf: Uint8Array): Promise<void> {
+  while (true) {
+    const n = await conn.read(buf);
+    if (n === null) throw new Error("fake server closed the connection");
+    if (buf[n - 1] === 0x0a) return;
+  }
+}
+
 /**
  * Worker: the floor. `count` bare `Deno.connect`s doing the same exchange
  * with fixed bytes; each keeps one read pending while idle, like a client.
  */
-async function workerBare(address: string, count: number, commands: number) {
+async function workerBare(address: string, count: number, commands: number, warm: number) {
   const path = address.slice("unix:".length);
+  const enc = new TextEncoder();
+  for (let i = 0; i < warm; i++) {
+    const conn = await Deno.connect({ transport: "unix", path });
+    const buf = new Uint8Array(1024);
+    await line(conn, buf); // greeting
+    await conn.write(enc.encode('{"execute":"qmp_capabilities","id":1}'));
+    await line(conn, buf);
+    await conn.write(enc.encode('{"execute":"query-status","id":2}'));
+    await line(conn, buf);
+    conn.close();
+  }
+  await idleMemory(Deno.memoryUsage());
   const mem0 = Deno.memoryUsage();
   const before = mem0.rss;
   const rss = rssSampler();
-  const enc = new TextEncoder();
   let arrived = 0;
   let allConnected!: () => void;
   const barrier = new Promise<void>((r) => (allConnected = r));
   let connected: FleetResult["connected"];
   let idle: FleetResult["idle"];
-  /** Reads until a whole line (CRLF) has arrived. */
-  const line = async (conn: Deno.Conn, buf: Uint8Array) => {
-    while (true) {
-      const n = await conn.read(buf);
-      if (n === null) throw new Error("fake server closed the connection");
-      if (buf[n - 1] === 0x0a) return;
-    }
-  };
   const one = async () => {
     const t0 = performance.now();
     const conn = await Deno.connect({ transport: "unix", path });
@@ -242,6 +265,8 @@ export async function bench(
     conns: number;
     commands: number;
     fakeCommands: number;
+    /** Connections made one by one before the steady-state fleet's memory is first read. */
+    warm: number;
     runs: number;
     compare?: string;
   },
@@ -373,29 +398,41 @@ export async function bench(
     const patched: FleetResult[] = [];
     const raw: FleetResult[] = [];
     const bare: FleetResult[] = [];
+    // The same after a warm-up (steady state): one-time costs paid before memory is first read.
+    const oursW: FleetResult[] = [];
+    const patchedW: FleetResult[] = [];
+    const rawW: FleetResult[] = [];
+    const bareW: FleetResult[] = [];
     const workerArgs = [
       `--worker=fake`,
       `--address=${address}`,
       `--count=${options.conns}`,
       `--commands=${options.fakeCommands}`,
     ];
+    const warmArgs = [...workerArgs, `--warm=${options.warm}`];
+    const asBare = (args: string[]) => args.map((a) => a.replace("=fake", "=bare"));
+    const python = (warm: number) =>
+      runJson<FleetResult>(py, [
+        here("baselines/fleet.py"),
+        "fake",
+        String(options.conns),
+        String(options.fakeCommands),
+        path,
+        ...(warm ? [String(warm)] : []),
+      ], 240_000);
     for (let r = 0; r < options.runs; r++) {
       const steps = [
         async () => ours.push(await spawnWorker(workerArgs)),
-        async () =>
-          raw.push(
-            await runJson<FleetResult>(py, [
-              here("baselines/fleet.py"),
-              "fake",
-              String(options.conns),
-              String(options.fakeCommands),
-              path,
-            ], 240_000),
-          ),
-        async () =>
-          bare.push(await spawnWorker(workerArgs.map((a) => a.replace("=fake", "=bare")))),
+        async () => raw.push(await python(0)),
+        async () => bare.push(await spawnWorker(asBare(workerArgs))),
+        async () => oursW.push(await spawnWorker(warmArgs)),
+        async () => rawW.push(await python(options.warm)),
+        async () => bareW.push(await spawnWorker(asBare(warmArgs))),
         ...(options.compare
-          ? [async () => patched.push(await spawnWorker(workerArgs, options.compare))]
+          ? [
+            async () => patched.push(await spawnWorker(workerArgs, options.compare)),
+            async () => patchedW.push(await spawnWorker(warmArgs, options.compare)),
+          ]
           : []),
       ];
       for (const step of r % 2 === 0 ? steps : steps.reverse()) await step();
@@ -409,7 +446,18 @@ export async function bench(
     const peak = (rs: FleetResult[]) => median(rs.map((r) => r.rssDelta / options.conns));
     rows.push(
       ratioRow(
-        `memory per idle conn (after GC), vs bare Deno.connect`,
+        `memory per idle conn (after GC), steady state, vs bare Deno.connect`,
+        idle(oursW),
+        idle(bareW),
+        bytes,
+        { op: "≤", value: 1.3 },
+      ),
+      ratioRow(`  same, vs Python asyncio`, idle(oursW), idle(rawW), bytes, {
+        op: "≤",
+        value: 4,
+      }),
+      ratioRow(
+        `  same, cold process (one-time costs included), vs bare`,
         idle(ours),
         idle(bare),
         bytes,
@@ -439,7 +487,13 @@ export async function bench(
     if (options.compare) {
       rows.push(
         report(
-          `  patched lib: memory per idle conn (after GC)`,
+          `  patched lib: memory per idle conn (after GC), steady state`,
+          bytes(idle(patchedW)),
+          bytes(idle(oursW)),
+          idle(patchedW) / idle(oursW),
+        ),
+        report(
+          `  patched lib: memory per idle conn (after GC), cold`,
           bytes(idle(patched)),
           bytes(idle(ours)),
           idle(patched) / idle(ours),
@@ -487,6 +541,16 @@ export async function bench(
             patched.map((r) => bytes((r.idle?.rss ?? NaN) / options.conns)).join(" ")
           }]`
           : ""
+      }; steady state (after ${options.warm} warm-up connections), idle: ours [${
+        oursW.map((r) => bytes((r.idle?.rss ?? NaN) / options.conns)).join(" ")
+      }] bare [${bareW.map((r) => bytes((r.idle?.rss ?? NaN) / options.conns)).join(" ")}] raw [${
+        rawW.map((r) => bytes((r.connected?.rss ?? NaN) / options.conns)).join(" ")
+      }]${
+        options.compare
+          ? ` patched [${
+            patchedW.map((r) => bytes((r.idle?.rss ?? NaN) / options.conns)).join(" ")
+          }]`
+          : ""
       }, V8 heap used per conn ours ${
         bytes(median(ours.map((r) => (r.idle?.heapUsed ?? NaN) / options.conns)))
       } bare ${
@@ -513,9 +577,17 @@ if (import.meta.main) {
   if (worker === "vms") {
     console.log(JSON.stringify(await workerVms(count, commands)));
   } else if (worker === "bare") {
-    console.log(JSON.stringify(await workerBare(flag("address")!, count, commands)));
+    console.log(
+      JSON.stringify(
+        await workerBare(flag("address")!, count, commands, Number(flag("warm") ?? 0)),
+      ),
+    );
   } else if (worker === "fake") {
-    console.log(JSON.stringify(await workerFake(flag("address")!, count, commands)));
+    console.log(
+      JSON.stringify(
+        await workerFake(flag("address")!, count, commands, Number(flag("warm") ?? 0)),
+      ),
+    );
   } else {
     const quick = flag("quick") !== undefined;
     const out = await bench({
@@ -523,6 +595,7 @@ if (import.meta.main) {
       conns: Number(flag("conns") ?? (quick ? 200 : 1000)),
       commands: Number(flag("commands") ?? 100),
       fakeCommands: Number(flag("fake-commands") ?? 10),
+      warm: Number(flag("warm") ?? (quick ? 100 : 300)),
       runs: Number(flag("runs") ?? (quick ? 1 : 3)),
       compare: flag("compare"),
     });

@@ -8,9 +8,11 @@ Usage:
       by DIR/<i>.sock. Each: spawn, connect (retry), negotiate, COMMANDS x
       query-status, stop/cont/stop/cont/system_reset each awaiting its event
       and return, quit, wait for exit.
-  fleet.py fake COUNT COMMANDS SOCKET_PATH
+  fleet.py fake COUNT COMMANDS SOCKET_PATH [WARM]
       COUNT connections at once to a fake server: greeting, negotiate, wait
       until all are connected (RSS sampled there), COMMANDS x query-status, close.
+      With WARM, first WARM connections one after the other (greeting,
+      negotiate, one query-status, close) before RSS is first read.
 Prints one JSON line: total seconds, per-item seconds, RSS delta.
 """
 import asyncio
@@ -114,6 +116,14 @@ async def fake(path: str, commands: int, connected: asyncio.Event, arrived: list
 async def main() -> None:
     die_with_parent()
     mode, count, commands = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+    if mode == "fake" and len(sys.argv) > 5:
+        for k in range(int(sys.argv[5])):
+            reader, writer = await asyncio.open_unix_connection(sys.argv[4])
+            await reader.readline()
+            await call(reader, writer, CAPS)
+            await call(reader, writer, STATUS % k)
+            writer.close()
+            await writer.wait_closed()
     before = rss()
     peak = [before]
 
