@@ -3,8 +3,7 @@
  * expire in the order they were scheduled, so each distinct duration gets one
  * "lane": a FIFO list with a single runtime timer armed for its head.
  * Scheduling appends to a lane and cancelling unlinks an entry, both O(1);
- * 30,000 waits with the same timeout cost one runtime timer, not 30,000
- * (Deno spends ~4 µs to create a timer and ~1.5 µs to clear one).
+ * 30,000 waits with the same timeout cost one runtime timer, not 30,000.
  *
  * Durations share a lane when they are within 1/128 of each other (a lane's
  * duration is the requested one rounded up: a timeout never fires early, and
@@ -12,14 +11,18 @@
  * ms, ...) do not each cost a timer: 1,000 connects at once with a 10 s
  * timeout share a handful.
  *
- * A lane's timer is cancelled as soon as the lane is empty, so nothing keeps the
- * process alive (or trips Deno's test sanitizers) once every wait has ended.
- * The timer comes from `runtime_timer.ts`: arming one does not load Deno's
- * Node-compatible timers.
+ * A lane's timer is an `AbortSignal.timeout()` with the lane as its "abort"
+ * listener: the runtime's own timers, so no timeout of the library loads
+ * Deno's Node-compatible timers (in Deno 2.9 the first read of the global
+ * `setTimeout` does: ~7 ms of a one-shot CLI run, ~4 MB of RSS). Such a timer
+ * keeps the process alive only while it has a listener, and cannot be
+ * cleared: an empty lane removes its listener (nothing is kept alive, and
+ * Deno's test sanitizers have nothing to report) and keeps the signal, which
+ * the lane's next timeout reuses if it fires in time. So a lane creates at
+ * most one signal per expiry, however many timeouts come and go.
  *
  * @module
  */
-import { startTimer, type Timer } from "./runtime_timer.ts";
 
 /** What a {@link LaneTimeout} calls when it expires. */
 export interface TimeoutTarget {
@@ -27,14 +30,33 @@ export interface TimeoutTarget {
   timedOut(): void;
 }
 
-interface Lane {
-  ms: number;
-  head: LaneTimeout | undefined;
-  tail: LaneTimeout | undefined;
-  timer: Timer | undefined;
+/** Timeouts of one duration, oldest first, and the runtime timer armed for the oldest. */
+class Lane {
+  readonly ms: number;
+  head: LaneTimeout | undefined = undefined;
+  tail: LaneTimeout | undefined = undefined;
+  /** The runtime timer: a signal that aborts when it expires (kept after the lane empties). */
+  signal: AbortSignal | undefined = undefined;
+  /** `performance.now()` by which `signal` aborts. */
+  firesBy = 0;
+  /** True while the lane listens to `signal` (the timer keeps the process alive). */
+  listening = false;
+
+  constructor(ms: number) {
+    this.ms = ms;
+  }
+
+  /** The runtime timer expired. */
+  handleEvent(): void {
+    this.listening = false;
+    this.signal = undefined;
+    run(this);
+  }
 }
 
 const lanes = new Map<number, Lane>();
+/** Lanes kept without timeouts (for their signal) beyond which empty lanes are forgotten. */
+const MAX_IDLE_LANES = 64;
 
 /** A scheduled timeout; see {@link scheduleTimeout}. */
 export class LaneTimeout {
@@ -69,7 +91,8 @@ export function scheduleTimeout(ms: number, target: TimeoutTarget): LaneTimeout 
   ms = laneDuration(ms);
   let lane = lanes.get(ms);
   if (lane === undefined) {
-    lane = { ms, head: undefined, tail: undefined, timer: undefined };
+    if (lanes.size >= MAX_IDLE_LANES) forgetIdleLanes();
+    lane = new Lane(ms);
     lanes.set(ms, lane);
   }
   const entry = new LaneTimeout(lane, target);
@@ -77,8 +100,15 @@ export function scheduleTimeout(ms: number, target: TimeoutTarget): LaneTimeout 
   if (lane.tail) lane.tail.next = entry;
   else lane.head = entry;
   lane.tail = entry;
-  if (lane.timer === undefined) arm(lane);
+  if (!lane.listening) arm(lane);
   return entry;
+}
+
+/** Runtime timers pending for timeouts (for tests: none may be left behind). */
+export function pendingLaneTimers(): number {
+  let n = 0;
+  for (const lane of lanes.values()) if (lane.listening) n++;
+  return n;
 }
 
 /**
@@ -103,21 +133,41 @@ function unlink(lane: Lane, entry: LaneTimeout): void {
       undefined;
 }
 
-/** An empty lane: stop its timer and forget it. */
+/** An empty lane: its timer no longer keeps the process alive (the signal stays, for reuse). */
 function retire(lane: Lane): void {
-  lane.timer?.cancel();
-  lane.timer = undefined;
-  if (lanes.get(lane.ms) === lane) lanes.delete(lane.ms);
+  if (lane.listening) {
+    lane.signal!.removeEventListener("abort", lane);
+    lane.listening = false;
+  }
+  if (lane.signal === undefined || lane.signal.aborted) lanes.delete(lane.ms);
 }
 
+/** Forgets the lanes that have no timeouts (their signals expire on their own). */
+function forgetIdleLanes(): void {
+  for (const [ms, lane] of lanes) if (lane.head === undefined) lanes.delete(ms);
+}
+
+/** Makes the lane's timer fire by the time its head is due. */
 function arm(lane: Lane): void {
-  const wait = Math.max(0, Math.ceil(lane.head!.due - performance.now()));
-  lane.timer = startTimer(() => run(lane), wait);
+  const due = lane.head!.due;
+  if (lane.signal !== undefined && !lane.signal.aborted && lane.firesBy <= due) {
+    // The kept timer fires no later than the head is due: listen again. If it fires
+    // before, `run` finds nothing due and arms a timer for the head.
+    lane.signal.addEventListener("abort", lane);
+    lane.listening = true;
+    return;
+  }
+  if (lane.listening) lane.signal!.removeEventListener("abort", lane);
+  const now = performance.now();
+  const wait = Math.max(0, Math.ceil(due - now));
+  lane.signal = AbortSignal.timeout(wait);
+  lane.firesBy = now + wait;
+  lane.signal.addEventListener("abort", lane);
+  lane.listening = true;
 }
 
 /** The lane's timer fired: run every entry that is due, then re-arm for the next one. */
 function run(lane: Lane): void {
-  lane.timer = undefined;
   const now = performance.now();
   const due: TimeoutTarget[] = [];
   while (lane.head !== undefined && lane.head.due <= now) {

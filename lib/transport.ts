@@ -8,7 +8,7 @@
  */
 import { type Address, formatAddress } from "./address.ts";
 import { AbortError, ConnectionError, MonitorBusyError, TimeoutError, TlsError } from "./errors.ts";
-import { startTimer } from "./runtime_timer.ts";
+import { scheduleTimeout } from "./timer_lanes.ts";
 // Types only: the ssh, TLS and libvirt transports are imported when an address needs
 // them, so a unix or TCP client (a one-shot `qmp exec`) does not load them.
 import type { SshOptions } from "./ssh_transport.ts";
@@ -165,12 +165,11 @@ async function connectOnce(
     // connection cost ~1.6 KiB of garbage.
     return await Deno.connect({ transport: "unix", path: address.path });
   }
-  // A timer cancelled once connected, not a bare AbortSignal.timeout(): that one keeps its
-  // timer (and signal) alive for the whole connect timeout, per connection, after it succeeded.
-  // startTimer does not load Deno's Node-compatible timers (~7 ms of a one-shot CLI run).
+  // A timeout cancelled once connected, on the shared timer lanes (not a signal per connect,
+  // which would stay alive for the whole connect timeout after it succeeded).
   const timeoutController = new AbortController();
   const timeout = timeoutController.signal;
-  const timer = startTimer(() => timeoutController.abort(), remaining);
+  const timer = scheduleTimeout(remaining, { timedOut: () => timeoutController.abort() });
   const signal = options.signal ? AbortSignal.any([options.signal, timeout]) : timeout;
   const pending = address.transport === "unix"
     ? Deno.connect({ transport: "unix", path: address.path })
@@ -252,12 +251,14 @@ async function describeNonSocket(path: string): Promise<string | undefined> {
 
 function sleep(ms: number, signal: AbortSignal | undefined, where: string): Promise<void> {
   return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => {
-      signal?.removeEventListener("abort", onAbort);
-      resolve();
-    }, ms);
+    const timer = scheduleTimeout(ms, {
+      timedOut: () => {
+        signal?.removeEventListener("abort", onAbort);
+        resolve();
+      },
+    });
     const onAbort = () => {
-      clearTimeout(timer);
+      timer.cancel();
       reject(new AbortError(`Connecting to ${where}`, { cause: signal?.reason }));
     };
     signal?.addEventListener("abort", onAbort, { once: true });

@@ -2,7 +2,7 @@
  * What a one-shot `qmp exec` loads (issue 19: CLI start-up): it never reads
  * the global `setTimeout`/`clearTimeout`, whose first read in Deno 2.9 loads
  * the Node-compatible timers (~7 ms of a ~40 ms run); its deadlines use
- * lib/runtime_timer.ts. Unix and TCP addresses, with and without --timeout.
+ * lib/timer_lanes.ts. Unix and TCP addresses, with and without --timeout.
  * And the module graph Deno loads at start-up (static imports and literal
  * dynamic ones, which Deno reads and parses before the first line runs) holds
  * no subcommand module and no launcher; `exec`'s none of the other commands.
