@@ -108,6 +108,11 @@ Deno.test("qmp start-up graph: no subcommand module, no launcher; exec's: no oth
   for (const m of [...SUBCOMMANDS.filter((c) => !c.endsWith("/exec.ts")), "lib/machine.ts"]) {
     assert.ok(!exec.has(m), `qmp exec loads ${m} at start-up`);
   }
+  // Imported when needed: the key=value parsers (arguments given), the launcher's target
+  // and signal handling (--launch).
+  for (const m of ["args", "launch_target", "signals"].map((c) => `scripts/cli/${c}.ts`)) {
+    assert.ok(!exec.has(m), `qmp exec loads ${m} at start-up`);
+  }
 });
 
 /** Library modules a plain unix/TCP `qmp exec` never runs; each is imported where first used. */
