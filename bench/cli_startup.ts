@@ -16,9 +16,10 @@
  * Python is a comparison row. `baselines/exec_phases.ts` splits the CLI's
  * time into runtime start, module load, connect, command (same rounds).
  * `--compare-tree=DIR` also times the CLI of another checkout (e.g. the
- * commit before a patch, `git archive REV | tar -x -C DIR`).
+ * commit before a patch, `git archive REV | tar -x -C DIR`); `DIR1,DIR2`
+ * times several, in the same interleaved rounds.
  *
- *   deno run -A bench/cli_startup.ts [--rounds=10] [--quick] [--json] [--compare-tree=DIR]
+ *   deno run -A bench/cli_startup.ts [--rounds=10] [--quick] [--json] [--compare-tree=DIR[,DIR]]
  *
  * @module
  */
@@ -79,6 +80,7 @@ export async function bench(options: { rounds: number; compareTree?: string }) {
     const py = await python();
     const cli = new URL("../scripts/qmp.ts", import.meta.url).pathname;
     const haveCli = await Deno.stat(cli).then(() => true, () => false);
+    const trees = options.compareTree?.split(",").filter((t) => t !== "") ?? [];
     const address = `unix:${sock}`;
     const expect = '"running"';
     const minimal: Variant = {
@@ -126,20 +128,13 @@ export async function bench(options: { rounds: number; compareTree?: string }) {
           minimal,
         ]
         : []),
-      ...(haveCli && options.compareTree
-        ? [{
-          name: `qmp.ts exec, ${options.compareTree}`,
+      ...(haveCli
+        ? trees.map((tree) => ({
+          name: `qmp.ts exec, ${tree}`,
           cmd: deno,
-          args: [
-            "run",
-            ...TASK_FLAGS,
-            `${options.compareTree}/scripts/qmp.ts`,
-            "exec",
-            address,
-            "query-status",
-          ],
+          args: ["run", ...TASK_FLAGS, `${tree}/scripts/qmp.ts`, "exec", address, "query-status"],
           expect,
-        }]
+        }))
         : []),
       {
         name: "deno oneshot_raw.ts (no library: the floor)",
@@ -161,7 +156,7 @@ export async function bench(options: { rounds: number; compareTree?: string }) {
       cmd: deno,
       args: ["run", here("baselines/empty.ts")],
     };
-    const phaseRuns = [undefined, ...(options.compareTree ? [options.compareTree] : [])];
+    const phaseRuns = [undefined, ...trees];
     const phases = new Map<string | undefined, Phases[]>(phaseRuns.map((t) => [t, []]));
     const phaseVariants: Variant[] = haveCli
       ? phaseRuns.map((tree) => ({

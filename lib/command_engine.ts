@@ -16,13 +16,13 @@ import {
   ProtocolError,
   QmpCommandError,
   type QmpError,
+  QmpValidationError,
   ServerParseError,
   TimeoutError,
 } from "./errors.ts";
 import { excerpt } from "./framing.ts";
 import { stringifyJson } from "./json.ts";
 import { commandMessage } from "./protocol.ts";
-import { QmpValidationError } from "./qapi/schema.ts";
 import type { ExecuteOptions } from "./client_options.ts";
 import { type LaneTimeout, scheduleTimeout, type TimeoutTarget } from "./timer_lanes.ts";
 import { type AbortTarget, unwatchAbort, watchAbort } from "./abort_fanout.ts";

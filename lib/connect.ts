@@ -10,7 +10,6 @@ import { type Address, formatAddress, isLoopback, parseAddress } from "./address
 import { formatDuration, parseDuration } from "./duration.ts";
 import { AddressError, FdPassingError, QmpError, TimeoutError } from "./errors.ts";
 import { openTransport, type Transport } from "./transport.ts";
-import { openUnixFdTransport } from "./transports/unix_fd.ts";
 import type { ConnectOptions } from "./client_options.ts";
 import { QmpClient } from "./qmp_client.ts";
 
@@ -135,8 +134,10 @@ class ConnectPlan {
       tls: this.opts.tls,
       ssh: this.opts.ssh,
     };
-    return this.opts.fdPassing && this.parsed.transport === "unix"
-      ? openUnixFdTransport(this.parsed, o)
+    // The FFI transport is imported only when asked for (a plain connect does not load it).
+    const parsed = this.parsed;
+    return this.opts.fdPassing && parsed.transport === "unix"
+      ? import("./transports/unix_fd.ts").then((m) => m.openUnixFdTransport(parsed, o))
       : openTransport(this.parsed, o);
   }
 

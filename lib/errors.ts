@@ -343,6 +343,35 @@ export class FdPassingError extends QmpError {
   }
 }
 
+/**
+ * A request was refused before sending: its arguments failed validation
+ * against the live schema (`validate: true`), or are not a JSON object, or
+ * the command name is empty. Nothing was sent.
+ *
+ * @example
+ * ```ts ignore
+ * const qmp = await connect(addr, { validate: true });
+ * await qmp.executeRaw("device_add", { driver: 5 }); // QmpValidationError: 'driver' ...
+ * ```
+ */
+export class QmpValidationError extends QmpError {
+  /** The command whose arguments were invalid. */
+  readonly command: string;
+  /** Dotted path of the bad member, e.g. `file.filename` (empty for the arguments object). */
+  readonly path: string;
+  /** Creates a validation error (an empty `command`: the name itself is the problem). */
+  constructor(command: string, path: string, problem: string) {
+    super(
+      command === ""
+        ? `Invalid command: ${problem}`
+        : `Invalid arguments for ${command}: ${path ? `'${path}' ` : ""}${problem}`,
+    );
+    this.name = "QmpValidationError";
+    this.command = command;
+    this.path = path;
+  }
+}
+
 function formatMs(ms: number): string {
   return ms >= 1000 && ms % 1000 === 0 ? `${ms / 1000}s` : `${ms}ms`;
 }

@@ -34,13 +34,14 @@ import {
   parseGreeting,
   type QmpEvent,
 } from "./protocol.ts";
-import type { Transport } from "./transport.ts";
-import { type FdSource, rawFds } from "./fd_passing.ts";
-import { isFdTransport } from "./transports/unix_fd.ts";
-import { QmpSchema, type SchemaEntry } from "./qapi/schema.ts";
+import { isFdTransport, type Transport } from "./transport.ts";
+// Types only: fd passing, the schema and reconnection are imported when first used, so a
+// plain connection (a one-shot `qmp exec`) does not load them (tests/cli_startup_test.ts).
+import type { FdSource } from "./fd_passing.ts";
+import type { QmpSchema, SchemaEntry } from "./qapi/schema.ts";
 import { CommandEngine, type CommandHost } from "./command_engine.ts";
 import { readLoop, type ReadLoopHost } from "./read_loop.ts";
-import { type ReconnectHost, reconnectLoop } from "./reconnect.ts";
+import type { ReconnectHost } from "./reconnect.ts";
 import { recordTranscript } from "./transcript.ts";
 import type { EventName, QmpCommands } from "./qapi/types.ts";
 import type { ExecuteRestIn, ReturnIn } from "./command_map.ts";
@@ -401,7 +402,8 @@ export class QmpClient<C = QmpCommands> implements AsyncDisposable {
   schema(): Promise<QmpSchema> {
     if (!this.#schema) {
       const schema = this.#submit("query-qmp-schema", undefined, false, undefined).then(
-        (entries) => new QmpSchema(entries as SchemaEntry[]),
+        (entries) =>
+          import("./qapi/schema.ts").then((m) => new m.QmpSchema(entries as SchemaEntry[])),
       );
       this.#schema = schema;
       schema.catch(() => {
@@ -487,7 +489,12 @@ export class QmpClient<C = QmpCommands> implements AsyncDisposable {
             `(and --allow-ffi); TCP cannot carry descriptors.`,
         );
       }
-      fds = rawFds(command, sources);
+      if (fdPassing === undefined) {
+        // The first fds of the process: load fd_passing.ts, then go on as below.
+        fdPassingLoad ??= import("./fd_passing.ts").then((m) => (fdPassing = m));
+        return fdPassingLoad.then(() => this.#runWithFds(command, args, oob, options, sources));
+      }
+      fds = fdPassing.rawFds(command, sources);
     } catch (err) {
       return Promise.reject(err);
     }
@@ -622,11 +629,14 @@ export class QmpClient<C = QmpCommands> implements AsyncDisposable {
       this.#failPending("peer", cause, this.#reasonText("peer", cause));
       const p = typeof policy === "object" ? policy : {};
       p.onDisconnect?.(error);
-      this.#reconnecting = reconnectLoop(
-        p,
-        error,
-        this.#reconnectHost(),
-        (stop) => (this.#stopReconnect = stop),
+      this.#reconnecting = import("./reconnect.ts").then((m) =>
+        // Closed while reconnect.ts loaded: nothing to stop, nothing to do.
+        this.#isClosed() ? undefined : m.reconnectLoop(
+          p,
+          error,
+          this.#reconnectHost(),
+          (stop) => (this.#stopReconnect = stop),
+        )
       ).finally(() => {
         this.#reconnecting = undefined;
         this.#stopReconnect = undefined;
@@ -783,6 +793,10 @@ export class QmpClient<C = QmpCommands> implements AsyncDisposable {
     this.#resolveClosed?.();
   }
 }
+
+/** fd_passing.ts, once loaded (by the first command that passes descriptors). */
+let fdPassing: typeof import("./fd_passing.ts") | undefined;
+let fdPassingLoad: Promise<unknown> | undefined;
 
 /** An event (not a greeting) that arrived before the greeting: tolerated, and kept. */
 function isEarlyEvent(raw: Record<string, unknown>): boolean {

@@ -27,6 +27,21 @@ export interface Transport {
   close(): void;
 }
 
+/** A {@link Transport} that can also send file descriptors with its bytes. */
+export interface FdTransport extends Transport {
+  /**
+   * Writes some of `p` with `fds` attached to its first byte (`SCM_RIGHTS`);
+   * resolves to the number of bytes written (at least 1: the descriptors went
+   * with them). The rest is written with {@link Transport.write}.
+   */
+  writeWithFds(p: Uint8Array, fds: readonly number[]): Promise<number>;
+}
+
+/** True when `t` can pass file descriptors. */
+export function isFdTransport(t: Transport): t is FdTransport {
+  return typeof (t as Partial<FdTransport>).writeWithFds === "function";
+}
+
 /** Options for {@link openTransport}. */
 export interface OpenOptions {
   /** Absolute deadline (ms since epoch, `Date.now()` scale). */

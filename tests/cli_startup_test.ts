@@ -5,7 +5,10 @@
  * lib/timer_lanes.ts. Unix and TCP addresses, with and without --timeout.
  * And the module graph Deno loads at start-up (static imports and literal
  * dynamic ones, which Deno reads and parses before the first line runs) holds
- * no subcommand module and no launcher; `exec`'s none of the other commands.
+ * no subcommand module but `exec`'s, no launcher, no key=value parsers.
+ * The modules `exec` runs (static imports only) hold none of the library
+ * modules a plain unix/TCP connection never uses (fd passing, schema,
+ * reconnection): the library imports those where they are first needed.
  */
 import assert from "node:assert/strict";
 import { FAKE_STATUS, fakeMonitor } from "./helpers/fake_monitor.ts";
@@ -59,9 +62,10 @@ Deno.test("qmp exec: connect, negotiate and run a command without loading Node's
 
 /**
  * The modules `deno run ROOT` reads before ROOT runs: code imports, static
- * and literal dynamic (`deno info --json`), not type-only ones.
+ * and literal dynamic (`deno info --json`), not type-only ones. With
+ * `staticOnly`, the modules it evaluates before ROOT runs: static imports only.
  */
-async function startupGraph(root: string): Promise<Set<string>> {
+async function startupGraph(root: string, staticOnly = false): Promise<Set<string>> {
   const out = await new Deno.Command(Deno.execPath(), {
     args: ["info", "--json", new URL(root, import.meta.url).pathname],
     stdout: "piped",
@@ -70,7 +74,10 @@ async function startupGraph(root: string): Promise<Set<string>> {
   assert.ok(out.success, new TextDecoder().decode(out.stderr));
   const info = JSON.parse(new TextDecoder().decode(out.stdout)) as {
     roots: string[];
-    modules: { specifier: string; dependencies?: { code?: { specifier: string } }[] }[];
+    modules: {
+      specifier: string;
+      dependencies?: { code?: { specifier: string }; isDynamic?: boolean }[];
+    }[];
   };
   const bySpecifier = new Map(info.modules.map((m) => [m.specifier, m]));
   const seen = new Set<string>();
@@ -78,7 +85,7 @@ async function startupGraph(root: string): Promise<Set<string>> {
     if (seen.has(specifier)) return;
     seen.add(specifier);
     for (const d of bySpecifier.get(specifier)?.dependencies ?? []) {
-      if (d.code) visit(d.code.specifier);
+      if (d.code && !(staticOnly && d.isDynamic)) visit(d.code.specifier);
     }
   };
   visit(info.roots[0]);
@@ -90,15 +97,34 @@ const SUBCOMMANDS = ["shell", "exec", "info", "events", "agent", "qom", "run"].m
   (c) => `scripts/cli/${c}.ts`,
 );
 
-Deno.test("qmp start-up graph: no subcommand module, no launcher; exec's: no other command's", async () => {
+Deno.test("qmp start-up graph: exec, no other subcommand, no launcher, no parsers", async () => {
   const main = await startupGraph("../scripts/qmp.ts");
-  assert.ok(main.has("scripts/cli/common.ts"), [...main].join(" ")); // the graph is read
-  for (const m of [...SUBCOMMANDS, "lib/machine.ts"]) {
+  // exec, the one-shot command, is a static import (a dynamic one costs it ~0.5 ms).
+  assert.ok(main.has("scripts/cli/exec.ts"), [...main].join(" "));
+  assert.ok(main.has("lib/connect.ts"), [...main].join(" "));
+  const others = SUBCOMMANDS.filter((c) => !c.endsWith("/exec.ts"));
+  // Imported when needed: the key=value parsers (arguments given), the launcher's target
+  // and signal handling (--launch).
+  const onDemand = ["args", "launch_target", "signals"].map((c) => `scripts/cli/${c}.ts`);
+  for (const m of [...others, "lib/machine.ts", ...onDemand]) {
     assert.ok(!main.has(m), `scripts/qmp.ts loads ${m} at start-up`);
   }
-  const exec = await startupGraph("../scripts/cli/exec.ts");
-  assert.ok(exec.has("lib/connect.ts"), [...exec].join(" "));
-  for (const m of [...SUBCOMMANDS.filter((c) => !c.endsWith("/exec.ts")), "lib/machine.ts"]) {
-    assert.ok(!exec.has(m), `qmp exec loads ${m} at start-up`);
-  }
+});
+
+/** Library modules a plain unix/TCP `qmp exec` never runs; each is imported where first used. */
+const LAZY_LIB = [
+  "lib/fd_passing.ts", // the first command with `fds`
+  "lib/libc_ffi.ts",
+  "lib/transports/unix_fd.ts", // connect(..., { fdPassing: true })
+  "lib/qapi/schema.ts", // client.schema(), validate: true
+  "lib/reconnect.ts", // a dropped connection with a reconnect policy
+];
+
+Deno.test("qmp exec runs no fd passing, schema or reconnection module", async () => {
+  const exec = await startupGraph("../scripts/qmp.ts", true);
+  assert.ok(exec.has("lib/qmp_client.ts") && exec.has("lib/connect.ts"), [...exec].join(" "));
+  for (const m of LAZY_LIB) assert.ok(!exec.has(m), `qmp exec evaluates ${m} at start-up`);
+  // Still reachable (literal import() specifiers: analysable, published with the package).
+  const read = await startupGraph("../scripts/qmp.ts");
+  for (const m of LAZY_LIB) assert.ok(read.has(m), `${m} is no longer reachable from qmp exec`);
 });

@@ -118,3 +118,27 @@ Deno.test("close() during a reconnect backoff returns at once and leaves no time
   assert.ok(performance.now() - t0 < 1000);
   assert.equal(qmp.closeError?.reason, "client");
 });
+
+Deno.test("close() from onDisconnect: no reconnect attempt, no back-off timer left behind", async () => {
+  let dials = 0;
+  const closing: Promise<void>[] = [];
+  const { qmp, peer } = await openClient(
+    {
+      reconnect: {
+        initialDelay: "10s",
+        onDisconnect: () => closing.push(qmp.close()),
+      },
+    },
+    () => {
+      dials++;
+      return Promise.resolve(memoryPair().transport);
+    },
+  );
+  peer.close();
+  await qmp.closed;
+  await Promise.all(closing);
+  await new Promise((r) => setTimeout(r, 50)); // the loop would have started by now
+  assert.equal(qmp.state, "closed");
+  assert.equal(dials, 0);
+  // The op sanitizer fails the test if a 10 s back-off timer is still pending here.
+});

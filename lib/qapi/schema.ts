@@ -4,8 +4,12 @@
  *
  * @module
  */
-import { QmpError } from "../errors.ts";
+import { QmpValidationError } from "../errors.ts";
 import { editDistance } from "../edit_distance.ts";
+
+// Defined beside the other errors (the command engine raises it without loading this
+// module); exported here too, where it has always been.
+export { QmpValidationError };
 
 /** One entry of `query-qmp-schema` (QAPI `SchemaInfo`), as QEMU sends it. */
 export interface SchemaEntry {
@@ -33,35 +37,6 @@ export interface SchemaEntry {
   "ret-type"?: string;
   /** For commands: whether `exec-oob` is allowed. */
   "allow-oob"?: boolean;
-}
-
-/**
- * A request was refused before sending: its arguments failed validation
- * against the live schema (`validate: true`), or are not a JSON object, or
- * the command name is empty. Nothing was sent.
- *
- * @example
- * ```ts ignore
- * const qmp = await connect(addr, { validate: true });
- * await qmp.executeRaw("device_add", { driver: 5 }); // QmpValidationError: 'driver' ...
- * ```
- */
-export class QmpValidationError extends QmpError {
-  /** The command whose arguments were invalid. */
-  readonly command: string;
-  /** Dotted path of the bad member, e.g. `file.filename` (empty for the arguments object). */
-  readonly path: string;
-  /** Creates a validation error (an empty `command`: the name itself is the problem). */
-  constructor(command: string, path: string, problem: string) {
-    super(
-      command === ""
-        ? `Invalid command: ${problem}`
-        : `Invalid arguments for ${command}: ${path ? `'${path}' ` : ""}${problem}`,
-    );
-    this.name = "QmpValidationError";
-    this.command = command;
-    this.path = path;
-  }
 }
 
 /**

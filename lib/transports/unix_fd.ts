@@ -20,22 +20,7 @@
 import type { UnixAddress } from "../address.ts";
 import { AbortError, ConnectionError, FdPassingError, TimeoutError } from "../errors.ts";
 import { acquireLibc, C, type LibcRef, osError } from "../libc_ffi.ts";
-import type { Transport } from "../transport.ts";
-
-/** A {@link Transport} that can also send file descriptors with its bytes. */
-export interface FdTransport extends Transport {
-  /**
-   * Writes some of `p` with `fds` attached to its first byte (`SCM_RIGHTS`);
-   * resolves to the number of bytes written (at least 1: the descriptors went
-   * with them). The rest is written with {@link Transport.write}.
-   */
-  writeWithFds(p: Uint8Array, fds: readonly number[]): Promise<number>;
-}
-
-/** True when `t` can pass file descriptors. */
-export function isFdTransport(t: Transport): t is FdTransport {
-  return typeof (t as Partial<FdTransport>).writeWithFds === "function";
-}
+import type { FdTransport } from "../transport.ts";
 
 /** Longest unix socket path (`sizeof(sun_path)` is 108, with the final NUL). */
 const SUN_PATH_MAX = 107;

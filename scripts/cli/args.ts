@@ -6,15 +6,11 @@
  * @module
  */
 import { parseJson } from "../../lib/json.ts";
+import { UsageError } from "./parse_args.ts";
 
-/** A user input error (bad `key=value`, bad JSON, bad syntax): exit code 2 in `qmp exec`. */
-export class UsageError extends Error {
-  /** Creates a usage error with a message meant for the user. */
-  constructor(message: string) {
-    super(message);
-    this.name = "UsageError";
-  }
-}
+// Defined in parse_args.ts, which every command loads (this module is loaded only when
+// there are arguments to parse); exported here too, where it has always been.
+export { UsageError };
 
 /** A token of a shell line, with its position in the line. */
 export interface Token {

@@ -5,7 +5,7 @@
  *
  * @module
  */
-import { type OptionSpecs, parseArgs } from "./parse_args.ts";
+import { type OptionSpecs, parseArgs, UsageError } from "./parse_args.ts";
 // The library's files, not mod.ts: `qmp exec` should load what it uses, nothing more
 // (module loading dominated its start-up). The launcher is imported only for --launch.
 import { type ClientOptions, connect, type QmpClient } from "../../lib/client.ts";
@@ -21,8 +21,7 @@ import { parseDuration } from "../../lib/duration.ts";
 import { redactText } from "../../lib/redact.ts";
 import type { Machine } from "../../lib/machine.ts";
 import { stringifyJson } from "../../lib/json.ts";
-import { shellSplit, UsageError } from "./args.ts";
-import { onStopSignals, SIGNAL_EXIT_CODE, type StopSignal } from "./signals.ts";
+import type { StopSignal } from "./signals.ts";
 import { SSH_HELP, sshFlags } from "./ssh_flags.ts";
 import { editDistance } from "../../lib/edit_distance.ts";
 
@@ -444,76 +443,17 @@ export async function openTarget(
   clientOptions: ClientOptions = {},
   targetOptions: TargetOptions = {},
 ): Promise<Target> {
-  const verbose = Boolean(values.verbose);
   const ssh = sshFlags(address, values["ssh-config"], values["ssh-option"]);
   const onWarning = (w: QmpError) => console.error(`qmp: warning: ${w.message}`);
   const options: ClientOptions = { onWarning, ...clientOptions };
   const tls = tlsOptions(values, address);
   if (address === undefined) {
-    if (values.guest !== undefined && values.guest !== "tiny") {
-      throw new UsageError(`--guest must be "tiny", got ${JSON.stringify(values.guest)}`);
-    }
-    const args = shellSplit(values["launch-args"] ?? "");
-    // Listening from before the launch: a signal while QEMU starts aborts the launch,
-    // which then removes its temp dir; later ones shut the VM down. Either way, then exit.
-    // Further signals (one Ctrl-C under `deno task` is two) are ignored: the stop is bounded.
-    const stopLaunch = new AbortController();
-    let machine: Machine | undefined;
-    let stoppedBy: StopSignal | undefined;
-    let closing: Promise<void> | undefined;
-    const close = () =>
-      closing ??= machine
-        ? machine.shutdown({ powerdown: false }).then(() => {}, async () => {
-          await machine!.kill().catch(() => {});
-        })
-        : Promise.resolve();
-    const handlers = {
-      stop(signal: StopSignal) {
-        if (stoppedBy) return;
-        stoppedBy = signal;
-        stopLaunch.abort();
-        if (machine) close().finally(() => Deno.exit(SIGNAL_EXIT_CODE[signal]));
-      },
-    };
-    // Every stop signal during the launch (the command's own handling starts after it).
-    let signals = onStopSignals(handlers);
-    try {
-      // Not a literal specifier: Deno would load the launcher's module graph at start-up,
-      // with or without --launch (see `load` in scripts/qmp.ts).
-      const { launch }: typeof import("../../lib/machine.ts") = await import(
-        new URL("../../lib/machine.ts", import.meta.url).href
-      );
-      machine = await launch({
-        args,
-        guest: values.guest === "tiny" ? "tiny" : undefined,
-        memory: values.memory,
-        qmp: options,
-        log: verbose ? (m) => console.error(`qmp: ${m}`) : undefined,
-        signal: stopLaunch.signal,
-      });
-    } catch (e) {
-      signals.dispose();
-      if (stoppedBy) Deno.exit(SIGNAL_EXIT_CODE[stoppedBy]);
-      throw e;
-    }
-    if (stoppedBy) {
-      await close();
-      Deno.exit(SIGNAL_EXIT_CODE[stoppedBy]);
-    }
-    if (targetOptions.stopSignals) {
-      signals.dispose();
-      signals = onStopSignals(handlers, { signals: targetOptions.stopSignals });
-    }
-    return {
-      client: machine.qmp,
-      // QEMU dialed the launcher's own socket (gone now); this one is free for a second client.
-      address: `unix:${machine.socketPath}`,
-      machine,
-      close: () => {
-        signals.dispose();
-        return close();
-      },
-    };
+    // Not a literal specifier: Deno would read the launcher's module graph at start-up,
+    // with or without --launch (see `load` in scripts/qmp.ts).
+    const { launchTarget }: typeof import("./launch_target.ts") = await import(
+      new URL("./launch_target.ts", import.meta.url).href
+    );
+    return await launchTarget(values, options, targetOptions);
   }
   if (!looksLikeAddress(address) && !values.retry) {
     // A bare name is a socket in the current directory: say so if there is none.

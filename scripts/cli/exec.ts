@@ -6,7 +6,6 @@
  */
 import { QmpError } from "../../lib/errors.ts";
 import type { TranscriptEntry } from "../../lib/client.ts";
-import { parseArgsJson, parseKeyValues } from "./args.ts";
 import {
   COMMON_HELP,
   durationOption,
@@ -92,9 +91,16 @@ export async function execCommand(argv: string[]): Promise<number> {
       throw new UsageError(`Expected a COMMAND name before key=value arguments, got "${name}"`);
     }
     command = name;
-    const base = values.args !== undefined ? parseArgsJson(values.args as string) : {};
-    args = parseKeyValues(positionals, base);
-    if (Object.keys(args).length === 0) args = undefined;
+    if (positionals.length > 0 || values.args !== undefined) {
+      // The key=value and JSON parsers are imported only when there are arguments (not a
+      // literal specifier: Deno would read the module at start-up; see scripts/qmp.ts).
+      const { parseArgsJson, parseKeyValues }: typeof import("./args.ts") = await import(
+        new URL("./args.ts", import.meta.url).href
+      );
+      const base = values.args !== undefined ? parseArgsJson(values.args as string) : {};
+      args = parseKeyValues(positionals, base);
+      if (Object.keys(args).length === 0) args = undefined;
+    }
   }
   const pretty = values.pretty ? true : values.compact ? false : undefined;
   const timeout = values.timeout === undefined

@@ -24,6 +24,15 @@ export interface OptionSpec {
 /** The options of a command, by long name. */
 export type OptionSpecs = Record<string, OptionSpec>;
 
+/** A user input error (bad `key=value`, bad JSON, bad syntax): exit code 2 in `qmp exec`. */
+export class UsageError extends Error {
+  /** Creates a usage error with a message meant for the user. */
+  constructor(message: string) {
+    super(message);
+    this.name = "UsageError";
+  }
+}
+
 /** An error like those of `node:util` `parseArgs` (same `code`s, the offending flag quoted). */
 export class ParseArgsError extends TypeError {
   /** `ERR_PARSE_ARGS_UNKNOWN_OPTION` or `ERR_PARSE_ARGS_INVALID_OPTION_VALUE`. */

@@ -5,7 +5,7 @@
  * @module
  */
 import type { SshOptions } from "../../lib/ssh_transport.ts";
-import { UsageError } from "./args.ts";
+import { UsageError } from "./parse_args.ts";
 
 /** Help lines for the ssh flags (indented like the other option lists). */
 export const SSH_HELP =
