@@ -11,7 +11,7 @@ import { formatDuration, parseDuration } from "./duration.ts";
 import { AddressError, FdPassingError, QmpError, TimeoutError } from "./errors.ts";
 import { openTransport, type Transport } from "./transport.ts";
 import type { ConnectOptions } from "./client_options.ts";
-import { QmpClient } from "./qmp_client.ts";
+import { QmpClient, startHandshake } from "./qmp_client.ts";
 
 /**
  * Connects to a QMP server, reads the greeting and negotiates capabilities.
@@ -46,9 +46,12 @@ export function connect(
   } catch (err) {
     return Promise.reject(err);
   }
-  return plan.open(plan.deadline, plan.opts.retry, plan.opts.signal).then((conn) =>
-    plan.handshake(conn)
-  );
+  return new Promise((resolve, reject) => {
+    plan.open(plan.deadline, plan.opts.retry, plan.opts.signal).then(
+      (conn) => plan.handshake(conn, resolve, reject),
+      reject,
+    );
+  });
 }
 
 /** What {@link connect} checked before any I/O: the address, options and deadline. */
@@ -101,26 +104,39 @@ class ConnectPlan {
     this.deadline = Date.now() + timeoutMs;
   }
 
-  /** Wraps `conn` in a client and runs the handshake; closes it if that fails. */
-  handshake(conn: Transport): Promise<QmpClient> {
-    const client = new QmpClient(
-      conn,
-      { ...this.opts, address: this.where },
-      // Kept for the connection's life: only reconnection needs it.
-      this.opts.reconnect
-        ? (signal) => this.open(Date.now() + this.timeoutMs, false, signal)
-        : undefined,
-    );
+  /** Wraps `conn` in a client and runs the handshake; closes the client if that fails. */
+  handshake(
+    conn: Transport,
+    resolve: (client: QmpClient) => void,
+    reject: (error: unknown) => void,
+  ): void {
+    let client: QmpClient;
+    try {
+      client = new QmpClient(
+        conn,
+        { ...this.opts, address: this.where },
+        // Kept for the connection's life: only reconnection needs it.
+        this.opts.reconnect
+          ? (signal) => this.open(Date.now() + this.timeoutMs, false, signal)
+          : undefined,
+      );
+    } catch (err) {
+      try {
+        conn.close();
+      } catch { /* closed */ }
+      reject(err);
+      return;
+    }
     const connectedAt = Date.now();
-    return client.handshake({
-      timeout: Math.max(1, this.deadline - Date.now()),
-      signal: this.opts.signal,
-    }).then(
-      () => client,
-      (err) =>
-        client.close().then(() => {
-          throw this.handshakeError(client, connectedAt, err);
-        }),
+    startHandshake(
+      client as QmpClient<unknown>,
+      Math.max(1, this.deadline - Date.now()),
+      this.opts.signal,
+      () => resolve(client),
+      (err) => {
+        const report = () => reject(this.handshakeError(client, connectedAt, err));
+        client.close().then(report, report);
+      },
     );
   }
 

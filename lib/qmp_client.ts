@@ -12,6 +12,7 @@
  */
 import { type Duration, parseDuration } from "./duration.ts";
 import {
+  AbortError,
   ConnectionClosedError,
   ConnectionError,
   FdPassingError,
@@ -19,12 +20,14 @@ import {
   ProtocolError,
   QmpCommandError,
   QmpError,
+  TimeoutError,
 } from "./errors.ts";
 import { EventListener, eventPredicate, type ListenOptions } from "./events.ts";
 import { ListenerRegistry } from "./listener_registry.ts";
 import { waitForEvent } from "./event_wait.ts";
 import { EventHistory } from "./event_history.ts";
-import { boundedWait } from "./deadline.ts";
+import { type LaneTimeout, scheduleTimeout, type TimeoutTarget } from "./timer_lanes.ts";
+import { type AbortTarget, unwatchAbort, watchAbort } from "./abort_fanout.ts";
 import { JsonObjectFramer } from "./framing.ts";
 import {
   classifyMessage,
@@ -55,6 +58,35 @@ import type {
 
 export { MAX_INBAND_IN_FLIGHT } from "./command_engine.ts";
 
+/** What waits for the greeting. */
+interface GreetingWaiter {
+  resolve(greeting: Greeting): void;
+  reject(error: unknown): void;
+}
+
+let startHandshakeOf: (
+  client: QmpClient<unknown>,
+  timeoutMs: number,
+  signal: AbortSignal | undefined,
+  done: (greeting: Greeting) => void,
+  fail: (error: unknown) => void,
+) => void;
+
+/**
+ * Runs `client`'s handshake (greeting, then negotiation unless `negotiate: false`) like
+ * {@link QmpClient.handshake}, reporting to `done` / `fail` instead of a promise (used
+ * by `connect()`; not part of the API).
+ */
+export function startHandshake(
+  client: QmpClient<unknown>,
+  timeoutMs: number,
+  signal: AbortSignal | undefined,
+  done: (greeting: Greeting) => void,
+  fail: (error: unknown) => void,
+): void {
+  startHandshakeOf(client, timeoutMs, signal, done, fail);
+}
+
 /**
  * A QMP connection. Get one with {@link connect} (or `launch()`); it is
  * negotiated and ready when the promise resolves.
@@ -80,7 +112,7 @@ export class QmpClient<C = QmpCommands> implements AsyncDisposable {
   readonly #historySize: number;
   #state: ClientState = "connecting";
   #greeting: Greeting | undefined;
-  #greetingWaiter: { resolve(g: Greeting): void; reject(e: unknown): void } | undefined;
+  #greetingWaiter: GreetingWaiter | undefined;
   #negotiated = false;
   #oob = false;
   readonly #commands: CommandEngine;
@@ -184,39 +216,197 @@ export class QmpClient<C = QmpCommands> implements AsyncDisposable {
     options: { timeout?: Duration; signal?: AbortSignal },
     giveUp: () => void,
   ): Promise<Greeting> {
-    // A chain, not an async function, and no closures per call but the last step's: a
-    // connect runs this once per connection (memory per connection, see bench/README.md).
-    let ms: number;
-    try {
-      ms = options.timeout === undefined ? 10_000 : parseDuration(options.timeout);
-    } catch (err) {
-      return Promise.reject(err);
-    }
-    const deadline = Date.now() + ms;
-    const greeting = this.#greeting !== undefined
-      ? Promise.resolve(this.#greeting)
-      : boundedWait<Greeting>(
-        () => `Waiting for the QMP greeting from ${this.address}`,
-        { timeout: ms, signal: options.signal },
-        (resolve, reject) => this.#startGreetingWait(resolve, reject),
-        { hint: greetingHint, onGiveUp: giveUp },
-      );
-    if (this.#options.negotiate === false) return greeting;
-    return greeting.then((g) =>
-      this.negotiate({
-        oob: this.#options.oob,
-        timeout: Math.max(1, deadline - Date.now()),
-        signal: options.signal,
-      }).then(() => g)
-    );
+    return new Promise((resolve, reject) => {
+      this.#startHandshake(options.timeout, options.signal, giveUp, resolve, reject);
+    });
   }
 
-  /** Starts a bounded greeting wait (see {@link boundedWait}). */
-  #startGreetingWait(resolve: (g: Greeting) => void, reject: (e: unknown) => void): void {
-    if (this.#greeting) resolve(this.#greeting);
-    else if (this.#state === "closed") reject(this.#closedError("the greeting"));
-    else this.#addGreetingWaiter(resolve, reject);
+  /**
+   * Starts a handshake that calls `done` or `fail` once: one object per handshake, no
+   * promise per step (a connect runs this once per connection; see bench/README.md).
+   */
+  #startHandshake(
+    timeout: Duration | undefined,
+    signal: AbortSignal | undefined,
+    giveUp: () => void,
+    done: (greeting: Greeting) => void,
+    fail: (error: unknown) => void,
+  ): void {
+    let ms: number;
+    try {
+      ms = timeout === undefined ? 10_000 : parseDuration(timeout);
+    } catch (err) {
+      fail(err);
+      return;
+    }
+    new QmpClient.#HandshakeRun<C>(this, ms, signal, giveUp, done, fail).start();
   }
+
+  static {
+    // connect() drives the handshake without a promise per step; not part of the API.
+    startHandshakeOf = (client, timeoutMs, signal, done, fail) =>
+      client.#startHandshake(
+        timeoutMs,
+        signal,
+        () => client.#shutdown("error", undefined),
+        done,
+        fail,
+      );
+  }
+
+  /** Why `qmp_capabilities` cannot be sent now, if it cannot. */
+  #negotiationProblem(greeting: Greeting, oob: boolean | undefined): NegotiationError | undefined {
+    if (this.#negotiated) return new NegotiationError("Capabilities were already negotiated");
+    if (oob && !greeting.capabilities.includes("oob")) {
+      return new NegotiationError(
+        `The oob capability was requested but ${this.address} offers only ` +
+          `[${greeting.capabilities.join(", ")}]. Connect without oob: true.`,
+      );
+    }
+    return undefined;
+  }
+
+  /** Sends `qmp_capabilities` (after {@link negotiationProblem} said it may). */
+  #sendCapabilities(
+    oob: boolean,
+    timeout: Duration | undefined,
+    signal: AbortSignal | undefined,
+  ): Promise<unknown> {
+    return this.#submit("qmp_capabilities", oob ? { enable: ["oob"] } : undefined, false, {
+      timeout,
+      signal,
+    });
+  }
+
+  /**
+   * One handshake: the greeting wait (its timeout and abort; `giveUp` when it fails),
+   * then `qmp_capabilities` with what is left of the timeout. Its own greeting waiter,
+   * timeout target and abort target.
+   */
+  static readonly #HandshakeRun = class<M> implements TimeoutTarget, AbortTarget {
+    readonly #c: QmpClient<M>;
+    readonly #ms: number;
+    readonly #deadline: number;
+    readonly #signal: AbortSignal | undefined;
+    readonly #giveUp: () => void;
+    readonly #done: (greeting: Greeting) => void;
+    readonly #fail: (error: unknown) => void;
+    #timer: LaneTimeout | undefined;
+    #waiting = false;
+    #settled = false;
+
+    constructor(
+      client: QmpClient<M>,
+      ms: number,
+      signal: AbortSignal | undefined,
+      giveUp: () => void,
+      done: (greeting: Greeting) => void,
+      fail: (error: unknown) => void,
+    ) {
+      this.#c = client;
+      this.#ms = ms;
+      this.#deadline = Date.now() + ms;
+      this.#signal = signal;
+      this.#giveUp = giveUp;
+      this.#done = done;
+      this.#fail = fail;
+    }
+
+    start(): void {
+      const c = this.#c;
+      if (c.#greeting !== undefined) return this.#negotiate(c.#greeting);
+      if (this.#signal?.aborted) return this.#gaveUp(this.#abortError());
+      if (c.#state === "closed") return this.reject(c.#closedError("the greeting"));
+      this.#waiting = true;
+      this.#timer = scheduleTimeout(this.#ms, this);
+      if (this.#signal) watchAbort(this.#signal, this);
+      c.#addGreetingWaiter(this);
+    }
+
+    /** The greeting came (as the client's greeting waiter). */
+    resolve(greeting: Greeting): void {
+      if (this.#stopWaiting()) this.#negotiate(greeting);
+    }
+
+    /** The connection ended before the greeting (as the client's greeting waiter). */
+    reject(error: unknown): void {
+      if (this.#stopWaiting()) {
+        this.#settled = true;
+        this.#fail(error);
+      }
+    }
+
+    timedOut(): void {
+      this.#timer = undefined;
+      if (!this.#stopWaiting()) return;
+      this.#gaveUp(
+        new TimeoutError(this.#what(), this.#ms, { hint: greetingHint() }),
+      );
+    }
+
+    aborted(): void {
+      if (this.#stopWaiting()) this.#gaveUp(this.#abortError());
+    }
+
+    #what(): string {
+      return `Waiting for the QMP greeting from ${this.#c.address}`;
+    }
+
+    #abortError(): AbortError {
+      return new AbortError(this.#what(), { cause: this.#signal!.reason });
+    }
+
+    /** Ends the greeting wait; false when the handshake was already settled. */
+    #stopWaiting(): boolean {
+      if (this.#settled) return false;
+      if (this.#waiting) {
+        this.#waiting = false;
+        this.#timer?.cancel();
+        this.#timer = undefined;
+        if (this.#signal) unwatchAbort(this.#signal, this);
+      }
+      return true;
+    }
+
+    #gaveUp(error: Error): void {
+      this.#settled = true;
+      this.#giveUp();
+      this.#fail(error);
+    }
+
+    #negotiate(greeting: Greeting): void {
+      const c = this.#c;
+      if (c.#options.negotiate === false) {
+        this.#settled = true;
+        this.#done(greeting);
+        return;
+      }
+      const oob = c.#options.oob === true;
+      const problem = c.#negotiationProblem(greeting, oob);
+      if (problem !== undefined) {
+        this.#settled = true;
+        this.#fail(problem);
+        return;
+      }
+      const timeout = Math.max(1, this.#deadline - Date.now());
+      c.#sendCapabilities(oob, timeout, this.#signal).then(
+        () => {
+          this.#settled = true;
+          c.#negotiated = true;
+          c.#oob = oob;
+          this.#done(greeting);
+        },
+        (err) => {
+          this.#settled = true;
+          try {
+            negotiationFailed(err);
+          } catch (e) {
+            this.#fail(e);
+          }
+        },
+      );
+    }
+  };
 
   /**
    * Runs `qmp_capabilities`, enabling `oob` when asked. Throws
@@ -228,22 +418,10 @@ export class QmpClient<C = QmpCommands> implements AsyncDisposable {
   ): Promise<void> {
     const greeting = this.#greeting;
     if (greeting === undefined) return this.#greetingPromise().then(() => this.negotiate(options));
-    if (this.#negotiated) {
-      return Promise.reject(new NegotiationError("Capabilities were already negotiated"));
-    }
-    if (options.oob && !greeting.capabilities.includes("oob")) {
-      return Promise.reject(
-        new NegotiationError(
-          `The oob capability was requested but ${this.address} offers only ` +
-            `[${greeting.capabilities.join(", ")}]. Connect without oob: true.`,
-        ),
-      );
-    }
+    const problem = this.#negotiationProblem(greeting, options.oob);
+    if (problem !== undefined) return Promise.reject(problem);
     const oob = options.oob === true;
-    return this.#submit("qmp_capabilities", oob ? { enable: ["oob"] } : undefined, false, {
-      timeout: options.timeout,
-      signal: options.signal,
-    }).then(
+    return this.#sendCapabilities(oob, options.timeout, options.signal).then(
       () => {
         this.#negotiated = true;
         this.#oob = oob;
@@ -434,20 +612,20 @@ export class QmpClient<C = QmpCommands> implements AsyncDisposable {
   #greetingPromise(): Promise<Greeting> {
     if (this.#greeting) return Promise.resolve(this.#greeting);
     if (this.#state === "closed") return Promise.reject(this.#closedError("the greeting"));
-    return new Promise((resolve, reject) => this.#addGreetingWaiter(resolve, reject));
+    return new Promise((resolve, reject) => this.#addGreetingWaiter({ resolve, reject }));
   }
 
-  /** Calls `resolve` with the greeting when it comes, or `reject` if the connection ends first. */
-  #addGreetingWaiter(resolve: (g: Greeting) => void, reject: (e: unknown) => void): void {
+  /** `waiter.resolve` gets the greeting when it comes; `waiter.reject`, if the connection ends first. */
+  #addGreetingWaiter(waiter: GreetingWaiter): void {
     const prev = this.#greetingWaiter;
-    this.#greetingWaiter = prev === undefined ? { resolve, reject } : {
+    this.#greetingWaiter = prev === undefined ? waiter : {
       resolve: (g) => {
         prev.resolve(g);
-        resolve(g);
+        waiter.resolve(g);
       },
       reject: (e) => {
         prev.reject(e);
-        reject(e);
+        waiter.reject(e);
       },
     };
   }

@@ -259,6 +259,18 @@ Deno.test("a message larger than maxMessageSize is a ProtocolError and closes", 
   assert.equal(client.state, "closed");
 });
 
+Deno.test("connect(): an option the client refuses rejects at once and closes the connection", async () => {
+  await using server = await startFakeServer(async (c) => {
+    await c.handshake().catch(() => {});
+  });
+  // The framer refuses a non-positive maxMessageSize once the socket is open: the connection
+  // must not be left open (the resource sanitizer checks), nor connect() left pending.
+  await assert.rejects(
+    within(open(server.address, { maxMessageSize: 0 }), 5000, "connect"),
+    (e: unknown) => e instanceof RangeError && /maxMessageSize/.test(e.message),
+  );
+});
+
 Deno.test("pretty-printed multi-line greeting, replies and events work", async () => {
   const pretty = (c: FakeConn, msg: unknown) => c.write(JSON.stringify(msg, null, 2) + "\n");
   await using server = await startFakeServer(async (c) => {
