@@ -1,10 +1,9 @@
 /** The recent-event ring behind `waitEvent({ since })`, alone and through a client. In memory. */
 import assert from "node:assert/strict";
-import { QmpClient } from "../lib/client.ts";
 import { TimeoutError } from "../lib/errors.ts";
 import { EventHistory } from "../lib/event_history.ts";
 import type { QmpEvent } from "../lib/protocol.ts";
-import { memoryPair } from "./helpers/memory_transport.ts";
+import { openMemoryClient } from "./helpers/memory_transport.ts";
 
 function ev(seq: number, event = "X"): QmpEvent {
   return {
@@ -45,12 +44,7 @@ Deno.test("event history: find returns the oldest match", () => {
 });
 
 Deno.test("event history: since finds events within historySize, not older ones", async () => {
-  const { transport, peer } = memoryPair();
-  const client = new QmpClient(transport, { address: "mem", historySize: 3 });
-  peer.greet();
-  const handshake = client.handshake({ timeout: "2s" });
-  await peer.acceptNegotiation();
-  await handshake;
+  const { client, peer } = await openMemoryClient({ address: "mem", historySize: 3 });
   const mark = client.mark();
   using all = client.events();
   for (let i = 1; i <= 5; i++) peer.event(i === 1 ? "RESET" : "STOP", { i });

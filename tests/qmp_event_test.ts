@@ -5,11 +5,10 @@
  */
 import assert from "node:assert/strict";
 import { inspect } from "node:util";
-import { QmpClient } from "../lib/client.ts";
 import { eventFromMessage, type QmpEvent } from "../lib/protocol.ts";
 import { equals, expect } from "../lib/runner/expect.ts";
 import { diffValues, formatShort, formatValue } from "../lib/runner/format.ts";
-import { memoryPair } from "./helpers/memory_transport.ts";
+import { openMemoryClient } from "./helpers/memory_transport.ts";
 
 /** What events were before `time` became lazy: a plain object with a `Date` in it. */
 function plain(
@@ -124,12 +123,7 @@ Deno.test("event: JSON.stringify and inspection show what the plain object showe
 });
 
 Deno.test("event: through a client, listeners and history get lazy events with the same JSON", async () => {
-  const { transport, peer } = memoryPair();
-  const client = new QmpClient(transport, { address: "mem" });
-  peer.greet();
-  const handshake = client.handshake({ timeout: "2s" });
-  await peer.acceptNegotiation();
-  await handshake;
+  const { client, peer } = await openMemoryClient({ address: "mem" });
   const mark = client.mark();
   using all = client.events();
   const ts = { seconds: 1_700_000_000, microseconds: 250_000 };

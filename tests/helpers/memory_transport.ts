@@ -3,6 +3,7 @@
  * permissions. The test plays QEMU through {@link FakePeer}.
  */
 import type { Transport } from "../../lib/transport.ts";
+import { type ClientOptions, QmpClient } from "../../lib/client.ts";
 import { JsonObjectFramer } from "../../lib/framing.ts";
 
 /** A one-way byte pipe with a blocking read. */
@@ -162,4 +163,17 @@ export function memoryPair(): { transport: Transport; peer: FakePeer } {
     },
   };
   return { transport, peer: new FakePeer(toClient, fromClient) };
+}
+
+/** A client on a {@link memoryPair}, greeted and negotiated: the peer plays QEMU. */
+export async function openMemoryClient(
+  options: ClientOptions = {},
+): Promise<{ client: QmpClient; peer: FakePeer }> {
+  const { transport, peer } = memoryPair();
+  const client = new QmpClient(transport, { address: "mem", ...options });
+  peer.greet();
+  const handshake = client.handshake({ timeout: "2s" });
+  await peer.acceptNegotiation();
+  await handshake;
+  return { client, peer };
 }
