@@ -12,22 +12,24 @@
  */
 import { type Duration, parseDuration } from "./duration.ts";
 import {
-  AbortError,
   ConnectionClosedError,
   ConnectionError,
   FdPassingError,
   NegotiationError,
   ProtocolError,
-  QmpCommandError,
+  type QmpCommandError,
   QmpError,
-  TimeoutError,
 } from "./errors.ts";
 import { EventListener, eventPredicate, type ListenOptions } from "./events.ts";
 import { ListenerRegistry } from "./listener_registry.ts";
 import { waitForEvent } from "./event_wait.ts";
 import { EventHistory } from "./event_history.ts";
-import { type LaneTimeout, scheduleTimeout, type TimeoutTarget } from "./timer_lanes.ts";
-import { type AbortTarget, unwatchAbort, watchAbort } from "./abort_fanout.ts";
+import {
+  type GreetingWaiter,
+  type HandshakeHost,
+  HandshakeRun,
+  negotiationFailed,
+} from "./handshake.ts";
 import { JsonObjectFramer } from "./framing.ts";
 import {
   classifyMessage,
@@ -57,12 +59,6 @@ import type {
 } from "./client_options.ts";
 
 export { MAX_INBAND_IN_FLIGHT } from "./command_engine.ts";
-
-/** What waits for the greeting. */
-interface GreetingWaiter {
-  resolve(greeting: Greeting): void;
-  reject(error: unknown): void;
-}
 
 let startHandshakeOf: (
   client: QmpClient<unknown>,
@@ -121,7 +117,7 @@ export class QmpClient<C = QmpCommands> implements AsyncDisposable {
   /** Recent events for `since`; created with the first event. */
   #history: EventHistory | undefined;
   /** The engine's and the read loop's view of this client (one object, no closures). */
-  readonly #host: CommandHost & ReadLoopHost;
+  readonly #host: CommandHost & ReadLoopHost & HandshakeHost;
   #seq = 0;
   #closeError: ConnectionClosedError | undefined;
   #schema: Promise<QmpSchema> | undefined;
@@ -239,7 +235,7 @@ export class QmpClient<C = QmpCommands> implements AsyncDisposable {
       fail(err);
       return;
     }
-    new QmpClient.#HandshakeRun<C>(this, ms, signal, giveUp, done, fail).start();
+    new HandshakeRun(this.#host, ms, signal, giveUp, done, fail).start();
   }
 
   static {
@@ -277,136 +273,6 @@ export class QmpClient<C = QmpCommands> implements AsyncDisposable {
       signal,
     });
   }
-
-  /**
-   * One handshake: the greeting wait (its timeout and abort; `giveUp` when it fails),
-   * then `qmp_capabilities` with what is left of the timeout. Its own greeting waiter,
-   * timeout target and abort target.
-   */
-  static readonly #HandshakeRun = class<M> implements TimeoutTarget, AbortTarget {
-    readonly #c: QmpClient<M>;
-    readonly #ms: number;
-    readonly #deadline: number;
-    readonly #signal: AbortSignal | undefined;
-    readonly #giveUp: () => void;
-    readonly #done: (greeting: Greeting) => void;
-    readonly #fail: (error: unknown) => void;
-    #timer: LaneTimeout | undefined;
-    #waiting = false;
-    #settled = false;
-
-    constructor(
-      client: QmpClient<M>,
-      ms: number,
-      signal: AbortSignal | undefined,
-      giveUp: () => void,
-      done: (greeting: Greeting) => void,
-      fail: (error: unknown) => void,
-    ) {
-      this.#c = client;
-      this.#ms = ms;
-      this.#deadline = Date.now() + ms;
-      this.#signal = signal;
-      this.#giveUp = giveUp;
-      this.#done = done;
-      this.#fail = fail;
-    }
-
-    start(): void {
-      const c = this.#c;
-      if (c.#greeting !== undefined) return this.#negotiate(c.#greeting);
-      if (this.#signal?.aborted) return this.#gaveUp(this.#abortError());
-      if (c.#state === "closed") return this.reject(c.#closedError("the greeting"));
-      this.#waiting = true;
-      this.#timer = scheduleTimeout(this.#ms, this);
-      if (this.#signal) watchAbort(this.#signal, this);
-      c.#addGreetingWaiter(this);
-    }
-
-    /** The greeting came (as the client's greeting waiter). */
-    resolve(greeting: Greeting): void {
-      if (this.#stopWaiting()) this.#negotiate(greeting);
-    }
-
-    /** The connection ended before the greeting (as the client's greeting waiter). */
-    reject(error: unknown): void {
-      if (this.#stopWaiting()) {
-        this.#settled = true;
-        this.#fail(error);
-      }
-    }
-
-    timedOut(): void {
-      this.#timer = undefined;
-      if (!this.#stopWaiting()) return;
-      this.#gaveUp(
-        new TimeoutError(this.#what(), this.#ms, { hint: greetingHint() }),
-      );
-    }
-
-    aborted(): void {
-      if (this.#stopWaiting()) this.#gaveUp(this.#abortError());
-    }
-
-    #what(): string {
-      return `Waiting for the QMP greeting from ${this.#c.address}`;
-    }
-
-    #abortError(): AbortError {
-      return new AbortError(this.#what(), { cause: this.#signal!.reason });
-    }
-
-    /** Ends the greeting wait; false when the handshake was already settled. */
-    #stopWaiting(): boolean {
-      if (this.#settled) return false;
-      if (this.#waiting) {
-        this.#waiting = false;
-        this.#timer?.cancel();
-        this.#timer = undefined;
-        if (this.#signal) unwatchAbort(this.#signal, this);
-      }
-      return true;
-    }
-
-    #gaveUp(error: Error): void {
-      this.#settled = true;
-      this.#giveUp();
-      this.#fail(error);
-    }
-
-    #negotiate(greeting: Greeting): void {
-      const c = this.#c;
-      if (c.#options.negotiate === false) {
-        this.#settled = true;
-        this.#done(greeting);
-        return;
-      }
-      const oob = c.#options.oob === true;
-      const problem = c.#negotiationProblem(greeting, oob);
-      if (problem !== undefined) {
-        this.#settled = true;
-        this.#fail(problem);
-        return;
-      }
-      const timeout = Math.max(1, this.#deadline - Date.now());
-      c.#sendCapabilities(oob, timeout, this.#signal).then(
-        () => {
-          this.#settled = true;
-          c.#negotiated = true;
-          c.#oob = oob;
-          this.#done(greeting);
-        },
-        (err) => {
-          this.#settled = true;
-          try {
-            negotiationFailed(err);
-          } catch (e) {
-            this.#fail(e);
-          }
-        },
-      );
-    }
-  };
 
   /**
    * Runs `qmp_capabilities`, enabling `oob` when asked. Throws
@@ -710,7 +576,7 @@ export class QmpClient<C = QmpCommands> implements AsyncDisposable {
    * cost ~1 KiB of closures per connection). Declared inside the class so that its
    * methods reach the client's private members.
    */
-  static readonly #Host = class<M> implements CommandHost, ReadLoopHost {
+  static readonly #Host = class<M> implements CommandHost, ReadLoopHost, HandshakeHost {
     readonly #c: QmpClient<M>;
     constructor(client: QmpClient<M>) {
       this.#c = client;
@@ -759,6 +625,34 @@ export class QmpClient<C = QmpCommands> implements AsyncDisposable {
     }
     failed(err: unknown): void {
       this.#c.#onReadOrWriteError(err);
+    }
+    get address(): string {
+      return this.#c.address;
+    }
+    greeting(): Greeting | undefined {
+      return this.#c.#greeting;
+    }
+    closedBeforeGreeting(): ConnectionClosedError | undefined {
+      return this.#c.#state === "closed" ? this.#c.#closedError("the greeting") : undefined;
+    }
+    waitGreeting(waiter: GreetingWaiter): void {
+      this.#c.#addGreetingWaiter(waiter);
+    }
+    negotiates(): boolean {
+      return this.#c.#options.negotiate !== false;
+    }
+    wantsOob(): boolean {
+      return this.#c.#options.oob === true;
+    }
+    negotiationProblem(greeting: Greeting, oob: boolean): QmpError | undefined {
+      return this.#c.#negotiationProblem(greeting, oob);
+    }
+    sendCapabilities(oob: boolean, timeout: number, signal: AbortSignal | undefined) {
+      return this.#c.#sendCapabilities(oob, timeout, signal);
+    }
+    negotiated(oob: boolean): void {
+      this.#c.#negotiated = true;
+      this.#c.#oob = oob;
     }
   };
 
@@ -980,18 +874,4 @@ let fdPassingLoad: Promise<unknown> | undefined;
 function isEarlyEvent(raw: Record<string, unknown>): boolean {
   return typeof raw.event === "string" && !("QMP" in raw) && !("return" in raw) &&
     !("error" in raw);
-}
-
-/** The hint of a greeting timeout. */
-function greetingHint(): string {
-  return "QEMU sends it at once unless the monitor is busy: another client is connected " +
-    "(QMP serves one client at a time). Or this is not a QMP socket";
-}
-
-/** A refused `qmp_capabilities` is a {@link NegotiationError}. */
-function negotiationFailed(err: unknown): never {
-  if (err instanceof QmpCommandError) {
-    throw new NegotiationError(`Capability negotiation failed: ${err.desc}`, { cause: err });
-  }
-  throw err;
 }

@@ -1,0 +1,201 @@
+/**
+ * One QMP handshake in progress: the greeting wait (its timeout and abort),
+ * then `qmp_capabilities` with what is left of the timeout. One object per
+ * handshake that is its own greeting waiter, timeout target and abort target,
+ * reporting to two callbacks: no promise per step (a connect runs this once
+ * per connection; see bench/README.md, memory per connection).
+ * {@link QmpClient} drives it through {@link HandshakeHost}.
+ *
+ * @module
+ */
+import {
+  AbortError,
+  NegotiationError,
+  QmpCommandError,
+  type QmpError,
+  TimeoutError,
+} from "./errors.ts";
+import type { Greeting } from "./protocol.ts";
+import { type LaneTimeout, scheduleTimeout, type TimeoutTarget } from "./timer_lanes.ts";
+import { type AbortTarget, unwatchAbort, watchAbort } from "./abort_fanout.ts";
+
+/** What waits for the greeting. */
+export interface GreetingWaiter {
+  resolve(greeting: Greeting): void;
+  reject(error: unknown): void;
+}
+
+/** What a handshake needs from its session. */
+export interface HandshakeHost {
+  /** The address, for messages. */
+  readonly address: string;
+  /** The greeting, once it came. */
+  greeting(): Greeting | undefined;
+  /** The error to fail with when the session closed before the greeting. */
+  closedBeforeGreeting(): QmpError | undefined;
+  /** Calls `waiter` when the greeting comes or the session closes first. */
+  waitGreeting(waiter: GreetingWaiter): void;
+  /** False with `negotiate: false`. */
+  negotiates(): boolean;
+  /** True with `oob: true`. */
+  wantsOob(): boolean;
+  /** Why `qmp_capabilities` cannot be sent (already negotiated, oob not offered). */
+  negotiationProblem(greeting: Greeting, oob: boolean): QmpError | undefined;
+  /** Sends `qmp_capabilities`. */
+  sendCapabilities(
+    oob: boolean,
+    timeout: number,
+    signal: AbortSignal | undefined,
+  ): Promise<unknown>;
+  /** Negotiation succeeded. */
+  negotiated(oob: boolean): void;
+}
+
+/**
+ * One handshake: the greeting wait (its timeout and abort; `giveUp` when it fails),
+ * then `qmp_capabilities` with what is left of the timeout. Its own greeting waiter,
+ * timeout target and abort target.
+ */
+export class HandshakeRun implements TimeoutTarget, AbortTarget {
+  readonly #c: HandshakeHost;
+  readonly #ms: number;
+  readonly #deadline: number;
+  readonly #signal: AbortSignal | undefined;
+  readonly #giveUp: () => void;
+  readonly #done: (greeting: Greeting) => void;
+  readonly #fail: (error: unknown) => void;
+  #timer: LaneTimeout | undefined;
+  #waiting = false;
+  #settled = false;
+
+  /** `giveUp` runs when the greeting does not come (timeout, abort); then `fail`. */
+  constructor(
+    client: HandshakeHost,
+    ms: number,
+    signal: AbortSignal | undefined,
+    giveUp: () => void,
+    done: (greeting: Greeting) => void,
+    fail: (error: unknown) => void,
+  ) {
+    this.#c = client;
+    this.#ms = ms;
+    this.#deadline = Date.now() + ms;
+    this.#signal = signal;
+    this.#giveUp = giveUp;
+    this.#done = done;
+    this.#fail = fail;
+  }
+
+  /** Starts it: negotiates at once if the greeting came already. */
+  start(): void {
+    const c = this.#c;
+    const greeting = c.greeting();
+    if (greeting !== undefined) return this.#negotiate(greeting);
+    if (this.#signal?.aborted) return this.#gaveUp(this.#abortError());
+    const closed = c.closedBeforeGreeting();
+    if (closed !== undefined) return this.reject(closed);
+    this.#waiting = true;
+    this.#timer = scheduleTimeout(this.#ms, this);
+    if (this.#signal) watchAbort(this.#signal, this);
+    c.waitGreeting(this);
+  }
+
+  /** The greeting came (as the client's greeting waiter). */
+  resolve(greeting: Greeting): void {
+    if (this.#stopWaiting()) this.#negotiate(greeting);
+  }
+
+  /** The connection ended before the greeting (as the client's greeting waiter). */
+  reject(error: unknown): void {
+    if (this.#stopWaiting()) {
+      this.#settled = true;
+      this.#fail(error);
+    }
+  }
+
+  /** Its timeout expired (see `timer_lanes.ts`). */
+  timedOut(): void {
+    this.#timer = undefined;
+    if (!this.#stopWaiting()) return;
+    this.#gaveUp(
+      new TimeoutError(this.#what(), this.#ms, { hint: greetingHint() }),
+    );
+  }
+
+  /** Its signal aborted (see `abort_fanout.ts`). */
+  aborted(): void {
+    if (this.#stopWaiting()) this.#gaveUp(this.#abortError());
+  }
+
+  #what(): string {
+    return `Waiting for the QMP greeting from ${this.#c.address}`;
+  }
+
+  #abortError(): AbortError {
+    return new AbortError(this.#what(), { cause: this.#signal!.reason });
+  }
+
+  /** Ends the greeting wait; false when the handshake was already settled. */
+  #stopWaiting(): boolean {
+    if (this.#settled) return false;
+    if (this.#waiting) {
+      this.#waiting = false;
+      this.#timer?.cancel();
+      this.#timer = undefined;
+      if (this.#signal) unwatchAbort(this.#signal, this);
+    }
+    return true;
+  }
+
+  #gaveUp(error: Error): void {
+    this.#settled = true;
+    this.#giveUp();
+    this.#fail(error);
+  }
+
+  #negotiate(greeting: Greeting): void {
+    const c = this.#c;
+    if (!c.negotiates()) {
+      this.#settled = true;
+      this.#done(greeting);
+      return;
+    }
+    const oob = c.wantsOob();
+    const problem = c.negotiationProblem(greeting, oob);
+    if (problem !== undefined) {
+      this.#settled = true;
+      this.#fail(problem);
+      return;
+    }
+    const timeout = Math.max(1, this.#deadline - Date.now());
+    c.sendCapabilities(oob, timeout, this.#signal).then(
+      () => {
+        this.#settled = true;
+        c.negotiated(oob);
+        this.#done(greeting);
+      },
+      (err) => {
+        this.#settled = true;
+        try {
+          negotiationFailed(err);
+        } catch (e) {
+          this.#fail(e);
+        }
+      },
+    );
+  }
+}
+
+/** The hint of a greeting timeout. */
+function greetingHint(): string {
+  return "QEMU sends it at once unless the monitor is busy: another client is connected " +
+    "(QMP serves one client at a time). Or this is not a QMP socket";
+}
+
+/** A refused `qmp_capabilities` is a {@link NegotiationError}. */
+export function negotiationFailed(err: unknown): never {
+  if (err instanceof QmpCommandError) {
+    throw new NegotiationError(`Capability negotiation failed: ${err.desc}`, { cause: err });
+  }
+  throw err;
+}
