@@ -144,6 +144,8 @@ export class CommandEngine {
   #fdTurn: Promise<unknown> | undefined;
   /** The running write loop, if any. */
   flushing: Promise<void> | undefined;
+  /** True while a write chain runs (`flushing` is its promise unless it ended at once). */
+  #writing = false;
   /** True once `quit` was written: the peer closing is then expected. */
   quitSent = false;
 
@@ -340,8 +342,26 @@ export class CommandEngine {
     if (entry.command === "quit") this.quitSent = true;
     this.#host.sent(entry.message);
     if (entry.fds) (this.#outFds ??= new WeakMap()).set(bytes, entry.fds);
-    this.#outQueue.push(bytes);
-    this.flushing ??= this.#flush();
+    if (this.#writing) {
+      this.#outQueue.push(bytes);
+      return;
+    }
+    // Nothing being written: write this message now, without going through the queue.
+    this.#writing = true;
+    let chain: Promise<void>;
+    if (entry.fds || this.#host.isClosed()) {
+      this.#outQueue.push(bytes);
+      chain = this.#flush();
+    } else {
+      chain = this.#write(bytes);
+    }
+    if (this.#writing) this.flushing = chain; // else it ended already (closed, or a write threw)
+  }
+
+  /** The write chain ended (queue empty, session closed, or a write failed). */
+  #flushed(): void {
+    this.#writing = false;
+    this.flushing = undefined;
   }
 
   /**
@@ -351,7 +371,7 @@ export class CommandEngine {
   #flush(): Promise<void> {
     if (this.#outFds !== undefined) return this.#flushWithFds();
     if (this.#outQueue.length === 0 || this.#host.isClosed()) {
-      this.flushing = undefined;
+      this.#flushed();
       return Promise.resolve();
     }
     const chunks = this.#outQueue;
@@ -374,7 +394,7 @@ export class CommandEngine {
   }
 
   #writeError(err: unknown): void {
-    this.flushing = undefined;
+    this.#flushed();
     if (!this.#host.isClosed()) this.#host.writeFailed(err);
   }
 
@@ -397,7 +417,7 @@ export class CommandEngine {
     } catch (err) {
       if (!this.#host.isClosed()) this.#host.writeFailed(err);
     } finally {
-      this.flushing = undefined;
+      this.#flushed();
     }
   }
 

@@ -17,7 +17,6 @@ import {
   FdPassingError,
   NegotiationError,
   ProtocolError,
-  type QmpCommandError,
   QmpError,
 } from "./errors.ts";
 import { EventListener, eventPredicate, type ListenOptions } from "./events.ts";
@@ -312,7 +311,8 @@ export class QmpClient<C = QmpCommands> implements AsyncDisposable {
     command: K,
     ...rest: ExecuteRestIn<C, K>
   ): Promise<ReturnIn<C, K>> {
-    const [args, options] = rest;
+    const args = rest[0];
+    const options = rest[1];
     return this.#run(command, args, false, options) as Promise<ReturnIn<C, K>>;
   }
 
@@ -337,7 +337,8 @@ export class QmpClient<C = QmpCommands> implements AsyncDisposable {
     command: K,
     ...rest: ExecuteRestIn<C, K>
   ): Promise<ReturnIn<C, K>> {
-    const [args, options] = rest;
+    const args = rest[0];
+    const options = rest[1];
     if (!this.#oob && (this.#state === "open" || this.#state === "connecting")) {
       return Promise.reject(
         new NegotiationError(
