@@ -142,3 +142,38 @@ Deno.test("close() from onDisconnect: no reconnect attempt, no back-off timer le
   assert.equal(dials, 0);
   // The op sanitizer fails the test if a 10 s back-off timer is still pending here.
 });
+
+Deno.test("a transport whose write throws at once: after the reconnect, commands are written again", async () => {
+  const second = memoryPair();
+  const first = memoryPair();
+  let broken = false;
+  const transport: Transport = {
+    read: (p) => first.transport.read(p),
+    write: (p) => {
+      if (broken) throw new Error("write failed at once");
+      return first.transport.write(p);
+    },
+    close: () => first.transport.close(),
+  };
+  const qmp = new QmpClient(
+    transport,
+    { onWarning: () => {}, reconnect: { initialDelay: 1 } },
+    () => Promise.resolve(second.transport),
+  );
+  const hs = qmp.handshake({ timeout: "2s" });
+  first.peer.greet();
+  await first.peer.acceptNegotiation();
+  await hs;
+  broken = true;
+  // The write throws synchronously: the connection is lost, the command fails.
+  await assert.rejects(qmp.execute("query-status"), ConnectionClosedError);
+  second.peer.greet();
+  await second.peer.acceptNegotiation();
+  await until(() => qmp.state === "open");
+  // The next command must reach the new transport (a settled write chain left behind
+  // would keep it queued forever).
+  const status = qmp.execute("query-status");
+  second.peer.reply(await second.peer.recv(), { status: "running" });
+  assert.deepEqual(await status, { status: "running" });
+  await qmp.close();
+});
