@@ -26,7 +26,10 @@
 
 /** What a {@link LaneTimeout} calls when it expires. */
 export interface TimeoutTarget {
-  /** Called once, when the timeout expires (never when it was cancelled). */
+  /**
+   * Called once, when the timeout expires (never when it was cancelled), from a
+   * microtask right after the runtime timer fires.
+   */
   timedOut(): void;
 }
 
