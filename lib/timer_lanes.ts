@@ -26,7 +26,10 @@
 
 /** What a {@link LaneTimeout} calls when it expires. */
 export interface TimeoutTarget {
-  /** Called once, when the timeout expires (never when it was cancelled). */
+  /**
+   * Called once, when the timeout expires (never when it was cancelled), from a
+   * microtask right after the runtime timer fires.
+   */
   timedOut(): void;
 }
 
@@ -76,6 +79,7 @@ export class LaneTimeout {
 
   /** Cancels the timeout; idempotent, and a no-op once it fired. */
   cancel(): void {
+    this.target = undefined; // also when it is due and waits for its batch (see `run`)
     const lane = this.lane;
     if (lane === undefined) return;
     unlink(lane, this);
@@ -166,19 +170,41 @@ function arm(lane: Lane): void {
   lane.listening = true;
 }
 
-/** The lane's timer fired: run every entry that is due, then re-arm for the next one. */
+/**
+ * The lane's timer fired: detach the entries that are due (a prefix of the
+ * lane), re-arm for the next one, and run the detached ones in a microtask.
+ * Not in the timer callback itself: an error built there (a `TimeoutError`)
+ * captures the runtime's event-dispatch frames, which costs ~3× as much as on
+ * the short stack of a microtask, and 30,000 waits expiring together make that
+ * the bulk of their cost.
+ */
 function run(lane: Lane): void {
   const now = performance.now();
-  const due: TimeoutTarget[] = [];
-  while (lane.head !== undefined && lane.head.due <= now) {
-    const entry = lane.head;
-    due.push(entry.target!);
-    unlink(lane, entry);
+  const first = lane.head;
+  let last: LaneTimeout | undefined;
+  for (let e = first; e !== undefined && e.due <= now; e = e.next) {
+    e.lane = undefined; // detached: cancel() only clears its target
+    last = e;
+  }
+  if (last !== undefined) {
+    lane.head = last.next;
+    if (lane.head !== undefined) lane.head.prev = undefined;
+    else lane.tail = undefined;
+    last.next = undefined;
+    // A promise reaction, not queueMicrotask(): no wrapper frames on the stack either.
+    Promise.resolve(first).then(expire);
   }
   if (lane.head === undefined) retire(lane);
   else arm(lane);
-  // Run after the lane is consistent: a target may schedule or cancel timeouts.
-  for (const target of due) {
+}
+
+/** Calls the targets of a detached chain of due entries, skipping those cancelled meanwhile. */
+function expire(entry: LaneTimeout | undefined): void {
+  while (entry !== undefined) {
+    const { target, next } = entry;
+    entry.target = entry.prev = entry.next = undefined;
+    entry = next;
+    if (target === undefined) continue;
     try {
       target.timedOut();
     } catch (err) {

@@ -125,3 +125,31 @@ Deno.test("timer lanes: a lane that empties and fills again reuses its runtime t
     AbortSignal.timeout = original;
   }
 });
+
+Deno.test("timer lanes: a timeout cancelled by one that expires with it does not fire", async () => {
+  const fired: string[] = [];
+  let b: ReturnType<typeof scheduleTimeout> | undefined = undefined;
+  scheduleTimeout(5, {
+    timedOut: () => {
+      fired.push("a");
+      b!.cancel();
+    },
+  });
+  b = scheduleTimeout(5, { timedOut: () => fired.push("b") });
+  scheduleTimeout(5, { timedOut: () => fired.push("c") });
+  const until = performance.now() + 15; // all three are due by the time the lane's timer runs
+  while (performance.now() < until) { /* busy */ }
+  await new Promise((r) => setTimeout(r, 60));
+  assert.deepEqual(fired, ["a", "c"]);
+  assert.equal(pendingLaneTimers(), 0);
+});
+
+Deno.test("timer lanes: targets run on a short stack, not inside the runtime's timer dispatch", async () => {
+  // An error built in a target (a TimeoutError) captures the stack; inside the runtime's
+  // timer and event-dispatch frames (or a queueMicrotask wrapper) that costs up to ~3× as
+  // much (issue 19, bench/waits.ts).
+  const stack = await new Promise<string>((resolve) =>
+    scheduleTimeout(5, { timedOut: () => resolve(new Error("probe").stack ?? "") })
+  );
+  assert.doesNotMatch(stack, /dispatchEvent|processTimers|signalAbort|ext:core/, stack);
+});
