@@ -43,19 +43,56 @@ export function findOnPath(binary: string): string | null {
   return null;
 }
 
-/** Reads `stream` into `sink` (decoded text) until EOF or `cancel()`. */
+/** The first read of {@link pump}, and the size it shrinks back to once output slows down. */
+export const PUMP_MIN_READ = 512;
+
+/** The largest read of {@link pump} (a child's pipe stream would otherwise allocate this per read). */
+export const PUMP_MAX_READ = 64 * 1024;
+
+/**
+ * Reads `stream` into `sink` (decoded text) until EOF or `cancel()`.
+ *
+ * A byte stream (a child's pipe) is read into a buffer of our own: it starts at
+ * {@link PUMP_MIN_READ} bytes, doubles after each read that fills it (up to
+ * {@link PUMP_MAX_READ}) and halves after each read that uses less than a
+ * quarter of it, so a quiet child holds a small pending read rather than the
+ * 64 KiB chunk the stream would allocate, and a chatty one is still drained in
+ * large reads. Other streams are read as they come.
+ */
 export function pump(
   stream: ReadableStream<Uint8Array>,
   sink: (text: string) => void,
 ): { done: Promise<void>; cancel: () => void } {
   const decoder = new TextDecoder();
-  const reader = stream.getReader();
+  let byob: ReadableStreamBYOBReader | undefined;
+  try {
+    byob = stream.getReader({ mode: "byob" });
+  } catch { /* not a byte stream */ }
+  const reader = byob ?? stream.getReader();
   const done = (async () => {
     try {
-      while (true) {
-        const { value, done } = await reader.read();
-        if (done) break;
-        sink(decoder.decode(value, { stream: true }));
+      if (byob) {
+        let buffer = new ArrayBuffer(PUMP_MIN_READ);
+        while (true) {
+          const { value, done } = await byob.read(new Uint8Array(buffer));
+          if (done || value === undefined) break;
+          sink(decoder.decode(value, { stream: true }));
+          const size = value.buffer.byteLength;
+          const next = value.byteLength === size
+            ? Math.min(size * 2, PUMP_MAX_READ)
+            : value.byteLength < size / 4
+            ? Math.max(size / 2, PUMP_MIN_READ)
+            : size;
+          // The decoder copied the bytes: the buffer is free again (read() transferred it).
+          buffer = next === size ? value.buffer : new ArrayBuffer(next);
+        }
+      } else {
+        const plain = reader as ReadableStreamDefaultReader<Uint8Array>;
+        while (true) {
+          const { value, done } = await plain.read();
+          if (done) break;
+          sink(decoder.decode(value, { stream: true }));
+        }
       }
     } catch { /* the process went away */ }
     sink(decoder.decode());
