@@ -14,9 +14,15 @@ export const STDERR_KEEP = 64 * 1024;
 /** After the child exits, how long its pipes may take to reach EOF before they are cancelled. */
 export const PIPE_GRACE_MS = 500;
 
+/** Per binary name: the PATH it was looked up in and where it was found there. */
+const lastFound = new Map<string, { path: string; found: string }>();
+
 /**
  * Looks `binary` up on PATH. Returns the path, `null` when it is certainly
  * missing, or the name itself when PATH cannot be read (no permission).
+ * The hit of the previous lookup under the same PATH is checked first (one
+ * `stat` instead of one per PATH entry: each miss throws, and a fleet of
+ * launches pays for the errors).
  */
 export function findOnPath(binary: string): string | null {
   if (binary.includes("/")) {
@@ -32,10 +38,21 @@ export function findOnPath(binary: string): string | null {
   } catch {
     return binary;
   }
-  for (const dir of (path ?? "").split(":")) {
+  path ??= "";
+  const last = lastFound.get(binary);
+  if (last && last.path === path) {
+    try {
+      if (Deno.statSync(last.found).isFile) return last.found;
+    } catch { /* gone: search again */ }
+    lastFound.delete(binary);
+  }
+  for (const dir of path.split(":")) {
     if (!dir) continue;
     try {
-      if (Deno.statSync(`${dir}/${binary}`).isFile) return `${dir}/${binary}`;
+      if (Deno.statSync(`${dir}/${binary}`).isFile) {
+        lastFound.set(binary, { path, found: `${dir}/${binary}` });
+        return `${dir}/${binary}`;
+      }
     } catch (e) {
       if (!(e instanceof Deno.errors.NotFound)) return binary;
     }

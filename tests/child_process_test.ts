@@ -3,7 +3,7 @@
  * shrink back, so an idle child costs little memory (issue 19, 50 real VMs).
  */
 import assert from "node:assert/strict";
-import { pump, PUMP_MAX_READ, PUMP_MIN_READ } from "../lib/child_process.ts";
+import { findOnPath, pump, PUMP_MAX_READ, PUMP_MIN_READ } from "../lib/child_process.ts";
 
 const encoder = new TextEncoder();
 
@@ -80,5 +80,36 @@ Deno.test("pump: idle children's pipes hold small pending reads, not 64 KiB each
         c.kill("SIGKILL");
       } catch { /* gone */ }
     }
+  }
+});
+
+Deno.test("findOnPath: a repeated lookup stats the previous hit only; a vanished binary is missing", async () => {
+  const root = await Deno.makeTempDir({ prefix: "qmpkit-path-" });
+  const savedPath = Deno.env.get("PATH");
+  const realStat = Deno.statSync;
+  let stats = 0;
+  try {
+    const dirs = Array.from({ length: 6 }, (_, i) => `${root}/d${i}`);
+    for (const d of dirs) await Deno.mkdir(d);
+    const name = `qmpkit-fake-qemu-${crypto.randomUUID()}`;
+    await Deno.writeTextFile(`${dirs[5]}/${name}`, "");
+    Deno.env.set("PATH", dirs.join(":"));
+    Deno.statSync = (p) => (stats++, realStat(p));
+    assert.equal(findOnPath(name), `${dirs[5]}/${name}`);
+    assert.equal(stats, 6);
+    stats = 0;
+    assert.equal(findOnPath(name), `${dirs[5]}/${name}`);
+    assert.equal(stats, 1, "the second lookup re-checks the previous hit only");
+    await Deno.remove(`${dirs[5]}/${name}`);
+    assert.equal(findOnPath(name), null);
+    await Deno.writeTextFile(`${dirs[2]}/${name}`, "");
+    assert.equal(findOnPath(name), `${dirs[2]}/${name}`);
+    Deno.env.set("PATH", dirs.slice(3).join(":")); // another PATH: searched again
+    assert.equal(findOnPath(name), null);
+  } finally {
+    Deno.statSync = realStat;
+    if (savedPath === undefined) Deno.env.delete("PATH");
+    else Deno.env.set("PATH", savedPath);
+    await Deno.remove(root, { recursive: true });
   }
 });
