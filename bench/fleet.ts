@@ -23,8 +23,15 @@
  * RSS before it, sampled every 20 ms and at the all-connected point), ours
  * and the baseline alternating; medians of the runs.
  *
- *   deno run -A bench/fleet.ts [--vms=50 (0: skip)] [--conns=1000] [--commands=100] [--fake-commands=10]
- *                              [--warm=300]
+ * The VM fleet runs twice as well: cold, and in steady state (`--vm-warm`:
+ * that many VMs launched one after the other first, doing the same work), so
+ * the one-time cost of a process's first launch (Deno's own code paged in,
+ * code compiled, the heap grown: about 7 MiB, measured) is told apart from the
+ * cost of each VM. Workers run with `DENO_NO_UPDATE_CHECK=1`: Deno's update
+ * check (a DNS lookup and a TLS root store, about 2 MiB) is not the client's.
+ *
+ *   deno run -A bench/fleet.ts [--vms=50 (0: skip)] [--conns=1000 (0: skip)] [--commands=100]
+ *                              [--fake-commands=10] [--warm=300] [--vm-warm=3]
  *                              [--runs=3]
  *                              [--quick] [--json] [--compare=LIBDIR]
  *
@@ -104,12 +111,13 @@ function rssSampler(): { stop(): number; sample(): void } {
   };
 }
 
-/** Worker: `count` QEMUs at once through launch(). */
-async function workerVms(count: number, commands: number): Promise<FleetResult> {
+/**
+ * Worker: `count` QEMUs at once through launch(); first `warm` of them one
+ * after the other (steady state), not measured.
+ */
+async function workerVms(count: number, commands: number, warm: number): Promise<FleetResult> {
   const { machine } = await loadLib();
-  const before = Deno.memoryUsage().rss;
-  const rss = rssSampler();
-  const commandMs: number[] = [];
+  let commandMs: number[] = [];
   const one = async (i: number) => {
     const t0 = performance.now();
     await using vm = await machine.launch({
@@ -132,6 +140,11 @@ async function workerVms(count: number, commands: number): Promise<FleetResult> 
     if (status.code !== 0) throw new Error(`VM ${i} exited with ${status.code}`);
     return (performance.now() - t0) / 1000;
   };
+  for (let i = 0; i < warm; i++) await one(count + i);
+  if (warm) await idleMemory(Deno.memoryUsage()); // the warm-up's garbage is not the fleet's
+  commandMs = [];
+  const before = Deno.memoryUsage().rss;
+  const rss = rssSampler();
   const t0 = performance.now();
   const items = await Promise.all(Array.from({ length: count }, (_, i) => one(i)));
   const seconds = (performance.now() - t0) / 1000;
@@ -241,6 +254,7 @@ async function workerBare(address: string, count: number, commands: number, warm
 }
 
 async function spawnWorker(args: string[], lib?: string): Promise<FleetResult> {
+  Deno.env.set("DENO_NO_UPDATE_CHECK", "1"); // inherited: see the module doc
   return await runJson<FleetResult>(Deno.execPath(), [
     "run",
     ...DENO_FLAGS,
@@ -255,13 +269,20 @@ async function spawnWorker(args: string[], lib?: string): Promise<FleetResult> {
 async function launchArgv(): Promise<string[]> {
   const { machine } = await loadLib();
   await using vm = await machine.launch({ name: "bench-fleet-probe", timeout: "60s" });
-  return vm.commandLine.map((a) => a.replace(vm.socketPath, "@SOCK@"));
+  // Less the accept-mode monitor (QEMU dials launch()'s listener, gone once the probe
+  // is): the baseline connects to the server-mode one.
+  const argv = vm.commandLine.filter((a, i, all) =>
+    !a.endsWith("/qmp-launch.sock") && !all[i + 1]?.endsWith("/qmp-launch.sock")
+  );
+  return argv.map((a) => a.replace(vm.socketPath, "@SOCK@"));
 }
 
 /** Runs both fleets; returns rows. */
 export async function bench(
   options: {
     vms: number;
+    /** VMs launched one by one before the steady-state VM fleet's memory is first read. */
+    vmWarm: number;
     conns: number;
     commands: number;
     fakeCommands: number;
@@ -337,12 +358,16 @@ export async function bench(
       const ours: FleetResult[] = [];
       const patched: FleetResult[] = [];
       const raw: FleetResult[] = [];
+      const oursW: FleetResult[] = [];
+      const patchedW: FleetResult[] = [];
+      const rawW: FleetResult[] = [];
       const workerArgs = [
         `--worker=vms`,
         `--count=${options.vms}`,
         `--commands=${options.commands}`,
       ];
-      const rawRun = () =>
+      const warmArgs = [...workerArgs, `--warm=${options.vmWarm}`];
+      const rawRun = (warm: number) =>
         runJson<FleetResult>(py, [
           here("baselines/fleet.py"),
           "vms",
@@ -350,13 +375,24 @@ export async function bench(
           String(options.commands),
           dir,
           JSON.stringify(argv),
+          ...(warm ? [String(warm)] : []),
         ], 240_000);
+      const steady = options.vmWarm > 0;
       for (let r = 0; r < options.runs; r++) {
         const steps = [
           async () => ours.push(await spawnWorker(workerArgs)),
-          async () => raw.push(await rawRun()),
+          async () => raw.push(await rawRun(0)),
           ...(options.compare
             ? [async () => patched.push(await spawnWorker(workerArgs, options.compare))]
+            : []),
+          ...(steady
+            ? [
+              async () => oursW.push(await spawnWorker(warmArgs)),
+              async () => rawW.push(await rawRun(options.vmWarm)),
+              ...(options.compare
+                ? [async () => patchedW.push(await spawnWorker(warmArgs, options.compare))]
+                : []),
+            ]
             : []),
         ];
         for (const step of r % 2 === 0 ? steps : steps.reverse()) await step();
@@ -365,6 +401,40 @@ export async function bench(
       if (options.compare) {
         summarize(`  patched lib: ${options.vms} QEMUs`, "VM", options.vms, patched, ours);
       }
+      if (steady) {
+        const mem = (rs: FleetResult[]) => median(rs.map((r) => r.rssDelta / options.vms));
+        rows.push(
+          report(
+            `  steady state (after ${options.vmWarm} VMs): client RSS per VM, peak delta/N`,
+            bytes(mem(oursW)),
+            bytes(mem(rawW)),
+            mem(oursW) / mem(rawW),
+          ),
+        );
+        if (options.compare) {
+          rows.push(
+            report(
+              `  patched lib: steady state, client RSS per VM`,
+              bytes(mem(patchedW)),
+              bytes(mem(oursW)),
+              mem(patchedW) / mem(oursW),
+            ),
+          );
+        }
+      }
+      const perVm = (rs: FleetResult[]) =>
+        `[${rs.map((r) => bytes(r.rssDelta / options.vms)).join(" ")}]`;
+      notes.push(
+        `RSS per VM, each run: cold ours ${perVm(ours)} raw ${perVm(raw)}${
+          options.compare ? ` patched ${perVm(patched)}` : ""
+        }${
+          steady
+            ? `; steady ours ${perVm(oursW)} raw ${perVm(rawW)}${
+              options.compare ? ` patched ${perVm(patchedW)}` : ""
+            }`
+            : ""
+        }`,
+      );
       const cmd = ours.flatMap((r) => r.commandMs ?? []);
       notes.push(
         `${options.vms} QEMUs x (${options.commands} query-status + 5 events + quit), ` +
@@ -381,193 +451,197 @@ export async function bench(
   }
 
   // Fake server connections.
-  const server = new Deno.Command(Deno.execPath(), {
-    args: ["run", ...DENO_FLAGS, here("baselines/fake_fleet_server.ts")],
-    stdin: "piped",
-    stdout: "piped",
-    stderr: "inherit",
-  }).spawn();
-  try {
-    const reader = server.stdout.getReader();
-    const first = await reader.read();
-    reader.releaseLock();
-    if (first.done) throw new Error("fake_fleet_server.ts exited early");
-    const address = new TextDecoder().decode(first.value).trim();
-    const path = address.slice("unix:".length);
-    const ours: FleetResult[] = [];
-    const patched: FleetResult[] = [];
-    const raw: FleetResult[] = [];
-    const bare: FleetResult[] = [];
-    // The same after a warm-up (steady state): one-time costs paid before memory is first read.
-    const oursW: FleetResult[] = [];
-    const patchedW: FleetResult[] = [];
-    const rawW: FleetResult[] = [];
-    const bareW: FleetResult[] = [];
-    const workerArgs = [
-      `--worker=fake`,
-      `--address=${address}`,
-      `--count=${options.conns}`,
-      `--commands=${options.fakeCommands}`,
-    ];
-    const warmArgs = [...workerArgs, `--warm=${options.warm}`];
-    const asBare = (args: string[]) => args.map((a) => a.replace("=fake", "=bare"));
-    const python = (warm: number) =>
-      runJson<FleetResult>(py, [
-        here("baselines/fleet.py"),
-        "fake",
-        String(options.conns),
-        String(options.fakeCommands),
-        path,
-        ...(warm ? [String(warm)] : []),
-      ], 240_000);
-    for (let r = 0; r < options.runs; r++) {
-      const steps = [
-        async () => ours.push(await spawnWorker(workerArgs)),
-        async () => raw.push(await python(0)),
-        async () => bare.push(await spawnWorker(asBare(workerArgs))),
-        async () => oursW.push(await spawnWorker(warmArgs)),
-        async () => rawW.push(await python(options.warm)),
-        async () => bareW.push(await spawnWorker(asBare(warmArgs))),
-        ...(options.compare
-          ? [
-            async () => patched.push(await spawnWorker(workerArgs, options.compare)),
-            async () => patchedW.push(await spawnWorker(warmArgs, options.compare)),
-          ]
-          : []),
-      ];
-      for (const step of r % 2 === 0 ? steps : steps.reverse()) await step();
-    }
-    // Memory per connection against the runtime's own floor (target) and asyncio (comparison).
-    // Python frees by reference counting: its "all connected" figure is already idle.
-    const idle = (rs: FleetResult[]) =>
-      median(rs.map((r) => ((r.idle ?? r.connected)?.rss ?? NaN) / options.conns));
-    const instant = (rs: FleetResult[]) =>
-      median(rs.map((r) => (r.connected?.rss ?? NaN) / options.conns));
-    const peak = (rs: FleetResult[]) => median(rs.map((r) => r.rssDelta / options.conns));
-    rows.push(
-      ratioRow(
-        `memory per idle conn (after GC), steady state, vs bare Deno.connect`,
-        idle(oursW),
-        idle(bareW),
-        bytes,
-        { op: "≤", value: 1.3 },
-      ),
-      ratioRow(`  same, vs Python asyncio`, idle(oursW), idle(rawW), bytes, {
-        op: "≤",
-        value: 4,
-      }),
-      ratioRow(
-        `  same, cold process (one-time costs included), vs bare`,
-        idle(ours),
-        idle(bare),
-        bytes,
-        { op: "≤", value: 1.3 },
-      ),
-      ratioRow(`  same, vs Python asyncio`, idle(ours), idle(raw), bytes, { op: "≤", value: 4 }),
-      ratioRow(
-        `  at the all-connected instant (no GC), vs bare`,
-        instant(ours),
-        instant(bare),
-        bytes,
-        { op: "≤", value: 1.3 },
-      ),
-      ratioRow(`  same, vs Python asyncio`, instant(ours), instant(raw), bytes, {
-        op: "≤",
-        value: 4,
-      }),
-      ratioRow(
-        `  peak RSS per conn (with commands), vs bare`,
-        peak(ours),
-        peak(bare),
-        bytes,
-        { op: "≤", value: 1.3 },
-      ),
-      ratioRow(`  same, vs Python asyncio`, peak(ours), peak(raw), bytes, { op: "≤", value: 4 }),
-    );
-    if (options.compare) {
-      rows.push(
-        report(
-          `  patched lib: memory per idle conn (after GC), steady state`,
-          bytes(idle(patchedW)),
-          bytes(idle(oursW)),
-          idle(patchedW) / idle(oursW),
-        ),
-        report(
-          `  patched lib: memory per idle conn (after GC), cold`,
-          bytes(idle(patched)),
-          bytes(idle(ours)),
-          idle(patched) / idle(ours),
-        ),
-        report(
-          `  patched lib: peak RSS per conn`,
-          bytes(peak(patched)),
-          bytes(peak(ours)),
-          peak(patched) / peak(ours),
-        ),
-      );
-    }
-    summarize(
-      `fleet: ${num(options.conns)} fake conns x ${options.fakeCommands} cmds, total`,
-      "conn",
-      options.conns,
-      ours,
-      raw,
-    );
-    if (options.compare) {
-      summarize(`  patched lib: ${options.conns} conns`, "conn", options.conns, patched, ours);
-    }
-    notes.push(
-      `${num(options.conns)} fake connections at once, ${options.runs} runs; totals ours [${
-        ours.map((r) => s(r.seconds)).join(" ")
-      }] raw [${raw.map((r) => s(r.seconds)).join(" ")}]; RSS delta ours [${
-        ours.map((r) => bytes(r.rssDelta)).join(" ")
-      }] raw [${raw.map((r) => bytes(r.rssDelta)).join(" ")}] bare Deno.connect [${
-        bare.map((r) => bytes(r.rssDelta)).join(" ")
-      }]; per conn at all-connected: ours [${
-        ours.map((r) => bytes((r.connected?.rss ?? NaN) / options.conns)).join(" ")
-      }] bare [${
-        bare.map((r) => bytes((r.connected?.rss ?? NaN) / options.conns)).join(" ")
-      }] raw [${raw.map((r) => bytes((r.connected?.rss ?? NaN) / options.conns)).join(" ")}]${
-        options.compare
-          ? ` patched [${
-            patched.map((r) => bytes((r.connected?.rss ?? NaN) / options.conns)).join(" ")
-          }]`
-          : ""
-      }; idle (after GC): ours [${
-        ours.map((r) => bytes((r.idle?.rss ?? NaN) / options.conns)).join(" ")
-      }] bare [${bare.map((r) => bytes((r.idle?.rss ?? NaN) / options.conns)).join(" ")}]${
-        options.compare
-          ? ` patched [${
-            patched.map((r) => bytes((r.idle?.rss ?? NaN) / options.conns)).join(" ")
-          }]`
-          : ""
-      }; steady state (after ${options.warm} warm-up connections), idle: ours [${
-        oursW.map((r) => bytes((r.idle?.rss ?? NaN) / options.conns)).join(" ")
-      }] bare [${bareW.map((r) => bytes((r.idle?.rss ?? NaN) / options.conns)).join(" ")}] raw [${
-        rawW.map((r) => bytes((r.connected?.rss ?? NaN) / options.conns)).join(" ")
-      }]${
-        options.compare
-          ? ` patched [${
-            patchedW.map((r) => bytes((r.idle?.rss ?? NaN) / options.conns)).join(" ")
-          }]`
-          : ""
-      }, V8 heap used per conn ours ${
-        bytes(median(ours.map((r) => (r.idle?.heapUsed ?? NaN) / options.conns)))
-      } bare ${
-        bytes(median(bare.map((r) => (r.idle?.heapUsed ?? NaN) / options.conns)))
-      }; at all-connected, ours V8 heap ` +
-        `+${bytes(median(ours.map((r) => r.connected?.heapUsed ?? NaN)))}, external ` +
-        `+${bytes(median(ours.map((r) => r.connected?.external ?? NaN)))}`,
-    );
-  } finally {
-    await server.stdin.close().catch(() => {});
-    try {
-      server.kill("SIGKILL");
-    } catch { /* gone */ }
-    await server.status;
-    await server.stdout.cancel().catch(() => {});
-  }
+  if (options.conns > 0) await fakeFleet();
   return { rows, notes };
+
+  async function fakeFleet() {
+    const server = new Deno.Command(Deno.execPath(), {
+      args: ["run", ...DENO_FLAGS, here("baselines/fake_fleet_server.ts")],
+      stdin: "piped",
+      stdout: "piped",
+      stderr: "inherit",
+    }).spawn();
+    try {
+      const reader = server.stdout.getReader();
+      const first = await reader.read();
+      reader.releaseLock();
+      if (first.done) throw new Error("fake_fleet_server.ts exited early");
+      const address = new TextDecoder().decode(first.value).trim();
+      const path = address.slice("unix:".length);
+      const ours: FleetResult[] = [];
+      const patched: FleetResult[] = [];
+      const raw: FleetResult[] = [];
+      const bare: FleetResult[] = [];
+      // The same after a warm-up (steady state): one-time costs paid before memory is first read.
+      const oursW: FleetResult[] = [];
+      const patchedW: FleetResult[] = [];
+      const rawW: FleetResult[] = [];
+      const bareW: FleetResult[] = [];
+      const workerArgs = [
+        `--worker=fake`,
+        `--address=${address}`,
+        `--count=${options.conns}`,
+        `--commands=${options.fakeCommands}`,
+      ];
+      const warmArgs = [...workerArgs, `--warm=${options.warm}`];
+      const asBare = (args: string[]) => args.map((a) => a.replace("=fake", "=bare"));
+      const python = (warm: number) =>
+        runJson<FleetResult>(py, [
+          here("baselines/fleet.py"),
+          "fake",
+          String(options.conns),
+          String(options.fakeCommands),
+          path,
+          ...(warm ? [String(warm)] : []),
+        ], 240_000);
+      for (let r = 0; r < options.runs; r++) {
+        const steps = [
+          async () => ours.push(await spawnWorker(workerArgs)),
+          async () => raw.push(await python(0)),
+          async () => bare.push(await spawnWorker(asBare(workerArgs))),
+          async () => oursW.push(await spawnWorker(warmArgs)),
+          async () => rawW.push(await python(options.warm)),
+          async () => bareW.push(await spawnWorker(asBare(warmArgs))),
+          ...(options.compare
+            ? [
+              async () => patched.push(await spawnWorker(workerArgs, options.compare)),
+              async () => patchedW.push(await spawnWorker(warmArgs, options.compare)),
+            ]
+            : []),
+        ];
+        for (const step of r % 2 === 0 ? steps : steps.reverse()) await step();
+      }
+      // Memory per connection against the runtime's own floor (target) and asyncio (comparison).
+      // Python frees by reference counting: its "all connected" figure is already idle.
+      const idle = (rs: FleetResult[]) =>
+        median(rs.map((r) => ((r.idle ?? r.connected)?.rss ?? NaN) / options.conns));
+      const instant = (rs: FleetResult[]) =>
+        median(rs.map((r) => (r.connected?.rss ?? NaN) / options.conns));
+      const peak = (rs: FleetResult[]) => median(rs.map((r) => r.rssDelta / options.conns));
+      rows.push(
+        ratioRow(
+          `memory per idle conn (after GC), steady state, vs bare Deno.connect`,
+          idle(oursW),
+          idle(bareW),
+          bytes,
+          { op: "≤", value: 1.3 },
+        ),
+        ratioRow(`  same, vs Python asyncio`, idle(oursW), idle(rawW), bytes, {
+          op: "≤",
+          value: 4,
+        }),
+        ratioRow(
+          `  same, cold process (one-time costs included), vs bare`,
+          idle(ours),
+          idle(bare),
+          bytes,
+          { op: "≤", value: 1.3 },
+        ),
+        ratioRow(`  same, vs Python asyncio`, idle(ours), idle(raw), bytes, { op: "≤", value: 4 }),
+        ratioRow(
+          `  at the all-connected instant (no GC), vs bare`,
+          instant(ours),
+          instant(bare),
+          bytes,
+          { op: "≤", value: 1.3 },
+        ),
+        ratioRow(`  same, vs Python asyncio`, instant(ours), instant(raw), bytes, {
+          op: "≤",
+          value: 4,
+        }),
+        ratioRow(
+          `  peak RSS per conn (with commands), vs bare`,
+          peak(ours),
+          peak(bare),
+          bytes,
+          { op: "≤", value: 1.3 },
+        ),
+        ratioRow(`  same, vs Python asyncio`, peak(ours), peak(raw), bytes, { op: "≤", value: 4 }),
+      );
+      if (options.compare) {
+        rows.push(
+          report(
+            `  patched lib: memory per idle conn (after GC), steady state`,
+            bytes(idle(patchedW)),
+            bytes(idle(oursW)),
+            idle(patchedW) / idle(oursW),
+          ),
+          report(
+            `  patched lib: memory per idle conn (after GC), cold`,
+            bytes(idle(patched)),
+            bytes(idle(ours)),
+            idle(patched) / idle(ours),
+          ),
+          report(
+            `  patched lib: peak RSS per conn`,
+            bytes(peak(patched)),
+            bytes(peak(ours)),
+            peak(patched) / peak(ours),
+          ),
+        );
+      }
+      summarize(
+        `fleet: ${num(options.conns)} fake conns x ${options.fakeCommands} cmds, total`,
+        "conn",
+        options.conns,
+        ours,
+        raw,
+      );
+      if (options.compare) {
+        summarize(`  patched lib: ${options.conns} conns`, "conn", options.conns, patched, ours);
+      }
+      notes.push(
+        `${num(options.conns)} fake connections at once, ${options.runs} runs; totals ours [${
+          ours.map((r) => s(r.seconds)).join(" ")
+        }] raw [${raw.map((r) => s(r.seconds)).join(" ")}]; RSS delta ours [${
+          ours.map((r) => bytes(r.rssDelta)).join(" ")
+        }] raw [${raw.map((r) => bytes(r.rssDelta)).join(" ")}] bare Deno.connect [${
+          bare.map((r) => bytes(r.rssDelta)).join(" ")
+        }]; per conn at all-connected: ours [${
+          ours.map((r) => bytes((r.connected?.rss ?? NaN) / options.conns)).join(" ")
+        }] bare [${
+          bare.map((r) => bytes((r.connected?.rss ?? NaN) / options.conns)).join(" ")
+        }] raw [${raw.map((r) => bytes((r.connected?.rss ?? NaN) / options.conns)).join(" ")}]${
+          options.compare
+            ? ` patched [${
+              patched.map((r) => bytes((r.connected?.rss ?? NaN) / options.conns)).join(" ")
+            }]`
+            : ""
+        }; idle (after GC): ours [${
+          ours.map((r) => bytes((r.idle?.rss ?? NaN) / options.conns)).join(" ")
+        }] bare [${bare.map((r) => bytes((r.idle?.rss ?? NaN) / options.conns)).join(" ")}]${
+          options.compare
+            ? ` patched [${
+              patched.map((r) => bytes((r.idle?.rss ?? NaN) / options.conns)).join(" ")
+            }]`
+            : ""
+        }; steady state (after ${options.warm} warm-up connections), idle: ours [${
+          oursW.map((r) => bytes((r.idle?.rss ?? NaN) / options.conns)).join(" ")
+        }] bare [${bareW.map((r) => bytes((r.idle?.rss ?? NaN) / options.conns)).join(" ")}] raw [${
+          rawW.map((r) => bytes((r.connected?.rss ?? NaN) / options.conns)).join(" ")
+        }]${
+          options.compare
+            ? ` patched [${
+              patchedW.map((r) => bytes((r.idle?.rss ?? NaN) / options.conns)).join(" ")
+            }]`
+            : ""
+        }, V8 heap used per conn ours ${
+          bytes(median(ours.map((r) => (r.idle?.heapUsed ?? NaN) / options.conns)))
+        } bare ${
+          bytes(median(bare.map((r) => (r.idle?.heapUsed ?? NaN) / options.conns)))
+        }; at all-connected, ours V8 heap ` +
+          `+${bytes(median(ours.map((r) => r.connected?.heapUsed ?? NaN)))}, external ` +
+          `+${bytes(median(ours.map((r) => r.connected?.external ?? NaN)))}`,
+      );
+    } finally {
+      await server.stdin.close().catch(() => {});
+      try {
+        server.kill("SIGKILL");
+      } catch { /* gone */ }
+      await server.status;
+      await server.stdout.cancel().catch(() => {});
+    }
+  }
 }
 
 if (import.meta.main) {
@@ -575,7 +649,7 @@ if (import.meta.main) {
   const count = Number(flag("count"));
   const commands = Number(flag("commands"));
   if (worker === "vms") {
-    console.log(JSON.stringify(await workerVms(count, commands)));
+    console.log(JSON.stringify(await workerVms(count, commands, Number(flag("warm") ?? 0))));
   } else if (worker === "bare") {
     console.log(
       JSON.stringify(
@@ -592,6 +666,7 @@ if (import.meta.main) {
     const quick = flag("quick") !== undefined;
     const out = await bench({
       vms: Number(flag("vms") ?? (quick ? 10 : 50)),
+      vmWarm: Number(flag("vm-warm") ?? (quick ? 0 : 3)),
       conns: Number(flag("conns") ?? (quick ? 200 : 1000)),
       commands: Number(flag("commands") ?? 100),
       fakeCommands: Number(flag("fake-commands") ?? 10),

@@ -14,9 +14,15 @@ export const STDERR_KEEP = 64 * 1024;
 /** After the child exits, how long its pipes may take to reach EOF before they are cancelled. */
 export const PIPE_GRACE_MS = 500;
 
+/** Per binary name: the PATH it was looked up in and where it was found there. */
+const lastFound = new Map<string, { path: string; found: string }>();
+
 /**
  * Looks `binary` up on PATH. Returns the path, `null` when it is certainly
  * missing, or the name itself when PATH cannot be read (no permission).
+ * The hit of the previous lookup under the same PATH is checked first (one
+ * `stat` instead of one per PATH entry: each miss throws, and a fleet of
+ * launches pays for the errors).
  */
 export function findOnPath(binary: string): string | null {
   if (binary.includes("/")) {
@@ -32,10 +38,21 @@ export function findOnPath(binary: string): string | null {
   } catch {
     return binary;
   }
-  for (const dir of (path ?? "").split(":")) {
+  path ??= "";
+  const last = lastFound.get(binary);
+  if (last && last.path === path) {
+    try {
+      if (Deno.statSync(last.found).isFile) return last.found;
+    } catch { /* gone: search again */ }
+    lastFound.delete(binary);
+  }
+  for (const dir of path.split(":")) {
     if (!dir) continue;
     try {
-      if (Deno.statSync(`${dir}/${binary}`).isFile) return `${dir}/${binary}`;
+      if (Deno.statSync(`${dir}/${binary}`).isFile) {
+        lastFound.set(binary, { path, found: `${dir}/${binary}` });
+        return `${dir}/${binary}`;
+      }
     } catch (e) {
       if (!(e instanceof Deno.errors.NotFound)) return binary;
     }
@@ -43,19 +60,56 @@ export function findOnPath(binary: string): string | null {
   return null;
 }
 
-/** Reads `stream` into `sink` (decoded text) until EOF or `cancel()`. */
+/** The first read of {@link pump}, and the size it shrinks back to once output slows down. */
+export const PUMP_MIN_READ = 512;
+
+/** The largest read of {@link pump} (a child's pipe stream would otherwise allocate this per read). */
+export const PUMP_MAX_READ = 64 * 1024;
+
+/**
+ * Reads `stream` into `sink` (decoded text) until EOF or `cancel()`.
+ *
+ * A byte stream (a child's pipe) is read into a buffer of our own: it starts at
+ * {@link PUMP_MIN_READ} bytes, doubles after each read that fills it (up to
+ * {@link PUMP_MAX_READ}) and halves after each read that uses less than a
+ * quarter of it, so a quiet child holds a small pending read rather than the
+ * 64 KiB chunk the stream would allocate, and a chatty one is still drained in
+ * large reads. Other streams are read as they come.
+ */
 export function pump(
   stream: ReadableStream<Uint8Array>,
   sink: (text: string) => void,
 ): { done: Promise<void>; cancel: () => void } {
   const decoder = new TextDecoder();
-  const reader = stream.getReader();
+  let byob: ReadableStreamBYOBReader | undefined;
+  try {
+    byob = stream.getReader({ mode: "byob" });
+  } catch { /* not a byte stream */ }
+  const reader = byob ?? stream.getReader();
   const done = (async () => {
     try {
-      while (true) {
-        const { value, done } = await reader.read();
-        if (done) break;
-        sink(decoder.decode(value, { stream: true }));
+      if (byob) {
+        let buffer = new ArrayBuffer(PUMP_MIN_READ);
+        while (true) {
+          const { value, done } = await byob.read(new Uint8Array(buffer));
+          if (done || value === undefined) break;
+          sink(decoder.decode(value, { stream: true }));
+          const size = value.buffer.byteLength;
+          const next = value.byteLength === size
+            ? Math.min(size * 2, PUMP_MAX_READ)
+            : value.byteLength < size / 4
+            ? Math.max(size / 2, PUMP_MIN_READ)
+            : size;
+          // The decoder copied the bytes: the buffer is free again (read() transferred it).
+          buffer = next === size ? value.buffer : new ArrayBuffer(next);
+        }
+      } else {
+        const plain = reader as ReadableStreamDefaultReader<Uint8Array>;
+        while (true) {
+          const { value, done } = await plain.read();
+          if (done) break;
+          sink(decoder.decode(value, { stream: true }));
+        }
       }
     } catch { /* the process went away */ }
     sink(decoder.decode());

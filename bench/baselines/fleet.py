@@ -3,11 +3,12 @@
 fleet, with a bare asyncio client (no JSON parsing beyond finding events).
 
 Usage:
-  fleet.py vms COUNT COMMANDS DIR QEMU_ARGV_JSON
+  fleet.py vms COUNT COMMANDS DIR QEMU_ARGV_JSON [WARM]
       COUNT QEMUs at once, argv from QEMU_ARGV_JSON with "@SOCK@" replaced
       by DIR/<i>.sock. Each: spawn, connect (retry), negotiate, COMMANDS x
       query-status, stop/cont/stop/cont/system_reset each awaiting its event
-      and return, quit, wait for exit.
+      and return, quit, wait for exit. With WARM, first WARM such QEMUs one
+      after the other before RSS is first read.
   fleet.py fake COUNT COMMANDS SOCKET_PATH [WARM]
       COUNT connections at once to a fake server: greeting, negotiate, wait
       until all are connected (RSS sampled there), COMMANDS x query-status, close.
@@ -75,6 +76,8 @@ async def vm(i: int, argv: list, sockdir: str, commands: int) -> float:
                 reader, writer = await asyncio.open_unix_connection(sock)
                 break
             except (FileNotFoundError, ConnectionRefusedError):
+                if proc.returncode is not None:
+                    raise RuntimeError(f"QEMU exited with {proc.returncode} before its monitor was up")
                 await asyncio.sleep(0.01)
         await reader.readline()
         await call(reader, writer, CAPS)
@@ -124,6 +127,9 @@ async def main() -> None:
             await call(reader, writer, STATUS % k)
             writer.close()
             await writer.wait_closed()
+    if mode == "vms" and len(sys.argv) > 6:
+        for k in range(int(sys.argv[6])):
+            await vm(count + k, json.loads(sys.argv[5]), sys.argv[4], commands)
     before = rss()
     peak = [before]
 
