@@ -12,6 +12,7 @@ import { AddressError, FdPassingError, QmpError, TimeoutError } from "./errors.t
 import { openTransport, type Transport } from "./transport.ts";
 import type { ConnectOptions } from "./client_options.ts";
 import { QmpClient, startHandshake } from "./qmp_client.ts";
+import type { HandshakeOutcome } from "./handshake.ts";
 
 /**
  * Connects to a QMP server, reads the greeting and negotiates capabilities.
@@ -38,29 +39,33 @@ export function connect(
   address: string | Address | (ConnectOptions & { address: string | Address }),
   options: ConnectOptions = {},
 ): Promise<QmpClient> {
-  // A chain, not an async function: the connect path runs once per connection, and its
-  // frames and closures are most of what 1,000 connects at once allocate (see bench/README.md).
+  // One object with callbacks, not an async function or a chain: the connect path runs once
+  // per connection, and its frames and closures were most of what 1,000 connects at once
+  // allocated (see bench/README.md).
   let plan: ConnectPlan;
   try {
     plan = new ConnectPlan(address, options);
   } catch (err) {
     return Promise.reject(err);
   }
-  return new Promise((resolve, reject) => {
-    plan.open(plan.deadline, plan.opts.retry, plan.opts.signal).then(
-      (conn) => plan.handshake(conn, resolve, reject),
-      reject,
-    );
-  });
+  return new Promise((resolve, reject) => plan.start(resolve, reject));
 }
 
-/** What {@link connect} checked before any I/O: the address, options and deadline. */
-class ConnectPlan {
+/**
+ * One connect: what {@link connect} checked before any I/O (the address, options and
+ * deadline), then the dial and the handshake, whose outcome it is (one object per
+ * connect, no closures per step).
+ */
+class ConnectPlan implements HandshakeOutcome {
   readonly opts: ConnectOptions;
   readonly parsed: Address;
   readonly where: string;
   readonly timeoutMs: number;
   readonly deadline: number;
+  #resolve: ((client: QmpClient) => void) | undefined;
+  #reject: ((error: unknown) => void) | undefined;
+  #client: QmpClient | undefined;
+  #connectedAt = 0;
 
   constructor(
     address: string | Address | (ConnectOptions & { address: string | Address }),
@@ -104,12 +109,18 @@ class ConnectPlan {
     this.deadline = Date.now() + timeoutMs;
   }
 
-  /** Wraps `conn` in a client and runs the handshake; closes the client if that fails. */
-  handshake(
-    conn: Transport,
-    resolve: (client: QmpClient) => void,
-    reject: (error: unknown) => void,
-  ): void {
+  /** Dials, then runs the handshake; settles the connect's promise once. */
+  start(resolve: (client: QmpClient) => void, reject: (error: unknown) => void): void {
+    this.#resolve = resolve;
+    this.#reject = reject;
+    this.open(this.deadline, this.opts.retry, this.opts.signal).then(
+      (conn) => this.#handshake(conn),
+      reject,
+    );
+  }
+
+  /** Wraps `conn` in a client and runs the handshake. */
+  #handshake(conn: Transport): void {
     let client: QmpClient;
     try {
       client = new QmpClient(
@@ -124,20 +135,32 @@ class ConnectPlan {
       try {
         conn.close();
       } catch { /* closed */ }
-      reject(err);
+      this.#reject!(err);
       return;
     }
-    const connectedAt = Date.now();
+    this.#client = client;
+    this.#connectedAt = Date.now();
     startHandshake(
       client as QmpClient<unknown>,
       Math.max(1, this.deadline - Date.now()),
       this.opts.signal,
-      () => resolve(client),
-      (err) => {
-        const report = () => reject(this.handshakeError(client, connectedAt, err));
-        client.close().then(report, report);
-      },
+      this,
     );
+  }
+
+  /** The greeting did not come: {@link failed} closes the client. */
+  gaveUp(): void {}
+
+  /** Handshake done: the connect resolves with the client. */
+  done(): void {
+    this.#resolve!(this.#client!);
+  }
+
+  /** Handshake failed: the client is closed, and the connect rejects saying why. */
+  failed(err: unknown): void {
+    const client = this.#client!;
+    const report = () => this.#reject!(this.handshakeError(client, this.#connectedAt, err));
+    client.close().then(report, report);
   }
 
   /** Dials the address (the first connect, and each reconnect). */

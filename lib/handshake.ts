@@ -25,6 +25,16 @@ export interface GreetingWaiter {
   reject(error: unknown): void;
 }
 
+/** Where a handshake reports (one object, so that a connect needs no closures for it). */
+export interface HandshakeOutcome {
+  /** The greeting did not come (timeout, abort): runs before {@link failed}. */
+  gaveUp(): void;
+  /** The handshake succeeded. */
+  done(greeting: Greeting): void;
+  /** The handshake failed (once; after {@link gaveUp} when the greeting did not come). */
+  failed(error: unknown): void;
+}
+
 /** What a handshake needs from its session. */
 export interface HandshakeHost {
   /** The address, for messages. */
@@ -61,29 +71,23 @@ export class HandshakeRun implements TimeoutTarget, AbortTarget {
   readonly #ms: number;
   readonly #deadline: number;
   readonly #signal: AbortSignal | undefined;
-  readonly #giveUp: () => void;
-  readonly #done: (greeting: Greeting) => void;
-  readonly #fail: (error: unknown) => void;
+  readonly #outcome: HandshakeOutcome;
   #timer: LaneTimeout | undefined;
   #waiting = false;
   #settled = false;
 
-  /** `giveUp` runs when the greeting does not come (timeout, abort); then `fail`. */
+  /** Reports to `outcome` once. */
   constructor(
     client: HandshakeHost,
     ms: number,
     signal: AbortSignal | undefined,
-    giveUp: () => void,
-    done: (greeting: Greeting) => void,
-    fail: (error: unknown) => void,
+    outcome: HandshakeOutcome,
   ) {
     this.#c = client;
     this.#ms = ms;
     this.#deadline = Date.now() + ms;
     this.#signal = signal;
-    this.#giveUp = giveUp;
-    this.#done = done;
-    this.#fail = fail;
+    this.#outcome = outcome;
   }
 
   /** Starts it: negotiates at once if the greeting came already. */
@@ -109,7 +113,7 @@ export class HandshakeRun implements TimeoutTarget, AbortTarget {
   reject(error: unknown): void {
     if (this.#stopWaiting()) {
       this.#settled = true;
-      this.#fail(error);
+      this.#outcome.failed(error);
     }
   }
 
@@ -149,22 +153,22 @@ export class HandshakeRun implements TimeoutTarget, AbortTarget {
 
   #gaveUp(error: Error): void {
     this.#settled = true;
-    this.#giveUp();
-    this.#fail(error);
+    this.#outcome.gaveUp();
+    this.#outcome.failed(error);
   }
 
   #negotiate(greeting: Greeting): void {
     const c = this.#c;
     if (!c.negotiates()) {
       this.#settled = true;
-      this.#done(greeting);
+      this.#outcome.done(greeting);
       return;
     }
     const oob = c.wantsOob();
     const problem = c.negotiationProblem(greeting, oob);
     if (problem !== undefined) {
       this.#settled = true;
-      this.#fail(problem);
+      this.#outcome.failed(problem);
       return;
     }
     const timeout = Math.max(1, this.#deadline - Date.now());
@@ -172,14 +176,14 @@ export class HandshakeRun implements TimeoutTarget, AbortTarget {
       () => {
         this.#settled = true;
         c.negotiated(oob);
-        this.#done(greeting);
+        this.#outcome.done(greeting);
       },
       (err) => {
         this.#settled = true;
         try {
           negotiationFailed(err);
         } catch (e) {
-          this.#fail(e);
+          this.#outcome.failed(e);
         }
       },
     );

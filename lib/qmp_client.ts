@@ -26,6 +26,7 @@ import { EventHistory } from "./event_history.ts";
 import {
   type GreetingWaiter,
   type HandshakeHost,
+  type HandshakeOutcome,
   HandshakeRun,
   negotiationFailed,
 } from "./handshake.ts";
@@ -63,23 +64,21 @@ let startHandshakeOf: (
   client: QmpClient<unknown>,
   timeoutMs: number,
   signal: AbortSignal | undefined,
-  done: (greeting: Greeting) => void,
-  fail: (error: unknown) => void,
+  outcome: HandshakeOutcome,
 ) => void;
 
 /**
  * Runs `client`'s handshake (greeting, then negotiation unless `negotiate: false`) like
- * {@link QmpClient.handshake}, reporting to `done` / `fail` instead of a promise (used
- * by `connect()`; not part of the API).
+ * {@link QmpClient.handshake}, reporting to `outcome` instead of a promise (used by
+ * `connect()`; not part of the API).
  */
 export function startHandshake(
   client: QmpClient<unknown>,
   timeoutMs: number,
   signal: AbortSignal | undefined,
-  done: (greeting: Greeting) => void,
-  fail: (error: unknown) => void,
+  outcome: HandshakeOutcome,
 ): void {
-  startHandshakeOf(client, timeoutMs, signal, done, fail);
+  startHandshakeOf(client, timeoutMs, signal, outcome);
 }
 
 /**
@@ -212,41 +211,34 @@ export class QmpClient<C = QmpCommands> implements AsyncDisposable {
     giveUp: () => void,
   ): Promise<Greeting> {
     return new Promise((resolve, reject) => {
-      this.#startHandshake(options.timeout, options.signal, giveUp, resolve, reject);
+      this.#startHandshake(options.timeout, options.signal, {
+        gaveUp: giveUp,
+        done: resolve,
+        failed: reject,
+      });
     });
   }
 
-  /**
-   * Starts a handshake that calls `done` or `fail` once: one object per handshake, no
-   * promise per step (a connect runs this once per connection; see bench/README.md).
-   */
+  /** Starts a handshake that reports to `outcome` once (see `handshake.ts`). */
   #startHandshake(
     timeout: Duration | undefined,
     signal: AbortSignal | undefined,
-    giveUp: () => void,
-    done: (greeting: Greeting) => void,
-    fail: (error: unknown) => void,
+    outcome: HandshakeOutcome,
   ): void {
     let ms: number;
     try {
       ms = timeout === undefined ? 10_000 : parseDuration(timeout);
     } catch (err) {
-      fail(err);
+      outcome.failed(err);
       return;
     }
-    new HandshakeRun(this.#host, ms, signal, giveUp, done, fail).start();
+    new HandshakeRun(this.#host, ms, signal, outcome).start();
   }
 
   static {
-    // connect() drives the handshake without a promise per step; not part of the API.
-    startHandshakeOf = (client, timeoutMs, signal, done, fail) =>
-      client.#startHandshake(
-        timeoutMs,
-        signal,
-        () => client.#shutdown("error", undefined),
-        done,
-        fail,
-      );
+    // connect() drives the handshake with an outcome object; not part of the API.
+    startHandshakeOf = (client, timeoutMs, signal, outcome) =>
+      client.#startHandshake(timeoutMs, signal, outcome);
   }
 
   /** Why `qmp_capabilities` cannot be sent now, if it cannot. */

@@ -72,8 +72,9 @@ export async function readLoop(
           buf = new Uint8Array(READ_BUFFER_MIN);
         }
       }
-      for (const m of messages) {
-        host.dispatch(m);
+      // Indexed, not for-of: no iterator object per read.
+      for (let i = 0; i < messages.length; i++) {
+        host.dispatch(messages[i]);
         if (!host.isCurrent(transport)) return;
         if (host.takeCatchUp()) {
           // One read can hold thousands of events; let consumers drain their buffers
