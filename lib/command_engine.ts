@@ -182,18 +182,34 @@ export class CommandEngine {
     options: ExecuteOptions | undefined,
     fds?: number[],
   ): Promise<unknown> {
+    return new Promise((resolve, reject) =>
+      this.submitTo(command, args, oob, options, fds, resolve, reject)
+    );
+  }
+
+  /** {@link submit}, reporting to `resolve` / `reject` instead of a promise of its own. */
+  submitTo(
+    command: string,
+    args: unknown,
+    oob: boolean,
+    options: ExecuteOptions | undefined,
+    fds: number[] | undefined,
+    resolve: (value: unknown) => void,
+    reject: (error: unknown) => void,
+  ): void {
     if (typeof command !== "string" || command === "") {
-      return Promise.reject(
+      reject(
         new QmpValidationError(
           "",
           "",
           `the command name must be a non-empty string; got ${preview(command)}; nothing was sent`,
         ),
       );
+      return;
     }
     if (args !== undefined && (typeof args !== "object" || args === null || Array.isArray(args))) {
       // QEMU would answer GenericError "QMP input member 'arguments' must be an object".
-      return Promise.reject(
+      reject(
         new QmpValidationError(
           command,
           "",
@@ -202,35 +218,35 @@ export class CommandEngine {
           }; nothing was sent`,
         ),
       );
+      return;
     }
     const timeoutMs = options?.timeout === undefined
       ? this.#defaultTimeout
       : parseDuration(options.timeout);
     const signal = options?.signal;
     if (signal?.aborted) {
-      return Promise.reject(new AbortError(`${command}`, { cause: signal.reason }));
+      reject(new AbortError(`${command}`, { cause: signal.reason }));
+      return;
     }
     const id = ++this.#nextId;
-    return new Promise((resolve, reject) => {
-      const entry = new Pending(
-        this,
-        id,
-        command,
-        args,
-        oob,
-        fds,
-        timeoutMs,
-        signal,
-        resolve,
-        reject,
-      );
-      this.#pending.set(id, entry);
-      if (!oob && this.#host.oob() && this.#inbandInFlight >= MAX_INBAND_IN_FLIGHT) {
-        (this.#inbandQueue ??= []).push(entry);
-      } else {
-        this.#send(entry);
-      }
-    });
+    const entry = new Pending(
+      this,
+      id,
+      command,
+      args,
+      oob,
+      fds,
+      timeoutMs,
+      signal,
+      resolve,
+      reject,
+    );
+    this.#pending.set(id, entry);
+    if (!oob && this.#host.oob() && this.#inbandInFlight >= MAX_INBAND_IN_FLIGHT) {
+      (this.#inbandQueue ??= []).push(entry);
+    } else {
+      this.#send(entry);
+    }
   }
 
   /** A command's timeout expired or its signal aborted: reject it, remember its id if sent. */

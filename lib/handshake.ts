@@ -51,12 +51,14 @@ export interface HandshakeHost {
   wantsOob(): boolean;
   /** Why `qmp_capabilities` cannot be sent (already negotiated, oob not offered). */
   negotiationProblem(greeting: Greeting, oob: boolean): QmpError | undefined;
-  /** Sends `qmp_capabilities`. */
+  /** Sends `qmp_capabilities`; its reply (or failure) goes to `resolve` / `reject`. */
   sendCapabilities(
     oob: boolean,
     timeout: number,
     signal: AbortSignal | undefined,
-  ): Promise<unknown>;
+    resolve: (value: unknown) => void,
+    reject: (error: unknown) => void,
+  ): void;
   /** Negotiation succeeded. */
   negotiated(oob: boolean): void;
 }
@@ -172,7 +174,10 @@ export class HandshakeRun implements TimeoutTarget, AbortTarget {
       return;
     }
     const timeout = Math.max(1, this.#deadline - Date.now());
-    c.sendCapabilities(oob, timeout, this.#signal).then(
+    c.sendCapabilities(
+      oob,
+      timeout,
+      this.#signal,
       () => {
         this.#settled = true;
         c.negotiated(oob);
@@ -180,11 +185,7 @@ export class HandshakeRun implements TimeoutTarget, AbortTarget {
       },
       (err) => {
         this.#settled = true;
-        try {
-          negotiationFailed(err);
-        } catch (e) {
-          this.#outcome.failed(e);
-        }
+        this.#outcome.failed(negotiationError(err));
       },
     );
   }
@@ -196,10 +197,15 @@ function greetingHint(): string {
     "(QMP serves one client at a time). Or this is not a QMP socket";
 }
 
-/** A refused `qmp_capabilities` is a {@link NegotiationError}. */
-export function negotiationFailed(err: unknown): never {
+/** A refused `qmp_capabilities` is a {@link NegotiationError}; other errors are as they are. */
+export function negotiationError(err: unknown): unknown {
   if (err instanceof QmpCommandError) {
-    throw new NegotiationError(`Capability negotiation failed: ${err.desc}`, { cause: err });
+    return new NegotiationError(`Capability negotiation failed: ${err.desc}`, { cause: err });
   }
-  throw err;
+  return err;
+}
+
+/** {@link negotiationError}, thrown (for a promise's rejection handler). */
+export function negotiationFailed(err: unknown): never {
+  throw negotiationError(err);
 }

@@ -258,11 +258,22 @@ export class QmpClient<C = QmpCommands> implements AsyncDisposable {
     oob: boolean,
     timeout: Duration | undefined,
     signal: AbortSignal | undefined,
-  ): Promise<unknown> {
-    return this.#submit("qmp_capabilities", oob ? { enable: ["oob"] } : undefined, false, {
-      timeout,
-      signal,
-    });
+    resolve: (value: unknown) => void,
+    reject: (error: unknown) => void,
+  ): void {
+    if (this.#state === "closed") {
+      reject(this.#closedError("qmp_capabilities"));
+      return;
+    }
+    this.#commands.submitTo(
+      "qmp_capabilities",
+      oob ? { enable: ["oob"] } : undefined,
+      false,
+      { timeout, signal },
+      undefined,
+      resolve,
+      reject,
+    );
   }
 
   /**
@@ -278,7 +289,9 @@ export class QmpClient<C = QmpCommands> implements AsyncDisposable {
     const problem = this.#negotiationProblem(greeting, options.oob);
     if (problem !== undefined) return Promise.reject(problem);
     const oob = options.oob === true;
-    return this.#sendCapabilities(oob, options.timeout, options.signal).then(
+    return new Promise((resolve, reject) =>
+      this.#sendCapabilities(oob, options.timeout, options.signal, resolve, reject)
+    ).then(
       () => {
         this.#negotiated = true;
         this.#oob = oob;
@@ -640,8 +653,14 @@ export class QmpClient<C = QmpCommands> implements AsyncDisposable {
     negotiationProblem(greeting: Greeting, oob: boolean): QmpError | undefined {
       return this.#c.#negotiationProblem(greeting, oob);
     }
-    sendCapabilities(oob: boolean, timeout: number, signal: AbortSignal | undefined) {
-      return this.#c.#sendCapabilities(oob, timeout, signal);
+    sendCapabilities(
+      oob: boolean,
+      timeout: number,
+      signal: AbortSignal | undefined,
+      resolve: (value: unknown) => void,
+      reject: (error: unknown) => void,
+    ): void {
+      this.#c.#sendCapabilities(oob, timeout, signal, resolve, reject);
     }
     negotiated(oob: boolean): void {
       this.#c.#negotiated = true;
