@@ -137,7 +137,8 @@ export class CommandEngine {
   #inbandInFlight = 0;
   /** In-band commands waiting for the window (oob only); created when one has to wait. */
   #inbandQueue: Pending[] | undefined;
-  #outQueue: Uint8Array[] = [];
+  /** Messages waiting for the write in progress; created when one has to wait. */
+  #outQueue: Uint8Array[] | undefined;
   /** Descriptors to attach to a queued message's first byte; created with the first one. */
   #outFds: WeakMap<Uint8Array, number[]> | undefined;
   /** The last command carrying fds: the next one waits for its reply. */
@@ -294,7 +295,7 @@ export class CommandEngine {
     const pending = this.#pending.values();
     this.#pending.clear();
     this.#inbandQueue = undefined;
-    this.#outQueue = [];
+    this.#outQueue = undefined;
     this.#abandoned = undefined;
     this.#inbandInFlight = 0;
     for (const entry of pending) {
@@ -359,14 +360,14 @@ export class CommandEngine {
     this.#host.sent(entry.message);
     if (entry.fds) (this.#outFds ??= new WeakMap()).set(bytes, entry.fds);
     if (this.#writing) {
-      this.#outQueue.push(bytes);
+      (this.#outQueue ??= []).push(bytes);
       return;
     }
     // Nothing being written: write this message now, without going through the queue.
     this.#writing = true;
     let chain: Promise<void>;
     if (entry.fds || this.#host.isClosed()) {
-      this.#outQueue.push(bytes);
+      (this.#outQueue ??= []).push(bytes);
       chain = this.#flush();
     } else {
       chain = this.#write(bytes);
@@ -386,12 +387,12 @@ export class CommandEngine {
    */
   #flush(): Promise<void> {
     if (this.#outFds !== undefined) return this.#flushWithFds();
-    if (this.#outQueue.length === 0 || this.#host.isClosed()) {
+    const chunks = this.#outQueue;
+    if (chunks === undefined || chunks.length === 0 || this.#host.isClosed()) {
       this.#flushed();
       return Promise.resolve();
     }
-    const chunks = this.#outQueue;
-    this.#outQueue = [];
+    this.#outQueue = undefined;
     return this.#write(chunks.length === 1 ? chunks[0] : concat(chunks));
   }
 
@@ -416,9 +417,9 @@ export class CommandEngine {
 
   async #flushWithFds(): Promise<void> {
     try {
-      while (this.#outQueue.length > 0 && !this.#host.isClosed()) {
+      while (this.#outQueue !== undefined && this.#outQueue.length > 0 && !this.#host.isClosed()) {
         const chunks = this.#outQueue;
-        this.#outQueue = [];
+        this.#outQueue = undefined;
         const outFds = this.#outFds!;
         // A message with fds starts its own write, so they ride on its first byte.
         for (let i = 0, j = 1; i < chunks.length; i = j, j = i + 1) {

@@ -68,7 +68,7 @@ export class JsonObjectFramer {
   #inString = false;
   #escape = false;
   /** Copies of the bytes of the message in progress that came in earlier chunks. */
-  #parts: Uint8Array[] = [];
+  #parts: Uint8Array[] | undefined; // created when a message spans chunks
   #partsSize = 0;
   #failed: ProtocolError | undefined;
   /** Whole-line fast path (see `#lines`); off for good after {@link MAX_MISSES} misses. */
@@ -172,7 +172,7 @@ export class JsonObjectFramer {
         // Message continues in a later chunk: keep a copy of what we have.
         const size = this.#partsSize + (n - start);
         if (size > this.#max) throw this.#fail(oversize(size, this.#max));
-        this.#parts.push(chunk.slice(start, n));
+        (this.#parts ??= []).push(chunk.slice(start, n));
         this.#partsSize = size;
       }
     }
@@ -244,7 +244,7 @@ export class JsonObjectFramer {
   end(): void {
     if (this.#failed) throw this.#failed;
     if (this.#depth !== 0) {
-      const head = new TextDecoder().decode(this.#parts[0]?.subarray(0, 60) ?? new Uint8Array());
+      const head = new TextDecoder().decode(this.#parts?.[0]?.subarray(0, 60) ?? new Uint8Array());
       throw this.#fail(
         new ProtocolError(
           `Connection ended in the middle of a message (${this.#partsSize} bytes received, ` +
@@ -257,7 +257,7 @@ export class JsonObjectFramer {
 
   #parse(tail: Uint8Array): Record<string, unknown> {
     let bytes = tail;
-    if (this.#parts.length > 0) {
+    if (this.#parts !== undefined && this.#parts.length > 0) {
       bytes = new Uint8Array(this.#partsSize + tail.length);
       let off = 0;
       for (const p of this.#parts) {
@@ -265,7 +265,7 @@ export class JsonObjectFramer {
         off += p.length;
       }
       bytes.set(tail, off);
-      this.#parts = [];
+      this.#parts = undefined;
       this.#partsSize = 0;
     }
     let text: string;
@@ -293,7 +293,7 @@ export class JsonObjectFramer {
 
   #fail(error: ProtocolError): ProtocolError {
     this.#failed = error;
-    this.#parts = [];
+    this.#parts = undefined;
     this.#partsSize = 0;
     return error;
   }

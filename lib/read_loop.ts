@@ -52,6 +52,8 @@ export async function readLoop(
   // small once reads are small again (after a big reply, the connection idles small).
   let buf = new Uint8Array(READ_BUFFER_MIN);
   let small = 0;
+  /** The last read's messages; cleared before the next read waits (or an idle connection keeps them). */
+  let messages: Record<string, unknown>[] | undefined;
   try {
     while (true) {
       const n = await transport.read(buf);
@@ -61,7 +63,7 @@ export async function readLoop(
         host.ended();
         return;
       }
-      const messages = framer.push(buf.subarray(0, n));
+      messages = framer.push(buf.subarray(0, n));
       if (n === buf.length) {
         small = 0;
         if (n < READ_BUFFER_MAX) buf = new Uint8Array(Math.min(n * 4, READ_BUFFER_MAX));
@@ -84,6 +86,7 @@ export async function readLoop(
           if (!host.isCurrent(transport)) return;
         }
       }
+      messages = undefined;
       if (framer.failure) throw framer.failure;
     }
   } catch (err) {
