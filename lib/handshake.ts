@@ -2,8 +2,8 @@
  * One QMP handshake in progress: the greeting wait (its timeout and abort),
  * then `qmp_capabilities` with what is left of the timeout. One object per
  * handshake that is its own greeting waiter, timeout target and abort target,
- * reporting to two callbacks: no promise per step (a connect runs this once
- * per connection; see bench/README.md, memory per connection).
+ * reporting to a {@link HandshakeOutcome}: no promise per step (a connect runs
+ * this once per connection; see bench/README.md, memory per connection).
  * {@link QmpClient} drives it through {@link HandshakeHost}.
  *
  * @module
@@ -64,9 +64,9 @@ export interface HandshakeHost {
 }
 
 /**
- * One handshake: the greeting wait (its timeout and abort; `giveUp` when it fails),
- * then `qmp_capabilities` with what is left of the timeout. Its own greeting waiter,
- * timeout target and abort target.
+ * One handshake: the greeting wait (its timeout and abort; `outcome.gaveUp()` when
+ * the greeting does not come), then `qmp_capabilities` with what is left of the
+ * timeout. Its own greeting waiter, timeout target and abort target.
  */
 export class HandshakeRun implements TimeoutTarget, AbortTarget {
   readonly #c: HandshakeHost;
