@@ -151,14 +151,22 @@ async function workerVms(count: number, commands: number, warm: number): Promise
   return { seconds, items, rssDelta: rss.stop() - before, commandMs };
 }
 
-/** Worker: `count` connections at once to the fake server at `address`. */
-async function workerFake(address: string, count: number, commands: number, warm: number) {
-  const { client } = await loadLib();
-  for (let i = 0; i < warm; i++) {
-    const qmp = await client.connect(address, { timeout: "120s", retry: true });
-    await qmp.execute("query-status");
-    await qmp.close();
-  }
+/** One side of the fake fleet: how it warms up, connects, and runs its commands. */
+interface FleetSide<C> {
+  /** One warm-up connection, made and closed (before memory is first read). */
+  warmOnce(): Promise<void>;
+  /** Connects, greets, negotiates; the connection then idles. */
+  open(): Promise<C>;
+  /** The commands, then close. */
+  work(conn: C): Promise<void>;
+}
+
+/**
+ * `count` connections of `side` at once, after `warm` warm-up ones: memory at the
+ * all-connected point and once idle (after GC), then the commands; total and per-item time.
+ */
+async function fakeFleet<C>(count: number, warm: number, side: FleetSide<C>) {
+  for (let i = 0; i < warm; i++) await side.warmOnce();
   await idleMemory(Deno.memoryUsage()); // the warm-up's garbage is not the fleet's
   const mem0 = Deno.memoryUsage();
   const before = mem0.rss;
@@ -170,7 +178,7 @@ async function workerFake(address: string, count: number, commands: number, warm
   let idle: FleetResult["idle"];
   const one = async () => {
     const t0 = performance.now();
-    await using qmp = await client.connect(address, { timeout: "120s", retry: true });
+    const conn = await side.open();
     if (++arrived === count) {
       rss.sample();
       connected = memoryDelta(mem0);
@@ -178,14 +186,31 @@ async function workerFake(address: string, count: number, commands: number, warm
       allConnected();
     }
     await barrier;
-    for (let k = 0; k < commands; k++) await qmp.execute("query-status");
-    await qmp.close();
+    await side.work(conn);
     return (performance.now() - t0) / 1000;
   };
   const t0 = performance.now();
   const items = await Promise.all(Array.from({ length: count }, one));
   const seconds = (performance.now() - t0) / 1000;
   return { seconds, items, rssDelta: rss.stop() - before, connected, idle };
+}
+
+/** Worker: `count` connections at once to the fake server at `address`. */
+async function workerFake(address: string, count: number, commands: number, warm: number) {
+  const { client } = await loadLib();
+  const open = () => client.connect(address, { timeout: "120s", retry: true });
+  return await fakeFleet(count, warm, {
+    async warmOnce() {
+      const qmp = await open();
+      await qmp.execute("query-status");
+      await qmp.close();
+    },
+    open,
+    async work(qmp) {
+      for (let k = 0; k < commands; k++) await qmp.execute("query-status");
+      await qmp.close();
+    },
+  });
 }
 
 /** Reads until a whole line (CRLF) has arrived. */
@@ -204,53 +229,37 @@ async function line(conn: Deno.Conn, buf: Uint8Array): Promise<void> {
 async function workerBare(address: string, count: number, commands: number, warm: number) {
   const path = address.slice("unix:".length);
   const enc = new TextEncoder();
-  for (let i = 0; i < warm; i++) {
+  /** Greeting and negotiation on a fresh connection. */
+  const handshake = async () => {
     const conn = await Deno.connect({ transport: "unix", path });
     const buf = new Uint8Array(1024);
     await line(conn, buf); // greeting
     await conn.write(enc.encode('{"execute":"qmp_capabilities","id":1}'));
     await line(conn, buf);
-    await conn.write(enc.encode('{"execute":"query-status","id":2}'));
-    await line(conn, buf);
-    conn.close();
-  }
-  await idleMemory(Deno.memoryUsage());
-  const mem0 = Deno.memoryUsage();
-  const before = mem0.rss;
-  const rss = rssSampler();
-  let arrived = 0;
-  let allConnected!: () => void;
-  const barrier = new Promise<void>((r) => (allConnected = r));
-  let connected: FleetResult["connected"];
-  let idle: FleetResult["idle"];
-  const one = async () => {
-    const t0 = performance.now();
-    const conn = await Deno.connect({ transport: "unix", path });
-    const buf = new Uint8Array(1024);
-    await line(conn, buf); // greeting
-    await conn.write(enc.encode('{"execute":"qmp_capabilities","id":1}'));
-    await line(conn, buf);
-    let pendingRead: Promise<void> | undefined = line(conn, buf); // one read pending, as a client keeps
-    if (++arrived === count) {
-      rss.sample();
-      connected = memoryDelta(mem0);
-      idle = await idleMemory(mem0);
-      allConnected();
-    }
-    await barrier;
-    for (let k = 0; k < commands; k++) {
-      await conn.write(enc.encode(`{"execute":"query-status","id":${k + 2}}`));
-      await (pendingRead ?? line(conn, buf));
-      pendingRead = undefined;
-    }
-    conn.close();
-    await pendingRead?.catch(() => {});
-    return (performance.now() - t0) / 1000;
+    return { conn, buf };
   };
-  const t0 = performance.now();
-  const items = await Promise.all(Array.from({ length: count }, one));
-  const seconds = (performance.now() - t0) / 1000;
-  return { seconds, items, rssDelta: rss.stop() - before, connected, idle };
+  return await fakeFleet(count, warm, {
+    async warmOnce() {
+      const { conn, buf } = await handshake();
+      await conn.write(enc.encode('{"execute":"query-status","id":2}'));
+      await line(conn, buf);
+      conn.close();
+    },
+    async open() {
+      const c = await handshake();
+      // One read pending while idle, as a client keeps.
+      return { ...c, pendingRead: line(c.conn, c.buf) as Promise<void> | undefined };
+    },
+    async work({ conn, buf, pendingRead }) {
+      for (let k = 0; k < commands; k++) {
+        await conn.write(enc.encode(`{"execute":"query-status","id":${k + 2}}`));
+        await (pendingRead ?? line(conn, buf));
+        pendingRead = undefined;
+      }
+      conn.close();
+      await pendingRead?.catch(() => {});
+    },
+  });
 }
 
 async function spawnWorker(args: string[], lib?: string): Promise<FleetResult> {
