@@ -20,6 +20,7 @@ import {
   ServerParseError,
   TimeoutError,
 } from "./errors.ts";
+import { concatBytes } from "./bytes.ts";
 import { excerpt } from "./framing.ts";
 import { stringifyJson } from "./json.ts";
 import { commandMessage } from "./protocol.ts";
@@ -393,7 +394,7 @@ export class CommandEngine {
       return Promise.resolve();
     }
     this.#outQueue = undefined;
-    return this.#write(chunks.length === 1 ? chunks[0] : concat(chunks));
+    return this.#write(concatBytes(chunks));
   }
 
   /** Writes all of `data`, then flushes what was queued meanwhile. */
@@ -424,7 +425,7 @@ export class CommandEngine {
         // A message with fds starts its own write, so they ride on its first byte.
         for (let i = 0, j = 1; i < chunks.length; i = j, j = i + 1) {
           while (j < chunks.length && !outFds.has(chunks[j])) j++;
-          const data = j - i === 1 ? chunks[i] : concat(chunks.slice(i, j));
+          const data = concatBytes(chunks.slice(i, j));
           const fds = outFds.get(chunks[i]);
           let off = 0;
           if (fds) off = await this.#host.writeWithFds(data, fds);
@@ -500,16 +501,4 @@ function preview(value: unknown): string {
     text = Array.isArray(value) ? "an array" : String(value);
   }
   return excerpt(text, 60);
-}
-
-function concat(chunks: Uint8Array[]): Uint8Array {
-  let size = 0;
-  for (const c of chunks) size += c.length;
-  const out = new Uint8Array(size);
-  let off = 0;
-  for (const c of chunks) {
-    out.set(c, off);
-    off += c.length;
-  }
-  return out;
 }

@@ -10,6 +10,7 @@
  *
  * @module
  */
+import { concatBytes } from "./bytes.ts";
 import { ProtocolError } from "./errors.ts";
 import { bytesMayHoldLongInteger, parseJson } from "./json.ts";
 import { parseEventLine } from "./event_line.ts";
@@ -258,13 +259,8 @@ export class JsonObjectFramer {
   #parse(tail: Uint8Array): Record<string, unknown> {
     let bytes = tail;
     if (this.#parts !== undefined && this.#parts.length > 0) {
-      bytes = new Uint8Array(this.#partsSize + tail.length);
-      let off = 0;
-      for (const p of this.#parts) {
-        bytes.set(p, off);
-        off += p.length;
-      }
-      bytes.set(tail, off);
+      this.#parts.push(tail);
+      bytes = concatBytes(this.#parts, this.#partsSize + tail.length);
       this.#parts = undefined;
       this.#partsSize = 0;
     }

@@ -12,6 +12,7 @@
  *
  * @module
  */
+import { concatBytes } from "./bytes.ts";
 import { guardCommand, killProcessGroup } from "./orphan_guard.ts";
 
 const FXP_INIT = 1;
@@ -73,7 +74,7 @@ export async function describeRemotePath(
     const version = await readPacket(reader);
     if (version?.type !== FXP_VERSION) return undefined;
     const id = 1;
-    await writer.write(packet(FXP_STAT, concat(u32(id), sshString(path))));
+    await writer.write(packet(FXP_STAT, concatBytes([u32(id), sshString(path)])));
     const reply = await readPacket(reader);
     if (!reply || reply.body.length < 4) return undefined;
     const view = new DataView(reply.body.buffer, reply.body.byteOffset, reply.body.byteLength);
@@ -114,21 +115,11 @@ function u32(n: number): Uint8Array {
 
 function sshString(text: string): Uint8Array {
   const bytes = new TextEncoder().encode(text);
-  return concat(u32(bytes.length), bytes);
-}
-
-function concat(...parts: Uint8Array[]): Uint8Array {
-  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
-  let off = 0;
-  for (const p of parts) {
-    out.set(p, off);
-    off += p.length;
-  }
-  return out;
+  return concatBytes([u32(bytes.length), bytes]);
 }
 
 function packet(type: number, body: Uint8Array): Uint8Array {
-  return concat(u32(body.length + 1), new Uint8Array([type]), body);
+  return concatBytes([u32(body.length + 1), new Uint8Array([type]), body]);
 }
 
 /** Reads one SFTP packet (at most 64 KiB); `undefined` at EOF. */
@@ -155,7 +146,7 @@ async function readExactly(
   while (pending.length < n) {
     const { value, done } = await reader.read();
     if (done) return undefined;
-    pending = concat(pending, value);
+    pending = concatBytes([pending, value]);
   }
   const out = pending.slice(0, n);
   buffers.set(reader, pending.slice(n));

@@ -13,6 +13,7 @@
  */
 import { type Address, formatAddress, parseAddress } from "../address.ts";
 import { boundedWait } from "../deadline.ts";
+import { concatBytes } from "../bytes.ts";
 import { type Duration, parseDuration } from "../duration.ts";
 import {
   AbortError,
@@ -439,7 +440,7 @@ export class AgentClient implements AsyncDisposable {
         if (bytes.length) chunks.push(bytes);
         if (r.eof || r.count === 0) break;
       }
-      return concat(chunks, size);
+      return concatBytes(chunks, size);
     });
   }
 
@@ -995,17 +996,6 @@ function bounded(b64: string | undefined, max: number): { bytes: Uint8Array; cut
     return { bytes: bytes.subarray(0, max), cut: true };
   }
   return { bytes, cut: false };
-}
-
-function concat(chunks: Uint8Array[], size: number): Uint8Array {
-  if (chunks.length === 1) return chunks[0];
-  const out = new Uint8Array(size);
-  let off = 0;
-  for (const c of chunks) {
-    out.set(c, off);
-    off += c.length;
-  }
-  return out;
 }
 
 function sleep(ms: number, signal: AbortSignal | undefined, what: string): Promise<void> {

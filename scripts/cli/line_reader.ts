@@ -4,6 +4,7 @@
  *
  * @module
  */
+import { concatBytes } from "../../lib/bytes.ts";
 
 /**
  * The longest line accepted: 64 MiB, QEMU's own limit for one JSON message
@@ -57,7 +58,7 @@ export async function* readBoundedLines(
     if (dropping) {
       line = new OversizeLine(size, maxBytes);
     } else {
-      const whole = parts.length === 1 ? parts[0] : concat(parts, size);
+      const whole = concatBytes(parts, size);
       const text = decoder.decode(whole);
       line = text.endsWith("\r") ? text.slice(0, -1) : text;
       if (typeof line === "string" && whole.length > maxBytes && !text.endsWith("\r")) {
@@ -84,14 +85,4 @@ export async function* readBoundedLines(
     }
   }
   if (size > 0 || parts.length > 0 || dropping) yield finish();
-}
-
-function concat(parts: Uint8Array[], size: number): Uint8Array {
-  const out = new Uint8Array(size);
-  let at = 0;
-  for (const p of parts) {
-    out.set(p, at);
-    at += p.length;
-  }
-  return out;
 }
