@@ -25,6 +25,7 @@
  */
 
 import { basename, dirname, join } from "node:path";
+import { concatBytes } from "../lib/bytes.ts";
 import { guestCacheDir } from "../lib/guest.ts";
 
 /** Bump whenever the output changes (init script, modules, layout, ...) to force rebuilds. */
@@ -693,13 +694,7 @@ function newcCpio(entries: CpioEntry[]): Uint8Array {
     push(headerAndName);
     if (data.length) push(data);
   });
-  const out = new Uint8Array(size);
-  let offset = 0;
-  for (const chunk of chunks) {
-    out.set(chunk, offset);
-    offset += chunk.length;
-  }
-  return out;
+  return concatBytes(chunks, size);
 }
 
 async function gzip(data: Uint8Array): Promise<Uint8Array> {
