@@ -6,24 +6,13 @@
  * times out names the event and the filter it waited for.
  */
 import assert from "node:assert/strict";
-import { QmpClient } from "../lib/client.ts";
 import { TimeoutError } from "../lib/errors.ts";
-import { memoryPair } from "./helpers/memory_transport.ts";
+import { openMemoryClient } from "./helpers/memory_transport.ts";
 import { within } from "./helpers/qemu.ts";
 
 const N = 30_000;
 /** Generous: O(1) registration takes ~20-100 ms for 30,000 here; quadratic took 7-8 s. */
 const BOUND_MS = 1000;
-
-async function open() {
-  const { transport, peer } = memoryPair();
-  const client = new QmpClient(transport, { address: "mem" });
-  peer.greet();
-  const handshake = client.handshake({ timeout: "2s" });
-  await peer.acceptNegotiation();
-  await handshake;
-  return { client, peer };
-}
 
 /** Runs `step(i)` for i in [0, n), failing as soon as the whole takes longer than `ms`. */
 function timedLoop(what: string, n: number, ms: number, step: (i: number) => void): number {
@@ -38,7 +27,7 @@ function timedLoop(what: string, n: number, ms: number, step: (i: number) => voi
 }
 
 Deno.test("scale: 30,000 waitEvent()s arm in < 1 s and one event settles them all", async () => {
-  const { client, peer } = await open();
+  const { client, peer } = await openMemoryClient();
   try {
     const waits: Promise<unknown>[] = new Array(N);
     const armMs = timedLoop("arming waitEvent", N, BOUND_MS, (i) => {
@@ -60,7 +49,7 @@ Deno.test("scale: 30,000 waitEvent()s arm in < 1 s and one event settles them al
 });
 
 Deno.test("scale: 30,000 waitEvent()s with a timeout all reject close to it", async () => {
-  const { client } = await open();
+  const { client } = await openMemoryClient();
   try {
     const timeout = 300;
     const late: number[] = [];
@@ -86,7 +75,7 @@ Deno.test("scale: 30,000 waitEvent()s with a timeout all reject close to it", as
 });
 
 Deno.test("scale: 30,000 aborted waits and closed listeners leave in O(1) each", async () => {
-  const { client, peer } = await open();
+  const { client, peer } = await openMemoryClient();
   try {
     const abort = new AbortController();
     const waits: Promise<unknown>[] = new Array(N);
@@ -115,7 +104,7 @@ Deno.test("scale: 30,000 aborted waits and closed listeners leave in O(1) each",
 });
 
 Deno.test("events: each listener gets exactly the names it asked for", async () => {
-  const { client, peer } = await open();
+  const { client, peer } = await openMemoryClient();
   try {
     const all = client.listen();
     const stops = client.listen({ names: ["STOP"] });
@@ -141,7 +130,7 @@ Deno.test("events: each listener gets exactly the names it asked for", async () 
 });
 
 Deno.test("events: a listener registered while an event is delivered does not get that event", async () => {
-  const { client, peer } = await open();
+  const { client, peer } = await openMemoryClient();
   try {
     let late: ReturnType<typeof client.listen> | undefined;
     const first = client.waitEvent("STOP", {
@@ -163,7 +152,7 @@ Deno.test("events: a listener registered while an event is delivered does not ge
 });
 
 Deno.test("waitEvent: a timeout names the event and the filter", async () => {
-  const { client } = await open();
+  const { client } = await openMemoryClient();
   try {
     await assert.rejects(client.waitEvent("STOP", { timeout: "50ms" }), (e: unknown) => {
       assert.ok(e instanceof TimeoutError);
@@ -196,7 +185,7 @@ Deno.test("waitEvent: a timeout names the event and the filter", async () => {
 });
 
 Deno.test("scale: 30,000 reads of one listener that give up leave in O(1); the next read still works", async () => {
-  const { client, peer } = await open();
+  const { client, peer } = await openMemoryClient();
   try {
     using listener = client.listen({ names: ["STOP"] });
     const abort = new AbortController();

@@ -9,7 +9,7 @@ import { connect, QmpClient } from "../lib/client.ts";
 import { QmpError } from "../lib/errors.ts";
 import { QmpValidationError } from "../lib/qapi/schema.ts";
 import { startFakeServer } from "./helpers/fake_server.ts";
-import { memoryPair } from "./helpers/memory_transport.ts";
+import { memoryPair, openMemoryClient } from "./helpers/memory_transport.ts";
 
 Deno.test("events before the greeting are kept: in the history for since: 0", async () => {
   await using server = await startFakeServer(async (c) => {
@@ -70,12 +70,7 @@ Deno.test("something else before the greeting is still a ProtocolError naming it
 });
 
 Deno.test("executeRaw with arguments that are not an object: a QmpError, nothing sent", async () => {
-  const { transport, peer } = memoryPair();
-  const client = new QmpClient(transport, { address: "mem" });
-  peer.greet();
-  const handshake = client.handshake({ timeout: "2s" });
-  await peer.acceptNegotiation();
-  await handshake;
+  const { client, peer } = await openMemoryClient({ address: "mem" });
   try {
     for (const args of [[], "x", 5, null, [1n]]) {
       await assert.rejects(client.executeRaw("query-status", args as never), (e: unknown) => {

@@ -14,7 +14,7 @@
  * are ids, not secrets: they must stay readable.
  */
 import assert from "node:assert/strict";
-import { QmpClient, type TranscriptEntry } from "../lib/client.ts";
+import type { QmpClient, TranscriptEntry } from "../lib/client.ts";
 import { LaunchError, QmpCommandError } from "../lib/errors.ts";
 import {
   forgetSecrets,
@@ -41,7 +41,7 @@ import { junitReport } from "../lib/runner/reporter_junit.ts";
 import { tapReport } from "../lib/runner/reporter_tap.ts";
 import { formatError } from "../scripts/cli/common.ts";
 import { redactLogRecord } from "../scripts/cli/shell.ts";
-import { memoryPair } from "./helpers/memory_transport.ts";
+import { type FakePeer, openMemoryClient } from "./helpers/memory_transport.ts";
 
 type Msg = Record<string, unknown>;
 
@@ -499,16 +499,14 @@ async function reports(summary: RunSummary): Promise<Record<string, string>> {
 
 /** Runs `fn` with a client whose transcript is collected; the peer runs `serve`. */
 async function withTranscript(
-  serve: (peer: ReturnType<typeof memoryPair>["peer"]) => Promise<void>,
+  serve: (peer: FakePeer) => Promise<void>,
   fn: (client: QmpClient) => Promise<void>,
 ): Promise<TranscriptEntry[]> {
   const log: TranscriptEntry[] = [];
-  const { transport, peer } = memoryPair();
-  const client = new QmpClient(transport, { address: "mem", transcript: (e) => log.push(e) });
-  peer.greet();
-  const handshake = client.handshake({ timeout: "2s" });
-  await peer.acceptNegotiation();
-  await handshake;
+  const { client, peer } = await openMemoryClient({
+    address: "mem",
+    transcript: (e) => log.push(e),
+  });
   const served = serve(peer);
   try {
     await fn(client);
